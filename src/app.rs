@@ -1,0 +1,93 @@
+//! The running gateway's shared state: configuration, store, engines and verifiers.
+//!
+//! Built once at start from a validated [`Config`]; handlers receive it behind an
+//! `Arc`. Nothing here handles requests.
+
+use std::sync::Arc;
+
+use crate::auth::Verifier;
+use crate::bookings::BookingEngine;
+use crate::config::{Config, TenantConfig};
+use crate::feeds::FeedService;
+use crate::store::{Store, StoreError};
+
+/// Who a booking-API key belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiPrincipal {
+    pub tenant: String,
+    pub key_name: String,
+}
+
+/// Which feed a feed token opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedPrincipal {
+    pub tenant: String,
+    pub feed: String,
+}
+
+/// A CalDAV user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPrincipal {
+    pub tenant: String,
+    pub username: String,
+}
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub bookings: BookingEngine,
+    pub feeds: FeedService,
+    pub api_keys: Arc<Verifier<ApiPrincipal>>,
+    pub feed_tokens: Arc<Verifier<FeedPrincipal>>,
+    pub users: Arc<Verifier<UserPrincipal>>,
+}
+
+impl App {
+    /// Opens the store in the configured data directory and wires everything up.
+    pub fn open(config: Config) -> Result<App, StoreError> {
+        let store = Store::open(&config.data_dir)?;
+        Ok(App::with_store(config, store))
+    }
+
+    pub fn with_store(config: Config, store: Store) -> App {
+        let mut api_keys = Verifier::new();
+        let mut feed_tokens = Verifier::new();
+        let mut users = Verifier::new();
+        for t in &config.tenants {
+            for k in &t.api_keys {
+                let who = ApiPrincipal {
+                    tenant: t.id.clone(),
+                    key_name: k.name.clone(),
+                };
+                api_keys.add(None, &k.key_hash, who);
+            }
+            for f in &t.feeds {
+                let which = FeedPrincipal {
+                    tenant: t.id.clone(),
+                    feed: f.name.clone(),
+                };
+                feed_tokens.add(None, &f.token_hash, which);
+            }
+            for u in &t.users {
+                let who = UserPrincipal {
+                    tenant: t.id.clone(),
+                    username: u.username.clone(),
+                };
+                users.add(Some(&u.username), &u.password_hash, who);
+            }
+        }
+        App {
+            bookings: BookingEngine::new(store.clone()),
+            feeds: FeedService::new(store.clone()),
+            api_keys: Arc::new(api_keys),
+            feed_tokens: Arc::new(feed_tokens),
+            users: Arc::new(users),
+            store,
+            config,
+        }
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<&TenantConfig> {
+        self.config.tenant(id)
+    }
+}

@@ -1,0 +1,487 @@
+//! Gateway configuration: the `gateway.toml` schema, loading and validation.
+//!
+//! Everything that can be checked before the server starts is checked here, so the
+//! server never starts half-configured: a broken file fails with the file name, the
+//! key path (`tenant[0].timezone`) and what is wrong. Secrets are only ever present
+//! as argon2 PHC hashes; this module checks that they parse but never verifies them
+//! (that is [`crate::auth`]'s job).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+/// Default listen address of `calgate serve`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default data directory (sled database and keys), relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Default cap on request bodies, in bytes.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Why a configuration could not be used. The message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the configuration file: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// File this configuration was read from (for messages only).
+    pub source: PathBuf,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub max_body_bytes: usize,
+    pub tenants: Vec<TenantConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub id: String,
+    pub name: String,
+    pub timezone: Tz,
+    pub users: Vec<UserConfig>,
+    pub api_keys: Vec<ApiKeyConfig>,
+    pub feeds: Vec<FeedConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    pub username: String,
+    /// argon2 PHC string, as printed by `calgate hash-password`.
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKeyConfig {
+    /// A label for logs and idempotency scoping; never the key itself.
+    pub name: String,
+    pub key_hash: String,
+}
+
+/// What a published .ics feed reveals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedPrivacy {
+    /// Titles, customers, locations and notes.
+    Full,
+    /// Opaque "Busy" blocks only.
+    Busy,
+}
+
+#[derive(Debug, Clone)]
+pub struct FeedConfig {
+    pub name: String,
+    pub token_hash: String,
+    pub privacy: FeedPrivacy,
+    /// Suggested polling interval for subscribers, in minutes.
+    pub refresh_minutes: u32,
+    /// Only bookings ending at most this many days ago; `None` publishes all history.
+    pub past_days: Option<u32>,
+    pub include_cancelled: bool,
+}
+
+// ---- raw (file) schema -------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    tenant: Vec<RawTenant>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    id: String,
+    name: Option<String>,
+    timezone: String,
+    #[serde(default)]
+    user: Vec<RawUser>,
+    #[serde(default)]
+    api_key: Vec<RawApiKey>,
+    #[serde(default)]
+    feed: Vec<RawFeed>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    username: String,
+    password_hash: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiKey {
+    name: String,
+    key_hash: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeed {
+    name: String,
+    token_hash: String,
+    privacy: Option<FeedPrivacy>,
+    refresh_minutes: Option<u32>,
+    past_days: Option<u32>,
+    include_cancelled: Option<bool>,
+}
+
+/// Overrides given on the command line; they win over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads, parses and validates `path`, then applies command-line overrides.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, path)?;
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates configuration text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        Validator { path }.config(raw)
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.id == id)
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let listen = match raw.server.listen.as_deref() {
+            None => DEFAULT_LISTEN
+                .parse()
+                .expect("default listen address parses"),
+            Some(text) => text.parse().map_err(|_| {
+                self.invalid(
+                    "server.listen",
+                    format!("\"{text}\" is not an address:port such as \"127.0.0.1:8080\""),
+                )
+            })?,
+        };
+        let max_body_bytes = raw.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
+            return Err(self.invalid("server.max_body_bytes", "must be between 1024 and 67108864"));
+        }
+        let mut tenants = Vec::with_capacity(raw.tenant.len());
+        let mut tenant_ids = HashSet::new();
+        let mut usernames = HashSet::new();
+        for (i, t) in raw.tenant.into_iter().enumerate() {
+            let tenant = self.tenant(i, t)?;
+            if !tenant_ids.insert(tenant.id.clone()) {
+                return Err(self.invalid(
+                    format!("tenant[{i}].id"),
+                    format!("tenant \"{}\" is declared twice", tenant.id),
+                ));
+            }
+            for (j, user) in tenant.users.iter().enumerate() {
+                // CalDAV principals are addressed by user name alone, so names are global.
+                if !usernames.insert(user.username.clone()) {
+                    return Err(self.invalid(
+                        format!("tenant[{i}].user[{j}].username"),
+                        format!(
+                            "user \"{}\" already exists; user names must be unique across tenants",
+                            user.username
+                        ),
+                    ));
+                }
+            }
+            tenants.push(tenant);
+        }
+        Ok(Config {
+            source: self.path.to_owned(),
+            listen,
+            data_dir: raw
+                .server
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            max_body_bytes,
+            tenants,
+        })
+    }
+
+    fn tenant(&self, i: usize, raw: RawTenant) -> Result<TenantConfig, ConfigError> {
+        let key = |field: &str| format!("tenant[{i}].{field}");
+        if !is_identifier(&raw.id) {
+            return Err(self.invalid(
+                key("id"),
+                format!(
+                    "\"{}\" is not a valid id: use 1-64 characters of a-z, 0-9, '-' and '_'",
+                    raw.id
+                ),
+            ));
+        }
+        let timezone: Tz = raw.timezone.parse().map_err(|_| {
+            self.invalid(
+                key("timezone"),
+                format!(
+                    "\"{}\" is not an IANA time zone such as \"Europe/Paris\"",
+                    raw.timezone
+                ),
+            )
+        })?;
+        let mut users = Vec::new();
+        for (j, u) in raw.user.into_iter().enumerate() {
+            if u.username.is_empty()
+                || u.username.len() > 64
+                || u.username.contains([':', '/'])
+                || u.username.chars().any(char::is_control)
+            {
+                return Err(self.invalid(
+                    key(&format!("user[{j}].username")),
+                    "must be 1-64 characters without ':', '/' or control characters",
+                ));
+            }
+            self.hash(&key(&format!("user[{j}].password_hash")), &u.password_hash)?;
+            users.push(UserConfig {
+                username: u.username,
+                password_hash: u.password_hash,
+            });
+        }
+        let mut api_keys = Vec::new();
+        for (j, k) in raw.api_key.into_iter().enumerate() {
+            self.label(&key(&format!("api_key[{j}].name")), &k.name)?;
+            self.hash(&key(&format!("api_key[{j}].key_hash")), &k.key_hash)?;
+            if api_keys.iter().any(|a: &ApiKeyConfig| a.name == k.name) {
+                return Err(self.invalid(
+                    key(&format!("api_key[{j}].name")),
+                    format!("api key name \"{}\" is used twice in this tenant", k.name),
+                ));
+            }
+            api_keys.push(ApiKeyConfig {
+                name: k.name,
+                key_hash: k.key_hash,
+            });
+        }
+        let mut feeds = Vec::new();
+        for (j, f) in raw.feed.into_iter().enumerate() {
+            self.label(&key(&format!("feed[{j}].name")), &f.name)?;
+            self.hash(&key(&format!("feed[{j}].token_hash")), &f.token_hash)?;
+            if feeds.iter().any(|x: &FeedConfig| x.name == f.name) {
+                return Err(self.invalid(
+                    key(&format!("feed[{j}].name")),
+                    format!("feed name \"{}\" is used twice in this tenant", f.name),
+                ));
+            }
+            let refresh_minutes = f.refresh_minutes.unwrap_or(15);
+            if !(1..=10_080).contains(&refresh_minutes) {
+                return Err(self.invalid(
+                    key(&format!("feed[{j}].refresh_minutes")),
+                    "must be between 1 and 10080 (one week)",
+                ));
+            }
+            feeds.push(FeedConfig {
+                name: f.name,
+                token_hash: f.token_hash,
+                privacy: f.privacy.unwrap_or(FeedPrivacy::Full),
+                refresh_minutes,
+                past_days: f.past_days,
+                include_cancelled: f.include_cancelled.unwrap_or(false),
+            });
+        }
+        let name = raw.name.unwrap_or_else(|| raw.id.clone());
+        if name.chars().any(char::is_control) {
+            return Err(self.invalid(key("name"), "must not contain control characters"));
+        }
+        Ok(TenantConfig {
+            id: raw.id,
+            name,
+            timezone,
+            users,
+            api_keys,
+            feeds,
+        })
+    }
+
+    fn label(&self, key: &str, value: &str) -> Result<(), ConfigError> {
+        if is_identifier(value) {
+            Ok(())
+        } else {
+            Err(self.invalid(
+                key,
+                format!("\"{value}\" must be 1-64 characters of a-z, 0-9, '-' and '_'"),
+            ))
+        }
+    }
+
+    fn hash(&self, key: &str, value: &str) -> Result<(), ConfigError> {
+        crate::auth::check_hash_format(value).map_err(|why| {
+            self.invalid(
+                key,
+                format!("{why}; generate one with `calgate hash-password`"),
+            )
+        })
+    }
+}
+
+/// Tenant ids, key names and feed names: short, URL- and key-safe.
+pub fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$K4Jvj9oKz9Wq+6bYkzF9dZ8p3BqHhU5yU8cK0rQw4Zs";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("gateway.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert!(c.tenants.is_empty());
+    }
+
+    #[test]
+    fn full_tenant_parses() {
+        let c = parse(&format!(
+            r#"
+            [[tenant]]
+            id = "demo"
+            timezone = "Europe/Paris"
+            [[tenant.user]]
+            username = "demo"
+            password_hash = "{HASH}"
+            [[tenant.api_key]]
+            name = "main"
+            key_hash = "{HASH}"
+            [[tenant.feed]]
+            name = "public"
+            token_hash = "{HASH}"
+            privacy = "busy"
+            "#
+        ))
+        .unwrap();
+        let t = &c.tenants[0];
+        assert_eq!(t.timezone, chrono_tz::Europe::Paris);
+        assert_eq!(t.name, "demo");
+        assert_eq!(t.feeds[0].privacy, FeedPrivacy::Busy);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        let err = parse(
+            r#"
+            [[tenant]]
+            id = "demo"
+            timezone = "Europe/Pariss"
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("gateway.toml: tenant[0].timezone:"),
+            "{err}"
+        );
+        assert!(err.contains("Europe/Pariss"), "{err}");
+
+        let err = parse("[server]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.listen"), "{err}");
+
+        let err = parse("[server]\nlisen = \"127.0.0.1:1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `lisen`"), "{err}");
+
+        let err = parse(
+            "[[tenant]]\nid=\"a\"\ntimezone=\"UTC\"\n[[tenant.api_key]]\nname=\"k\"\nkey_hash=\"plain\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("tenant[0].api_key[0].key_hash"), "{err}");
+        assert!(err.contains("calgate hash-password"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_tenants_and_users_are_refused() {
+        let twice =
+            "[[tenant]]\nid=\"a\"\ntimezone=\"UTC\"\n[[tenant]]\nid=\"a\"\ntimezone=\"UTC\"\n";
+        assert!(
+            parse(twice)
+                .unwrap_err()
+                .to_string()
+                .contains("tenant[1].id")
+        );
+        let users = format!(
+            "[[tenant]]\nid=\"a\"\ntimezone=\"UTC\"\n[[tenant.user]]\nusername=\"x\"\npassword_hash=\"{HASH}\"\n\
+             [[tenant]]\nid=\"b\"\ntimezone=\"UTC\"\n[[tenant.user]]\nusername=\"x\"\npassword_hash=\"{HASH}\"\n"
+        );
+        let err = parse(&users).unwrap_err().to_string();
+        assert!(err.contains("tenant[1].user[0].username"), "{err}");
+    }
+
+    #[test]
+    fn bad_tenant_id_is_refused() {
+        let err = parse("[[tenant]]\nid=\"Demo Salon\"\ntimezone=\"UTC\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tenant[0].id"), "{err}");
+    }
+}

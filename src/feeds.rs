@@ -1,0 +1,274 @@
+//! Published .ics feeds of a tenant's bookings (webcal subscriptions).
+//!
+//! A feed's ETag is derived from its inputs — the tenant's change sequence, the feed
+//! settings and (for windowed feeds) the current day — so a conditional GET is
+//! answered without reading a single booking. Rendered documents are cached per feed
+//! and reused until the ETag moves. HTTP handling lives in [`crate::http`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono_tz::Tz;
+use sha2::{Digest, Sha256};
+
+use crate::config::{FeedConfig, FeedPrivacy, TenantConfig};
+use crate::ical::{self, ContentWriter, vtimezone};
+use crate::model::{Booking, BookingStatus, BookingTime, Span};
+use crate::store::{Store, StoreError};
+
+/// Identifies this software in PRODID.
+pub const PRODID: &str = concat!("-//calgate//calgate ", env!("CARGO_PKG_VERSION"), "//EN");
+
+/// The validators of a feed's current content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedValidators {
+    /// Strong ETag, quoted.
+    pub etag: String,
+    pub last_modified: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+pub struct FeedDocument {
+    pub validators: FeedValidators,
+    pub body: Bytes,
+}
+
+/// Renders feeds and remembers the last rendering of each.
+pub struct FeedService {
+    store: Store,
+    /// Config changes only take effect on restart; feeds rendered before it are stale.
+    started: DateTime<Utc>,
+    cache: Mutex<HashMap<(String, String), Arc<FeedDocument>>>,
+}
+
+impl FeedService {
+    pub fn new(store: Store) -> Self {
+        let now = Utc::now();
+        FeedService {
+            store,
+            started: Utc
+                .timestamp_opt(now.timestamp(), 0)
+                .single()
+                .unwrap_or(now),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The window of bookings a feed publishes at `now`.
+    fn window(feed: &FeedConfig, now: DateTime<Utc>) -> Span {
+        let start = match feed.past_days {
+            // Whole days, so the window (and the ETag) moves once a day.
+            Some(days) => {
+                let today = now.date_naive().and_hms_opt(0, 0, 0).unwrap_or_default();
+                (Utc.from_utc_datetime(&today) - Duration::days(days.into())).timestamp_millis()
+            }
+            None => i64::MIN / 2,
+        };
+        Span::new(start, i64::MAX / 2)
+    }
+
+    /// Current validators, computed without touching bookings.
+    pub fn validators(
+        &self,
+        tenant: &TenantConfig,
+        feed: &FeedConfig,
+        now: DateTime<Utc>,
+    ) -> Result<FeedValidators, StoreError> {
+        let version = self.store.version(&tenant.id)?;
+        let mut h = Sha256::new();
+        for part in [
+            tenant.id.as_str(),
+            tenant.name.as_str(),
+            tenant.timezone.name(),
+            feed.name.as_str(),
+            &format!("{:?}", feed.privacy),
+            &feed.refresh_minutes.to_string(),
+            &feed.include_cancelled.to_string(),
+            &Self::window(feed, now).start.to_string(),
+            &self.started.timestamp().to_string(),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        let digest = h.finalize();
+        let modified = Utc
+            .timestamp_millis_opt(version.modified_ms)
+            .single()
+            .unwrap_or(self.started);
+        Ok(FeedValidators {
+            etag: format!("\"{}-{}\"", version.seq, hex::encode(&digest[..8])),
+            // HTTP dates have whole seconds.
+            last_modified: Utc
+                .timestamp_opt(modified.max(self.started).timestamp(), 0)
+                .single()
+                .unwrap_or(self.started),
+        })
+    }
+
+    /// The feed document for the current validators, rendered at most once per change.
+    pub fn document(
+        &self,
+        tenant: &TenantConfig,
+        feed: &FeedConfig,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<FeedDocument>, StoreError> {
+        let validators = self.validators(tenant, feed, now)?;
+        let key = (tenant.id.clone(), feed.name.clone());
+        if let Some(doc) = self.lock().get(&key)
+            && doc.validators == validators
+        {
+            return Ok(Arc::clone(doc));
+        }
+        let bookings = self
+            .store
+            .bookings_in(&tenant.id, Self::window(feed, now))?;
+        let doc = Arc::new(FeedDocument {
+            validators,
+            body: Bytes::from(render(tenant, feed, &bookings)),
+        });
+        self.lock().insert(key, Arc::clone(&doc));
+        Ok(doc)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<FeedDocument>>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Renders a complete VCALENDAR for `bookings` (ordered by start).
+pub fn render(tenant: &TenantConfig, feed: &FeedConfig, bookings: &[Booking]) -> String {
+    let published: Vec<&Booking> = bookings
+        .iter()
+        .filter(|b| {
+            b.status != BookingStatus::Cancelled
+                || (feed.include_cancelled && feed.privacy == FeedPrivacy::Full)
+        })
+        .collect();
+    let mut w = ContentWriter::with_capacity(512 + published.len() * 600);
+    w.begin("VCALENDAR");
+    w.text("PRODID", &[], PRODID);
+    w.raw("VERSION", &[], "2.0");
+    w.raw("CALSCALE", &[], "GREGORIAN");
+    w.raw("METHOD", &[], "PUBLISH");
+    w.text("NAME", &[], &tenant.name);
+    w.text("X-WR-CALNAME", &[], &tenant.name);
+    w.text("X-WR-TIMEZONE", &[], tenant.timezone.name());
+    let ttl = format!("PT{}M", feed.refresh_minutes);
+    w.raw("REFRESH-INTERVAL", &[("VALUE", "DURATION")], &ttl);
+    w.raw("X-PUBLISHED-TTL", &[], &ttl);
+    for (tz, span) in zones_used(tenant.timezone, &published) {
+        let at = |ms: i64| Utc.timestamp_millis_opt(ms).single().unwrap_or_default();
+        vtimezone::write_vtimezone(&mut w, tz, at(span.start), at(span.end));
+    }
+    for booking in published {
+        write_event(&mut w, feed, booking);
+    }
+    w.end("VCALENDAR");
+    w.finish()
+}
+
+/// Each zone a timed booking is written in, with the time it must cover; the
+/// tenant's own zone is always described (X-WR-TIMEZONE names it).
+fn zones_used(tenant_tz: Tz, bookings: &[&Booking]) -> Vec<(Tz, Span)> {
+    let mut zones: Vec<(Tz, Span)> = Vec::new();
+    let now = Utc::now().timestamp_millis();
+    let mut cover = |tz: Tz, span: Span| match zones.iter_mut().find(|(z, _)| *z == tz) {
+        Some((_, s)) => *s = Span::new(s.start.min(span.start), s.end.max(span.end)),
+        None => zones.push((tz, span)),
+    };
+    cover(tenant_tz, Span::new(now, now));
+    for b in bookings {
+        if !b.is_all_day() {
+            cover(b.time_zone, b.span());
+        }
+    }
+    zones
+}
+
+fn write_event(w: &mut ContentWriter, feed: &FeedConfig, b: &Booking) {
+    let busy_only = feed.privacy == FeedPrivacy::Busy;
+    w.begin("VEVENT");
+    if busy_only {
+        // An opaque UID: the same event across renders, nothing learnt from it.
+        let digest = Sha256::digest(format!("{}\0{}\0{}", b.tenant, feed.name, b.uid));
+        w.text(
+            "UID",
+            &[],
+            &format!("{}@calgate", hex::encode(&digest[..16])),
+        );
+    } else {
+        w.text("UID", &[], &b.uid);
+    }
+    w.raw("DTSTAMP", &[], &ical::format_utc(b.updated));
+    w.raw("CREATED", &[], &ical::format_utc(b.created));
+    w.raw("LAST-MODIFIED", &[], &ical::format_utc(b.updated));
+    w.raw("SEQUENCE", &[], &b.sequence.to_string());
+    match &b.time {
+        BookingTime::AllDay { start, end } => {
+            w.raw("DTSTART", &[("VALUE", "DATE")], &ical::format_date(*start));
+            w.raw("DTEND", &[("VALUE", "DATE")], &ical::format_date(*end));
+        }
+        BookingTime::Timed { start, end } => {
+            for (name, t) in [("DTSTART", start), ("DTEND", end)] {
+                match ical::zoned_value(t.with_timezone(&Utc), b.time_zone) {
+                    (Some(tzid), value) => w.raw(name, &[("TZID", tzid)], &value),
+                    (None, value) => w.raw(name, &[], &value),
+                }
+            }
+        }
+    }
+    let status = match b.status {
+        BookingStatus::Confirmed => "CONFIRMED",
+        BookingStatus::Tentative => "TENTATIVE",
+        BookingStatus::Cancelled => "CANCELLED",
+    };
+    w.raw("STATUS", &[], status);
+    let transparent = b.status == BookingStatus::Cancelled;
+    w.raw(
+        "TRANSP",
+        &[],
+        if transparent { "TRANSPARENT" } else { "OPAQUE" },
+    );
+    if busy_only {
+        w.text("SUMMARY", &[], "Busy");
+        w.raw("CLASS", &[], "PRIVATE");
+    } else {
+        w.text("SUMMARY", &[], &b.title);
+        if let Some(location) = &b.location {
+            w.text("LOCATION", &[], location);
+        }
+        let description = describe(b);
+        if !description.is_empty() {
+            w.text("DESCRIPTION", &[], &description);
+        }
+    }
+    w.end("VEVENT");
+}
+
+/// The human-readable DESCRIPTION: service and customer first, then notes.
+fn describe(b: &Booking) -> String {
+    let mut lines = Vec::new();
+    if let Some(service) = &b.service {
+        lines.push(format!("Service: {service}"));
+    }
+    if let Some(c) = &b.customer {
+        for (label, value) in [
+            ("Customer", &c.name),
+            ("Email", &c.email),
+            ("Phone", &c.phone),
+        ] {
+            if let Some(v) = value {
+                lines.push(format!("{label}: {v}"));
+            }
+        }
+    }
+    if let Some(notes) = &b.notes {
+        if !lines.is_empty() {
+            lines.push(String::new());
+        }
+        lines.push(notes.clone());
+    }
+    lines.join("\n")
+}

@@ -1,0 +1,114 @@
+//! RFC 9457 problem details: every error the gateway answers with over the JSON API
+//! and the feeds. CalDAV errors (DAV:error bodies) are built by the DAV layer.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::json;
+
+use super::{Body, full};
+use crate::model::FieldError;
+
+pub const CONTENT_TYPE: &str = "application/problem+json";
+
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub status: StatusCode,
+    /// Short slug; the `type` URI is `urn:calgate:problem:{slug}`.
+    pub slug: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    pub invalid_params: Vec<FieldError>,
+    /// Extra headers (WWW-Authenticate, Allow, ...).
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl Problem {
+    pub fn new(
+        status: StatusCode,
+        slug: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Problem {
+            status,
+            slug,
+            title,
+            detail: detail.into(),
+            invalid_params: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_params(mut self, params: Vec<FieldError>) -> Self {
+        self.invalid_params = params;
+        self
+    }
+
+    pub fn with_header(mut self, name: header::HeaderName, value: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.push((name, v));
+        }
+        self
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "Bad request",
+            detail,
+        )
+    }
+
+    pub fn invalid(params: Vec<FieldError>) -> Self {
+        let detail = params
+            .iter()
+            .map(|p| format!("{}: {}", p.field, p.reason))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-params",
+            "The request has invalid fields",
+            detail,
+        )
+        .with_params(params)
+    }
+
+    pub fn internal() -> Self {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "the server failed to complete the request; it has been logged",
+        )
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let mut body = json!({
+            "type": format!("urn:calgate:problem:{}", self.slug),
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        if !self.invalid_params.is_empty() {
+            body["invalid_params"] = self
+                .invalid_params
+                .iter()
+                .map(|p| json!({"name": p.field, "reason": p.reason}))
+                .collect();
+        }
+        let mut resp = Response::new(full(Bytes::from(body.to_string())));
+        *resp.status_mut() = self.status;
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        for (name, value) in self.headers {
+            resp.headers_mut().append(name, value);
+        }
+        resp
+    }
+}

@@ -1,0 +1,107 @@
+//! calgate: a CalDAV/iCal gateway for booking systems.
+//!
+//! Layout (one module per concern):
+//! - [`config`]: `gateway.toml` schema and validation.
+//! - [`model`]: the booking domain types and their invariants.
+//! - [`store`]: sled persistence, key encoding, time index, change log.
+//! - [`bookings`]: the booking engine (create/update/cancel with concurrency control).
+//! - [`ical`]: iCalendar writing (and, later, parsing and recurrence).
+//! - [`feeds`]: .ics feed rendering and caching.
+//! - [`auth`]: argon2 secrets and their verification.
+//! - [`api`]: the JSON booking API handlers.
+//! - [`http`]: hyper server, routing, problem+json, conditional requests.
+//! - [`app`]: the shared state wiring these together.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod bookings;
+pub mod config;
+pub mod feeds;
+pub mod http;
+pub mod ical;
+pub mod model;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use app::App;
+use config::Config;
+use store::StoreError;
+
+/// How often expired Idempotency-Keys are swept.
+const IDEMPOTENCY_SWEEP: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source} (is another server using it? pass --listen ADDR)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A gateway serving in the background of the current tokio runtime.
+pub struct Running {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    shutdown: oneshot::Sender<()>,
+    server: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
+}
+
+/// Opens the store, binds the listener and starts serving.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let app = Arc::new(App::open(config)?);
+    let (shutdown, signal) = oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(Arc::clone(&app), listener, async {
+        let _ = signal.await;
+    }));
+    let store = app.store.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(IDEMPOTENCY_SWEEP);
+        loop {
+            tick.tick().await;
+            match store.purge_idempotency(chrono::Utc::now()) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "expired idempotency keys swept"),
+                Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
+            }
+        }
+    });
+    Ok(Running {
+        addr,
+        app,
+        shutdown,
+        server,
+        sweeper,
+    })
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, and flushes the store.
+    pub async fn stop(self) -> Result<(), StoreError> {
+        let _ = self.shutdown.send(());
+        let _ = self.server.await;
+        self.sweeper.abort();
+        self.app.store.flush().await
+    }
+}

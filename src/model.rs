@@ -1,0 +1,370 @@
+//! The booking domain: what a booking is and which bookings are valid.
+//!
+//! No HTTP, JSON-protocol or iCalendar knowledge lives here: the API, the feeds and
+//! (later) CalDAV translate to and from these types. The types are serde-serialisable
+//! because the store persists them, not because they are a wire format.
+
+use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+/// Limits that keep a booking meaningful and bounded in size.
+pub mod limits {
+    pub const TITLE_CHARS: usize = 500;
+    pub const TEXT_CHARS: usize = 10_000;
+    pub const SHORT_CHARS: usize = 500;
+    pub const METADATA_BYTES: usize = 16 * 1024;
+    /// Longest booking, timed or all-day.
+    pub const MAX_DAYS: i64 = 366;
+    pub const MIN_YEAR: i32 = 1900;
+    pub const MAX_YEAR: i32 = 2200;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BookingStatus {
+    Confirmed,
+    Tentative,
+    Cancelled,
+}
+
+impl BookingStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BookingStatus::Confirmed => "confirmed",
+            BookingStatus::Tentative => "tentative",
+            BookingStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "confirmed" => Some(BookingStatus::Confirmed),
+            "tentative" => Some(BookingStatus::Tentative),
+            "cancelled" => Some(BookingStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// When a booking takes place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BookingTime {
+    /// Exact instants; the offsets are kept as the client sent them.
+    Timed {
+        start: DateTime<FixedOffset>,
+        end: DateTime<FixedOffset>,
+    },
+    /// Whole days in the booking's zone; `end` is exclusive.
+    AllDay { start: NaiveDate, end: NaiveDate },
+}
+
+/// A half-open UTC interval `[start, end)` in milliseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Span {
+    pub start: i64,
+    pub end: i64,
+}
+
+impl Span {
+    pub fn new(start: i64, end: i64) -> Self {
+        Span { start, end }
+    }
+
+    pub fn from_instants(start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
+        Span::new(start.timestamp_millis(), end.timestamp_millis())
+    }
+
+    /// Whether two spans share time (touching ends do not overlap).
+    pub fn overlaps(&self, other: &Span) -> bool {
+        self.start < other.end && other.start < self.end
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+}
+
+impl Customer {
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.email.is_none() && self.phone.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Booking {
+    pub id: String,
+    /// iCalendar UID; the id for bookings made through the API.
+    pub uid: String,
+    pub tenant: String,
+    pub time: BookingTime,
+    /// Zone the booking is shown in (and all-day dates are anchored to).
+    pub time_zone: Tz,
+    pub title: String,
+    pub service: Option<String>,
+    pub customer: Option<Customer>,
+    pub location: Option<String>,
+    pub notes: Option<String>,
+    pub status: BookingStatus,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+    /// iCalendar SEQUENCE: bumped on every revision.
+    pub sequence: u32,
+    /// Strong entity tag of this revision, quoted (`"..."`).
+    pub etag: String,
+}
+
+/// One thing wrong with a booking, named by its field (`customer.email`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Midnight of `date` in `tz`, or the first instant after a DST gap at midnight.
+pub fn start_of_day(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
+    let midnight = date.and_hms_opt(0, 0, 0).unwrap_or_default();
+    match tz.from_local_datetime(&midnight).earliest() {
+        Some(t) => t.with_timezone(&Utc),
+        // Zones such as America/Santiago skip midnight: the day starts an hour later.
+        None => (1..=4)
+            .filter_map(|h| {
+                tz.from_local_datetime(&(midnight + chrono::Duration::hours(h)))
+                    .earliest()
+            })
+            .map(|t| t.with_timezone(&Utc))
+            .next()
+            .unwrap_or_else(|| Utc.from_utc_datetime(&midnight)),
+    }
+}
+
+impl Booking {
+    /// The UTC interval this booking occupies.
+    pub fn span(&self) -> Span {
+        match &self.time {
+            BookingTime::Timed { start, end } => {
+                Span::new(start.timestamp_millis(), end.timestamp_millis())
+            }
+            BookingTime::AllDay { start, end } => Span::from_instants(
+                start_of_day(*start, self.time_zone),
+                start_of_day(*end, self.time_zone),
+            ),
+        }
+    }
+
+    pub fn is_all_day(&self) -> bool {
+        matches!(self.time, BookingTime::AllDay { .. })
+    }
+
+    /// Checks the invariants every stored booking satisfies.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        use limits::*;
+        let mut errors = Vec::new();
+        let (start_year, end_year, days) = match &self.time {
+            BookingTime::Timed { start, end } => {
+                if end <= start {
+                    errors.push(FieldError::new("end", "must be after start"));
+                }
+                (start.year_ce(), end.year_ce(), (*end - *start).num_days())
+            }
+            BookingTime::AllDay { start, end } => {
+                if end <= start {
+                    errors.push(FieldError::new(
+                        "end",
+                        "must be after start (the end date of an all-day booking is exclusive)",
+                    ));
+                }
+                (start.year_ce(), end.year_ce(), (*end - *start).num_days())
+            }
+        };
+        for (field, year) in [("start", start_year), ("end", end_year)] {
+            if !(MIN_YEAR..=MAX_YEAR).contains(&year) {
+                errors.push(FieldError::new(
+                    field,
+                    format!("year must be between {MIN_YEAR} and {MAX_YEAR}"),
+                ));
+            }
+        }
+        if days > MAX_DAYS {
+            errors.push(FieldError::new(
+                "end",
+                format!("a booking may last at most {MAX_DAYS} days"),
+            ));
+        }
+        if self.title.trim().is_empty() {
+            errors.push(FieldError::new("title", "must not be empty"));
+        }
+        check_text(&mut errors, "title", Some(&self.title), TITLE_CHARS);
+        check_text(&mut errors, "service", self.service.as_deref(), SHORT_CHARS);
+        check_text(
+            &mut errors,
+            "location",
+            self.location.as_deref(),
+            SHORT_CHARS,
+        );
+        check_text(&mut errors, "notes", self.notes.as_deref(), TEXT_CHARS);
+        if let Some(c) = &self.customer {
+            check_text(&mut errors, "customer.name", c.name.as_deref(), SHORT_CHARS);
+            check_text(
+                &mut errors,
+                "customer.phone",
+                c.phone.as_deref(),
+                SHORT_CHARS,
+            );
+            check_text(
+                &mut errors,
+                "customer.email",
+                c.email.as_deref(),
+                SHORT_CHARS,
+            );
+            if let Some(email) = &c.email {
+                let valid = email
+                    .split_once('@')
+                    .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+                    && !email.contains(char::is_whitespace);
+                if !valid {
+                    errors.push(FieldError::new(
+                        "customer.email",
+                        "is not an email address (name@example.com)",
+                    ));
+                }
+            }
+        }
+        let metadata_size = serde_json::to_vec(&self.metadata).map_or(0, |v| v.len());
+        if metadata_size > METADATA_BYTES {
+            errors.push(FieldError::new(
+                "metadata",
+                format!("is {metadata_size} bytes as JSON; at most {METADATA_BYTES} allowed"),
+            ));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+trait YearCe {
+    fn year_ce(&self) -> i32;
+}
+impl YearCe for DateTime<FixedOffset> {
+    fn year_ce(&self) -> i32 {
+        chrono::Datelike::year(self)
+    }
+}
+impl YearCe for NaiveDate {
+    fn year_ce(&self) -> i32 {
+        chrono::Datelike::year(self)
+    }
+}
+
+fn check_text(errors: &mut Vec<FieldError>, field: &str, value: Option<&str>, max_chars: usize) {
+    let Some(value) = value else { return };
+    let chars = value.chars().count();
+    if chars > max_chars {
+        errors.push(FieldError::new(
+            field,
+            format!("is {chars} characters long; at most {max_chars} allowed"),
+        ));
+    }
+    // Tabs and newlines are text; other control characters corrupt feeds and clients.
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
+        errors.push(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Booking {
+        let start = DateTime::parse_from_rfc3339("2026-12-01T10:00:00+01:00").unwrap();
+        Booking {
+            id: "b1".into(),
+            uid: "b1".into(),
+            tenant: "demo".into(),
+            time: BookingTime::Timed {
+                start,
+                end: start + chrono::Duration::minutes(30),
+            },
+            time_zone: chrono_tz::Europe::Paris,
+            title: "Haircut".into(),
+            service: None,
+            customer: None,
+            location: None,
+            notes: None,
+            status: BookingStatus::Confirmed,
+            metadata: Default::default(),
+            created: Utc::now(),
+            updated: Utc::now(),
+            sequence: 0,
+            etag: String::new(),
+        }
+    }
+
+    #[test]
+    fn all_day_span_is_anchored_in_the_zone() {
+        let mut b = sample();
+        b.time = BookingTime::AllDay {
+            start: NaiveDate::from_ymd_opt(2026, 7, 1).unwrap(),
+            end: NaiveDate::from_ymd_opt(2026, 7, 2).unwrap(),
+        };
+        let span = b.span();
+        // Paris is UTC+2 in July: the day starts at 22:00 UTC the evening before.
+        let expected = DateTime::parse_from_rfc3339("2026-06-30T22:00:00Z").unwrap();
+        assert_eq!(span.start, expected.timestamp_millis());
+        assert_eq!(span.end - span.start, 24 * 3600 * 1000);
+    }
+
+    #[test]
+    fn start_of_day_survives_midnight_dst_gap() {
+        // Santiago springs forward at 00:00 on 2026-09-06: the day begins at 01:00.
+        let d = NaiveDate::from_ymd_opt(2026, 9, 6).unwrap();
+        let t = start_of_day(d, chrono_tz::America::Santiago);
+        let local = t.with_timezone(&chrono_tz::America::Santiago);
+        assert_eq!(local.date_naive(), d);
+    }
+
+    #[test]
+    fn validation_names_fields() {
+        let mut b = sample();
+        if let BookingTime::Timed { start, end } = &mut b.time {
+            *end = *start - chrono::Duration::minutes(1);
+        }
+        b.title = " ".into();
+        b.customer = Some(Customer {
+            email: Some("nobody".into()),
+            ..Default::default()
+        });
+        let errors = b.validate().unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["end", "title", "customer.email"]);
+    }
+
+    #[test]
+    fn span_overlap_is_half_open() {
+        assert!(Span::new(0, 10).overlaps(&Span::new(9, 20)));
+        assert!(!Span::new(0, 10).overlaps(&Span::new(10, 20)));
+    }
+}

@@ -1,0 +1,411 @@
+//! Persistent storage on sled 0.34 — the only module that touches sled.
+//!
+//! A handful of trees shared by all tenants, each keyed by a tenant-scoped composite
+//! key (see [`keys`]); sled degrades with many trees, so there is no tree per tenant.
+//!
+//! | tree          | key                                   | value                     |
+//! |---------------|---------------------------------------|---------------------------|
+//! | `bookings`    | tenant \0 booking id                  | booking (JSON)            |
+//! | `booking_time`| tenant \0 class start id ([`time_index`]) | end                   |
+//! | `changes`     | tenant \0 collection \0 seq           | [`Change`] (JSON)         |
+//! | `meta`        | `version` \0 tenant                   | seq, modified             |
+//! | `idempotency` | tenant \0 api key \0 idempotency key  | [`IdempotencyRecord`]     |
+//!
+//! Every write is one multi-tree transaction (record, index, change log and version
+//! move together) followed by a flush, so a write method that returns `Ok` has
+//! reached the disk: callers may acknowledge it. Callers see only domain types; a
+//! second backend can implement these same methods.
+
+pub mod keys;
+pub mod time_index;
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+
+use crate::model::{Booking, Span};
+use keys::{decode_i64, decode_u64, encode_i64, join, prefix};
+
+/// Name of the change-log collection holding a tenant's bookings.
+pub const BOOKINGS_COLLECTION: &str = "bookings";
+/// How long an Idempotency-Key is remembered.
+pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot open the database in {path}: {source} (is another calgate using this data directory?)"
+    )]
+    Open { path: String, source: sled::Error },
+    #[error("storage failure: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt record under key {key:?}: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+/// A tenant's position in its change history: bumps with every write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TenantVersion {
+    pub seq: u64,
+    /// When the last change was committed (ms since the epoch); 0 if never.
+    pub modified_ms: i64,
+}
+
+/// One entry of a collection's change log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub seq: u64,
+    pub id: String,
+    pub deleted: bool,
+}
+
+/// What a write requires of the current record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    None,
+    MustNotExist,
+    /// The stored record must carry exactly this ETag.
+    EtagIs(String),
+}
+
+/// A claim on an Idempotency-Key made together with a create.
+#[derive(Debug, Clone)]
+pub struct IdempotencyClaim {
+    pub api_key: String,
+    pub key: String,
+    /// Digest of the request, to tell a retry from a reuse.
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub fingerprint: String,
+    pub booking_id: String,
+    pub created_ms: i64,
+}
+
+#[derive(Debug)]
+pub enum WriteOutcome {
+    Written(TenantVersion),
+    /// The precondition did not hold; here is what is stored now.
+    PreconditionFailed(Option<Box<Booking>>),
+    /// The Idempotency-Key was used before for the same request: its booking.
+    Replayed(String),
+    /// The Idempotency-Key was used before for a different request.
+    IdempotencyKeyReused,
+}
+
+#[derive(Debug)]
+pub enum DeleteOutcome {
+    Deleted(TenantVersion),
+    NotFound,
+    PreconditionFailed(Box<Booking>),
+}
+
+/// Why a transaction stopped early (internal).
+enum Abort {
+    Outcome(WriteOutcome),
+    Corrupt(Box<StoreError>),
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<Abort>>;
+
+fn abort<T>(outcome: WriteOutcome) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(Abort::Outcome(outcome)))
+}
+
+fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        reason: reason.to_string(),
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Our own plain data types always serialise.
+    serde_json::to_vec(value).expect("store records serialise to JSON")
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    bookings: sled::Tree,
+    booking_time: sled::Tree,
+    changes: sled::Tree,
+    meta: sled::Tree,
+    idempotency: sled::Tree,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        Ok(Store {
+            bookings: db.open_tree("bookings")?,
+            booking_time: db.open_tree("booking_time")?,
+            changes: db.open_tree("changes")?,
+            meta: db.open_tree("meta")?,
+            idempotency: db.open_tree("idempotency")?,
+            db,
+        })
+    }
+
+    /// Makes everything written so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    pub fn booking(&self, tenant: &str, id: &str) -> Result<Option<Booking>, StoreError> {
+        let key = join(&[tenant.as_bytes(), id.as_bytes()]);
+        self.bookings
+            .get(&key)?
+            .map(|raw| decode(&key, &raw))
+            .transpose()
+    }
+
+    /// Bookings overlapping `window`, ordered by start — through the time index.
+    pub fn bookings_in(&self, tenant: &str, window: Span) -> Result<Vec<Booking>, StoreError> {
+        let hits = time_index::query(&self.booking_time, &[tenant.as_bytes()], window)?;
+        let mut out = Vec::with_capacity(hits.len());
+        for hit in hits {
+            let key = join(&[tenant.as_bytes(), &hit.id]);
+            if let Some(raw) = self.bookings.get(&key)? {
+                out.push(decode(&key, &raw)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn version(&self, tenant: &str) -> Result<TenantVersion, StoreError> {
+        let key = join(&[b"version", tenant.as_bytes()]);
+        Ok(self
+            .meta
+            .get(&key)?
+            .map(|raw| decode_version(&raw))
+            .unwrap_or_default())
+    }
+
+    /// Changes of a collection after `since`, oldest first.
+    pub fn changes_since(
+        &self,
+        tenant: &str,
+        collection: &str,
+        since: u64,
+    ) -> Result<Vec<Change>, StoreError> {
+        let scope = prefix(&[tenant.as_bytes(), collection.as_bytes()]);
+        let mut from = scope.clone();
+        from.extend_from_slice(&since.saturating_add(1).to_be_bytes());
+        let mut out = Vec::new();
+        for item in self.changes.range(from..) {
+            let (key, raw) = item?;
+            if !key.starts_with(&scope) {
+                break;
+            }
+            out.push(decode(&key, &raw)?);
+        }
+        Ok(out)
+    }
+
+    /// Inserts or replaces a booking if `precondition` holds, recording the change
+    /// and, for creates, the Idempotency-Key claim. Durable when it returns.
+    pub async fn put_booking(
+        &self,
+        booking: &Booking,
+        precondition: &Precondition,
+        claim: Option<&IdempotencyClaim>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let tenant = booking.tenant.as_bytes();
+        let key = join(&[tenant, booking.id.as_bytes()]);
+        let record = encode(booking);
+        let now = Utc::now().timestamp_millis();
+        let claim_key = claim.map(|c| join(&[tenant, c.api_key.as_bytes(), c.key.as_bytes()]));
+        let result = (
+            &self.bookings,
+            &self.booking_time,
+            &self.changes,
+            &self.meta,
+            &self.idempotency,
+        )
+            .transaction(|(bookings, time, changes, meta, idempotency)| {
+                if let (Some(claim), Some(claim_key)) = (claim, &claim_key)
+                    && let Some(raw) = idempotency.get(claim_key)?
+                {
+                    let seen: IdempotencyRecord = decode(claim_key, &raw).map_err(tx_corrupt)?;
+                    if now - seen.created_ms < IDEMPOTENCY_TTL_MS {
+                        return abort(if seen.fingerprint == claim.fingerprint {
+                            WriteOutcome::Replayed(seen.booking_id)
+                        } else {
+                            WriteOutcome::IdempotencyKeyReused
+                        });
+                    }
+                }
+                let current: Option<Booking> = bookings
+                    .get(&key)?
+                    .map(|raw| decode(&key, &raw))
+                    .transpose()
+                    .map_err(tx_corrupt)?;
+                let holds = match (precondition, &current) {
+                    (Precondition::None, _) => true,
+                    (Precondition::MustNotExist, existing) => existing.is_none(),
+                    (Precondition::EtagIs(etag), Some(existing)) => &existing.etag == etag,
+                    (Precondition::EtagIs(_), None) => false,
+                };
+                if !holds {
+                    return abort(WriteOutcome::PreconditionFailed(current.map(Box::new)));
+                }
+                if let Some(old) = &current {
+                    time.remove(time_index::entry_key(
+                        &[tenant],
+                        old.span(),
+                        old.id.as_bytes(),
+                    ))?;
+                }
+                let span = booking.span();
+                bookings.insert(key.as_slice(), record.as_slice())?;
+                time.insert(
+                    time_index::entry_key(&[tenant], span, booking.id.as_bytes()),
+                    &time_index::entry_value(span),
+                )?;
+                let version =
+                    record_change(changes, meta, &booking.tenant, &booking.id, false, now)?;
+                if let (Some(claim), Some(claim_key)) = (claim, &claim_key) {
+                    let seen = IdempotencyRecord {
+                        fingerprint: claim.fingerprint.clone(),
+                        booking_id: booking.id.clone(),
+                        created_ms: now,
+                    };
+                    idempotency.insert(claim_key.as_slice(), encode(&seen))?;
+                }
+                Ok(version)
+            });
+        let outcome = match result {
+            Ok(version) => WriteOutcome::Written(version),
+            Err(TransactionError::Abort(Abort::Outcome(outcome))) => return Ok(outcome),
+            Err(TransactionError::Abort(Abort::Corrupt(e))) => return Err(*e),
+            Err(TransactionError::Storage(e)) => return Err(e.into()),
+        };
+        self.flush().await?;
+        Ok(outcome)
+    }
+
+    /// Deletes a booking if `etag` (when given) matches. Durable when it returns.
+    pub async fn delete_booking(
+        &self,
+        tenant: &str,
+        id: &str,
+        etag: Option<&str>,
+    ) -> Result<DeleteOutcome, StoreError> {
+        let key = join(&[tenant.as_bytes(), id.as_bytes()]);
+        let now = Utc::now().timestamp_millis();
+        let result = (
+            &self.bookings,
+            &self.booking_time,
+            &self.changes,
+            &self.meta,
+        )
+            .transaction(|(bookings, time, changes, meta)| {
+                let Some(raw) = bookings.get(&key)? else {
+                    return Ok(DeleteOutcome::NotFound);
+                };
+                let current: Booking = decode(&key, &raw).map_err(tx_corrupt)?;
+                if etag.is_some_and(|e| e != current.etag) {
+                    return Ok(DeleteOutcome::PreconditionFailed(Box::new(current)));
+                }
+                bookings.remove(key.as_slice())?;
+                time.remove(time_index::entry_key(
+                    &[tenant.as_bytes()],
+                    current.span(),
+                    id.as_bytes(),
+                ))?;
+                let version = record_change(changes, meta, tenant, id, true, now)?;
+                Ok(DeleteOutcome::Deleted(version))
+            });
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(TransactionError::Abort(Abort::Corrupt(e))) => return Err(*e),
+            Err(TransactionError::Abort(Abort::Outcome(_))) => {
+                unreachable!("delete never aborts with a write outcome")
+            }
+            Err(TransactionError::Storage(e)) => return Err(e.into()),
+        };
+        if matches!(outcome, DeleteOutcome::Deleted(_)) {
+            self.flush().await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Forgets Idempotency-Keys older than their TTL; returns how many were removed.
+    pub fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let cutoff = now.timestamp_millis() - IDEMPOTENCY_TTL_MS;
+        let mut removed = 0;
+        for item in self.idempotency.iter() {
+            let (key, raw) = item?;
+            let expired = decode::<IdempotencyRecord>(&key, &raw)
+                .map(|r| r.created_ms < cutoff)
+                .unwrap_or(true);
+            if expired {
+                self.idempotency.remove(&key)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn tx_corrupt(e: StoreError) -> ConflictableTransactionError<Abort> {
+    ConflictableTransactionError::Abort(Abort::Corrupt(Box::new(e)))
+}
+
+fn decode_version(raw: &[u8]) -> TenantVersion {
+    TenantVersion {
+        seq: decode_u64(raw).unwrap_or(0),
+        modified_ms: raw.get(8..).and_then(decode_i64).unwrap_or(0),
+    }
+}
+
+/// Bumps the tenant's version and appends to the collection's change log.
+fn record_change(
+    changes: &TransactionalTree,
+    meta: &TransactionalTree,
+    tenant: &str,
+    id: &str,
+    deleted: bool,
+    now_ms: i64,
+) -> TxResult<TenantVersion> {
+    let version_key = join(&[b"version", tenant.as_bytes()]);
+    let previous = meta
+        .get(&version_key)?
+        .map(|raw| decode_version(&raw))
+        .unwrap_or_default();
+    let version = TenantVersion {
+        seq: previous.seq + 1,
+        // Never move backwards, even if the clock does.
+        modified_ms: now_ms.max(previous.modified_ms),
+    };
+    let mut raw = version.seq.to_be_bytes().to_vec();
+    raw.extend_from_slice(&encode_i64(version.modified_ms));
+    meta.insert(version_key, raw)?;
+    let mut change_key = prefix(&[tenant.as_bytes(), BOOKINGS_COLLECTION.as_bytes()]);
+    change_key.extend_from_slice(&version.seq.to_be_bytes());
+    let change = Change {
+        seq: version.seq,
+        id: id.to_owned(),
+        deleted,
+    };
+    changes.insert(change_key, encode(&change))?;
+    Ok(version)
+}

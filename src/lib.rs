@@ -102,6 +102,8 @@ impl Running {
         let _ = self.shutdown.send(());
         let _ = self.server.await;
         self.sweeper.abort();
+        // Wait until the sweeper has really let go of the store.
+        let _ = self.sweeper.await;
         self.app.store.flush().await
     }
 }

@@ -1,0 +1,235 @@
+//! Shared test harness: a real gateway on an ephemeral loopback port, talked to
+//! over HTTP; helpers for the Python-based third-party validators.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use calgate::config::Config;
+use serde_json::Value;
+
+pub const SALON_KEY: &str = "key-salon-0123";
+pub const GARAGE_KEY: &str = "key-garage-4567";
+pub const FULL_FEED: &str = "feed-full-secret";
+pub const BUSY_FEED: &str = "feed-busy-secret";
+pub const GARAGE_FEED: &str = "feed-garage-secret";
+
+struct Hashes {
+    salon_key: String,
+    garage_key: String,
+    full_feed: String,
+    busy_feed: String,
+    garage_feed: String,
+    password: String,
+}
+
+/// argon2 is slow on purpose: hash the test secrets once per test binary.
+fn hashes() -> &'static Hashes {
+    static HASHES: OnceLock<Hashes> = OnceLock::new();
+    HASHES.get_or_init(|| {
+        let h = |s: &str| calgate::auth::hash_secret(s).expect("hashing works");
+        Hashes {
+            salon_key: h(SALON_KEY),
+            garage_key: h(GARAGE_KEY),
+            full_feed: h(FULL_FEED),
+            busy_feed: h(BUSY_FEED),
+            garage_feed: h(GARAGE_FEED),
+            password: h("secret"),
+        }
+    })
+}
+
+/// Two tenants: `salon` (Europe/Paris, a full and a busy-only feed) and `garage`
+/// (America/New_York).
+pub fn config_text(data_dir: &Path, listen: &str) -> String {
+    let h = hashes();
+    format!(
+        r#"
+[server]
+listen = "{listen}"
+data_dir = "{data}"
+max_body_bytes = 65536
+
+[[tenant]]
+id = "salon"
+name = "Salon Ümlaut, Paris; \"Chez Ana\""
+timezone = "Europe/Paris"
+[[tenant.user]]
+username = "ana"
+password_hash = "{password}"
+[[tenant.api_key]]
+name = "frontdesk"
+key_hash = "{salon_key}"
+[[tenant.feed]]
+name = "full"
+token_hash = "{full_feed}"
+refresh_minutes = 30
+[[tenant.feed]]
+name = "busy"
+token_hash = "{busy_feed}"
+privacy = "busy"
+
+[[tenant]]
+id = "garage"
+name = "Garage"
+timezone = "America/New_York"
+[[tenant.api_key]]
+name = "main"
+key_hash = "{garage_key}"
+[[tenant.feed]]
+name = "full"
+token_hash = "{garage_feed}"
+"#,
+        data = data_dir.display(),
+        password = h.password,
+        salon_key = h.salon_key,
+        garage_key = h.garage_key,
+        full_feed = h.full_feed,
+        busy_feed = h.busy_feed,
+        garage_feed = h.garage_feed,
+    )
+}
+
+/// A gateway running in this test's runtime, with its own data directory.
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub running: Option<calgate::Running>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir) -> TestServer {
+        let text = config_text(dir.path(), "127.0.0.1:0");
+        let config = Config::parse(&text, Path::new("test.toml")).expect("test config is valid");
+        let running = calgate::start(config).await.expect("server starts");
+        TestServer {
+            base: format!("http://{}", running.addr),
+            client: reqwest::Client::new(),
+            running: Some(running),
+            dir,
+        }
+    }
+
+    /// Graceful stop, then a fresh server on the same data directory.
+    pub async fn restart(mut self) -> TestServer {
+        if let Some(r) = self.running.take() {
+            r.stop().await.expect("clean stop");
+        }
+        Self::start_in(self.dir).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn bookings_url(&self, tenant: &str) -> String {
+        self.url(&format!("/api/v1/tenants/{tenant}/bookings"))
+    }
+
+    /// POSTs a booking to the salon with its key; returns (status, body, etag).
+    pub async fn create(&self, body: &Value) -> (u16, Value, Option<String>) {
+        let resp = self
+            .client
+            .post(self.bookings_url("salon"))
+            .bearer_auth(SALON_KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        split(resp).await
+    }
+
+    pub async fn feed(&self, tenant: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/feeds/{tenant}/{token}.ics")))
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+/// (status, JSON body or Null, ETag header)
+pub async fn split(resp: reqwest::Response) -> (u16, Value, Option<String>) {
+    let status = resp.status().as_u16();
+    let etag = resp
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = resp.bytes().await.expect("body read");
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, body, etag)
+}
+
+/// A valid booking body at `day` (YYYY-MM-DD) from `from` to `to` (HH:MM, Paris winter time).
+pub fn booking(day: &str, from: &str, to: &str, title: &str) -> Value {
+    serde_json::json!({
+        "start": format!("{day}T{from}:00+01:00"),
+        "end": format!("{day}T{to}:00+01:00"),
+        "title": title,
+    })
+}
+
+/// Runs a Python script from tests/python with third-party packages from
+/// tests/python/requirements.txt, installed once into the target directory.
+pub fn run_python(script: &str, args: &[&str]) -> std::process::Output {
+    let deps = python_deps();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    Command::new("python3")
+        .arg(root.join("tests/python").join(script))
+        .args(args)
+        .env("PYTHONPATH", deps)
+        .output()
+        .expect("python3 runs")
+}
+
+fn python_deps() -> &'static PathBuf {
+    static DEPS: OnceLock<PathBuf> = OnceLock::new();
+    DEPS.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let requirements = root.join("tests/python/requirements.txt");
+        let wanted = std::fs::read_to_string(&requirements).expect("requirements readable");
+        let deps = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pydeps");
+        let stamp = deps.join(".requirements");
+        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+            // Another test binary may be installing too: install into a private
+            // directory, then move it into place.
+            let staging = deps.with_extension(format!("tmp{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&staging);
+            let status = Command::new("python3")
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .arg("--target")
+                .arg(&staging)
+                .arg("-r")
+                .arg(&requirements)
+                .status()
+                .expect("pip runs");
+            assert!(
+                status.success(),
+                "pip install -r {} failed",
+                requirements.display()
+            );
+            std::fs::write(staging.join(".requirements"), &wanted).expect("stamp written");
+            let _ = std::fs::remove_dir_all(&deps);
+            if std::fs::rename(&staging, &deps).is_err() {
+                // Lost the race to a concurrent installer: theirs is as good.
+                let _ = std::fs::remove_dir_all(&staging);
+            }
+        }
+        deps
+    })
+}

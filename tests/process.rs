@@ -1,0 +1,246 @@
+//! The `calgate` binary as a user runs it: crash safety under `kill -9`, graceful
+//! SIGTERM, config errors at start, and `hash-password`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use common::{SALON_KEY, booking, config_text};
+use tokio::sync::Mutex;
+
+const BIN: &str = env!("CARGO_BIN_EXE_calgate");
+
+/// Starts `calgate serve` and waits for its "listening" line; returns the base URL.
+/// The log goes to `server.log` next to the config: an unread pipe would fill up and
+/// block the server.
+fn spawn_server(config: &Path) -> (Child, String) {
+    let log_path = config.with_file_name("server.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .expect("log file");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("calgate starts");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read listening line");
+    let base = line
+        .trim()
+        .strip_prefix("calgate listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    (child, base)
+}
+
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, config_text(&dir.join("data"), "127.0.0.1:0")).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_bookings_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let (child, base) = spawn_server(&config);
+    let client = reqwest::Client::new();
+    let url = format!("{base}/api/v1/tenants/salon/bookings");
+
+    // Writers keep creating; the writer that receives the 150th acknowledgement
+    // kills the server at once, so the newest acknowledged write is microseconds old
+    // and other requests are in flight.
+    const KILL_AFTER: usize = 150;
+    let server = Arc::new(std::sync::Mutex::new(child));
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let (client, url, acknowledged) = (client.clone(), url.clone(), Arc::clone(&acknowledged));
+        let server = Arc::clone(&server);
+        writers.push(tokio::spawn(async move {
+            for i in 0..1000 {
+                let day = format!("2026-12-{:02}", 1 + (i % 28));
+                let body = booking(&day, "10:00", "11:00", &format!("w{w}-{i}"));
+                let Ok(resp) = client
+                    .post(&url)
+                    .bearer_auth(SALON_KEY)
+                    .json(&body)
+                    .send()
+                    .await
+                else {
+                    return; // the server is gone
+                };
+                if resp.status() != 201 {
+                    return;
+                }
+                let Ok(created) = resp.json::<serde_json::Value>().await else {
+                    return;
+                };
+                let mut acked = acknowledged.lock().await;
+                acked.push(created["id"].as_str().unwrap().to_owned());
+                if acked.len() == KILL_AFTER {
+                    // Child::kill is SIGKILL on Unix.
+                    server.lock().unwrap().kill().expect("SIGKILL delivered");
+                }
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    server.lock().unwrap().wait().unwrap();
+    let acknowledged = acknowledged.lock().await.clone();
+    assert!(
+        acknowledged.len() >= KILL_AFTER,
+        "only {} writes were acknowledged before the writers stopped; see {}",
+        acknowledged.len(),
+        dir.path().join("server.log").display()
+    );
+
+    let (mut child, base) = spawn_server(&config);
+    let mut missing = Vec::new();
+    for id in &acknowledged {
+        let resp = client
+            .get(format!("{base}/api/v1/tenants/salon/bookings/{id}"))
+            .bearer_auth(SALON_KEY)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() != 200 {
+            missing.push(id.clone());
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged bookings lost after kill -9",
+        missing.len(),
+        acknowledged.len()
+    );
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let (mut child, _) = spawn_server(&config);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    assert!(log.contains("shutting down"), "{log}");
+}
+
+#[test]
+fn broken_config_fails_at_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let text = config_text(&dir.path().join("data"), "127.0.0.1:0").replacen(
+        "timezone = \"America/New_York\"",
+        "timezone = \"America/Gotham\"",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gateway.toml: tenant[1].timezone"), "{err}");
+    assert!(err.contains("America/Gotham"), "{err}");
+    assert!(!dir.path().join("data").exists(), "no half-started server");
+
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn the_shipped_gateway_toml_is_valid_and_has_the_demo_tenant() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = calgate::config::Config::load(
+        &root.join("gateway.toml"),
+        &calgate::config::Overrides::default(),
+    )
+    .expect("gateway.toml is valid");
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.data_dir, Path::new("./data"));
+    let demo = config.tenant("demo").expect("demo tenant");
+    assert_eq!(demo.timezone, chrono_tz::Europe::Paris);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let app = calgate::app::App::with_store(
+        config.clone(),
+        calgate::store::Store::open(&tempfile::tempdir().unwrap().path().join("db")).unwrap(),
+    );
+    rt.block_on(async {
+        let key = app
+            .api_keys
+            .verify(None, "demo-key")
+            .await
+            .expect("demo-key works");
+        assert_eq!(key.tenant, "demo");
+        let feed = app
+            .feed_tokens
+            .verify(None, "demo-feed")
+            .await
+            .expect("demo-feed works");
+        assert_eq!(feed.tenant, "demo");
+        let user = app
+            .users
+            .verify(Some("demo"), "demo")
+            .await
+            .expect("demo/demo works");
+        assert_eq!(user.tenant, "demo");
+    });
+}
+
+#[test]
+fn hash_password_prints_a_verifiable_hash() {
+    let mut child = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    calgate::auth::check_hash_format(&hash).unwrap();
+    let mut v = calgate::auth::Verifier::new();
+    v.add(None, &hash, ());
+    let v = Arc::new(v);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert!(rt.block_on(v.verify(None, "correct horse")).is_some());
+    assert!(rt.block_on(v.verify(None, "correct horse\n")).is_none());
+}

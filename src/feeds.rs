@@ -107,7 +107,22 @@ impl FeedService {
         })
     }
 
+    /// The cached rendering, if it is still current for `validators`.
+    pub fn cached(
+        &self,
+        tenant: &TenantConfig,
+        feed: &FeedConfig,
+        validators: &FeedValidators,
+    ) -> Option<Arc<FeedDocument>> {
+        let key = (tenant.id.clone(), feed.name.clone());
+        self.lock()
+            .get(&key)
+            .filter(|doc| doc.validators == *validators)
+            .cloned()
+    }
+
     /// The feed document for the current validators, rendered at most once per change.
+    /// Rendering reads every published booking: call it off the async workers.
     pub fn document(
         &self,
         tenant: &TenantConfig,
@@ -115,12 +130,10 @@ impl FeedService {
         now: DateTime<Utc>,
     ) -> Result<Arc<FeedDocument>, StoreError> {
         let validators = self.validators(tenant, feed, now)?;
-        let key = (tenant.id.clone(), feed.name.clone());
-        if let Some(doc) = self.lock().get(&key)
-            && doc.validators == validators
-        {
-            return Ok(Arc::clone(doc));
+        if let Some(doc) = self.cached(tenant, feed, &validators) {
+            return Ok(doc);
         }
+        let key = (tenant.id.clone(), feed.name.clone());
         let bookings = self
             .store
             .bookings_in(&tenant.id, Self::window(feed, now))?;
@@ -170,15 +183,20 @@ pub fn render(tenant: &TenantConfig, feed: &FeedConfig, bookings: &[Booking]) ->
 }
 
 /// Each zone a timed booking is written in, with the time it must cover; the
-/// tenant's own zone is always described (X-WR-TIMEZONE names it).
+/// tenant's own zone (named by X-WR-TIMEZONE) covers every booking. Derived from the
+/// bookings alone, so equal inputs render equal bytes (the ETag relies on it).
 fn zones_used(tenant_tz: Tz, bookings: &[&Booking]) -> Vec<(Tz, Span)> {
     let mut zones: Vec<(Tz, Span)> = Vec::new();
-    let now = Utc::now().timestamp_millis();
     let mut cover = |tz: Tz, span: Span| match zones.iter_mut().find(|(z, _)| *z == tz) {
         Some((_, s)) => *s = Span::new(s.start.min(span.start), s.end.max(span.end)),
         None => zones.push((tz, span)),
     };
-    cover(tenant_tz, Span::new(now, now));
+    let all = bookings
+        .iter()
+        .map(|b| b.span())
+        .reduce(|a, b| Span::new(a.start.min(b.start), a.end.max(b.end)))
+        .unwrap_or(Span::new(0, 0));
+    cover(tenant_tz, all);
     for b in bookings {
         if !b.is_all_day() {
             cover(b.time_zone, b.span());

@@ -3,6 +3,8 @@
 //! An unknown tenant and a wrong token get the same 404, so the URL space reveals
 //! nothing. Conditional requests are answered from the feed's validators alone.
 
+use std::sync::Arc;
+
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
@@ -12,7 +14,7 @@ use super::{
 use crate::app::App;
 
 pub async fn serve(
-    app: &App,
+    app: &Arc<App>,
     req: Request<Incoming>,
     tenant_id: &str,
     file: &str,
@@ -36,14 +38,14 @@ pub async fn serve(
         .ok_or_else(no_such_feed)?;
 
     let now = chrono::Utc::now();
-    let storage_failed = |e| {
+    let storage_failed = |e: String| {
         tracing::error!(error = %e, "feed could not be read");
         Problem::internal()
     };
     let validators = app
         .feeds
         .validators(tenant, feed, now)
-        .map_err(storage_failed)?;
+        .map_err(|e| storage_failed(e.to_string()))?;
     let headers = req.headers();
     let not_modified = if headers.contains_key(header::IF_NONE_MATCH) {
         if_none_match(headers, &validators.etag)
@@ -60,10 +62,12 @@ pub async fn serve(
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let doc = app
-            .feeds
-            .document(tenant, feed, now)
-            .map_err(storage_failed)?;
+        let doc = match app.feeds.cached(tenant, feed, &validators) {
+            Some(doc) => doc,
+            None => render_off_runtime(app, &tenant.id, &feed.name, now)
+                .await
+                .map_err(storage_failed)?,
+        };
         let mut r = Response::new(full(doc.body.clone()));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -89,4 +93,27 @@ pub async fn serve(
         HeaderValue::from_static("private, no-cache"),
     );
     Ok(resp)
+}
+
+/// Renders on the blocking pool: a large feed takes tens of milliseconds of CPU.
+async fn render_off_runtime(
+    app: &Arc<App>,
+    tenant_id: &str,
+    feed_name: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Arc<crate::feeds::FeedDocument>, String> {
+    let (app, tenant_id, feed_name) = (Arc::clone(app), tenant_id.to_owned(), feed_name.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let tenant = app.tenant(&tenant_id).ok_or("tenant vanished")?;
+        let feed = tenant
+            .feeds
+            .iter()
+            .find(|f| f.name == feed_name)
+            .ok_or("feed vanished")?;
+        app.feeds
+            .document(tenant, feed, now)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| format!("feed rendering failed: {e}"))?
 }

@@ -108,7 +108,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
     resp
 }
 
-async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
+async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let segments: Vec<String> = path
         .trim_start_matches('/')

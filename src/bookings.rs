@@ -301,71 +301,29 @@ fn parse_time(
     base: Option<&Booking>,
 ) -> Result<BookingTime, Vec<FieldError>> {
     let mut errors = Vec::new();
+    let missing = match (base, all_day) {
+        (None, _) => "is required",
+        (Some(_), true) => "is required when a booking becomes all-day",
+        (Some(_), false) => "is required when a booking stops being all-day",
+    };
+    let old = base.map(|b| &b.time);
     let time = if all_day {
-        let (old_start, old_end) = match base.map(|b| &b.time) {
-            Some(BookingTime::AllDay { start, end }) => (Some(*start), Some(*end)),
-            _ => (None, None),
+        let old = match old {
+            Some(BookingTime::AllDay { start, end }) => Some((*start, *end)),
+            _ => None,
         };
         let parse = |t: &str| NaiveDate::parse_from_str(t, "%Y-%m-%d").ok();
         let hint = "a date (YYYY-MM-DD), as all-day bookings take";
-        let missing = if base.is_some() {
-            "is required when a booking becomes all-day"
-        } else {
-            "is required"
-        };
-        let start = side(
-            &mut errors,
-            "start",
-            &patch.start,
-            old_start,
-            parse,
-            hint,
-            missing,
-        );
-        let end = side(
-            &mut errors,
-            "end",
-            &patch.end,
-            old_end,
-            parse,
-            hint,
-            missing,
-        );
-        start
-            .zip(end)
+        both_ends(&mut errors, patch, old, parse, hint, missing)
             .map(|(start, end)| BookingTime::AllDay { start, end })
     } else {
-        let (old_start, old_end) = match base.map(|b| &b.time) {
-            Some(BookingTime::Timed { start, end }) => (Some(*start), Some(*end)),
-            _ => (None, None),
+        let old = match old {
+            Some(BookingTime::Timed { start, end }) => Some((*start, *end)),
+            _ => None,
         };
         let parse = |t: &str| DateTime::parse_from_rfc3339(t).ok();
         let hint = "an RFC 3339 date-time with offset, e.g. 2026-12-01T10:00:00+01:00";
-        let missing = if base.is_some() {
-            "is required when a booking stops being all-day"
-        } else {
-            "is required"
-        };
-        let start = side(
-            &mut errors,
-            "start",
-            &patch.start,
-            old_start,
-            parse,
-            hint,
-            missing,
-        );
-        let end = side(
-            &mut errors,
-            "end",
-            &patch.end,
-            old_end,
-            parse,
-            hint,
-            missing,
-        );
-        start
-            .zip(end)
+        both_ends(&mut errors, patch, old, parse, hint, missing)
             .map(|(start, end)| BookingTime::Timed { start, end })
     };
     match time {
@@ -374,13 +332,43 @@ fn parse_time(
     }
 }
 
+/// Start and end: each given text parsed, or the old value.
+fn both_ends<T: Copy>(
+    errors: &mut Vec<FieldError>,
+    patch: &BookingPatch,
+    old: Option<(T, T)>,
+    parse: impl Fn(&str) -> Option<T>,
+    hint: &str,
+    missing: &str,
+) -> Option<(T, T)> {
+    let start = side(
+        errors,
+        "start",
+        &patch.start,
+        old.map(|o| o.0),
+        &parse,
+        hint,
+        missing,
+    );
+    let end = side(
+        errors,
+        "end",
+        &patch.end,
+        old.map(|o| o.1),
+        &parse,
+        hint,
+        missing,
+    );
+    start.zip(end)
+}
+
 /// One end of a booking: the given text parsed, or the old value.
 fn side<T>(
     errors: &mut Vec<FieldError>,
     field: &str,
     given: &Option<String>,
     old: Option<T>,
-    parse: impl Fn(&str) -> Option<T>,
+    parse: &impl Fn(&str) -> Option<T>,
     hint: &str,
     missing: &str,
 ) -> Option<T> {

@@ -46,15 +46,7 @@ async fn create_get_update_delete_round_trip() {
     assert_eq!(created["etag"], etag.as_str());
 
     let item = s.url(&format!("/api/v1/tenants/salon/bookings/{id}"));
-    let (status, fetched, fetched_etag) = split(
-        s.client
-            .get(&item)
-            .bearer_auth(SALON_KEY)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, fetched, fetched_etag) = s.get(&item).await;
     assert_eq!(status, 200);
     assert_eq!(fetched, created);
     assert_eq!(fetched_etag.as_deref(), Some(etag.as_str()));
@@ -200,15 +192,7 @@ async fn cancel_via_status_keeps_the_booking() {
     let (status, body, _) = split(resp).await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "cancelled");
-    let (status, body, _) = split(
-        s.client
-            .get(&item)
-            .bearer_auth(SALON_KEY)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body, _) = s.get(&item).await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "cancelled");
 }
@@ -235,20 +219,8 @@ async fn all_day_bookings_take_dates() {
 
     // Listing finds it through the index in the tenant's zone: Dec 24 00:00 Paris
     // is Dec 23 23:00 UTC.
-    let url = format!(
-        "{}?start=2026-12-23T23:30:00Z&end=2026-12-23T23:59:00Z",
-        s.bookings_url("salon")
-    );
-    let (_, list, _) = split(
-        s.client
-            .get(url)
-            .bearer_auth(SALON_KEY)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(list["bookings"].as_array().unwrap().len(), 1);
+    let found = s.list("2026-12-23T23:30:00Z", "2026-12-23T23:59:00Z").await;
+    assert_eq!(found.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -309,20 +281,11 @@ async fn validation_errors_name_each_field() {
         assert!(!problem["detail"].as_str().unwrap().is_empty());
     }
     // Nothing was stored by any of them.
-    let url = format!(
-        "{}?start=2026-01-01T00:00:00Z&end=2027-01-01T00:00:00Z",
-        s.bookings_url("salon")
-    );
-    let (_, list, _) = split(
-        s.client
-            .get(url)
-            .bearer_auth(SALON_KEY)
-            .send()
+    assert!(
+        s.list("2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z")
             .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(list["bookings"], json!([]));
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -432,15 +395,7 @@ async fn authentication_and_tenant_scoping() {
     assert_eq!(resp.status(), 404);
 
     // Unknown tenant.
-    let (status, problem, _) = split(
-        s.client
-            .get(s.bookings_url("nowhere"))
-            .bearer_auth(SALON_KEY)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, problem, _) = s.get(&s.bookings_url("nowhere")).await;
     assert_eq!(status, 404);
     assert!(problem["detail"].as_str().unwrap().contains("nowhere"));
 }
@@ -490,20 +445,8 @@ async fn idempotency_key_replays_and_detects_reuse() {
     }
     assert_eq!(ids.len(), 1);
 
-    let url = format!(
-        "{}?start=2026-12-01T00:00:00Z&end=2026-12-02T00:00:00Z",
-        s.bookings_url("salon")
-    );
-    let (_, list, _) = split(
-        s.client
-            .get(url)
-            .bearer_auth(SALON_KEY)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(list["bookings"].as_array().unwrap().len(), 2);
+    let found = s.list("2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z").await;
+    assert_eq!(found.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -523,25 +466,13 @@ async fn range_query_returns_overlapping_bookings_in_order() {
         .await;
     assert_eq!(status, 201);
 
-    let query = |start: &str, end: &str| {
-        let url = format!(
-            "{}?start={}&end={}",
-            s.bookings_url("salon"),
-            enc(start),
-            enc(end)
-        );
-        let client = s.client.clone();
-        async move {
-            let (status, body, _) =
-                split(client.get(url).bearer_auth(SALON_KEY).send().await.unwrap()).await;
-            assert_eq!(status, 200, "{body}");
-            body["bookings"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|b| b["title"].as_str().unwrap().to_owned())
-                .collect::<Vec<_>>()
-        }
+    let s = &s;
+    let query = |start: &'static str, end: &'static str| async move {
+        s.list(start, end)
+            .await
+            .iter()
+            .map(|b| b["title"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
     };
     assert_eq!(
         query("2026-12-01T00:00:00+01:00", "2026-12-08T00:00:00+01:00").await,
@@ -566,15 +497,7 @@ async fn range_query_returns_overlapping_bookings_in_order() {
         ("start=2026-01-01T00:00:00Z&end=2028-01-01T00:00:00Z", "end"),
     ] {
         let url = format!("{}?{q}", s.bookings_url("salon"));
-        let (status, problem, _) = split(
-            s.client
-                .get(url)
-                .bearer_auth(SALON_KEY)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, problem, _) = s.get(&url).await;
         assert_eq!(status, 400, "{q}: {problem}");
         assert_eq!(problem_fields(&problem), [field], "{q}: {problem}");
     }
@@ -599,17 +522,10 @@ async fn moving_a_booking_moves_it_in_the_index() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let count = |day: &str| {
-        let url = format!(
-            "{}?start={day}T00:00:00Z&end={day}T23:59:59Z",
-            s.bookings_url("salon")
-        );
-        let client = s.client.clone();
-        async move {
-            let (_, body, _) =
-                split(client.get(url).bearer_auth(SALON_KEY).send().await.unwrap()).await;
-            body["bookings"].as_array().unwrap().len()
-        }
+    let s = &s;
+    let count = |day: &'static str| async move {
+        let (start, end) = (format!("{day}T00:00:00Z"), format!("{day}T23:59:59Z"));
+        s.list(&start, &end).await.len()
     };
     assert_eq!(count("2026-12-01").await, 0);
     assert_eq!(count("2026-12-05").await, 1);
@@ -637,15 +553,7 @@ async fn concurrent_patches_without_if_match_all_apply() {
     for p in patches {
         assert_eq!(p.await.unwrap().status(), 200);
     }
-    let (_, body, _) = split(
-        s.client
-            .get(&item)
-            .bearer_auth(SALON_KEY)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, body, _) = s.get(&item).await;
     // Every write was applied on top of the previous one: 6 revisions after creation.
     assert_eq!(body["sequence"], 6);
 }
@@ -681,20 +589,8 @@ async fn bookings_survive_a_restart() {
         "/api/v1/tenants/salon/bookings/{}",
         created["id"].as_str().unwrap()
     ));
-    let (status, fetched, fetched_etag) = split(
-        s.client
-            .get(&item)
-            .bearer_auth(SALON_KEY)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, fetched, fetched_etag) = s.get(&item).await;
     assert_eq!(status, 200);
     assert_eq!(fetched, created);
     assert_eq!(fetched_etag, etag);
-}
-
-fn enc(s: &str) -> String {
-    s.replace('+', "%2B").replace(':', "%3A")
 }

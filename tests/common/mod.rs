@@ -147,6 +147,31 @@ impl TestServer {
         split(resp).await
     }
 
+    /// GETs an API path (or full URL) with the salon's key: (status, JSON, ETag).
+    pub async fn get(&self, path_or_url: &str) -> (u16, Value, Option<String>) {
+        let url = if path_or_url.starts_with("http") {
+            path_or_url.to_owned()
+        } else {
+            self.url(path_or_url)
+        };
+        let resp = self.client.get(url).bearer_auth(SALON_KEY).send().await;
+        split(resp.expect("request sent")).await
+    }
+
+    /// The salon's bookings overlapping [start, end) (RFC 3339, `+` allowed).
+    pub async fn list(&self, start: &str, end: &str) -> Vec<Value> {
+        let enc = |s: &str| s.replace('+', "%2B");
+        let url = format!(
+            "{}?start={}&end={}",
+            self.bookings_url("salon"),
+            enc(start),
+            enc(end)
+        );
+        let (status, body, _) = self.get(&url).await;
+        assert_eq!(status, 200, "{body}");
+        body["bookings"].as_array().expect("bookings array").clone()
+    }
+
     pub async fn feed(&self, tenant: &str, token: &str) -> reqwest::Response {
         self.client
             .get(self.url(&format!("/feeds/{tenant}/{token}.ics")))

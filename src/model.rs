@@ -60,6 +60,29 @@ pub enum BookingTime {
     AllDay { start: NaiveDate, end: NaiveDate },
 }
 
+/// How an interval of time is taken, ordered by how strongly it blocks booking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusyKind {
+    /// Shown but not blocking (transparent, cancelled, Outlook "free").
+    Free,
+    Tentative,
+    Busy,
+    /// Out of office.
+    Oof,
+}
+
+impl BusyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BusyKind::Free => "free",
+            BusyKind::Tentative => "tentative",
+            BusyKind::Busy => "busy",
+            BusyKind::Oof => "oof",
+        }
+    }
+}
+
 /// A half-open UTC interval `[start, end)` in milliseconds since the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Span {

@@ -1,13 +1,20 @@
 //! iCalendar (RFC 5545) building blocks shared by feeds, CalDAV and provider sync.
 //!
+//! - [`parse`]: iCalendar text to typed events (via the `icalendar` crate's parser).
+//! - [`zones`]: TZIDs in the wild (IANA, prefixed, Windows, VTIMEZONE rules).
+//! - [`expand`]: recurrence expansion into concrete occurrences.
 //! - [`writer`]: content lines with escaping and folding.
 //! - [`vtimezone`]: VTIMEZONE components from the IANA database.
 //! - value formatting helpers below.
 //!
 //! Nothing here knows about bookings, HTTP or storage.
 
+pub mod expand;
+pub mod parse;
 pub mod vtimezone;
+pub mod windows_zones;
 pub mod writer;
+pub mod zones;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;

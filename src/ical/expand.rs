@@ -1,0 +1,557 @@
+//! Occurrence expansion: a parsed calendar and a window → the concrete occurrences.
+//!
+//! Recurrence is computed in the series' local wall-clock time, as RFC 5545 intends
+//! ("every Monday at 09:00" stays at 09:00 across DST): the `rrule` crate expands the
+//! rule over naive local times presented to it as UTC, and each instance is then
+//! placed in its real zone. This sidesteps `rrule`'s DST handling for sub-daily
+//! rules and its reading of floating times in the *server's* zone. RDATE, EXDATE
+//! and RECURRENCE-ID (including RANGE=THISANDFUTURE) are applied here.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use rrule::{RRule, RRuleSet, Unvalidated};
+
+use super::parse::{EventStatus, IcalTime, ParsedCalendar, PeriodEnd, RDate, VEvent};
+use super::zones::Zone;
+use crate::model::{BusyKind, Span, start_of_day};
+
+/// Most instances one series may produce inside one window.
+pub const MAX_INSTANCES_PER_SERIES: usize = 20_000;
+
+/// What the expansion needs to know besides the calendar.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpandOptions {
+    /// Zone for floating times and all-day dates (the tenant's).
+    pub default_zone: Tz,
+    /// Occurrences overlapping this UTC window are returned.
+    pub window: Span,
+}
+
+/// When an occurrence was originally scheduled (its RECURRENCE-ID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OriginalStart {
+    Date(NaiveDate),
+    Instant(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Occurrence {
+    pub uid: String,
+    pub span: Span,
+    pub all_day: bool,
+    /// None for a non-recurring event.
+    pub recurrence_id: Option<OriginalStart>,
+    pub busy: BusyKind,
+    pub status: Option<EventStatus>,
+    pub summary: Option<String>,
+}
+
+/// How a series places local times: its zone, or floating/all-day in the default one.
+#[derive(Clone)]
+struct Frame {
+    zone: Zone,
+    all_day: bool,
+    default_zone: Tz,
+}
+
+impl Frame {
+    fn for_start(start: &IcalTime, floating_zone: &Zone, default_zone: Tz) -> Frame {
+        let zone = match start {
+            IcalTime::Zoned(_, z) => z.clone(),
+            IcalTime::Utc(_) => Zone::Iana(chrono_tz::UTC),
+            IcalTime::Floating(_) | IcalTime::Date(_) => floating_zone.clone(),
+        };
+        Frame {
+            zone,
+            all_day: start.is_date(),
+            default_zone,
+        }
+    }
+
+    /// A value as local wall-clock time of this frame.
+    fn local(&self, t: &IcalTime) -> NaiveDateTime {
+        match t {
+            IcalTime::Date(d) => d.and_time(NaiveTime::MIN),
+            IcalTime::Floating(n) => *n,
+            IcalTime::Utc(u) => self.zone.to_local(*u),
+            IcalTime::Zoned(n, z) if z.name() == self.zone.name() => *n,
+            IcalTime::Zoned(n, z) => self.zone.to_local(z.to_utc(*n)),
+        }
+    }
+
+    fn instant(&self, local: NaiveDateTime) -> i64 {
+        if self.all_day {
+            start_of_day(local.date(), self.default_zone).timestamp_millis()
+        } else {
+            self.zone.to_utc(local).timestamp_millis()
+        }
+    }
+
+    fn original(&self, local: NaiveDateTime) -> OriginalStart {
+        if self.all_day {
+            OriginalStart::Date(local.date())
+        } else {
+            OriginalStart::Instant(self.zone.to_utc(local).timestamp_millis())
+        }
+    }
+}
+
+/// The original start a RECURRENCE-ID value names.
+fn original_of(t: &IcalTime, floating_zone: &Zone) -> OriginalStart {
+    match t {
+        IcalTime::Date(d) => OriginalStart::Date(*d),
+        IcalTime::Floating(n) => {
+            OriginalStart::Instant(floating_zone.to_utc(*n).timestamp_millis())
+        }
+        IcalTime::Utc(u) => OriginalStart::Instant(u.timestamp_millis()),
+        IcalTime::Zoned(n, z) => OriginalStart::Instant(z.to_utc(*n).timestamp_millis()),
+    }
+}
+
+fn busy_of(e: &VEvent) -> BusyKind {
+    if e.status == Some(EventStatus::Cancelled) {
+        return BusyKind::Free;
+    }
+    // Outlook's own busy status is the most specific statement there is.
+    match e.ms_busy_status.as_deref() {
+        Some("FREE") => return BusyKind::Free,
+        Some("TENTATIVE") => return BusyKind::Tentative,
+        Some("OOF") => return BusyKind::Oof,
+        Some("BUSY") => return BusyKind::Busy,
+        _ => {}
+    }
+    if e.transparent {
+        BusyKind::Free
+    } else if e.status == Some(EventStatus::Tentative) {
+        BusyKind::Tentative
+    } else {
+        BusyKind::Busy
+    }
+}
+
+/// Local duration of an event (wall-clock, as its DTEND/DURATION says).
+fn local_duration(e: &VEvent, frame: &Frame) -> Duration {
+    let start = frame.local(&e.start);
+    match (&e.end, e.duration) {
+        (Some(end), _) => (frame.local(end) - start).max(Duration::zero()),
+        (None, Some(d)) => d.max(Duration::zero()),
+        // RFC 5545 §3.6.1: a DATE start alone lasts one day; a DATE-TIME start, no time.
+        (None, None) if frame.all_day => Duration::days(1),
+        (None, None) => Duration::zero(),
+    }
+}
+
+/// All occurrences of every event in `cal` overlapping the window, ordered by start.
+pub fn expand(cal: &ParsedCalendar, opts: &ExpandOptions) -> (Vec<Occurrence>, Vec<String>) {
+    let floating_zone = cal
+        .x_wr_timezone
+        .clone()
+        .unwrap_or(Zone::Iana(opts.default_zone));
+    let mut diagnostics = Vec::new();
+    let mut by_uid: HashMap<&str, Vec<&VEvent>> = HashMap::new();
+    let mut order = Vec::new();
+    for e in &cal.events {
+        by_uid
+            .entry(e.uid.as_str())
+            .or_insert_with(|| {
+                order.push(e.uid.as_str());
+                Vec::new()
+            })
+            .push(e);
+    }
+    let mut out = Vec::new();
+    for uid in order {
+        let events = &by_uid[uid];
+        let master = events.iter().find(|e| e.recurrence_id.is_none()).copied();
+        let overrides: Vec<&VEvent> = events
+            .iter()
+            .filter(|e| e.recurrence_id.is_some())
+            .copied()
+            .collect();
+        series(
+            master,
+            &overrides,
+            &floating_zone,
+            opts,
+            &mut out,
+            &mut diagnostics,
+        );
+    }
+    out.sort_by(|a, b| (a.span.start, &a.uid).cmp(&(b.span.start, &b.uid)));
+    (out, diagnostics)
+}
+
+/// One instance before placement: local start, local duration, the event it takes
+/// its properties from, and the original start it replaces.
+struct Instance<'a> {
+    start: NaiveDateTime,
+    duration: Duration,
+    event: &'a VEvent,
+    original: Option<OriginalStart>,
+    frame: Frame,
+}
+
+fn series(
+    master: Option<&VEvent>,
+    overrides: &[&VEvent],
+    floating_zone: &Zone,
+    opts: &ExpandOptions,
+    out: &mut Vec<Occurrence>,
+    diagnostics: &mut Vec<String>,
+) {
+    let mut overridden: HashMap<OriginalStart, &VEvent> = overrides
+        .iter()
+        .filter_map(|o| Some((original_of(o.recurrence_id.as_ref()?, floating_zone), *o)))
+        .collect();
+    let mut instances: Vec<Instance> = Vec::new();
+    if let Some(m) = master {
+        let frame = Frame::for_start(&m.start, floating_zone, opts.default_zone);
+        let duration = local_duration(m, &frame);
+        let recurring = !m.rrules.is_empty() || !m.rdates.is_empty();
+        for (start, duration) in master_starts(m, &frame, duration, opts, diagnostics) {
+            instances.push(Instance {
+                start,
+                duration,
+                event: m,
+                original: recurring.then(|| frame.original(start)),
+                frame: frame.clone(),
+            });
+        }
+        // RANGE=THISANDFUTURE: the override reshapes every later instance too.
+        let mut future: Vec<&VEvent> = overrides
+            .iter()
+            .filter(|o| o.this_and_future)
+            .copied()
+            .collect();
+        future.sort_by_key(|o| {
+            o.recurrence_id
+                .as_ref()
+                .map(|r| original_of(r, floating_zone))
+        });
+        for o in future {
+            let Some(rid) = o.recurrence_id.as_ref() else {
+                continue;
+            };
+            let rid_local = frame.local(rid);
+            let o_frame = Frame::for_start(&o.start, floating_zone, opts.default_zone);
+            let shift = o_frame.local(&o.start) - rid_local;
+            let o_duration = local_duration(o, &o_frame);
+            for inst in instances.iter_mut().filter(|i| i.start > rid_local) {
+                if inst
+                    .original
+                    .is_some_and(|orig| overridden.contains_key(&orig))
+                {
+                    continue;
+                }
+                inst.start += shift;
+                inst.duration = o_duration;
+                inst.event = o;
+            }
+        }
+        // Single-instance overrides replace the instance they name.
+        for inst in instances.iter_mut() {
+            if let Some(o) = inst.original.and_then(|orig| overridden.remove(&orig)) {
+                let o_frame = Frame::for_start(&o.start, floating_zone, opts.default_zone);
+                inst.start = o_frame.local(&o.start);
+                inst.duration = local_duration(o, &o_frame);
+                inst.event = o;
+                inst.frame = o_frame;
+            }
+        }
+    }
+    // Overrides of instances the master does not produce still happened.
+    let mut orphans: Vec<(&OriginalStart, &&VEvent)> = overridden.iter().collect();
+    orphans.sort_by_key(|(orig, _)| **orig);
+    for (orig, o) in orphans {
+        let frame = Frame::for_start(&o.start, floating_zone, opts.default_zone);
+        instances.push(Instance {
+            start: frame.local(&o.start),
+            duration: local_duration(o, &frame),
+            event: o,
+            original: Some(*orig),
+            frame,
+        });
+    }
+    for inst in instances {
+        let start = inst.frame.instant(inst.start);
+        let end = inst.frame.instant(inst.start + inst.duration).max(start);
+        let span = Span::new(start, end);
+        let inside = if start == end {
+            start >= opts.window.start && start < opts.window.end
+        } else {
+            span.overlaps(&opts.window)
+        };
+        if inside {
+            out.push(Occurrence {
+                uid: inst.event.uid.clone(),
+                span,
+                all_day: inst.frame.all_day,
+                recurrence_id: inst.original,
+                busy: busy_of(inst.event),
+                status: inst.event.status,
+                summary: inst.event.summary.clone(),
+            });
+        }
+    }
+}
+
+/// Local starts (with their durations) of a master: DTSTART, RRULE and RDATE
+/// instances minus EXDATEs, limited to those that can reach the window.
+fn master_starts(
+    m: &VEvent,
+    frame: &Frame,
+    duration: Duration,
+    opts: &ExpandOptions,
+    diagnostics: &mut Vec<String>,
+) -> Vec<(NaiveDateTime, Duration)> {
+    let dtstart = frame.local(&m.start);
+    // Local bounds that surely contain every instance overlapping the UTC window:
+    // widen by the duration and by the largest zone offsets.
+    let margin = Duration::hours(30);
+    let utc = |ms: i64| {
+        DateTime::<Utc>::from_timestamp_millis(ms)
+            .unwrap_or_default()
+            .naive_utc()
+    };
+    let lo = utc(opts.window.start) - duration - margin;
+    let hi = utc(opts.window.end) + margin;
+    let mut starts: Vec<(NaiveDateTime, Duration)> = vec![(dtstart, duration)];
+    for rule in &m.rrules {
+        let until_local = |value: &str| -> Option<NaiveDateTime> {
+            let v = value.trim();
+            if let Some(d) = super::parse::parse_date(v) {
+                // A DATE UNTIL includes that whole day.
+                return Some(if frame.all_day {
+                    d.and_time(NaiveTime::MIN)
+                } else {
+                    d.and_hms_opt(23, 59, 59).unwrap_or_default()
+                });
+            }
+            let naive = super::parse::parse_naive(v)?;
+            Some(if v.ends_with(['Z', 'z']) {
+                frame.zone.to_local(naive.and_utc())
+            } else {
+                naive
+            })
+        };
+        match local_rule(rule, dtstart, &until_local) {
+            Ok((set, until)) => {
+                let mut n = 0;
+                for t in &set {
+                    let local = t.naive_utc();
+                    if local > hi || until.is_some_and(|u| local > u) {
+                        break;
+                    }
+                    if local >= lo {
+                        starts.push((local, duration));
+                        n += 1;
+                        if n >= MAX_INSTANCES_PER_SERIES {
+                            diagnostics.push(format!(
+                                "event {:?}: more than {MAX_INSTANCES_PER_SERIES} instances in the window; the rest are ignored",
+                                m.uid
+                            ));
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => diagnostics.push(format!(
+                "event {:?}: RRULE \"{rule}\" cannot be expanded ({e}); only DTSTART is used",
+                m.uid
+            )),
+        }
+    }
+    for r in &m.rdates {
+        match r {
+            RDate::At(t) => starts.push((frame.local(t), duration)),
+            RDate::Period(t, end) => {
+                let start = frame.local(t);
+                let d = match end {
+                    PeriodEnd::At(e) => frame.local(e) - start,
+                    PeriodEnd::Duration(d) => *d,
+                };
+                starts.push((start, d.max(Duration::zero())));
+            }
+        }
+    }
+    starts.sort_by_key(|(s, _)| *s);
+    starts.dedup_by_key(|(s, _)| *s);
+    let excluded: Vec<NaiveDateTime> = m.exdates.iter().map(|x| frame.local(x)).collect();
+    let exdate_days: Vec<NaiveDate> = m
+        .exdates
+        .iter()
+        .filter_map(|x| match x {
+            IcalTime::Date(d) if !frame.all_day => Some(*d),
+            _ => None,
+        })
+        .collect();
+    starts.retain(|(s, _)| !excluded.contains(s) && !exdate_days.contains(&s.date()));
+    starts
+}
+
+/// The rule as an `rrule` set over naive local times presented as UTC, plus the
+/// UNTIL bound in the same local terms (checked by the caller, since the crate
+/// insists UNTIL and DTSTART share a zone kind).
+fn local_rule(
+    rule: &str,
+    dtstart: NaiveDateTime,
+    until_local: &dyn Fn(&str) -> Option<NaiveDateTime>,
+) -> Result<(RRuleSet, Option<NaiveDateTime>), String> {
+    let mut until = None;
+    let parts: Vec<String> = rule
+        .trim()
+        .trim_start_matches("RRULE:")
+        .split(';')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| match p.split_once('=') {
+            Some((k, v)) if k.eq_ignore_ascii_case("UNTIL") => {
+                until = until_local(v);
+                None
+            }
+            _ => Some(p.to_owned()),
+        })
+        .collect();
+    let rrule: RRule<Unvalidated> = RRule::from_str(&parts.join(";")).map_err(|e| e.to_string())?;
+    let start = rrule::Tz::UTC.from_utc_datetime(&dtstart);
+    let validated = rrule.validate(start).map_err(|e| e.to_string())?;
+    Ok((RRuleSet::new(start).rrule(validated).limit(), until))
+}
+
+/// Instances of `rule` from `start` to `last` in naive local time (for VTIMEZONE
+/// observances); at most `max`.
+pub(crate) fn naive_rule_instances(
+    rule: &str,
+    start: NaiveDateTime,
+    last: NaiveDateTime,
+    max: usize,
+) -> Vec<NaiveDateTime> {
+    let until = |v: &str| super::parse::parse_naive(v);
+    let Ok((set, until)) = local_rule(rule, start, &until) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for t in &set {
+        let local = t.naive_utc();
+        if local > last || until.is_some_and(|u| local > u) || out.len() >= max {
+            break;
+        }
+        out.push(local);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ical::parse::parse;
+
+    fn window(from: &str, to: &str) -> ExpandOptions {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis();
+        ExpandOptions {
+            default_zone: chrono_tz::Europe::Paris,
+            window: Span::new(t(from), t(to)),
+        }
+    }
+
+    fn utc(ms: i64) -> String {
+        DateTime::<Utc>::from_timestamp_millis(ms)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    }
+
+    fn starts(text: &str, opts: &ExpandOptions) -> Vec<String> {
+        let cal = parse(text).unwrap();
+        let (occ, diags) = expand(&cal, opts);
+        assert!(diags.is_empty(), "{diags:?}");
+        occ.iter().map(|o| utc(o.span.start)).collect()
+    }
+
+    #[test]
+    fn weekly_rule_keeps_wall_clock_across_dst() {
+        let text = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:w\r\nDTSTART;TZID=Europe/Paris:20260316T090000\r\nDTEND;TZID=Europe/Paris:20260316T100000\r\nRRULE:FREQ=WEEKLY;COUNT=3\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let got = starts(
+            text,
+            &window("2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z"),
+        );
+        assert_eq!(
+            got,
+            [
+                "2026-03-16T08:00:00Z",
+                "2026-03-23T08:00:00Z",
+                "2026-03-30T07:00:00Z"
+            ]
+        );
+    }
+
+    #[test]
+    fn overrides_exdates_and_cancellations() {
+        let text = "BEGIN:VCALENDAR\r\n\
+BEGIN:VEVENT\r\nUID:s\r\nRECURRENCE-ID;TZID=Europe/Paris:20260107T100000\r\nDTSTART;TZID=Europe/Paris:20260107T150000\r\nDTEND;TZID=Europe/Paris:20260107T153000\r\nEND:VEVENT\r\n\
+BEGIN:VEVENT\r\nUID:s\r\nDTSTART;TZID=Europe/Paris:20260105T100000\r\nDURATION:PT1H\r\nRRULE:FREQ=DAILY;UNTIL=20260109T090000Z\r\nEXDATE;TZID=Europe/Paris:20260106T100000\r\nEND:VEVENT\r\n\
+BEGIN:VEVENT\r\nUID:s\r\nRECURRENCE-ID;TZID=Europe/Paris:20260108T100000\r\nDTSTART;TZID=Europe/Paris:20260108T100000\r\nDURATION:PT1H\r\nSTATUS:CANCELLED\r\nEND:VEVENT\r\n\
+END:VCALENDAR\r\n";
+        let cal = parse(text).unwrap();
+        let (occ, _) = expand(
+            &cal,
+            &window("2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"),
+        );
+        let summary: Vec<(String, i64, BusyKind)> = occ
+            .iter()
+            .map(|o| {
+                (
+                    utc(o.span.start),
+                    (o.span.end - o.span.start) / 60_000,
+                    o.busy,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("2026-01-05T09:00:00Z".to_owned(), 60, BusyKind::Busy),
+                ("2026-01-07T14:00:00Z".to_owned(), 30, BusyKind::Busy),
+                ("2026-01-08T09:00:00Z".to_owned(), 60, BusyKind::Free),
+                ("2026-01-09T09:00:00Z".to_owned(), 60, BusyKind::Busy),
+            ]
+        );
+    }
+
+    #[test]
+    fn floating_and_all_day_use_the_default_zone() {
+        let text = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:f\r\nDTSTART:20260701T090000\r\nDTEND:20260701T100000\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:d\r\nDTSTART;VALUE=DATE:20260702\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let cal = parse(text).unwrap();
+        let (occ, _) = expand(
+            &cal,
+            &window("2026-06-01T00:00:00Z", "2026-08-01T00:00:00Z"),
+        );
+        assert_eq!(utc(occ[0].span.start), "2026-07-01T07:00:00Z");
+        assert!(occ[1].all_day);
+        assert_eq!(utc(occ[1].span.start), "2026-07-01T22:00:00Z");
+        assert_eq!(occ[1].span.end - occ[1].span.start, 24 * 3_600_000);
+    }
+
+    #[test]
+    fn infinite_rules_are_cut_by_the_window() {
+        let text = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:i\r\nDTSTART:20200106T090000Z\r\nDURATION:PT30M\r\nRRULE:FREQ=WEEKLY\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let got = starts(
+            text,
+            &window("2027-03-01T00:00:00Z", "2027-03-15T00:00:00Z"),
+        );
+        assert_eq!(got, ["2027-03-01T09:00:00Z", "2027-03-08T09:00:00Z"]);
+    }
+
+    #[test]
+    fn microsoft_busy_status_wins_over_transp() {
+        let text = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:o\r\nDTSTART:20260701T090000Z\r\nDURATION:PT1H\r\nTRANSP:TRANSPARENT\r\nX-MICROSOFT-CDO-BUSYSTATUS:OOF\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let cal = parse(text).unwrap();
+        let (occ, _) = expand(
+            &cal,
+            &window("2026-06-01T00:00:00Z", "2026-08-01T00:00:00Z"),
+        );
+        assert_eq!(occ[0].busy, BusyKind::Oof);
+    }
+}

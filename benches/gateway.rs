@@ -217,6 +217,9 @@ fn booking_body(
         },
         "location": format!("Chair {}", staff + 1),
         "notes": notes,
+        // Five staff work in parallel; conflicts are per tenant, so the bench books
+        // concurrent chairs knowingly.
+        "allow_conflict": true,
     })
     .to_string()
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::auth::Verifier;
 use crate::bookings::BookingEngine;
+use crate::calendars::CalendarService;
 use crate::config::{Config, TenantConfig};
 use crate::feeds::FeedService;
 use crate::store::{Store, StoreError};
@@ -36,6 +37,7 @@ pub struct App {
     pub config: Config,
     pub store: Store,
     pub bookings: BookingEngine,
+    pub calendars: CalendarService,
     pub feeds: FeedService,
     pub api_keys: Arc<Verifier<ApiPrincipal>>,
     pub feed_tokens: Arc<Verifier<FeedPrincipal>>,
@@ -78,6 +80,7 @@ impl App {
         }
         App {
             bookings: BookingEngine::new(store.clone()),
+            calendars: CalendarService::new(store.clone(), config.horizon),
             feeds: FeedService::new(store.clone()),
             api_keys: Arc::new(api_keys),
             feed_tokens: Arc::new(feed_tokens),

@@ -9,10 +9,14 @@ use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use crate::config::TenantConfig;
-use crate::model::{Booking, BookingStatus, BookingTime, Customer, FieldError, Span};
+use crate::freebusy;
+use crate::model::{Booking, BookingStatus, BookingTime, BusyKind, Customer, FieldError, Span};
 use crate::store::{
-    DeleteOutcome, IdempotencyClaim, Precondition, Store, StoreError, WriteOutcome,
+    BusyEntry, DeleteOutcome, IdempotencyClaim, Precondition, Store, StoreError, WriteOutcome,
 };
 
 /// Optimistic-concurrency retries for unconditional updates racing other writers.
@@ -28,6 +32,8 @@ pub enum BookingError {
     PreconditionFailed { expected: String, current: String },
     #[error("this Idempotency-Key was already used for a different request; use a new key")]
     IdempotencyKeyReused,
+    #[error("the time is already taken; choose another slot or set allow_conflict")]
+    Conflict(Vec<BusyEntry>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -64,14 +70,56 @@ pub struct Created {
     pub replayed: bool,
 }
 
+/// Whether a write may land on busy time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictPolicy {
+    /// Refuse with [`BookingError::Conflict`] (the default).
+    Refuse,
+    /// The caller knowingly double-books.
+    Allow,
+}
+
 #[derive(Clone)]
 pub struct BookingEngine {
     store: Store,
+    /// One lock per tenant around check-and-commit, so two requests can never both
+    /// see a slot free and both take it. Held only in memory, never over a disk sync.
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl BookingEngine {
     pub fn new(store: Store) -> Self {
-        BookingEngine { store }
+        BookingEngine {
+            store,
+            locks: Arc::default(),
+        }
+    }
+
+    fn tenant_lock(&self, tenant: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(locks.entry(tenant.to_owned()).or_default())
+    }
+
+    /// Refuses `booking` if something else blocks its time.
+    fn check_conflicts(
+        &self,
+        booking: &Booking,
+        policy: ConflictPolicy,
+    ) -> Result<(), BookingError> {
+        if policy == ConflictPolicy::Allow || booking.busy_kind() == BusyKind::Free {
+            return Ok(());
+        }
+        let found = freebusy::conflicts(
+            &self.store,
+            &booking.tenant,
+            booking.span(),
+            Some(&booking.id),
+        )?;
+        if found.is_empty() {
+            Ok(())
+        } else {
+            Err(BookingError::Conflict(found))
+        }
     }
 
     pub fn get(&self, tenant: &TenantConfig, id: &str) -> Result<Booking, BookingError> {
@@ -90,16 +138,32 @@ impl BookingEngine {
         tenant: &TenantConfig,
         patch: BookingPatch,
         claim: Option<IdempotencyClaim>,
+        policy: ConflictPolicy,
     ) -> Result<Created, BookingError> {
         let now = Utc::now();
         let id = uuid::Uuid::new_v4().to_string();
         let mut booking = apply(tenant, None, &patch, UpdateMode::Replace, &id, now)?;
         booking.etag = etag_of(&booking);
-        match self
-            .store
-            .put_booking(&booking, &Precondition::MustNotExist, claim.as_ref())
-            .await?
-        {
+        let lock = self.tenant_lock(&tenant.id);
+        let guard = lock.lock().await;
+        // A retry of a create that succeeded must replay, not collide with itself.
+        let earlier = match &claim {
+            Some(c) => self.store.idempotency_outcome(&tenant.id, c)?,
+            None => None,
+        };
+        let outcome = match earlier {
+            Some(outcome) => outcome,
+            None => {
+                self.check_conflicts(&booking, policy)?;
+                self.store
+                    .commit_booking(&booking, &Precondition::MustNotExist, claim.as_ref())?
+            }
+        };
+        drop(guard);
+        if matches!(outcome, WriteOutcome::Written(_)) {
+            self.store.flush().await?;
+        }
+        match outcome {
             WriteOutcome::Written(_) => Ok(Created {
                 booking,
                 replayed: false,
@@ -126,7 +190,9 @@ impl BookingEngine {
         patch: &BookingPatch,
         mode: UpdateMode,
         if_match: Option<&str>,
+        policy: ConflictPolicy,
     ) -> Result<Booking, BookingError> {
+        let lock = self.tenant_lock(&tenant.id);
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.get(tenant, id)?;
             if let Some(expected) = if_match
@@ -140,12 +206,24 @@ impl BookingEngine {
             let now = Utc::now();
             let mut next = apply(tenant, Some(&current), patch, mode, id, now)?;
             next.etag = etag_of(&next);
-            match self
-                .store
-                .put_booking(&next, &Precondition::EtagIs(current.etag.clone()), None)
-                .await?
-            {
-                WriteOutcome::Written(_) => return Ok(next),
+            let guard = lock.lock().await;
+            // Only a move (or a reactivation) can create a conflict; editing a note
+            // on a booking that was knowingly double-booked must still work.
+            let moved = next.span() != current.span() || current.busy_kind() == BusyKind::Free;
+            if moved {
+                self.check_conflicts(&next, policy)?;
+            }
+            let outcome = self.store.commit_booking(
+                &next,
+                &Precondition::EtagIs(current.etag.clone()),
+                None,
+            )?;
+            drop(guard);
+            match outcome {
+                WriteOutcome::Written(_) => {
+                    self.store.flush().await?;
+                    return Ok(next);
+                }
                 WriteOutcome::PreconditionFailed(None) => {
                     return Err(BookingError::NotFound(id.to_owned()));
                 }

@@ -46,6 +46,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub max_body_bytes: usize,
+    /// How far back and ahead recurring events are materialised for free/busy.
+    pub horizon: crate::calendars::Horizon,
     pub tenants: Vec<TenantConfig>,
 }
 
@@ -112,6 +114,8 @@ struct RawServer {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     max_body_bytes: Option<usize>,
+    busy_horizon_past_days: Option<u32>,
+    busy_horizon_future_days: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,6 +224,25 @@ impl Validator<'_> {
         if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
             return Err(self.invalid("server.max_body_bytes", "must be between 1024 and 67108864"));
         }
+        let defaults = crate::calendars::Horizon::default();
+        let horizon = crate::calendars::Horizon {
+            past_days: raw
+                .server
+                .busy_horizon_past_days
+                .unwrap_or(defaults.past_days),
+            future_days: raw
+                .server
+                .busy_horizon_future_days
+                .unwrap_or(defaults.future_days),
+        };
+        for (key, days) in [
+            ("server.busy_horizon_past_days", horizon.past_days),
+            ("server.busy_horizon_future_days", horizon.future_days),
+        ] {
+            if !(1..=3660).contains(&days) {
+                return Err(self.invalid(key, "must be between 1 and 3660 days"));
+            }
+        }
         let mut tenants = Vec::with_capacity(raw.tenant.len());
         let mut tenant_ids = HashSet::new();
         let mut usernames = HashSet::new();
@@ -253,6 +276,7 @@ impl Validator<'_> {
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             max_body_bytes,
+            horizon,
             tenants,
         })
     }

@@ -5,6 +5,8 @@
 //! - [`model`]: the booking domain types and their invariants.
 //! - [`store`]: sled persistence, key encoding, time index, change log.
 //! - [`bookings`]: the booking engine (create/update/cancel with concurrency control).
+//! - [`calendars`]: calendar sources and their iCalendar objects, expanded into the busy index.
+//! - [`freebusy`]: merged busy time and conflict checks.
 //! - [`ical`]: iCalendar writing (and, later, parsing and recurrence).
 //! - [`feeds`]: .ics feed rendering and caching.
 //! - [`auth`]: argon2 secrets and their verification.
@@ -16,8 +18,10 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod bookings;
+pub mod calendars;
 pub mod config;
 pub mod feeds;
+pub mod freebusy;
 pub mod http;
 pub mod ical;
 pub mod model;

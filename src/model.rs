@@ -84,7 +84,7 @@ impl BusyKind {
 }
 
 /// A half-open UTC interval `[start, end)` in milliseconds since the epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Span {
     pub start: i64,
     pub end: i64,
@@ -103,6 +103,44 @@ impl Span {
     pub fn overlaps(&self, other: &Span) -> bool {
         self.start < other.end && other.start < self.end
     }
+}
+
+/// The reserved source id of a tenant's own bookings.
+pub const BOOKINGS_SOURCE: &str = "bookings";
+
+/// Where a tenant's busy time comes from besides its bookings: a calendar of
+/// iCalendar objects (a staff calendar, an imported Google/Outlook/iCal calendar).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub id: String,
+    pub name: String,
+    /// Events here never block time (CalDAV `schedule-calendar-transp: transparent`).
+    pub transparent: bool,
+}
+
+/// One occurrence as kept in the busy index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BusySpan {
+    pub span: Span,
+    pub kind: BusyKind,
+}
+
+/// An iCalendar object stored in a source, with what the engine derived from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalendarObject {
+    /// Name within the source (CalDAV resource name, provider event id, ...).
+    pub id: String,
+    pub uid: Option<String>,
+    /// The iCalendar text exactly as received.
+    pub ics: String,
+    pub etag: String,
+    pub updated: DateTime<Utc>,
+    /// Has RRULE/RDATE: must be re-expanded as the horizon moves.
+    pub recurring: bool,
+    /// What could not be honoured exactly (unknown zone, bad EXDATE, ...).
+    pub diagnostics: Vec<String>,
+    /// Blocking occurrences within the horizon, as indexed.
+    pub busy: Vec<BusySpan>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +229,15 @@ impl Booking {
 
     pub fn is_all_day(&self) -> bool {
         matches!(self.time, BookingTime::AllDay { .. })
+    }
+
+    /// How this booking blocks time: cancelled bookings do not.
+    pub fn busy_kind(&self) -> BusyKind {
+        match self.status {
+            BookingStatus::Confirmed => BusyKind::Busy,
+            BookingStatus::Tentative => BusyKind::Tentative,
+            BookingStatus::Cancelled => BusyKind::Free,
+        }
     }
 
     /// Checks the invariants every stored booking satisfies.

@@ -436,7 +436,8 @@ async fn idempotency_key_replays_and_detects_reuse() {
     );
 
     // Concurrent retries of one request create exactly one booking.
-    let concurrent: Vec<_> = (0..8).map(|_| send(body.clone(), "order-43")).collect();
+    let other = booking("2026-12-01", "14:00", "15:00", "Once more");
+    let concurrent: Vec<_> = (0..8).map(|_| send(other.clone(), "order-43")).collect();
     let mut ids = std::collections::HashSet::new();
     for resp in concurrent {
         let (status, b, _) = split(resp.await.unwrap()).await;
@@ -458,7 +459,10 @@ async fn range_query_returns_overlapping_bookings_in_order() {
         ("2026-12-01", "09:30", "12:00", "B"),
         ("2026-12-10", "09:00", "10:00", "outside"),
     ] {
-        assert_eq!(s.create(&booking(day, from, to, title)).await.0, 201);
+        // B overlaps A: booked knowingly, so listing shows overlapping bookings.
+        let mut body = booking(day, from, to, title);
+        body["allow_conflict"] = json!(true);
+        assert_eq!(s.create(&body).await.0, 201);
     }
     // A long one starting before the window and ending inside it.
     let (status, _, _) = s

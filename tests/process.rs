@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use common::{SALON_KEY, booking, config_text};
+use common::{SALON_KEY, config_text};
 use tokio::sync::Mutex;
 
 const BIN: &str = env!("CARGO_BIN_EXE_calgate");
@@ -71,8 +71,14 @@ async fn acknowledged_bookings_survive_kill_9() {
         let server = Arc::clone(&server);
         writers.push(tokio::spawn(async move {
             for i in 0..1000 {
-                let day = format!("2026-12-{:02}", 1 + (i % 28));
-                let body = booking(&day, "10:00", "11:00", &format!("w{w}-{i}"));
+                // Every booking gets its own hour, so none conflicts with another.
+                let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap()
+                    + chrono::Duration::hours(w * 1000 + i);
+                let body = serde_json::json!({
+                    "start": start.to_rfc3339(),
+                    "end": (start + chrono::Duration::minutes(45)).to_rfc3339(),
+                    "title": format!("w{w}-{i}"),
+                });
                 let Ok(resp) = client
                     .post(&url)
                     .bearer_auth(SALON_KEY)

@@ -1,6 +1,5 @@
 //! Handlers for `/bookings` and `/bookings/{id}`.
 
-use chrono::{DateTime, Duration};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::json;
@@ -8,12 +7,10 @@ use sha2::{Digest, Sha256};
 
 use super::json::{self, ParseError};
 use crate::app::{ApiPrincipal, App};
-use crate::bookings::{BookingError, BookingPatch, UpdateMode};
+use crate::bookings::{BookingError, ConflictPolicy, UpdateMode};
 use crate::config::TenantConfig;
-use crate::http::{
-    Body, Problem, empty, full, if_match, if_none_match, method_not_allowed, read_body,
-};
-use crate::model::{Booking, FieldError, Span};
+use crate::http::{Body, Problem, empty, full, if_match, if_none_match, method_not_allowed};
+use crate::model::Booking;
 use crate::store::IdempotencyClaim;
 
 /// Widest window a listing may ask for.
@@ -58,10 +55,19 @@ pub async fn item(
                 UpdateMode::Merge
             };
             let expected = if_match(req.headers())?;
-            let (patch, _) = read_patch(app, req).await?;
+            let query_allows = allow_conflict_param(req.uri().query());
+            let (request, _) = read_write(app, req).await?;
+            let policy = conflict_policy(query_allows || request.allow_conflict);
             let booking = app
                 .bookings
-                .update(tenant, id, &patch, mode, expected.as_deref())
+                .update(
+                    tenant,
+                    id,
+                    &request.patch,
+                    mode,
+                    expected.as_deref(),
+                    policy,
+                )
                 .await
                 .map_err(problem)?;
             Ok(booking_response(StatusCode::OK, &booking))
@@ -85,7 +91,7 @@ fn list(
     req: &Request<Incoming>,
     tenant: &TenantConfig,
 ) -> Result<Response<Body>, Problem> {
-    let window = query_window(req.uri().query().unwrap_or(""))?;
+    let window = super::parse_window(req.uri().query().unwrap_or(""), MAX_LIST_DAYS)?;
     let bookings = app.bookings.list(tenant, window).map_err(problem)?;
     let body = json!({
         "bookings": bookings.iter().map(json::booking).collect::<Vec<_>>(),
@@ -101,7 +107,9 @@ async fn create(
 ) -> Result<Response<Body>, Problem> {
     let idempotency_key = idempotency_key(req.headers())?;
     let path = req.uri().path().to_owned();
-    let (patch, body) = read_patch(app, req).await?;
+    let query_allows = allow_conflict_param(req.uri().query());
+    let (request, body) = read_write(app, req).await?;
+    let policy = conflict_policy(query_allows || request.allow_conflict);
     let claim = idempotency_key.map(|key| IdempotencyClaim {
         api_key: principal.key_name.clone(),
         key,
@@ -109,7 +117,7 @@ async fn create(
     });
     let created = app
         .bookings
-        .create(tenant, patch, claim)
+        .create(tenant, request.patch, claim, policy)
         .await
         .map_err(problem)?;
     let mut resp = booking_response(StatusCode::CREATED, &created.booking);
@@ -127,37 +135,27 @@ async fn create(
     Ok(resp)
 }
 
-/// Checks the media type, reads the body and parses it into a patch.
-async fn read_patch(
+fn allow_conflict_param(query: Option<&str>) -> bool {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .any(|(k, v)| k == "allow_conflict" && (v == "true" || v == "1"))
+}
+
+fn conflict_policy(allow: bool) -> ConflictPolicy {
+    if allow {
+        ConflictPolicy::Allow
+    } else {
+        ConflictPolicy::Refuse
+    }
+}
+
+/// Reads a JSON body and parses it into a write request.
+async fn read_write(
     app: &App,
     req: Request<Incoming>,
-) -> Result<(BookingPatch, bytes::Bytes), Problem> {
-    let media_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    let is_json = media_type
-        .as_deref()
-        .is_some_and(|t| t == "application/json" || t.ends_with("+json"));
-    if !is_json {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
-            "send the booking as Content-Type: application/json",
-        ));
-    }
-    let (parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, app.config.max_body_bytes).await?;
-    match json::parse_patch(&body) {
-        Ok(patch) => Ok((patch, body)),
+) -> Result<(json::WriteRequest, bytes::Bytes), Problem> {
+    let body = super::read_json_body(app, req).await?;
+    match json::parse_write(&body) {
+        Ok(request) => Ok((request, body)),
         Err(ParseError::Syntax(msg)) => Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "malformed-json",
@@ -181,55 +179,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     Ok(Some(key.to_owned()))
 }
 
-/// `?start=...&end=...` as a span, at most [`MAX_LIST_DAYS`] wide.
-fn query_window(query: &str) -> Result<Span, Problem> {
-    let (mut start, mut end) = (None, None);
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        match k.as_ref() {
-            "start" => start = Some(v.into_owned()),
-            "end" => end = Some(v.into_owned()),
-            _ => {}
-        }
-    }
-    let mut errors = Vec::new();
-    let mut parse = |name: &str, value: Option<String>| match value {
-        None => {
-            errors.push(FieldError::new(
-                name,
-                "query parameter is required (RFC 3339 date-time)",
-            ));
-            None
-        }
-        Some(v) => match DateTime::parse_from_rfc3339(&v) {
-            Ok(t) => Some(t),
-            Err(_) => {
-                errors.push(FieldError::new(
-                    name,
-                    format!("\"{v}\" is not an RFC 3339 date-time with offset"),
-                ));
-                None
-            }
-        },
-    };
-    let (start, end) = (parse("start", start), parse("end", end));
-    let bad = |errors: Vec<FieldError>| {
-        Problem::bad_request("invalid query parameters").with_params(errors)
-    };
-    let (Some(start), Some(end)) = (start, end) else {
-        return Err(bad(errors));
-    };
-    if end <= start {
-        return Err(bad(vec![FieldError::new("end", "must be after start")]));
-    }
-    if end - start > Duration::days(MAX_LIST_DAYS) {
-        return Err(bad(vec![FieldError::new(
-            "end",
-            format!("the range may span at most {MAX_LIST_DAYS} days; page through longer ranges"),
-        )]));
-    }
-    Ok(Span::new(start.timestamp_millis(), end.timestamp_millis()))
-}
-
 fn problem(e: BookingError) -> Problem {
     match e {
         BookingError::NotFound(id) => {
@@ -242,6 +191,13 @@ fn problem(e: BookingError) -> Problem {
             "Precondition failed",
             e.to_string(),
         ),
+        BookingError::Conflict(ref found) => Problem::new(
+            StatusCode::CONFLICT,
+            "booking-conflict",
+            "The time is already taken",
+            e.to_string(),
+        )
+        .with_extension("conflicts", super::busy_entries_json(found)),
         BookingError::IdempotencyKeyReused => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency-key-reused",

@@ -14,8 +14,15 @@ const READ_ONLY: &[&str] = &[
     "id", "uid", "tenant", "created", "updated", "sequence", "etag",
 ];
 
-/// Parses a create/replace/merge body into a patch, or lists everything wrong with it.
-pub fn parse_patch(body: &[u8]) -> Result<BookingPatch, ParseError> {
+/// A booking write request: the changes, and whether to book over busy time.
+#[derive(Debug, Default)]
+pub struct WriteRequest {
+    pub patch: BookingPatch,
+    pub allow_conflict: bool,
+}
+
+/// Parses a create/replace/merge body, or lists everything wrong with it.
+pub fn parse_write(body: &[u8]) -> Result<WriteRequest, ParseError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ParseError::Syntax(e.to_string()))?;
     let Value::Object(fields) = value else {
@@ -23,6 +30,7 @@ pub fn parse_patch(body: &[u8]) -> Result<BookingPatch, ParseError> {
     };
     let mut errors = Vec::new();
     let mut patch = BookingPatch::default();
+    let mut allow_conflict = false;
     for (name, value) in &fields {
         let mut fail = |reason: &str| errors.push(FieldError::new(name.as_str(), reason));
         match name.as_str() {
@@ -64,12 +72,19 @@ pub fn parse_patch(body: &[u8]) -> Result<BookingPatch, ParseError> {
                 Value::Object(map) => patch.customer = Some(Some(customer(map, &mut errors))),
                 _ => fail("must be an object with name, email and phone"),
             },
+            "allow_conflict" => match value {
+                Value::Bool(b) => allow_conflict = *b,
+                _ => fail("must be true or false"),
+            },
             ro if READ_ONLY.contains(&ro) => {}
             _ => fail("is not a booking field"),
         }
     }
     if errors.is_empty() {
-        Ok(patch)
+        Ok(WriteRequest {
+            patch,
+            allow_conflict,
+        })
     } else {
         Err(ParseError::Fields(errors))
     }
@@ -154,7 +169,7 @@ mod tests {
 
     #[test]
     fn reports_every_bad_field() {
-        let err = parse_patch(
+        let err = parse_write(
             br#"{"start": 5, "time_zone": "Mars/Olympus", "customer": {"mail": "x"}, "colour": "red", "id": "ignored"}"#,
         )
         .unwrap_err();
@@ -168,7 +183,9 @@ mod tests {
 
     #[test]
     fn null_clears_optional_fields() {
-        let p = parse_patch(br#"{"location": null, "customer": null}"#).unwrap();
+        let p = parse_write(br#"{"location": null, "customer": null}"#)
+            .unwrap()
+            .patch;
         assert_eq!(p.location, Some(None));
         assert_eq!(p.customer, Some(None));
         assert_eq!(p.notes, None);
@@ -176,7 +193,7 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_not_field_errors() {
-        assert!(matches!(parse_patch(b"{nope"), Err(ParseError::Syntax(_))));
-        assert!(matches!(parse_patch(b"[]"), Err(ParseError::Syntax(_))));
+        assert!(matches!(parse_write(b"{nope"), Err(ParseError::Syntax(_))));
+        assert!(matches!(parse_write(b"[]"), Err(ParseError::Syntax(_))));
     }
 }

@@ -5,10 +5,14 @@
 //! Handlers translate between HTTP/JSON and the [`crate::bookings`] engine.
 
 mod bookings;
+mod freebusy;
 pub mod json;
 
+use chrono::{DateTime, Duration};
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+
+use crate::model::{FieldError, Span};
 
 use crate::app::{ApiPrincipal, App};
 use crate::config::TenantConfig;
@@ -27,6 +31,8 @@ pub async fn route(
     match rest {
         ["bookings"] => bookings::collection(app, req, tenant, &principal).await,
         ["bookings", id] => bookings::item(app, req, tenant, id).await,
+        ["freebusy"] => freebusy::freebusy(app, req, tenant),
+        ["availability"] => freebusy::availability(app, req, tenant).await,
         _ => Err(Problem::not_found(format!(
             "nothing is served at {}",
             req.uri().path()
@@ -84,4 +90,104 @@ async fn authenticate(
         ));
     }
     Ok(principal)
+}
+
+/// RFC 3339 UTC text of an index instant.
+pub fn instant_json(ms: i64) -> serde_json::Value {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .into()
+}
+
+/// Busy entries as the API shows conflicts: when, how, and which object.
+pub fn busy_entries_json(entries: &[crate::store::BusyEntry]) -> serde_json::Value {
+    entries
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "start": instant_json(e.span.start),
+                "end": instant_json(e.span.end),
+                "kind": e.kind.as_str(),
+                "source": e.source,
+                "id": e.object,
+            })
+        })
+        .collect()
+}
+
+/// `?start=...&end=...` as a span, at most `max_days` wide.
+pub fn parse_window(query: &str, max_days: i64) -> Result<Span, Problem> {
+    let (mut start, mut end) = (None, None);
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "start" => start = Some(v.into_owned()),
+            "end" => end = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let mut errors = Vec::new();
+    let mut parse = |name: &str, value: Option<String>| match value {
+        None => {
+            errors.push(FieldError::new(
+                name,
+                "query parameter is required (RFC 3339 date-time)",
+            ));
+            None
+        }
+        Some(v) => match DateTime::parse_from_rfc3339(&v) {
+            Ok(t) => Some(t),
+            Err(_) => {
+                errors.push(FieldError::new(
+                    name,
+                    format!("\"{v}\" is not an RFC 3339 date-time with offset"),
+                ));
+                None
+            }
+        },
+    };
+    let (start, end) = (parse("start", start), parse("end", end));
+    let bad = |errors: Vec<FieldError>| {
+        Problem::bad_request("invalid query parameters").with_params(errors)
+    };
+    let (Some(start), Some(end)) = (start, end) else {
+        return Err(bad(errors));
+    };
+    if end <= start {
+        return Err(bad(vec![FieldError::new("end", "must be after start")]));
+    }
+    if end - start > Duration::days(max_days) {
+        return Err(bad(vec![FieldError::new(
+            "end",
+            format!("the range may span at most {max_days} days; split longer ranges"),
+        )]));
+    }
+    Ok(Span::new(start.timestamp_millis(), end.timestamp_millis()))
+}
+
+/// Checks the JSON media type and reads the body within the configured limit.
+pub async fn read_json_body(app: &App, req: Request<Incoming>) -> Result<bytes::Bytes, Problem> {
+    let media_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let is_json = media_type
+        .as_deref()
+        .is_some_and(|t| t == "application/json" || t.ends_with("+json"));
+    if !is_json {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    let (parts, body) = req.into_parts();
+    crate::http::read_body(body, &parts.headers, app.config.max_body_bytes).await
 }

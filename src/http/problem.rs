@@ -10,8 +10,12 @@ use crate::model::FieldError;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
+/// An error response; boxed so `Result<_, Problem>` stays small on the happy path.
 #[derive(Debug, Clone)]
-pub struct Problem {
+pub struct Problem(Box<ProblemData>);
+
+#[derive(Debug, Clone)]
+pub struct ProblemData {
     pub status: StatusCode,
     /// Short slug; the `type` URI is `urn:calgate:problem:{slug}`.
     pub slug: &'static str,
@@ -20,6 +24,8 @@ pub struct Problem {
     pub invalid_params: Vec<FieldError>,
     /// Extra headers (WWW-Authenticate, Allow, ...).
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
+    /// Extension members (RFC 9457 §3.2), e.g. the conflicting busy blocks.
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Problem {
@@ -29,24 +35,30 @@ impl Problem {
         title: &'static str,
         detail: impl Into<String>,
     ) -> Self {
-        Problem {
+        Problem(Box::new(ProblemData {
             status,
             slug,
             title,
             detail: detail.into(),
             invalid_params: Vec::new(),
             headers: Vec::new(),
-        }
+            extensions: serde_json::Map::new(),
+        }))
+    }
+
+    pub fn with_extension(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.0.extensions.insert(key.to_owned(), value);
+        self
     }
 
     pub fn with_params(mut self, params: Vec<FieldError>) -> Self {
-        self.invalid_params = params;
+        self.0.invalid_params = params;
         self
     }
 
     pub fn with_header(mut self, name: header::HeaderName, value: &str) -> Self {
         if let Ok(v) = HeaderValue::from_str(value) {
-            self.headers.push((name, v));
+            self.0.headers.push((name, v));
         }
         self
     }
@@ -88,25 +100,33 @@ impl Problem {
         )
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.0.status
+    }
+
     pub fn into_response(self) -> Response<Body> {
+        let p = *self.0;
         let mut body = json!({
-            "type": format!("urn:calgate:problem:{}", self.slug),
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
+            "type": format!("urn:calgate:problem:{}", p.slug),
+            "title": p.title,
+            "status": p.status.as_u16(),
+            "detail": p.detail,
         });
-        if !self.invalid_params.is_empty() {
-            body["invalid_params"] = self
+        if !p.invalid_params.is_empty() {
+            body["invalid_params"] = p
                 .invalid_params
                 .iter()
-                .map(|p| json!({"name": p.field, "reason": p.reason}))
+                .map(|f| json!({"name": f.field, "reason": f.reason}))
                 .collect();
         }
+        for (key, value) in p.extensions {
+            body[key] = value;
+        }
         let mut resp = Response::new(full(Bytes::from(body.to_string())));
-        *resp.status_mut() = self.status;
+        *resp.status_mut() = p.status;
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-        for (name, value) in self.headers {
+        for (name, value) in p.headers {
             resp.headers_mut().append(name, value);
         }
         resp

@@ -10,6 +10,12 @@
 //! | `changes`     | tenant \0 collection \0 seq           | [`Change`] (JSON)         |
 //! | `meta`        | `version` \0 tenant                   | seq, modified             |
 //! | `idempotency` | tenant \0 api key \0 idempotency key  | [`IdempotencyRecord`]     |
+//! | `sources`     | tenant \0 source                      | [`Source`] (JSON)         |
+//! | `objects`     | tenant \0 source \0 object            | [`CalendarObject`] (JSON) |
+//! | `busy`        | tenant \0 class start source \0 object \0 n | end, busy kind   |
+//!
+//! Bookings and calendar objects are each indexed by time ([`time_index`]) with
+//! their busy kind in the index value, so free/busy never decodes a record.
 //!
 //! Every write is one multi-tree transaction (record, index, change log and version
 //! move together) followed by a flush, so a write method that returns `Ok` has
@@ -28,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
-use crate::model::{Booking, Span};
+use crate::model::{Booking, BusyKind, BusySpan, CalendarObject, Source, Span};
 use keys::{decode_i64, decode_u64, encode_i64, join, prefix};
 
 /// Name of the change-log collection holding a tenant's bookings.
@@ -102,6 +108,13 @@ pub enum WriteOutcome {
     IdempotencyKeyReused,
 }
 
+#[derive(Debug, PartialEq, Eq)]
+pub enum ObjectOutcome {
+    Written(TenantVersion),
+    /// The precondition did not hold; the stored ETag, if the object exists.
+    PreconditionFailed(Option<String>),
+}
+
 #[derive(Debug)]
 pub enum DeleteOutcome {
     Deleted(TenantVersion),
@@ -144,7 +157,46 @@ pub struct Store {
     changes: sled::Tree,
     meta: sled::Tree,
     idempotency: sled::Tree,
+    sources: sled::Tree,
+    objects: sled::Tree,
+    busy: sled::Tree,
     commit: Arc<group_commit::GroupCommit>,
+}
+
+/// One entry of the busy index: who blocks which time, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusyEntry {
+    pub span: Span,
+    pub kind: BusyKind,
+    pub source: String,
+    /// Booking id or calendar object id.
+    pub object: String,
+}
+
+fn kind_byte(kind: BusyKind) -> u8 {
+    match kind {
+        BusyKind::Free => 0,
+        BusyKind::Tentative => 1,
+        BusyKind::Busy => 2,
+        BusyKind::Oof => 3,
+    }
+}
+
+fn kind_of(byte: Option<&u8>) -> BusyKind {
+    match byte {
+        Some(1) => BusyKind::Tentative,
+        Some(2) => BusyKind::Busy,
+        Some(3) => BusyKind::Oof,
+        _ => BusyKind::Free,
+    }
+}
+
+/// Busy-index id of occurrence `n` of an object: `source \0 object \0 n`.
+fn busy_id(source: &str, object: &str, n: u32) -> Vec<u8> {
+    let mut id = join(&[source.as_bytes(), object.as_bytes()]);
+    id.push(keys::SEP);
+    id.extend_from_slice(&n.to_be_bytes());
+    id
 }
 
 impl Store {
@@ -172,6 +224,9 @@ impl Store {
             changes: db.open_tree("changes")?,
             meta: db.open_tree("meta")?,
             idempotency: db.open_tree("idempotency")?,
+            sources: db.open_tree("sources")?,
+            objects: db.open_tree("objects")?,
+            busy: db.open_tree("busy")?,
         })
     }
 
@@ -239,6 +294,22 @@ impl Store {
         precondition: &Precondition,
         claim: Option<&IdempotencyClaim>,
     ) -> Result<WriteOutcome, StoreError> {
+        let outcome = self.commit_booking(booking, precondition, claim)?;
+        if matches!(outcome, WriteOutcome::Written(_)) {
+            self.flush().await?;
+        }
+        Ok(outcome)
+    }
+
+    /// [`Store::put_booking`] without waiting for durability: the write is visible
+    /// to readers at once, but must not be acknowledged before [`Store::flush`].
+    /// Lets callers hold a lock over check-and-write without holding it over a sync.
+    pub fn commit_booking(
+        &self,
+        booking: &Booking,
+        precondition: &Precondition,
+        claim: Option<&IdempotencyClaim>,
+    ) -> Result<WriteOutcome, StoreError> {
         let tenant = booking.tenant.as_bytes();
         let key = join(&[tenant, booking.id.as_bytes()]);
         let record = encode(booking);
@@ -289,10 +360,17 @@ impl Store {
                 bookings.insert(key.as_slice(), record.as_slice())?;
                 time.insert(
                     time_index::entry_key(&[tenant], span, booking.id.as_bytes()),
-                    &time_index::entry_value(span),
+                    time_index::entry_value(span, &[kind_byte(booking.busy_kind())]),
                 )?;
-                let version =
-                    record_change(changes, meta, &booking.tenant, &booking.id, false, now)?;
+                let version = record_change(
+                    changes,
+                    meta,
+                    &booking.tenant,
+                    BOOKINGS_COLLECTION,
+                    &booking.id,
+                    false,
+                    now,
+                )?;
                 if let (Some(claim), Some(claim_key)) = (claim, &claim_key) {
                     let seen = IdempotencyRecord {
                         fingerprint: claim.fingerprint.clone(),
@@ -303,14 +381,37 @@ impl Store {
                 }
                 Ok(version)
             });
-        let outcome = match result {
-            Ok(version) => WriteOutcome::Written(version),
-            Err(TransactionError::Abort(Abort::Outcome(outcome))) => return Ok(outcome),
-            Err(TransactionError::Abort(Abort::Corrupt(e))) => return Err(*e),
-            Err(TransactionError::Storage(e)) => return Err(e.into()),
+        match result {
+            Ok(version) => Ok(WriteOutcome::Written(version)),
+            Err(TransactionError::Abort(Abort::Outcome(outcome))) => Ok(outcome),
+            Err(TransactionError::Abort(Abort::Corrupt(e))) => Err(*e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    /// What an Idempotency-Key claim would find: a replay, a reuse, or nothing yet.
+    pub fn idempotency_outcome(
+        &self,
+        tenant: &str,
+        claim: &IdempotencyClaim,
+    ) -> Result<Option<WriteOutcome>, StoreError> {
+        let key = join(&[
+            tenant.as_bytes(),
+            claim.api_key.as_bytes(),
+            claim.key.as_bytes(),
+        ]);
+        let Some(raw) = self.idempotency.get(&key)? else {
+            return Ok(None);
         };
-        self.flush().await?;
-        Ok(outcome)
+        let seen: IdempotencyRecord = decode(&key, &raw)?;
+        if Utc::now().timestamp_millis() - seen.created_ms >= IDEMPOTENCY_TTL_MS {
+            return Ok(None);
+        }
+        Ok(Some(if seen.fingerprint == claim.fingerprint {
+            WriteOutcome::Replayed(seen.booking_id)
+        } else {
+            WriteOutcome::IdempotencyKeyReused
+        }))
     }
 
     /// Deletes a booking if `etag` (when given) matches. Durable when it returns.
@@ -342,7 +443,8 @@ impl Store {
                     current.span(),
                     id.as_bytes(),
                 ))?;
-                let version = record_change(changes, meta, tenant, id, true, now)?;
+                let version =
+                    record_change(changes, meta, tenant, BOOKINGS_COLLECTION, id, true, now)?;
                 Ok(DeleteOutcome::Deleted(version))
             });
         let outcome = match result {
@@ -354,6 +456,195 @@ impl Store {
             Err(TransactionError::Storage(e)) => return Err(e.into()),
         };
         if matches!(outcome, DeleteOutcome::Deleted(_)) {
+            self.flush().await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Busy time from bookings overlapping `window` (cancelled bookings excluded).
+    pub fn booking_busy(&self, tenant: &str, window: Span) -> Result<Vec<BusyEntry>, StoreError> {
+        let hits = time_index::query(&self.booking_time, &[tenant.as_bytes()], window)?;
+        Ok(hits
+            .into_iter()
+            .filter_map(|h| {
+                let kind = kind_of(h.payload.first());
+                (kind != BusyKind::Free).then(|| BusyEntry {
+                    span: h.span,
+                    kind,
+                    source: crate::model::BOOKINGS_SOURCE.to_owned(),
+                    object: String::from_utf8_lossy(&h.id).into_owned(),
+                })
+            })
+            .collect())
+    }
+
+    /// Busy time from calendar objects overlapping `window`.
+    pub fn object_busy(&self, tenant: &str, window: Span) -> Result<Vec<BusyEntry>, StoreError> {
+        let hits = time_index::query(&self.busy, &[tenant.as_bytes()], window)?;
+        Ok(hits
+            .into_iter()
+            .filter_map(|h| {
+                let mut parts = h.id.splitn(3, |b| *b == keys::SEP);
+                let source = String::from_utf8_lossy(parts.next()?).into_owned();
+                let object = String::from_utf8_lossy(parts.next()?).into_owned();
+                Some(BusyEntry {
+                    span: h.span,
+                    kind: kind_of(h.payload.first()),
+                    source,
+                    object,
+                })
+            })
+            .collect())
+    }
+
+    pub fn put_source(&self, tenant: &str, source: &Source) -> Result<(), StoreError> {
+        let key = join(&[tenant.as_bytes(), source.id.as_bytes()]);
+        self.sources.insert(key, encode(source))?;
+        Ok(())
+    }
+
+    pub fn source(&self, tenant: &str, id: &str) -> Result<Option<Source>, StoreError> {
+        let key = join(&[tenant.as_bytes(), id.as_bytes()]);
+        self.sources
+            .get(&key)?
+            .map(|raw| decode(&key, &raw))
+            .transpose()
+    }
+
+    pub fn sources(&self, tenant: &str) -> Result<Vec<Source>, StoreError> {
+        self.sources
+            .scan_prefix(prefix(&[tenant.as_bytes()]))
+            .map(|item| {
+                let (key, raw) = item?;
+                decode(&key, &raw)
+            })
+            .collect()
+    }
+
+    pub fn object(
+        &self,
+        tenant: &str,
+        source: &str,
+        id: &str,
+    ) -> Result<Option<CalendarObject>, StoreError> {
+        let key = join(&[tenant.as_bytes(), source.as_bytes(), id.as_bytes()]);
+        self.objects
+            .get(&key)?
+            .map(|raw| decode(&key, &raw))
+            .transpose()
+    }
+
+    /// Every object of a source, in id order.
+    pub fn objects(&self, tenant: &str, source: &str) -> Result<Vec<CalendarObject>, StoreError> {
+        self.objects
+            .scan_prefix(prefix(&[tenant.as_bytes(), source.as_bytes()]))
+            .map(|item| {
+                let (key, raw) = item?;
+                decode(&key, &raw)
+            })
+            .collect()
+    }
+
+    /// Stores an object and replaces its busy-index entries, atomically; with
+    /// `log_change` the change is recorded for sync (a re-expansion is not a change).
+    /// Durable when it returns.
+    pub async fn put_object(
+        &self,
+        tenant: &str,
+        source: &str,
+        object: &CalendarObject,
+        precondition: &Precondition,
+        log_change: bool,
+    ) -> Result<ObjectOutcome, StoreError> {
+        let key = join(&[tenant.as_bytes(), source.as_bytes(), object.id.as_bytes()]);
+        let record = encode(object);
+        let now = Utc::now().timestamp_millis();
+        let result = (&self.objects, &self.busy, &self.changes, &self.meta).transaction(
+            |(objects, busy, changes, meta)| {
+                let current: Option<CalendarObject> = objects
+                    .get(&key)?
+                    .map(|raw| decode(&key, &raw))
+                    .transpose()
+                    .map_err(tx_corrupt)?;
+                let holds = match (precondition, &current) {
+                    (Precondition::None, _) => true,
+                    (Precondition::MustNotExist, existing) => existing.is_none(),
+                    (Precondition::EtagIs(etag), Some(existing)) => &existing.etag == etag,
+                    (Precondition::EtagIs(_), None) => false,
+                };
+                if !holds {
+                    return Ok(ObjectOutcome::PreconditionFailed(current.map(|c| c.etag)));
+                }
+                if let Some(old) = &current {
+                    remove_busy(busy, tenant, source, &old.id, &old.busy)?;
+                }
+                for (n, b) in object.busy.iter().enumerate() {
+                    busy.insert(
+                        time_index::entry_key(
+                            &[tenant.as_bytes()],
+                            b.span,
+                            &busy_id(source, &object.id, n as u32),
+                        ),
+                        time_index::entry_value(b.span, &[kind_byte(b.kind)]),
+                    )?;
+                }
+                objects.insert(key.as_slice(), record.as_slice())?;
+                let version = if log_change {
+                    record_change(changes, meta, tenant, source, &object.id, false, now)?
+                } else {
+                    TenantVersion::default()
+                };
+                Ok(ObjectOutcome::Written(version))
+            },
+        );
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(TransactionError::Abort(Abort::Corrupt(e))) => return Err(*e),
+            Err(TransactionError::Abort(Abort::Outcome(_))) => {
+                unreachable!("object writes never abort with a booking outcome")
+            }
+            Err(TransactionError::Storage(e)) => return Err(e.into()),
+        };
+        if matches!(outcome, ObjectOutcome::Written(_)) {
+            self.flush().await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Deletes an object and its busy-index entries. Durable when it returns.
+    pub async fn delete_object(
+        &self,
+        tenant: &str,
+        source: &str,
+        id: &str,
+        etag: Option<&str>,
+    ) -> Result<ObjectOutcome, StoreError> {
+        let key = join(&[tenant.as_bytes(), source.as_bytes(), id.as_bytes()]);
+        let now = Utc::now().timestamp_millis();
+        let result = (&self.objects, &self.busy, &self.changes, &self.meta).transaction(
+            |(objects, busy, changes, meta)| {
+                let Some(raw) = objects.get(&key)? else {
+                    return Ok(ObjectOutcome::PreconditionFailed(None));
+                };
+                let current: CalendarObject = decode(&key, &raw).map_err(tx_corrupt)?;
+                if etag.is_some_and(|e| e != current.etag) {
+                    return Ok(ObjectOutcome::PreconditionFailed(Some(current.etag)));
+                }
+                remove_busy(busy, tenant, source, id, &current.busy)?;
+                objects.remove(key.as_slice())?;
+                let version = record_change(changes, meta, tenant, source, id, true, now)?;
+                Ok(ObjectOutcome::Written(version))
+            },
+        );
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(TransactionError::Abort(Abort::Corrupt(e))) => return Err(*e),
+            Err(TransactionError::Abort(Abort::Outcome(_))) => {
+                unreachable!("object deletes never abort with a booking outcome")
+            }
+            Err(TransactionError::Storage(e)) => return Err(e.into()),
+        };
+        if matches!(outcome, ObjectOutcome::Written(_)) {
             self.flush().await?;
         }
         Ok(outcome)
@@ -377,6 +668,24 @@ impl Store {
     }
 }
 
+/// Removes an object's busy-index entries, as recorded in its `busy` list.
+fn remove_busy(
+    busy: &TransactionalTree,
+    tenant: &str,
+    source: &str,
+    object: &str,
+    spans: &[BusySpan],
+) -> TxResult<()> {
+    for (n, b) in spans.iter().enumerate() {
+        busy.remove(time_index::entry_key(
+            &[tenant.as_bytes()],
+            b.span,
+            &busy_id(source, object, n as u32),
+        ))?;
+    }
+    Ok(())
+}
+
 fn tx_corrupt(e: StoreError) -> ConflictableTransactionError<Abort> {
     ConflictableTransactionError::Abort(Abort::Corrupt(Box::new(e)))
 }
@@ -393,6 +702,7 @@ fn record_change(
     changes: &TransactionalTree,
     meta: &TransactionalTree,
     tenant: &str,
+    collection: &str,
     id: &str,
     deleted: bool,
     now_ms: i64,
@@ -410,7 +720,7 @@ fn record_change(
     let mut raw = version.seq.to_be_bytes().to_vec();
     raw.extend_from_slice(&encode_i64(version.modified_ms));
     meta.insert(version_key, raw)?;
-    let mut change_key = prefix(&[tenant.as_bytes(), BOOKINGS_COLLECTION.as_bytes()]);
+    let mut change_key = prefix(&[tenant.as_bytes(), collection.as_bytes()]);
     change_key.extend_from_slice(&version.seq.to_be_bytes());
     let change = Change {
         seq: version.seq,

@@ -7,7 +7,8 @@
 //! and each scan reads at most about twice the entries it returns. Bookings (and
 //! later, expanded occurrences) are short, so almost everything lives in class 0.
 //!
-//! Key layout: `scope \0 | class u8 | start i64 | id`; value: `end i64`.
+//! Key layout: `scope \0 | class u8 | start i64 | id`; value: `end i64 | payload`
+//! (a few bytes the owner wants back without reading the record, e.g. a busy kind).
 
 use super::keys::{decode_i64, encode_i64, prefix};
 use crate::model::Span;
@@ -35,8 +36,10 @@ pub fn entry_key(scope: &[&[u8]], span: Span, id: &[u8]) -> Vec<u8> {
     key
 }
 
-pub fn entry_value(span: Span) -> [u8; 8] {
-    encode_i64(span.end)
+pub fn entry_value(span: Span, payload: &[u8]) -> Vec<u8> {
+    let mut value = encode_i64(span.end).to_vec();
+    value.extend_from_slice(payload);
+    value
 }
 
 /// One index hit: the stored interval and the id it was filed under.
@@ -44,6 +47,7 @@ pub fn entry_value(span: Span) -> [u8; 8] {
 pub struct Hit {
     pub span: Span,
     pub id: Vec<u8>,
+    pub payload: Vec<u8>,
 }
 
 /// All entries of `scope` overlapping `window`, ordered by start then id.
@@ -74,6 +78,7 @@ pub fn query(tree: &sled::Tree, scope: &[&[u8]], window: Span) -> sled::Result<V
                 hits.push(Hit {
                     span,
                     id: key[offset + 8..].to_vec(),
+                    payload: value[8..].to_vec(),
                 });
             }
         }
@@ -95,8 +100,11 @@ mod tests {
     }
 
     fn insert(tree: &sled::Tree, span: Span, id: &str) {
-        tree.insert(entry_key(&[b"t1"], span, id.as_bytes()), &entry_value(span))
-            .unwrap();
+        tree.insert(
+            entry_key(&[b"t1"], span, id.as_bytes()),
+            entry_value(span, b"p"),
+        )
+        .unwrap();
     }
 
     fn ids(hits: &[Hit]) -> Vec<String> {
@@ -124,7 +132,7 @@ mod tests {
         insert(&t, Span::new(5 * H, 5 * H), "instant");
         // Another scope must never show up.
         let other = Span::new(0, 100 * H);
-        t.insert(entry_key(&[b"t2"], other, b"x"), &entry_value(other))
+        t.insert(entry_key(&[b"t2"], other, b"x"), entry_value(other, b""))
             .unwrap();
 
         assert_eq!(

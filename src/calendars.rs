@@ -1,0 +1,214 @@
+//! Calendar sources and their iCalendar objects: what a CalDAV client or a provider
+//! sync writes, turned into busy-index entries the free/busy engine reads.
+//!
+//! Each object is parsed and expanded once, when written (and again when the rolling
+//! horizon moves), so queries never re-parse stored iCalendar. HTTP and DAV details
+//! live with the callers.
+
+use chrono::{DateTime, Duration, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::config::TenantConfig;
+use crate::ical::expand::{ExpandOptions, expand};
+use crate::ical::parse::{self, ParseError};
+use crate::model::{BOOKINGS_SOURCE, BusyKind, BusySpan, CalendarObject, Source, Span};
+use crate::store::{ObjectOutcome, Precondition, Store, StoreError};
+
+/// The span of time occurrences are materialised for, relative to now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Horizon {
+    pub past_days: u32,
+    pub future_days: u32,
+}
+
+impl Default for Horizon {
+    fn default() -> Self {
+        Horizon {
+            past_days: 365,
+            future_days: 730,
+        }
+    }
+}
+
+impl Horizon {
+    /// The indexed window at `now`, aligned to whole days so it moves once a day.
+    pub fn window(&self, now: DateTime<Utc>) -> Span {
+        let today = now
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .unwrap_or_default()
+            .and_utc();
+        Span::from_instants(
+            today - Duration::days(self.past_days.into()),
+            today + Duration::days(i64::from(self.future_days) + 1),
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CalendarError {
+    #[error("source \"{0}\" does not exist")]
+    UnknownSource(String),
+    #[error("the calendar data is not valid iCalendar: {0}")]
+    Invalid(String),
+    #[error("the calendar object has no VEVENT")]
+    NoEvents,
+    #[error("the object was changed (now {current:?}); fetch it again")]
+    PreconditionFailed { current: Option<String> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Clone)]
+pub struct CalendarService {
+    store: Store,
+    horizon: Horizon,
+}
+
+impl CalendarService {
+    pub fn new(store: Store, horizon: Horizon) -> Self {
+        CalendarService { store, horizon }
+    }
+
+    pub fn horizon(&self) -> Horizon {
+        self.horizon
+    }
+
+    /// Creates or updates a source's settings.
+    pub fn put_source(&self, tenant: &TenantConfig, source: &Source) -> Result<(), CalendarError> {
+        Ok(self.store.put_source(&tenant.id, source)?)
+    }
+
+    /// Ids of every source of a tenant, bookings first.
+    pub fn source_ids(&self, tenant: &TenantConfig) -> Result<Vec<String>, CalendarError> {
+        let mut ids = vec![BOOKINGS_SOURCE.to_owned()];
+        ids.extend(self.store.sources(&tenant.id)?.into_iter().map(|s| s.id));
+        Ok(ids)
+    }
+
+    /// Parses, expands and stores an object; durable when it returns.
+    pub async fn put_object(
+        &self,
+        tenant: &TenantConfig,
+        source_id: &str,
+        object_id: &str,
+        ics: &str,
+        precondition: &Precondition,
+    ) -> Result<CalendarObject, CalendarError> {
+        let source = self
+            .store
+            .source(&tenant.id, source_id)?
+            .ok_or_else(|| CalendarError::UnknownSource(source_id.to_owned()))?;
+        let object = self.materialize(tenant, &source, object_id, ics, Utc::now())?;
+        match self
+            .store
+            .put_object(&tenant.id, source_id, &object, precondition, true)
+            .await?
+        {
+            ObjectOutcome::Written(_) => Ok(object),
+            ObjectOutcome::PreconditionFailed(current) => {
+                Err(CalendarError::PreconditionFailed { current })
+            }
+        }
+    }
+
+    pub async fn delete_object(
+        &self,
+        tenant: &TenantConfig,
+        source_id: &str,
+        object_id: &str,
+        etag: Option<&str>,
+    ) -> Result<(), CalendarError> {
+        match self
+            .store
+            .delete_object(&tenant.id, source_id, object_id, etag)
+            .await?
+        {
+            ObjectOutcome::Written(_) => Ok(()),
+            ObjectOutcome::PreconditionFailed(current) => {
+                Err(CalendarError::PreconditionFailed { current })
+            }
+        }
+    }
+
+    /// Re-expands every object of a tenant against the current horizon (after the
+    /// horizon moved, or a source became transparent); returns how many were redone.
+    pub async fn rebuild(
+        &self,
+        tenant: &TenantConfig,
+        only_recurring: bool,
+    ) -> Result<usize, CalendarError> {
+        let now = Utc::now();
+        let mut count = 0;
+        for source in self.store.sources(&tenant.id)? {
+            for old in self.store.objects(&tenant.id, &source.id)? {
+                if only_recurring && !old.recurring {
+                    continue;
+                }
+                let mut fresh = self.materialize(tenant, &source, &old.id, &old.ics, now)?;
+                fresh.etag = old.etag.clone();
+                fresh.updated = old.updated;
+                self.store
+                    .put_object(
+                        &tenant.id,
+                        &source.id,
+                        &fresh,
+                        &Precondition::EtagIs(old.etag),
+                        false,
+                    )
+                    .await?;
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    /// Parses `ics` and computes its blocking occurrences within the horizon.
+    fn materialize(
+        &self,
+        tenant: &TenantConfig,
+        source: &Source,
+        object_id: &str,
+        ics: &str,
+        now: DateTime<Utc>,
+    ) -> Result<CalendarObject, CalendarError> {
+        let parsed = parse::parse(ics).map_err(|e| match e {
+            ParseError::Syntax(msg) => CalendarError::Invalid(msg),
+            ParseError::NoCalendar => CalendarError::Invalid(e.to_string()),
+        })?;
+        if parsed.events.is_empty() {
+            return Err(CalendarError::NoEvents);
+        }
+        let opts = ExpandOptions {
+            default_zone: tenant.timezone,
+            window: self.horizon.window(now),
+        };
+        let (occurrences, mut diagnostics) = expand(&parsed, &opts);
+        diagnostics.splice(0..0, parsed.diagnostics.iter().cloned());
+        let busy = if source.transparent {
+            Vec::new()
+        } else {
+            occurrences
+                .iter()
+                .filter(|o| o.busy != BusyKind::Free && o.span.end > o.span.start)
+                .map(|o| BusySpan {
+                    span: o.span,
+                    kind: o.busy,
+                })
+                .collect()
+        };
+        Ok(CalendarObject {
+            id: object_id.to_owned(),
+            uid: parsed.events.first().map(|e| e.uid.clone()),
+            ics: ics.to_owned(),
+            etag: format!("\"{}\"", hex::encode(&Sha256::digest(ics.as_bytes())[..12])),
+            updated: now,
+            recurring: parsed
+                .events
+                .iter()
+                .any(|e| !e.rrules.is_empty() || !e.rdates.is_empty()),
+            diagnostics,
+            busy,
+        })
+    }
+}

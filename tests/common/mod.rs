@@ -147,6 +147,20 @@ impl TestServer {
         split(resp).await
     }
 
+    /// Like [`TestServer::create`], as an owned future (to run several at once).
+    pub fn create_owned(
+        &self,
+        body: Value,
+    ) -> impl std::future::Future<Output = (u16, Value, Option<String>)> + Send + 'static {
+        let request = self
+            .client
+            .post(self.bookings_url("salon"))
+            .bearer_auth(SALON_KEY)
+            .json(&body)
+            .send();
+        async move { split(request.await.expect("request sent")).await }
+    }
+
     /// GETs an API path (or full URL) with the salon's key: (status, JSON, ETag).
     pub async fn get(&self, path_or_url: &str) -> (u16, Value, Option<String>) {
         let url = if path_or_url.starts_with("http") {
@@ -170,6 +184,39 @@ impl TestServer {
         let (status, body, _) = self.get(&url).await;
         assert_eq!(status, 200, "{body}");
         body["bookings"].as_array().expect("bookings array").clone()
+    }
+
+    pub fn app(&self) -> &calgate::app::App {
+        &self.running.as_ref().expect("server running").app
+    }
+
+    /// Adds a calendar source to the salon (as CalDAV MKCALENDAR or a provider will).
+    pub fn add_source(&self, id: &str, transparent: bool) {
+        let app = self.app();
+        let tenant = app.tenant("salon").expect("salon");
+        let source = calgate::model::Source {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            transparent,
+        };
+        app.calendars
+            .put_source(tenant, &source)
+            .expect("source stored");
+    }
+
+    /// Stores an iCalendar object in a salon source.
+    pub async fn put_ics(
+        &self,
+        source: &str,
+        id: &str,
+        ics: &str,
+    ) -> calgate::model::CalendarObject {
+        let app = self.app();
+        let tenant = app.tenant("salon").expect("salon");
+        app.calendars
+            .put_object(tenant, source, id, ics, &calgate::store::Precondition::None)
+            .await
+            .expect("object stored")
     }
 
     pub async fn feed(&self, tenant: &str, token: &str) -> reqwest::Response {

@@ -327,7 +327,7 @@ async fn bookings_on_busy_time_are_refused_with_the_conflicts() {
     // Moving within its own time does not conflict with itself.
     let resp = s
         .client
-        .patch(&format!("{item}?allow_conflict=false"))
+        .patch(format!("{item}?allow_conflict=false"))
         .bearer_auth(SALON_KEY)
         .json(&json!({"start": "2026-12-22T11:00:00+01:00", "end": "2026-12-22T11:45:00+01:00"}))
         .send()

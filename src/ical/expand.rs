@@ -49,25 +49,40 @@ pub struct Occurrence {
     pub summary: Option<String>,
 }
 
+/// The zones a calendar's times are read in, besides explicit TZIDs.
+struct Zones {
+    /// For floating times: X-WR-TIMEZONE, else the tenant's zone.
+    floating: Zone,
+    /// For series anchored in UTC: X-WR-TIMEZONE, else UTC. Google writes recurring
+    /// events in UTC with X-WR-TIMEZONE and shows them at a fixed wall-clock time
+    /// in that zone all year, which is what the calendar's users see.
+    utc_series: Zone,
+    /// The tenant's zone, for all-day dates.
+    default: Tz,
+}
+
 /// How a series places local times: its zone, or floating/all-day in the default one.
 #[derive(Clone)]
 struct Frame {
     zone: Zone,
     all_day: bool,
+    /// Written without a zone (so a floating UNTIL is local time, too).
+    floating: bool,
     default_zone: Tz,
 }
 
 impl Frame {
-    fn for_start(start: &IcalTime, floating_zone: &Zone, default_zone: Tz) -> Frame {
+    fn for_start(start: &IcalTime, zones: &Zones) -> Frame {
         let zone = match start {
             IcalTime::Zoned(_, z) => z.clone(),
-            IcalTime::Utc(_) => Zone::Iana(chrono_tz::UTC),
-            IcalTime::Floating(_) | IcalTime::Date(_) => floating_zone.clone(),
+            IcalTime::Utc(_) => zones.utc_series.clone(),
+            IcalTime::Floating(_) | IcalTime::Date(_) => zones.floating.clone(),
         };
         Frame {
             zone,
             all_day: start.is_date(),
-            default_zone,
+            floating: matches!(start, IcalTime::Floating(_)),
+            default_zone: zones.default,
         }
     }
 
@@ -100,11 +115,11 @@ impl Frame {
 }
 
 /// The original start a RECURRENCE-ID value names.
-fn original_of(t: &IcalTime, floating_zone: &Zone) -> OriginalStart {
+fn original_of(t: &IcalTime, zones: &Zones) -> OriginalStart {
     match t {
         IcalTime::Date(d) => OriginalStart::Date(*d),
         IcalTime::Floating(n) => {
-            OriginalStart::Instant(floating_zone.to_utc(*n).timestamp_millis())
+            OriginalStart::Instant(zones.floating.to_utc(*n).timestamp_millis())
         }
         IcalTime::Utc(u) => OriginalStart::Instant(u.timestamp_millis()),
         IcalTime::Zoned(n, z) => OriginalStart::Instant(z.to_utc(*n).timestamp_millis()),
@@ -146,10 +161,17 @@ fn local_duration(e: &VEvent, frame: &Frame) -> Duration {
 
 /// All occurrences of every event in `cal` overlapping the window, ordered by start.
 pub fn expand(cal: &ParsedCalendar, opts: &ExpandOptions) -> (Vec<Occurrence>, Vec<String>) {
-    let floating_zone = cal
-        .x_wr_timezone
-        .clone()
-        .unwrap_or(Zone::Iana(opts.default_zone));
+    let zones = Zones {
+        floating: cal
+            .x_wr_timezone
+            .clone()
+            .unwrap_or(Zone::Iana(opts.default_zone)),
+        utc_series: cal
+            .x_wr_timezone
+            .clone()
+            .unwrap_or(Zone::Iana(chrono_tz::UTC)),
+        default: opts.default_zone,
+    };
     let mut diagnostics = Vec::new();
     let mut by_uid: HashMap<&str, Vec<&VEvent>> = HashMap::new();
     let mut order = Vec::new();
@@ -171,14 +193,7 @@ pub fn expand(cal: &ParsedCalendar, opts: &ExpandOptions) -> (Vec<Occurrence>, V
             .filter(|e| e.recurrence_id.is_some())
             .copied()
             .collect();
-        series(
-            master,
-            &overrides,
-            &floating_zone,
-            opts,
-            &mut out,
-            &mut diagnostics,
-        );
+        series(master, &overrides, &zones, opts, &mut out, &mut diagnostics);
     }
     out.sort_by(|a, b| (a.span.start, &a.uid).cmp(&(b.span.start, &b.uid)));
     (out, diagnostics)
@@ -197,18 +212,18 @@ struct Instance<'a> {
 fn series(
     master: Option<&VEvent>,
     overrides: &[&VEvent],
-    floating_zone: &Zone,
+    zones: &Zones,
     opts: &ExpandOptions,
     out: &mut Vec<Occurrence>,
     diagnostics: &mut Vec<String>,
 ) {
     let mut overridden: HashMap<OriginalStart, &VEvent> = overrides
         .iter()
-        .filter_map(|o| Some((original_of(o.recurrence_id.as_ref()?, floating_zone), *o)))
+        .filter_map(|o| Some((original_of(o.recurrence_id.as_ref()?, zones), *o)))
         .collect();
     let mut instances: Vec<Instance> = Vec::new();
     if let Some(m) = master {
-        let frame = Frame::for_start(&m.start, floating_zone, opts.default_zone);
+        let frame = Frame::for_start(&m.start, zones);
         let duration = local_duration(m, &frame);
         let recurring = !m.rrules.is_empty() || !m.rdates.is_empty();
         for (start, duration) in master_starts(m, &frame, duration, opts, diagnostics) {
@@ -226,17 +241,13 @@ fn series(
             .filter(|o| o.this_and_future)
             .copied()
             .collect();
-        future.sort_by_key(|o| {
-            o.recurrence_id
-                .as_ref()
-                .map(|r| original_of(r, floating_zone))
-        });
+        future.sort_by_key(|o| o.recurrence_id.as_ref().map(|r| original_of(r, zones)));
         for o in future {
             let Some(rid) = o.recurrence_id.as_ref() else {
                 continue;
             };
             let rid_local = frame.local(rid);
-            let o_frame = Frame::for_start(&o.start, floating_zone, opts.default_zone);
+            let o_frame = Frame::for_start(&o.start, zones);
             let shift = o_frame.local(&o.start) - rid_local;
             let o_duration = local_duration(o, &o_frame);
             for inst in instances.iter_mut().filter(|i| i.start > rid_local) {
@@ -254,7 +265,7 @@ fn series(
         // Single-instance overrides replace the instance they name.
         for inst in instances.iter_mut() {
             if let Some(o) = inst.original.and_then(|orig| overridden.remove(&orig)) {
-                let o_frame = Frame::for_start(&o.start, floating_zone, opts.default_zone);
+                let o_frame = Frame::for_start(&o.start, zones);
                 inst.start = o_frame.local(&o.start);
                 inst.duration = local_duration(o, &o_frame);
                 inst.event = o;
@@ -266,7 +277,7 @@ fn series(
     let mut orphans: Vec<(&OriginalStart, &&VEvent)> = overridden.iter().collect();
     orphans.sort_by_key(|(orig, _)| **orig);
     for (orig, o) in orphans {
-        let frame = Frame::for_start(&o.start, floating_zone, opts.default_zone);
+        let frame = Frame::for_start(&o.start, zones);
         instances.push(Instance {
             start: frame.local(&o.start),
             duration: local_duration(o, &frame),
@@ -275,9 +286,20 @@ fn series(
             frame,
         });
     }
+    // Distinct local times can name one instant (a sub-daily rule stepping into a
+    // DST gap lands on the next valid hour): one instant is one occurrence.
+    let mut seen = std::collections::HashSet::new();
     for inst in instances {
         let start = inst.frame.instant(inst.start);
-        let end = inst.frame.instant(inst.start + inst.duration).max(start);
+        if !seen.insert(start) {
+            continue;
+        }
+        let mut end = inst.frame.instant(inst.start + inst.duration);
+        if end < start || (end == start && inst.duration > Duration::zero()) {
+            // The start fell into a DST gap and moved past the local end: keep the
+            // event's length rather than collapsing or inverting it.
+            end = start + inst.duration.num_milliseconds();
+        }
         let span = Span::new(start, end);
         let inside = if start == end {
             start >= opts.window.start && start < opts.window.end
@@ -322,16 +344,15 @@ fn master_starts(
     for rule in &m.rrules {
         let until_local = |value: &str| -> Option<NaiveDateTime> {
             let v = value.trim();
+            // UNTIL must have DTSTART's value type (RFC 5545 §3.3.10); when it does
+            // not, read it as dateutil/recurring-ical-events do: a DATE is that
+            // day's midnight, and a floating time on a zoned series is UTC.
             if let Some(d) = super::parse::parse_date(v) {
-                // A DATE UNTIL includes that whole day.
-                return Some(if frame.all_day {
-                    d.and_time(NaiveTime::MIN)
-                } else {
-                    d.and_hms_opt(23, 59, 59).unwrap_or_default()
-                });
+                return Some(d.and_time(NaiveTime::MIN));
             }
             let naive = super::parse::parse_naive(v)?;
-            Some(if v.ends_with(['Z', 'z']) {
+            let is_utc = v.ends_with(['Z', 'z']) || !(frame.floating || frame.all_day);
+            Some(if is_utc {
                 frame.zone.to_local(naive.and_utc())
             } else {
                 naive

@@ -6,10 +6,11 @@
 //! as argon2 PHC hashes; this module checks that they parse but never verifies them
 //! (that is [`crate::auth`]'s job).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use chrono::NaiveTime;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
@@ -59,7 +60,29 @@ pub struct TenantConfig {
     pub users: Vec<UserConfig>,
     pub api_keys: Vec<ApiKeyConfig>,
     pub feeds: Vec<FeedConfig>,
+    /// When bookings may take place; `None`: any time.
+    pub opening_hours: Option<OpeningHours>,
+    /// Free time kept before and after every booking when offering slots.
+    pub buffer_minutes: u32,
 }
+
+/// Weekly opening periods in the tenant's local time, Monday first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpeningHours {
+    /// `days[0]` is Monday; each period is `[open, close)`; `close` may be
+    /// midnight (written `24:00`), stored as `None`.
+    pub days: [Vec<(NaiveTime, Option<NaiveTime>)>; 7],
+}
+
+const WEEKDAYS: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
 
 #[derive(Debug, Clone)]
 pub struct UserConfig {
@@ -130,6 +153,8 @@ struct RawTenant {
     api_key: Vec<RawApiKey>,
     #[serde(default)]
     feed: Vec<RawFeed>,
+    opening_hours: Option<BTreeMap<String, Vec<String>>>,
+    buffer_minutes: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -360,6 +385,14 @@ impl Validator<'_> {
                 include_cancelled: f.include_cancelled.unwrap_or(false),
             });
         }
+        let opening_hours = match &raw.opening_hours {
+            None => None,
+            Some(days) => Some(self.opening_hours(&key("opening_hours"), days)?),
+        };
+        let buffer_minutes = raw.buffer_minutes.unwrap_or(0);
+        if buffer_minutes > 24 * 60 {
+            return Err(self.invalid(key("buffer_minutes"), "must be at most 1440 (one day)"));
+        }
         let name = raw.name.unwrap_or_else(|| raw.id.clone());
         if name.chars().any(char::is_control) {
             return Err(self.invalid(key("name"), "must not contain control characters"));
@@ -371,7 +404,54 @@ impl Validator<'_> {
             users,
             api_keys,
             feeds,
+            opening_hours,
+            buffer_minutes,
         })
+    }
+
+    /// `monday = ["09:00-12:00", "13:00-18:00"]`, ... ; unnamed days are closed.
+    fn opening_hours(
+        &self,
+        key: &str,
+        days: &BTreeMap<String, Vec<String>>,
+    ) -> Result<OpeningHours, ConfigError> {
+        let mut hours = OpeningHours::default();
+        for (day, periods) in days {
+            let Some(index) = WEEKDAYS.iter().position(|d| d.eq_ignore_ascii_case(day)) else {
+                return Err(self.invalid(
+                    format!("{key}.{day}"),
+                    "is not a weekday; use monday ... sunday",
+                ));
+            };
+            let mut parsed: Vec<(NaiveTime, Option<NaiveTime>)> = Vec::new();
+            for (i, period) in periods.iter().enumerate() {
+                let field = format!("{key}.{day}[{i}]");
+                let bad = || {
+                    self.invalid(
+                        field.clone(),
+                        format!("\"{period}\" is not a period such as \"09:00-12:30\""),
+                    )
+                };
+                let (open, close) = period.split_once('-').ok_or_else(bad)?;
+                let open = NaiveTime::parse_from_str(open.trim(), "%H:%M").map_err(|_| bad())?;
+                let close = match close.trim() {
+                    "24:00" => None,
+                    c => Some(NaiveTime::parse_from_str(c, "%H:%M").map_err(|_| bad())?),
+                };
+                if close.is_some_and(|c| c <= open) {
+                    return Err(self.invalid(field, "closes before it opens"));
+                }
+                parsed.push((open, close));
+            }
+            parsed.sort();
+            for pair in parsed.windows(2) {
+                if pair[0].1.is_none_or(|close| close > pair[1].0) {
+                    return Err(self.invalid(format!("{key}.{day}"), "periods overlap"));
+                }
+            }
+            hours.days[index] = parsed;
+        }
+        Ok(hours)
     }
 
     fn label(&self, key: &str, value: &str) -> Result<(), ConfigError> {
@@ -499,6 +579,35 @@ mod tests {
         );
         let err = parse(&users).unwrap_err().to_string();
         assert!(err.contains("tenant[1].user[0].username"), "{err}");
+    }
+
+    #[test]
+    fn opening_hours_parse_and_are_checked() {
+        let base = "[[tenant]]\nid=\"a\"\ntimezone=\"UTC\"\n[tenant.opening_hours]\n";
+        let c = parse(&format!(
+            "{base}monday = [\"13:00-18:00\", \"09:00-12:00\"]\nsunday = [\"20:00-24:00\"]\n"
+        ))
+        .unwrap();
+        let hours = c.tenants[0].opening_hours.as_ref().unwrap();
+        assert_eq!(hours.days[0].len(), 2);
+        assert_eq!(
+            hours.days[0][0].0,
+            NaiveTime::from_hms_opt(9, 0, 0).unwrap()
+        );
+        assert_eq!(hours.days[6][0].1, None, "24:00 is midnight");
+        assert!(hours.days[1].is_empty());
+        for (bad, key) in [
+            ("funday = [\"09:00-10:00\"]", "opening_hours.funday"),
+            ("monday = [\"9-10\"]", "opening_hours.monday[0]"),
+            ("monday = [\"10:00-09:00\"]", "opening_hours.monday[0]"),
+            (
+                "monday = [\"09:00-11:00\", \"10:00-12:00\"]",
+                "opening_hours.monday",
+            ),
+        ] {
+            let err = parse(&format!("{base}{bad}\n")).unwrap_err().to_string();
+            assert!(err.contains(&format!("tenant[0].{key}")), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! calendar objects), already expanded and carrying their busy kind, so a query is a
 //! handful of ordered range scans plus a sweep — no iCalendar is parsed here.
 
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Utc};
+
+use crate::config::TenantConfig;
+use crate::ical::zones::Zone;
 use crate::model::{BOOKINGS_SOURCE, BusyKind, Span};
 use crate::store::{BusyEntry, Store, StoreError};
 
@@ -161,6 +165,89 @@ pub fn conflicts(
         .collect();
     found.sort_by_key(|e| (e.span.start, e.span.end));
     Ok(found)
+}
+
+/// What a slot search asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotQuery {
+    pub window: Span,
+    pub duration_ms: i64,
+    /// Distance between candidate starts.
+    pub step_ms: i64,
+    /// Slots starting before this are not offered.
+    pub not_before: i64,
+    pub limit: usize,
+}
+
+/// Bookable slots: inside the tenant's opening hours (its local time), not starting
+/// in the past, and clear of busy time by the tenant's buffer on both sides.
+/// Returns the slots and whether `limit` cut the list.
+pub fn bookable_slots(
+    store: &Store,
+    tenant: &TenantConfig,
+    q: &SlotQuery,
+) -> Result<(Vec<Span>, bool), StoreError> {
+    let buffer = i64::from(tenant.buffer_minutes) * 60_000;
+    let widened = Span::new(q.window.start - buffer, q.window.end + buffer);
+    let entries = entries(store, &tenant.id, widened, None)?;
+    let busy: Vec<Span> = merge(&entries.iter().map(|e| (e.span, e.kind)).collect::<Vec<_>>())
+        .into_iter()
+        .map(|(span, _)| span)
+        .collect();
+    let is_clear = |slot: Span| {
+        let guarded = Span::new(slot.start - buffer, slot.end + buffer);
+        let i = busy.partition_point(|b| b.end <= guarded.start);
+        busy.get(i).is_none_or(|b| !b.overlaps(&guarded))
+    };
+    let zone = Zone::Iana(tenant.timezone);
+    let local_day = |ms: i64| {
+        zone.to_local(DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default())
+            .date()
+    };
+    let mut slots = Vec::new();
+    let mut day = local_day(q.window.start);
+    let last_day = local_day(q.window.end);
+    while day <= last_day {
+        for (open, close) in opening_periods(tenant, day) {
+            let open_ms = zone.to_utc(day.and_time(open)).timestamp_millis();
+            let close_ms = zone.to_utc(close).timestamp_millis();
+            let mut start = open_ms;
+            while start + q.duration_ms <= close_ms {
+                let slot = Span::new(start, start + q.duration_ms);
+                if slot.start >= q.window.start
+                    && slot.end <= q.window.end
+                    && slot.start >= q.not_before
+                    && is_clear(slot)
+                {
+                    if slots.len() == q.limit {
+                        return Ok((slots, true));
+                    }
+                    slots.push(slot);
+                }
+                start += q.step_ms;
+            }
+        }
+        day = match day.succ_opt() {
+            Some(d) => d,
+            None => break,
+        };
+    }
+    Ok((slots, false))
+}
+
+/// A day's opening periods as (local open time, local close date-time).
+fn opening_periods(
+    tenant: &TenantConfig,
+    day: NaiveDate,
+) -> Vec<(NaiveTime, chrono::NaiveDateTime)> {
+    let next_midnight = day.and_time(NaiveTime::MIN) + Duration::days(1);
+    match &tenant.opening_hours {
+        None => vec![(NaiveTime::MIN, next_midnight)],
+        Some(hours) => hours.days[day.weekday().num_days_from_monday() as usize]
+            .iter()
+            .map(|(open, close)| (*open, close.map_or(next_midnight, |c| day.and_time(c))))
+            .collect(),
+    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,9 @@ use store::StoreError;
 
 /// How often expired Idempotency-Keys are swept.
 const IDEMPOTENCY_SWEEP: Duration = Duration::from_secs(3600);
+/// How often recurring events are re-expanded as the busy horizon moves (daily, in
+/// whole days: see [`calendars::Horizon::window`]).
+const HORIZON_ROLL: Duration = Duration::from_secs(6 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -60,6 +63,7 @@ pub struct Running {
     shutdown: oneshot::Sender<()>,
     server: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    roller: JoinHandle<()>,
 }
 
 /// Opens the store, binds the listener and starts serving.
@@ -91,12 +95,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             }
         }
     });
+    let roller = tokio::spawn(roll_horizon(Arc::clone(&app)));
     Ok(Running {
         addr,
         app,
         shutdown,
         server,
         sweeper,
+        roller,
     })
 }
 
@@ -106,8 +112,34 @@ impl Running {
         let _ = self.shutdown.send(());
         let _ = self.server.await;
         self.sweeper.abort();
-        // Wait until the sweeper has really let go of the store.
+        self.roller.abort();
+        // Wait until the background tasks have really let go of the store.
         let _ = self.sweeper.await;
+        let _ = self.roller.await;
         self.app.store.flush().await
+    }
+}
+
+/// Keeps infinite and long rules materialised as time moves: whenever the horizon
+/// has moved to a new day, recurring objects are re-expanded.
+async fn roll_horizon(app: Arc<App>) {
+    let mut tick = tokio::time::interval(HORIZON_ROLL);
+    let mut rolled_for = None;
+    loop {
+        tick.tick().await;
+        let window = app.calendars.horizon().window(chrono::Utc::now());
+        if rolled_for == Some(window) {
+            continue;
+        }
+        for tenant in &app.config.tenants {
+            match app.calendars.rebuild(tenant, true).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(tenant = %tenant.id, objects = n, "recurring events re-expanded")
+                }
+                Err(e) => tracing::warn!(tenant = %tenant.id, error = %e, "re-expansion failed"),
+            }
+        }
+        rolled_for = Some(window);
     }
 }

@@ -171,9 +171,9 @@ async fn freebusy_rejects_bad_queries_precisely() {
             "start=2026-12-01T00:00:00Z&end=2026-12-02T00:00:00Z&sources=staff-ana,nope",
             "sources",
         ),
-        // Beyond the materialised horizon (default: 730 days ahead).
+        // Beyond the materialised horizon (the test config: 3650 days ahead).
         (
-            "start=2030-01-01T00:00:00Z&end=2030-01-02T00:00:00Z",
+            "start=2045-01-01T00:00:00Z&end=2045-01-02T00:00:00Z",
             "start",
         ),
     ] {
@@ -195,7 +195,7 @@ async fn freebusy_rejects_bad_queries_precisely() {
     // Bookings alone have no horizon.
     let (status, _) = freebusy(
         &s,
-        "start=2030-01-01T00:00:00Z&end=2030-01-02T00:00:00Z&sources=bookings",
+        "start=2045-01-01T00:00:00Z&end=2045-01-02T00:00:00Z&sources=bookings",
     )
     .await;
     assert_eq!(status, 200);
@@ -384,4 +384,137 @@ async fn concurrent_requests_for_one_slot_book_it_once() {
         9,
         "{statuses:?}"
     );
+}
+
+/// The Monday at least a week from today, in Paris.
+fn next_monday() -> chrono::NaiveDate {
+    use chrono::Datelike;
+    let mut day = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Paris)
+        .date_naive()
+        + chrono::Duration::days(7);
+    while day.weekday() != chrono::Weekday::Mon {
+        day = day.succ_opt().unwrap();
+    }
+    day
+}
+
+/// `day` at `hh:mm` Paris time, as RFC 3339 UTC text.
+fn paris(day: chrono::NaiveDate, hh: u32, mm: u32) -> String {
+    use chrono::TimeZone;
+    chrono_tz::Europe::Paris
+        .from_local_datetime(&day.and_hms_opt(hh, mm, 0).unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slots_follow_opening_hours_busy_time_and_buffer() {
+    let s = TestServer::start().await;
+    let monday = next_monday();
+    let booked =
+        json!({"start": paris(monday, 10, 0), "end": paris(monday, 10, 30), "title": "Booked"});
+    assert_eq!(s.create(&booked).await.0, 201);
+
+    let slots = |query: String| {
+        let s = &s;
+        async move {
+            let (status, body, _) = s.get(&format!("/api/v1/tenants/salon/slots?{query}")).await;
+            (status, body)
+        }
+    };
+    let day_query = |day: chrono::NaiveDate, extra: &str| {
+        format!(
+            "start={}&end={}&{extra}",
+            paris(day, 0, 0),
+            paris(day.succ_opt().unwrap(), 0, 0)
+        )
+    };
+    let (status, body) = slots(day_query(monday, "duration=30")).await;
+    assert_eq!(status, 200, "{body}");
+    let starts: Vec<String> = body["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["start"].as_str().unwrap().to_owned())
+        .collect();
+    // 09:30 and 10:30 are within 10 minutes of the 10:00-10:30 booking.
+    let expected: Vec<String> = [
+        (9, 0),
+        (11, 0),
+        (11, 30),
+        (13, 0),
+        (13, 30),
+        (14, 0),
+        (14, 30),
+        (15, 0),
+        (15, 30),
+        (16, 0),
+        (16, 30),
+    ]
+    .iter()
+    .map(|(h, m)| paris(monday, *h, *m))
+    .collect();
+    assert_eq!(starts, expected);
+    assert_eq!(body["buffer_minutes"], 10);
+    assert_eq!(body["truncated"], false);
+    assert_eq!(body["slots"][0]["end"], paris(monday, 9, 30));
+
+    // ISO durations and a finer step: 10:45 clears the 10:30 end plus 10 minutes.
+    let (_, body) = slots(day_query(monday, "duration=PT1H&step=15")).await;
+    let first: Vec<&str> = body["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(3)
+        .map(|x| x["start"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        first,
+        [
+            paris(monday, 10, 45),
+            paris(monday, 11, 0),
+            paris(monday, 13, 0)
+        ]
+    );
+
+    // Sunday is closed; Saturday has its own hours.
+    let sunday = monday - chrono::Duration::days(1);
+    let (_, body) = slots(day_query(sunday, "duration=30")).await;
+    assert_eq!(body["slots"], json!([]));
+    let saturday = monday - chrono::Duration::days(2);
+    let (_, body) = slots(day_query(saturday, "duration=60")).await;
+    assert_eq!(body["slots"].as_array().unwrap().len(), 4);
+
+    // Nothing in the past is offered.
+    let today = chrono::Utc::now().date_naive();
+    let (_, body) = slots(format!(
+        "start={}T00:00:00Z&end={}T00:00:00Z&duration=30",
+        today - chrono::Duration::days(30),
+        today - chrono::Duration::days(1)
+    ))
+    .await;
+    assert_eq!(body["slots"], json!([]));
+
+    // Errors.
+    for (query, field) in [
+        (day_query(monday, ""), "duration"),
+        (day_query(monday, "duration=3"), "duration"),
+        (day_query(monday, "duration=half-an-hour"), "duration"),
+        (day_query(monday, "duration=30&step=0"), "step"),
+        (
+            format!(
+                "start={}&end={}&duration=30",
+                paris(monday, 0, 0),
+                paris(monday + chrono::Duration::days(70), 0, 0)
+            ),
+            "end",
+        ),
+    ] {
+        let (status, body) = slots(query.clone()).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["invalid_params"][0]["name"], field, "{query}: {body}");
+    }
 }

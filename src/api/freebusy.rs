@@ -15,6 +15,9 @@ use crate::model::{BOOKINGS_SOURCE, FieldError, Span};
 
 /// Widest free/busy window: occurrences are materialised for a bounded horizon.
 const MAX_FREEBUSY_DAYS: i64 = 366;
+/// Widest slot search, and most slots returned.
+const MAX_SLOT_DAYS: i64 = 62;
+const MAX_SLOT_RESULTS: usize = 2000;
 /// Most slots one availability request may ask about.
 const MAX_SLOTS: usize = 200;
 
@@ -108,6 +111,72 @@ pub async fn availability(
         }));
     }
     Ok(json_ok(&json!({ "slots": results })))
+}
+
+pub fn slots(
+    app: &App,
+    req: Request<Incoming>,
+    tenant: &TenantConfig,
+) -> Result<Response<Body>, Problem> {
+    if req.method() != Method::GET {
+        return Err(method_not_allowed(req.method(), "GET"));
+    }
+    let query = req.uri().query().unwrap_or("");
+    let window = parse_window(query, MAX_SLOT_DAYS)?;
+    check_horizon(app, window, None)?;
+    let (mut duration, mut step) = (None, None);
+    let mut errors = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let target = match k.as_ref() {
+            "duration" => &mut duration,
+            "step" => &mut step,
+            _ => continue,
+        };
+        match minutes(&v) {
+            Some(m) if (5..=24 * 60).contains(&m) => *target = Some(m),
+            _ => errors.push(FieldError::new(
+                k.as_ref(),
+                format!("\"{v}\" is not a length of 5 to 1440 minutes (e.g. 30 or PT30M)"),
+            )),
+        }
+    }
+    if duration.is_none() && errors.is_empty() {
+        errors.push(FieldError::new(
+            "duration",
+            "is required (minutes, e.g. 30, or PT30M)",
+        ));
+    }
+    let (Some(duration), true) = (duration, errors.is_empty()) else {
+        return Err(Problem::bad_request("invalid query parameters").with_params(errors));
+    };
+    let step = step.unwrap_or(duration);
+    let q = freebusy::SlotQuery {
+        window,
+        duration_ms: duration * 60_000,
+        step_ms: step * 60_000,
+        not_before: Utc::now().timestamp_millis(),
+        limit: MAX_SLOT_RESULTS,
+    };
+    let (found, truncated) =
+        freebusy::bookable_slots(&app.store, tenant, &q).map_err(storage_failed)?;
+    Ok(json_ok(&json!({
+        "duration_minutes": duration,
+        "step_minutes": step,
+        "buffer_minutes": tenant.buffer_minutes,
+        "slots": found
+            .iter()
+            .map(|s| json!({"start": instant_json(s.start), "end": instant_json(s.end)}))
+            .collect::<Vec<_>>(),
+        "truncated": truncated,
+    })))
+}
+
+/// Minutes from `30` or an ISO 8601 duration such as `PT1H30M`.
+fn minutes(text: &str) -> Option<i64> {
+    text.parse::<i64>().ok().or_else(|| {
+        let d = crate::ical::parse::parse_duration(text)?;
+        (d.num_seconds() % 60 == 0).then(|| d.num_minutes())
+    })
 }
 
 /// Slots to check, and the sources to check them against (None: all).

@@ -33,6 +33,7 @@ pub async fn route(
         ["bookings", id] => bookings::item(app, req, tenant, id).await,
         ["freebusy"] => freebusy::freebusy(app, req, tenant),
         ["availability"] => freebusy::availability(app, req, tenant).await,
+        ["slots"] => freebusy::slots(app, req, tenant),
         _ => Err(Problem::not_found(format!(
             "nothing is served at {}",
             req.uri().path()

@@ -5,11 +5,13 @@
 //! - [`expand`]: recurrence expansion into concrete occurrences.
 //! - [`writer`]: content lines with escaping and folding.
 //! - [`vtimezone`]: VTIMEZONE components from the IANA database.
+//! - [`freebusy`]: VFREEBUSY components from merged busy blocks.
 //! - value formatting helpers below.
 //!
 //! Nothing here knows about bookings, HTTP or storage.
 
 pub mod expand;
+pub mod freebusy;
 pub mod parse;
 pub mod vtimezone;
 pub mod windows_zones;

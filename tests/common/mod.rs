@@ -51,11 +51,22 @@ pub fn config_text(data_dir: &Path, listen: &str) -> String {
 listen = "{listen}"
 data_dir = "{data}"
 max_body_bytes = 65536
+# Tests use fixed dates in 2026: keep them inside the horizon for years to come.
+busy_horizon_past_days = 3650
+busy_horizon_future_days = 3650
 
 [[tenant]]
 id = "salon"
 name = "Salon Ümlaut, Paris; \"Chez Ana\""
 timezone = "Europe/Paris"
+buffer_minutes = 10
+[tenant.opening_hours]
+monday = ["09:00-12:00", "13:00-17:00"]
+tuesday = ["09:00-12:00", "13:00-17:00"]
+wednesday = ["09:00-12:00", "13:00-17:00"]
+thursday = ["09:00-12:00", "13:00-17:00"]
+friday = ["09:00-12:00", "13:00-17:00"]
+saturday = ["10:00-14:00"]
 [[tenant.user]]
 username = "ana"
 password_hash = "{password}"

@@ -9,6 +9,7 @@ use crate::auth::Verifier;
 use crate::bookings::BookingEngine;
 use crate::calendars::CalendarService;
 use crate::config::{Config, TenantConfig};
+use crate::conflicts::ConflictTracker;
 use crate::feeds::FeedService;
 use crate::store::{Store, StoreError};
 
@@ -38,6 +39,7 @@ pub struct App {
     pub store: Store,
     pub bookings: BookingEngine,
     pub calendars: CalendarService,
+    pub conflicts: Arc<ConflictTracker>,
     pub feeds: FeedService,
     pub api_keys: Arc<Verifier<ApiPrincipal>>,
     pub feed_tokens: Arc<Verifier<FeedPrincipal>>,
@@ -78,9 +80,11 @@ impl App {
                 users.add(Some(&u.username), &u.password_hash, who);
             }
         }
+        let conflicts = ConflictTracker::new(store.clone());
         App {
-            bookings: BookingEngine::new(store.clone()),
-            calendars: CalendarService::new(store.clone(), config.horizon),
+            bookings: BookingEngine::new(store.clone(), Arc::clone(&conflicts)),
+            calendars: CalendarService::new(store.clone(), config.horizon, Arc::clone(&conflicts)),
+            conflicts,
             feeds: FeedService::new(store.clone()),
             api_keys: Arc::new(api_keys),
             feed_tokens: Arc::new(feed_tokens),

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::config::TenantConfig;
+use crate::conflicts::ConflictTracker;
 use crate::freebusy;
 use crate::model::{Booking, BookingStatus, BookingTime, BusyKind, Customer, FieldError, Span};
 use crate::store::{
@@ -85,13 +86,15 @@ pub struct BookingEngine {
     /// One lock per tenant around check-and-commit, so two requests can never both
     /// see a slot free and both take it. Held only in memory, never over a disk sync.
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    conflicts: Arc<ConflictTracker>,
 }
 
 impl BookingEngine {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, conflicts: Arc<ConflictTracker>) -> Self {
         BookingEngine {
             store,
             locks: Arc::default(),
+            conflicts,
         }
     }
 
@@ -222,6 +225,10 @@ impl BookingEngine {
             match outcome {
                 WriteOutcome::Written(_) => {
                     self.store.flush().await?;
+                    if moved || next.busy_kind() == BusyKind::Free {
+                        let span = (next.busy_kind() != BusyKind::Free).then(|| next.span());
+                        self.conflicts.booking_changed(tenant, id, span).await?;
+                    }
                     return Ok(next);
                 }
                 WriteOutcome::PreconditionFailed(None) => {
@@ -249,7 +256,10 @@ impl BookingEngine {
         if_match: Option<&str>,
     ) -> Result<(), BookingError> {
         match self.store.delete_booking(&tenant.id, id, if_match).await? {
-            DeleteOutcome::Deleted(_) => Ok(()),
+            DeleteOutcome::Deleted(_) => {
+                self.conflicts.booking_changed(tenant, id, None).await?;
+                Ok(())
+            }
             DeleteOutcome::NotFound => Err(BookingError::NotFound(id.to_owned())),
             DeleteOutcome::PreconditionFailed(current) => Err(BookingError::PreconditionFailed {
                 expected: if_match.unwrap_or_default().to_owned(),

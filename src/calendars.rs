@@ -8,7 +8,10 @@
 use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest, Sha256};
 
+use std::sync::Arc;
+
 use crate::config::TenantConfig;
+use crate::conflicts::ConflictTracker;
 use crate::ical::expand::{ExpandOptions, expand};
 use crate::ical::parse::{self, ParseError};
 use crate::model::{BOOKINGS_SOURCE, BusyKind, BusySpan, CalendarObject, Source, Span};
@@ -63,11 +66,16 @@ pub enum CalendarError {
 pub struct CalendarService {
     store: Store,
     horizon: Horizon,
+    conflicts: Arc<ConflictTracker>,
 }
 
 impl CalendarService {
-    pub fn new(store: Store, horizon: Horizon) -> Self {
-        CalendarService { store, horizon }
+    pub fn new(store: Store, horizon: Horizon, conflicts: Arc<ConflictTracker>) -> Self {
+        CalendarService {
+            store,
+            horizon,
+            conflicts,
+        }
     }
 
     pub fn horizon(&self) -> Horizon {
@@ -105,7 +113,12 @@ impl CalendarService {
             .put_object(&tenant.id, source_id, &object, precondition, true)
             .await?
         {
-            ObjectOutcome::Written(_) => Ok(object),
+            ObjectOutcome::Written(_) => {
+                self.conflicts
+                    .object_changed(tenant, source_id, object_id, Some(&object))
+                    .await?;
+                Ok(object)
+            }
             ObjectOutcome::PreconditionFailed(current) => {
                 Err(CalendarError::PreconditionFailed { current })
             }
@@ -124,7 +137,12 @@ impl CalendarService {
             .delete_object(&tenant.id, source_id, object_id, etag)
             .await?
         {
-            ObjectOutcome::Written(_) => Ok(()),
+            ObjectOutcome::Written(_) => {
+                self.conflicts
+                    .object_changed(tenant, source_id, object_id, None)
+                    .await?;
+                Ok(())
+            }
             ObjectOutcome::PreconditionFailed(current) => {
                 Err(CalendarError::PreconditionFailed { current })
             }
@@ -148,7 +166,8 @@ impl CalendarService {
                 let mut fresh = self.materialize(tenant, &source, &old.id, &old.ics, now)?;
                 fresh.etag = old.etag.clone();
                 fresh.updated = old.updated;
-                self.store
+                let outcome = self
+                    .store
                     .put_object(
                         &tenant.id,
                         &source.id,
@@ -157,6 +176,12 @@ impl CalendarService {
                         false,
                     )
                     .await?;
+                // Otherwise a concurrent write won the race and expanded it itself.
+                if matches!(outcome, ObjectOutcome::Written(_)) {
+                    self.conflicts
+                        .object_changed(tenant, &source.id, &fresh.id, Some(&fresh))
+                        .await?;
+                }
                 count += 1;
             }
         }

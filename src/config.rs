@@ -64,6 +64,24 @@ pub struct TenantConfig {
     pub opening_hours: Option<OpeningHours>,
     /// Free time kept before and after every booking when offering slots.
     pub buffer_minutes: u32,
+    /// Where new conflicts are POSTed.
+    pub webhook: Option<WebhookConfig>,
+}
+
+#[derive(Clone)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// HMAC-SHA256 key for the signature header (never logged).
+    pub secret: String,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Weekly opening periods in the tenant's local time, Monday first.
@@ -155,6 +173,16 @@ struct RawTenant {
     feed: Vec<RawFeed>,
     opening_hours: Option<BTreeMap<String, Vec<String>>>,
     buffer_minutes: Option<u32>,
+    webhook: Option<RawWebhook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    /// The secret itself, or the name of an environment variable holding it.
+    secret: Option<String>,
+    secret_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -393,6 +421,10 @@ impl Validator<'_> {
         if buffer_minutes > 24 * 60 {
             return Err(self.invalid(key("buffer_minutes"), "must be at most 1440 (one day)"));
         }
+        let webhook = match raw.webhook {
+            None => None,
+            Some(w) => Some(self.webhook(&key("webhook"), w)?),
+        };
         let name = raw.name.unwrap_or_else(|| raw.id.clone());
         if name.chars().any(char::is_control) {
             return Err(self.invalid(key("name"), "must not contain control characters"));
@@ -406,6 +438,44 @@ impl Validator<'_> {
             feeds,
             opening_hours,
             buffer_minutes,
+            webhook,
+        })
+    }
+
+    fn webhook(&self, key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigError> {
+        let uri: http::Uri = raw.url.parse().map_err(|_| {
+            self.invalid(
+                format!("{key}.url"),
+                format!("\"{}\" is not a URL", raw.url),
+            )
+        })?;
+        if !matches!(uri.scheme_str(), Some("https" | "http")) || uri.host().is_none() {
+            return Err(self.invalid(
+                format!("{key}.url"),
+                "must be an http:// or https:// URL with a host",
+            ));
+        }
+        let secret = match (raw.secret, raw.secret_env) {
+            (Some(s), None) => s,
+            (None, Some(var)) => std::env::var(&var).map_err(|_| {
+                self.invalid(
+                    format!("{key}.secret_env"),
+                    format!("environment variable {var} is not set"),
+                )
+            })?,
+            _ => {
+                return Err(self.invalid(
+                    key,
+                    "give exactly one of secret or secret_env (the HMAC signing key)",
+                ));
+            }
+        };
+        if secret.len() < 16 {
+            return Err(self.invalid(key, "the signing secret must be at least 16 characters"));
+        }
+        Ok(WebhookConfig {
+            url: raw.url,
+            secret,
         })
     }
 

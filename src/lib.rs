@@ -7,6 +7,7 @@
 //! - [`bookings`]: the booking engine (create/update/cancel with concurrency control).
 //! - [`calendars`]: calendar sources and their iCalendar objects, expanded into the busy index.
 //! - [`freebusy`]: merged busy time and conflict checks.
+//! - [`conflicts`]: conflicts found after the fact, and their webhook.
 //! - [`ical`]: iCalendar writing (and, later, parsing and recurrence).
 //! - [`feeds`]: .ics feed rendering and caching.
 //! - [`auth`]: argon2 secrets and their verification.
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod bookings;
 pub mod calendars;
 pub mod config;
+pub mod conflicts;
 pub mod feeds;
 pub mod freebusy;
 pub mod http;
@@ -53,6 +55,13 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// Selects ring as rustls' crypto provider for every outbound TLS client (reqwest is
+/// built without one). Idempotent; call before building an HTTP client.
+pub fn install_crypto_provider() {
+    // Err only means a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// A gateway serving in the background of the current tokio runtime.
@@ -96,6 +105,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     });
     let roller = tokio::spawn(roll_horizon(Arc::clone(&app)));
+    app.conflicts.redeliver_pending(&app.config.tenants);
     Ok(Running {
         addr,
         app,

@@ -143,6 +143,33 @@ pub struct CalendarObject {
     pub busy: Vec<BusySpan>,
 }
 
+/// A booking overlapped by calendar time that appeared after it was made (an
+/// imported event, a staff calendar entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// Stable for one booking/object/occurrence overlap, so re-imports do not repeat it.
+    pub id: String,
+    pub booking_id: String,
+    pub source: String,
+    pub object_id: String,
+    /// The overlapping time.
+    pub span: Span,
+    pub kind: BusyKind,
+    pub detected: DateTime<Utc>,
+    pub acknowledged: Option<DateTime<Utc>>,
+    /// Set when the overlap went away (event moved or removed, booking moved).
+    pub resolved: Option<DateTime<Utc>>,
+    pub webhook: WebhookState,
+}
+
+/// Delivery of a conflict to the tenant's webhook.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookState {
+    pub delivered: Option<DateTime<Utc>>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Customer {
     pub name: Option<String>,

@@ -56,7 +56,7 @@ async fn acknowledged_bookings_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
     let (child, base) = spawn_server(&config);
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let url = format!("{base}/api/v1/tenants/salon/bookings");
 
     // Writers keep creating; the writer that receives the 150th acknowledgement

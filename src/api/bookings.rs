@@ -6,10 +6,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::json::{self, ParseError};
+use super::json_response;
 use crate::app::{ApiPrincipal, App};
 use crate::bookings::{BookingError, ConflictPolicy, UpdateMode};
 use crate::config::TenantConfig;
-use crate::http::{Body, Problem, empty, full, if_match, if_none_match, method_not_allowed};
+use crate::http::{Body, Problem, empty, if_match, if_none_match, method_not_allowed};
 use crate::model::Booking;
 use crate::store::IdempotencyClaim;
 
@@ -209,16 +210,6 @@ fn problem(e: BookingError) -> Problem {
             Problem::internal()
         }
     }
-}
-
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut resp = Response::new(full(body.to_string()));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
 }
 
 fn booking_response(status: StatusCode, booking: &Booking) -> Response<Body> {

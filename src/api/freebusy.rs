@@ -2,15 +2,15 @@
 //! free/busy engine.
 
 use chrono::{DateTime, Utc};
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use super::{busy_entries_json, instant_json, parse_window, read_json_body};
+use super::{busy_entries_json, instant_json, json_response, parse_window, read_json_body};
 use crate::app::App;
 use crate::config::TenantConfig;
 use crate::freebusy;
-use crate::http::{Body, Problem, full, method_not_allowed};
+use crate::http::{Body, Problem, method_not_allowed};
 use crate::model::{BOOKINGS_SOURCE, FieldError, Span};
 
 /// Widest free/busy window: occurrences are materialised for a bounded horizon.
@@ -68,11 +68,14 @@ pub fn freebusy(
             block
         })
         .collect();
-    Ok(json_ok(&json!({
-        "start": instant_json(window.start),
-        "end": instant_json(window.end),
-        "busy": busy,
-    })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "start": instant_json(window.start),
+            "end": instant_json(window.end),
+            "busy": busy,
+        }),
+    ))
 }
 
 pub async fn availability(
@@ -110,7 +113,7 @@ pub async fn availability(
             "conflicts": busy_entries_json(&conflicts),
         }));
     }
-    Ok(json_ok(&json!({ "slots": results })))
+    Ok(json_response(StatusCode::OK, &json!({ "slots": results })))
 }
 
 pub fn slots(
@@ -159,16 +162,19 @@ pub fn slots(
     };
     let (found, truncated) =
         freebusy::bookable_slots(&app.store, tenant, &q).map_err(storage_failed)?;
-    Ok(json_ok(&json!({
-        "duration_minutes": duration,
-        "step_minutes": step,
-        "buffer_minutes": tenant.buffer_minutes,
-        "slots": found
-            .iter()
-            .map(|s| json!({"start": instant_json(s.start), "end": instant_json(s.end)}))
-            .collect::<Vec<_>>(),
-        "truncated": truncated,
-    })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "duration_minutes": duration,
+            "step_minutes": step,
+            "buffer_minutes": tenant.buffer_minutes,
+            "slots": found
+                .iter()
+                .map(|s| json!({"start": instant_json(s.start), "end": instant_json(s.end)}))
+                .collect::<Vec<_>>(),
+            "truncated": truncated,
+        }),
+    ))
 }
 
 /// Minutes from `30` or an ISO 8601 duration such as `PT1H30M`.
@@ -312,13 +318,4 @@ fn check_horizon(app: &App, window: Span, sources: Option<&[String]>) -> Result<
 fn storage_failed(e: crate::store::StoreError) -> Problem {
     tracing::error!(error = %e, "free/busy read failed");
     Problem::internal()
-}
-
-fn json_ok(body: &Value) -> Response<Body> {
-    let mut resp = Response::new(full(body.to_string()));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
 }

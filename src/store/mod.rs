@@ -13,6 +13,7 @@
 //! | `sources`     | tenant \0 source                      | [`Source`] (JSON)         |
 //! | `objects`     | tenant \0 source \0 object            | [`CalendarObject`] (JSON) |
 //! | `busy`        | tenant \0 class start source \0 object \0 n | end, busy kind   |
+//! | `conflicts`   | tenant \0 conflict id                 | [`Conflict`] (JSON)       |
 //!
 //! Bookings and calendar objects are each indexed by time ([`time_index`]) with
 //! their busy kind in the index value, so free/busy never decodes a record.
@@ -34,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
-use crate::model::{Booking, BusyKind, BusySpan, CalendarObject, Source, Span};
+use crate::model::{Booking, BusyKind, BusySpan, CalendarObject, Conflict, Source, Span};
 use keys::{decode_i64, decode_u64, encode_i64, join, prefix};
 
 /// Name of the change-log collection holding a tenant's bookings.
@@ -160,6 +161,7 @@ pub struct Store {
     sources: sled::Tree,
     objects: sled::Tree,
     busy: sled::Tree,
+    conflicts: sled::Tree,
     commit: Arc<group_commit::GroupCommit>,
 }
 
@@ -227,6 +229,7 @@ impl Store {
             sources: db.open_tree("sources")?,
             objects: db.open_tree("objects")?,
             busy: db.open_tree("busy")?,
+            conflicts: db.open_tree("conflicts")?,
         })
     }
 
@@ -648,6 +651,42 @@ impl Store {
             self.flush().await?;
         }
         Ok(outcome)
+    }
+
+    pub fn conflict(&self, tenant: &str, id: &str) -> Result<Option<Conflict>, StoreError> {
+        let key = join(&[tenant.as_bytes(), id.as_bytes()]);
+        self.conflicts
+            .get(&key)?
+            .map(|raw| decode(&key, &raw))
+            .transpose()
+    }
+
+    /// Every conflict of a tenant (open and closed), in id order.
+    pub fn conflicts(&self, tenant: &str) -> Result<Vec<Conflict>, StoreError> {
+        self.conflicts
+            .scan_prefix(prefix(&[tenant.as_bytes()]))
+            .map(|item| {
+                let (key, raw) = item?;
+                decode(&key, &raw)
+            })
+            .collect()
+    }
+
+    /// Stores conflict records; durable when it returns.
+    pub async fn put_conflicts(
+        &self,
+        tenant: &str,
+        conflicts: &[Conflict],
+    ) -> Result<(), StoreError> {
+        if conflicts.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for c in conflicts {
+            batch.insert(join(&[tenant.as_bytes(), c.id.as_bytes()]), encode(c));
+        }
+        self.conflicts.apply_batch(batch)?;
+        self.flush().await
     }
 
     /// Forgets Idempotency-Keys older than their TTL; returns how many were removed.

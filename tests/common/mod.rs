@@ -41,9 +41,20 @@ fn hashes() -> &'static Hashes {
     })
 }
 
+/// Signing secret of the salon's webhook, when [`config_text_with_webhook`] sets one.
+pub const WEBHOOK_SECRET: &str = "whsec-0123456789abcdef";
+
 /// Two tenants: `salon` (Europe/Paris, a full and a busy-only feed) and `garage`
 /// (America/New_York).
 pub fn config_text(data_dir: &Path, listen: &str) -> String {
+    config_text_with_webhook(data_dir, listen, None)
+}
+
+/// [`config_text`], with the salon's conflict webhook pointing at `webhook`.
+pub fn config_text_with_webhook(data_dir: &Path, listen: &str, webhook: Option<&str>) -> String {
+    let webhook = webhook
+        .map(|url| format!("[tenant.webhook]\nurl = \"{url}\"\nsecret = \"{WEBHOOK_SECRET}\"\n"))
+        .unwrap_or_default();
     let h = hashes();
     format!(
         r#"
@@ -60,6 +71,7 @@ id = "salon"
 name = "Salon Ümlaut, Paris; \"Chez Ana\""
 timezone = "Europe/Paris"
 buffer_minutes = 10
+{webhook}
 [tenant.opening_hours]
 monday = ["09:00-12:00", "13:00-17:00"]
 tuesday = ["09:00-12:00", "13:00-17:00"]
@@ -118,12 +130,21 @@ impl TestServer {
     }
 
     pub async fn start_in(dir: tempfile::TempDir) -> TestServer {
-        let text = config_text(dir.path(), "127.0.0.1:0");
+        Self::start_with(dir, None).await
+    }
+
+    /// A server whose salon tenant POSTs conflicts to `webhook`.
+    pub async fn start_with_webhook(webhook: &str) -> TestServer {
+        Self::start_with(tempfile::tempdir().expect("temp dir"), Some(webhook)).await
+    }
+
+    async fn start_with(dir: tempfile::TempDir, webhook: Option<&str>) -> TestServer {
+        let text = config_text_with_webhook(dir.path(), "127.0.0.1:0", webhook);
         let config = Config::parse(&text, Path::new("test.toml")).expect("test config is valid");
         let running = calgate::start(config).await.expect("server starts");
         TestServer {
             base: format!("http://{}", running.addr),
-            client: reqwest::Client::new(),
+            client: http_client(),
             running: Some(running),
             dir,
         }
@@ -315,4 +336,10 @@ fn python_deps() -> &'static PathBuf {
         }
         deps
     })
+}
+
+/// An HTTP client for tests (with the TLS provider calgate uses installed).
+pub fn http_client() -> reqwest::Client {
+    calgate::install_crypto_provider();
+    reqwest::Client::new()
 }

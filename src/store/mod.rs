@@ -146,6 +146,27 @@ fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Result<T, S
     serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))
 }
 
+/// The record under `key`, decoded.
+fn get_json<T: for<'de> Deserialize<'de>>(
+    tree: &sled::Tree,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    tree.get(key)?.map(|raw| decode(key, &raw)).transpose()
+}
+
+/// Every record under `prefix`, decoded, in key order.
+fn scan_json<T: for<'de> Deserialize<'de>>(
+    tree: &sled::Tree,
+    prefix: &[u8],
+) -> Result<Vec<T>, StoreError> {
+    tree.scan_prefix(prefix)
+        .map(|item| {
+            let (key, raw) = item?;
+            decode(&key, &raw)
+        })
+        .collect()
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Our own plain data types always serialise.
     serde_json::to_vec(value).expect("store records serialise to JSON")
@@ -240,10 +261,7 @@ impl Store {
 
     pub fn booking(&self, tenant: &str, id: &str) -> Result<Option<Booking>, StoreError> {
         let key = join(&[tenant.as_bytes(), id.as_bytes()]);
-        self.bookings
-            .get(&key)?
-            .map(|raw| decode(&key, &raw))
-            .transpose()
+        get_json(&self.bookings, &key)
     }
 
     /// Bookings overlapping `window`, ordered by start — through the time index.
@@ -508,20 +526,11 @@ impl Store {
 
     pub fn source(&self, tenant: &str, id: &str) -> Result<Option<Source>, StoreError> {
         let key = join(&[tenant.as_bytes(), id.as_bytes()]);
-        self.sources
-            .get(&key)?
-            .map(|raw| decode(&key, &raw))
-            .transpose()
+        get_json(&self.sources, &key)
     }
 
     pub fn sources(&self, tenant: &str) -> Result<Vec<Source>, StoreError> {
-        self.sources
-            .scan_prefix(prefix(&[tenant.as_bytes()]))
-            .map(|item| {
-                let (key, raw) = item?;
-                decode(&key, &raw)
-            })
-            .collect()
+        scan_json(&self.sources, &prefix(&[tenant.as_bytes()]))
     }
 
     pub fn object(
@@ -531,21 +540,15 @@ impl Store {
         id: &str,
     ) -> Result<Option<CalendarObject>, StoreError> {
         let key = join(&[tenant.as_bytes(), source.as_bytes(), id.as_bytes()]);
-        self.objects
-            .get(&key)?
-            .map(|raw| decode(&key, &raw))
-            .transpose()
+        get_json(&self.objects, &key)
     }
 
     /// Every object of a source, in id order.
     pub fn objects(&self, tenant: &str, source: &str) -> Result<Vec<CalendarObject>, StoreError> {
-        self.objects
-            .scan_prefix(prefix(&[tenant.as_bytes(), source.as_bytes()]))
-            .map(|item| {
-                let (key, raw) = item?;
-                decode(&key, &raw)
-            })
-            .collect()
+        scan_json(
+            &self.objects,
+            &prefix(&[tenant.as_bytes(), source.as_bytes()]),
+        )
     }
 
     /// Stores an object and replaces its busy-index entries, atomically; with
@@ -655,21 +658,12 @@ impl Store {
 
     pub fn conflict(&self, tenant: &str, id: &str) -> Result<Option<Conflict>, StoreError> {
         let key = join(&[tenant.as_bytes(), id.as_bytes()]);
-        self.conflicts
-            .get(&key)?
-            .map(|raw| decode(&key, &raw))
-            .transpose()
+        get_json(&self.conflicts, &key)
     }
 
     /// Every conflict of a tenant (open and closed), in id order.
     pub fn conflicts(&self, tenant: &str) -> Result<Vec<Conflict>, StoreError> {
-        self.conflicts
-            .scan_prefix(prefix(&[tenant.as_bytes()]))
-            .map(|item| {
-                let (key, raw) = item?;
-                decode(&key, &raw)
-            })
-            .collect()
+        scan_json(&self.conflicts, &prefix(&[tenant.as_bytes()]))
     }
 
     /// Stores conflict records; durable when it returns.

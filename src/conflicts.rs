@@ -68,17 +68,37 @@ impl ConflictTracker {
         object_id: &str,
         object: Option<&CalendarObject>,
     ) -> Result<(), StoreError> {
+        // One index query over the object's whole extent, then matching in memory:
+        // a recurring object has hundreds of occurrences.
+        let busy = object.map(|o| o.busy.as_slice()).unwrap_or_default();
+        let envelope = busy
+            .iter()
+            .map(|b| b.span)
+            .reduce(|a, b| Span::new(a.start.min(b.start), a.end.max(b.end)));
+        let bookings = match envelope {
+            Some(span) => self.store.booking_busy(&tenant.id, span)?,
+            None => Vec::new(),
+        };
+        // `bookings` is ordered by start: only those starting in
+        // [b.start - longest, b.end) can overlap occurrence b.
+        let longest = bookings
+            .iter()
+            .map(|k| k.span.end - k.span.start)
+            .max()
+            .unwrap_or(0);
         let mut current = Vec::new();
-        for busy in object.map(|o| o.busy.as_slice()).unwrap_or_default() {
-            for booking in self.store.booking_busy(&tenant.id, busy.span)? {
-                if !booking.span.overlaps(&busy.span) {
-                    continue;
-                }
+        for b in busy {
+            let from = bookings.partition_point(|k| k.span.start < b.span.start - longest);
+            let to = bookings.partition_point(|k| k.span.start < b.span.end);
+            for booking in bookings[from..to.max(from)]
+                .iter()
+                .filter(|k| k.span.overlaps(&b.span))
+            {
                 let span = Span::new(
-                    booking.span.start.max(busy.span.start),
-                    booking.span.end.min(busy.span.end),
+                    booking.span.start.max(b.span.start),
+                    booking.span.end.min(b.span.end),
                 );
-                current.push((booking.object, span, busy.kind));
+                current.push((booking.object.clone(), span, b.kind));
             }
         }
         let known = self.store.conflicts(&tenant.id)?;

@@ -11,6 +11,7 @@
 //! - [`ical`]: iCalendar writing (and, later, parsing and recurrence).
 //! - [`feeds`]: .ics feed rendering and caching.
 //! - [`auth`]: argon2 secrets and their verification.
+//! - [`dav`]: CalDAV (RFC 4791/4918/6578); today its pure XML layer.
 //! - [`api`]: the JSON booking API handlers.
 //! - [`http`]: hyper server, routing, problem+json, conditional requests.
 //! - [`app`]: the shared state wiring these together.
@@ -22,6 +23,7 @@ pub mod bookings;
 pub mod calendars;
 pub mod config;
 pub mod conflicts;
+pub mod dav;
 pub mod feeds;
 pub mod freebusy;
 pub mod http;

@@ -1,0 +1,2 @@
+//! CalDAV server (RFC 4791, 4918, 6578).
+pub mod xml;

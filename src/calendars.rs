@@ -210,18 +210,19 @@ impl CalendarService {
         };
         let (occurrences, mut diagnostics) = expand(&parsed, &opts);
         diagnostics.splice(0..0, parsed.diagnostics.iter().cloned());
-        let busy = if source.transparent {
-            Vec::new()
-        } else {
-            occurrences
-                .iter()
-                .filter(|o| o.busy != BusyKind::Free && o.span.end > o.span.start)
-                .map(|o| BusySpan {
-                    span: o.span,
-                    kind: o.busy,
-                })
-                .collect()
-        };
+        // Every occurrence is indexed (CalDAV time-range queries match transparent
+        // and cancelled events too); in a transparent source none of them blocks.
+        let occurrences = occurrences
+            .iter()
+            .map(|o| BusySpan {
+                span: o.span,
+                kind: if source.transparent {
+                    BusyKind::Free
+                } else {
+                    o.busy
+                },
+            })
+            .collect();
         Ok(CalendarObject {
             id: object_id.to_owned(),
             uid: parsed.events.first().map(|e| e.uid.clone()),
@@ -233,7 +234,7 @@ impl CalendarService {
                 .iter()
                 .any(|e| !e.rrules.is_empty() || !e.rdates.is_empty()),
             diagnostics,
-            busy,
+            occurrences,
         })
     }
 }

@@ -17,7 +17,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::config::{TenantConfig, WebhookConfig};
-use crate::model::{CalendarObject, Conflict, Span, WebhookState};
+use crate::model::{BusyKind, CalendarObject, Conflict, Span, WebhookState};
 use crate::store::{Store, StoreError};
 
 /// Delays before each webhook attempt; after the last one the conflict stays
@@ -70,7 +70,14 @@ impl ConflictTracker {
     ) -> Result<(), StoreError> {
         // One index query over the object's whole extent, then matching in memory:
         // a recurring object has hundreds of occurrences.
-        let busy = object.map(|o| o.busy.as_slice()).unwrap_or_default();
+        let busy: Vec<_> = object
+            .map(|o| {
+                o.occurrences
+                    .iter()
+                    .filter(|b| b.kind != BusyKind::Free)
+                    .collect()
+            })
+            .unwrap_or_default();
         let envelope = busy
             .iter()
             .map(|b| b.span)
@@ -167,10 +174,9 @@ impl ConflictTracker {
                 span,
                 self.store.object(&tenant.id, &c.source, &c.object_id)?,
             ) {
-                (Some(span), Some(object)) => object
-                    .busy
-                    .iter()
-                    .any(|b| b.span.overlaps(&span) && b.span.overlaps(&c.span)),
+                (Some(span), Some(object)) => object.occurrences.iter().any(|b| {
+                    b.kind != BusyKind::Free && b.span.overlaps(&span) && b.span.overlaps(&c.span)
+                }),
                 _ => false,
             };
             if !still {

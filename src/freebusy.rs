@@ -95,9 +95,9 @@ pub fn entries(
     }
     all.extend(
         store
-            .object_busy(tenant, window)?
+            .object_occurrences(tenant, window)?
             .into_iter()
-            .filter(|e| wanted(&e.source)),
+            .filter(|e| e.kind != BusyKind::Free && wanted(&e.source)),
     );
     Ok(all)
 }

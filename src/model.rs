@@ -139,8 +139,9 @@ pub struct CalendarObject {
     pub recurring: bool,
     /// What could not be honoured exactly (unknown zone, bad EXDATE, ...).
     pub diagnostics: Vec<String>,
-    /// Blocking occurrences within the horizon, as indexed.
-    pub busy: Vec<BusySpan>,
+    /// Occurrences within the horizon, as indexed, with how each takes time
+    /// (`Free` ones are indexed for time-range queries but block nothing).
+    pub occurrences: Vec<BusySpan>,
 }
 
 /// A booking overlapped by calendar time that appeared after it was made (an

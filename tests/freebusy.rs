@@ -148,7 +148,15 @@ async fn merges_bookings_and_recurring_calendar_events() {
 async fn transparent_sources_do_not_block() {
     let s = TestServer::start().await;
     s.add_source("holidays", true);
-    s.put_ics("holidays", "h.ics", STAFF_CALENDAR).await;
+    let object = s.put_ics("holidays", "h.ics", STAFF_CALENDAR).await;
+    // Indexed (CalDAV time-range queries see them), but blocking nothing.
+    assert!(!object.occurrences.is_empty());
+    assert!(
+        object
+            .occurrences
+            .iter()
+            .all(|o| o.kind == calgate::model::BusyKind::Free)
+    );
     let (_, body) = freebusy(&s, "start=2026-11-30T00:00:00Z&end=2026-12-31T00:00:00Z").await;
     assert_eq!(body["busy"], json!([]));
     assert_eq!(

@@ -499,8 +499,13 @@ impl Store {
             .collect())
     }
 
-    /// Busy time from calendar objects overlapping `window`.
-    pub fn object_busy(&self, tenant: &str, window: Span) -> Result<Vec<BusyEntry>, StoreError> {
+    /// Occurrences of calendar objects overlapping `window`, of every kind
+    /// (callers asking about busy time skip `Free`).
+    pub fn object_occurrences(
+        &self,
+        tenant: &str,
+        window: Span,
+    ) -> Result<Vec<BusyEntry>, StoreError> {
         let hits = time_index::query(&self.busy, &[tenant.as_bytes()], window)?;
         Ok(hits
             .into_iter()
@@ -582,9 +587,9 @@ impl Store {
                     return Ok(ObjectOutcome::PreconditionFailed(current.map(|c| c.etag)));
                 }
                 if let Some(old) = &current {
-                    remove_busy(busy, tenant, source, &old.id, &old.busy)?;
+                    remove_busy(busy, tenant, source, &old.id, &old.occurrences)?;
                 }
-                for (n, b) in object.busy.iter().enumerate() {
+                for (n, b) in object.occurrences.iter().enumerate() {
                     busy.insert(
                         time_index::entry_key(
                             &[tenant.as_bytes()],
@@ -636,7 +641,7 @@ impl Store {
                 if etag.is_some_and(|e| e != current.etag) {
                     return Ok(ObjectOutcome::PreconditionFailed(Some(current.etag)));
                 }
-                remove_busy(busy, tenant, source, id, &current.busy)?;
+                remove_busy(busy, tenant, source, id, &current.occurrences)?;
                 objects.remove(key.as_slice())?;
                 let version = record_change(changes, meta, tenant, source, id, true, now)?;
                 Ok(ObjectOutcome::Written(version))

@@ -58,6 +58,9 @@ pub enum CalendarError {
     NoEvents,
     #[error("the object was changed (now {current:?}); fetch it again")]
     PreconditionFailed { current: Option<String> },
+    #[error("another object of this calendar ({0}) already has this UID")]
+    UidConflict(String),
+
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -85,6 +88,22 @@ impl CalendarService {
     /// Creates or updates a source's settings.
     pub fn put_source(&self, tenant: &TenantConfig, source: &Source) -> Result<(), CalendarError> {
         Ok(self.store.put_source(&tenant.id, source)?)
+    }
+
+    /// Removes a source and everything in it (conflicts with its events resolve).
+    pub async fn delete_source(
+        &self,
+        tenant: &TenantConfig,
+        source_id: &str,
+    ) -> Result<bool, CalendarError> {
+        if self.store.source(&tenant.id, source_id)?.is_none() {
+            return Ok(false);
+        }
+        for object in self.store.objects(&tenant.id, source_id)? {
+            self.delete_object(tenant, source_id, &object.id, None)
+                .await?;
+        }
+        Ok(self.store.delete_source(&tenant.id, source_id).await?)
     }
 
     /// Ids of every source of a tenant, bookings first.
@@ -122,6 +141,7 @@ impl CalendarService {
             ObjectOutcome::PreconditionFailed(current) => {
                 Err(CalendarError::PreconditionFailed { current })
             }
+            ObjectOutcome::UidConflict(owner) => Err(CalendarError::UidConflict(owner)),
         }
     }
 
@@ -146,6 +166,7 @@ impl CalendarService {
             ObjectOutcome::PreconditionFailed(current) => {
                 Err(CalendarError::PreconditionFailed { current })
             }
+            ObjectOutcome::UidConflict(owner) => Err(CalendarError::UidConflict(owner)),
         }
     }
 

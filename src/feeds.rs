@@ -175,8 +175,9 @@ pub fn render(tenant: &TenantConfig, feed: &FeedConfig, bookings: &[Booking]) ->
         let at = |ms: i64| Utc.timestamp_millis_opt(ms).single().unwrap_or_default();
         vtimezone::write_vtimezone(&mut w, tz, at(span.start), at(span.end));
     }
+    let opaque_uids = (feed.privacy == FeedPrivacy::Busy).then_some(feed.name.as_str());
     for booking in published {
-        write_event(&mut w, feed, booking);
+        write_event(&mut w, opaque_uids, booking);
     }
     w.end("VCALENDAR");
     w.finish()
@@ -205,12 +206,33 @@ fn zones_used(tenant_tz: Tz, bookings: &[&Booking]) -> Vec<(Tz, Span)> {
     zones
 }
 
-fn write_event(w: &mut ContentWriter, feed: &FeedConfig, b: &Booking) {
-    let busy_only = feed.privacy == FeedPrivacy::Busy;
+/// One booking as a complete VCALENDAR with its VTIMEZONE: the CalDAV object of a
+/// booking, identical to its event in a full-privacy feed.
+pub fn render_booking(tenant: &TenantConfig, booking: &Booking) -> String {
+    let mut w = ContentWriter::with_capacity(2048);
+    w.begin("VCALENDAR");
+    w.text("PRODID", &[], PRODID);
+    w.raw("VERSION", &[], "2.0");
+    w.raw("CALSCALE", &[], "GREGORIAN");
+    for (tz, span) in zones_used(tenant.timezone, &[booking]) {
+        if tz == booking.time_zone && !booking.is_all_day() {
+            let at = |ms: i64| Utc.timestamp_millis_opt(ms).single().unwrap_or_default();
+            vtimezone::write_vtimezone(&mut w, tz, at(span.start), at(span.end));
+        }
+    }
+    write_event(&mut w, None, booking);
+    w.end("VCALENDAR");
+    w.finish()
+}
+
+/// Writes a booking's VEVENT; with `opaque_uids` (the feed name) only busy time,
+/// under a UID from which nothing can be learnt.
+fn write_event(w: &mut ContentWriter, opaque_uids: Option<&str>, b: &Booking) {
+    let busy_only = opaque_uids.is_some();
     w.begin("VEVENT");
-    if busy_only {
+    if let Some(feed_name) = opaque_uids {
         // An opaque UID: the same event across renders, nothing learnt from it.
-        let digest = Sha256::digest(format!("{}\0{}\0{}", b.tenant, feed.name, b.uid));
+        let digest = Sha256::digest(format!("{}\0{}\0{}", b.tenant, feed_name, b.uid));
         w.text(
             "UID",
             &[],

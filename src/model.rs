@@ -116,6 +116,32 @@ pub struct Source {
     pub name: String,
     /// Events here never block time (CalDAV `schedule-calendar-transp: transparent`).
     pub transparent: bool,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Apple `calendar-color`, as the client wrote it (`#RRGGBBAA`).
+    #[serde(default)]
+    pub color: Option<String>,
+    /// Apple `calendar-order`.
+    #[serde(default)]
+    pub order: Option<u32>,
+    /// Imported from a provider: clients may read, not write.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl Source {
+    /// A writable, blocking calendar named `name`.
+    pub fn new(id: &str, name: &str) -> Source {
+        Source {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            transparent: false,
+            description: None,
+            color: None,
+            order: None,
+            read_only: false,
+        }
+    }
 }
 
 /// One occurrence as kept in the busy index.

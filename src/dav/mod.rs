@@ -1,2 +1,617 @@
-//! CalDAV server (RFC 4791, 4918, 6578).
+//! CalDAV server (RFC 4791 on WebDAV RFC 4918, sync RFC 6578).
+//!
+//! - [`xml`]: the pure XML layer: request parsing and multistatus writing.
+//! - [`paths`]: the URL layout.
+//! - [`node`]: resources and their properties.
+//! - this module: authentication and the HTTP methods.
+//!
+//! Calendars are the tenant's bookings (each booking one object) and its sources
+//! (staff calendars made with MKCALENDAR; imported calendars, read-only). Objects
+//! written here go through [`crate::calendars`] and [`crate::bookings`], so the
+//! booking engine and free/busy see them at once.
+
+mod error;
+pub mod node;
+pub mod paths;
 pub mod xml;
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+
+use crate::app::{App, UserPrincipal};
+use crate::calendars::CalendarError;
+use crate::http::{Body, empty, full, if_match};
+use crate::model::{BOOKINGS_SOURCE, Source};
+use crate::store::Precondition;
+pub use error::DavError;
+use node::{Calendar, Ctx, Node};
+use paths::DavPath;
+use xml::{
+    NS_APPLE_ICAL, NS_CALDAV, NS_DAV, PropContent, PropName, PropPatchOp, PropRequest, PropValue,
+};
+
+/// What OPTIONS advertises: WebDAV class 1 and 3, CalDAV, extended MKCOL.
+pub const DAV_CLASSES: &str = "1, 3, calendar-access, extended-mkcol";
+pub const ALLOW: &str =
+    "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, MKCALENDAR, MKCOL, REPORT";
+const REALM: &str = "Basic realm=\"calgate\", charset=\"UTF-8\"";
+
+/// `OPTIONS` anywhere: what this server speaks (no authentication needed, so
+/// clients probing before logging in learn that CalDAV is here).
+pub fn options() -> Response<Body> {
+    let mut resp = Response::new(empty());
+    let h = resp.headers_mut();
+    h.insert("dav", HeaderValue::from_static(DAV_CLASSES));
+    h.insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    resp
+}
+
+/// `/.well-known/caldav` (RFC 6764): to the DAV root.
+pub fn well_known() -> Response<Body> {
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    resp.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static(paths::ROOT));
+    resp
+}
+
+/// Serves a request for `/dav/...` (`segments` after `dav`), or the server root
+/// when a client probes `/` with PROPFIND.
+pub async fn serve(app: &Arc<App>, req: Request<Incoming>, segments: &[&str]) -> Response<Body> {
+    if req.method() == Method::OPTIONS {
+        return options();
+    }
+    let user = match authenticate(app, req.headers()).await {
+        Ok(user) => user,
+        Err(e) => return e.into_response(),
+    };
+    let Some(tenant) = app.tenant(&user.tenant) else {
+        return DavError::not_found().into_response();
+    };
+    let ctx = Ctx {
+        app,
+        user: &user,
+        tenant,
+    };
+    let Some(path) = DavPath::parse(segments) else {
+        return DavError::not_found().into_response();
+    };
+    let result = match req.method().as_str() {
+        "PROPFIND" => propfind(&ctx, &path, req).await,
+        "PROPPATCH" => proppatch(&ctx, &path, req).await,
+        "GET" | "HEAD" => get(&ctx, &path, req.method() == Method::HEAD),
+        "PUT" => put(&ctx, &path, req).await,
+        "DELETE" => delete(&ctx, &path, req.headers()).await,
+        "MKCALENDAR" | "MKCOL" => mkcalendar(&ctx, &path, req).await,
+        "REPORT" => Err(DavError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "REPORT (calendar-query, calendar-multiget, sync-collection, free-busy-query) is not served yet",
+        )),
+        other => Err(DavError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{other} is not supported; use one of {ALLOW}"),
+        )),
+    };
+    result.unwrap_or_else(DavError::into_response)
+}
+
+/// Basic authentication against the tenants' CalDAV users.
+async fn authenticate(app: &App, headers: &HeaderMap) -> Result<UserPrincipal, DavError> {
+    let challenge = |message: &str| {
+        DavError::new(StatusCode::UNAUTHORIZED, message)
+            .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static(REALM))
+    };
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| challenge("log in with your CalDAV user name and password"))?;
+    let credentials = http_auth_basic::Credentials::from_header(value.to_owned())
+        .map_err(|_| challenge("only Basic authentication is supported"))?;
+    app.users
+        .verify(Some(&credentials.user_id), &credentials.password)
+        .await
+        .ok_or_else(|| challenge("wrong user name or password"))
+}
+
+fn depth(headers: &HeaderMap) -> Result<u8, DavError> {
+    match headers
+        .get("depth")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+    {
+        // RFC 4918 reads a missing Depth as infinity; clients that omit it mean 0.
+        None | Some("0") => Ok(0),
+        Some("1") => Ok(1),
+        Some(v) if v.eq_ignore_ascii_case("infinity") => Err(DavError::dav(
+            StatusCode::FORBIDDEN,
+            "propfind-finite-depth",
+            "Depth: infinity is not supported; use Depth: 0 or 1",
+        )),
+        Some(v) => Err(DavError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Depth \"{v}\" must be 0, 1 or infinity"),
+        )),
+    }
+}
+
+async fn body(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<bytes::Bytes, DavError> {
+    let (parts, body) = req.into_parts();
+    crate::http::read_body(body, &parts.headers, ctx.app.config.max_body_bytes)
+        .await
+        .map_err(|p| {
+            if p.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                DavError::caldav(
+                    StatusCode::FORBIDDEN,
+                    "max-resource-size",
+                    format!(
+                        "bodies are limited to {} bytes",
+                        ctx.app.config.max_body_bytes
+                    ),
+                )
+            } else {
+                DavError::new(p.status(), "could not read the request body")
+            }
+        })
+}
+
+fn bad_xml(e: xml::XmlError) -> DavError {
+    DavError::new(StatusCode::BAD_REQUEST, format!("malformed XML: {e}"))
+}
+
+fn multistatus(text: String) -> Response<Body> {
+    let mut resp = Response::new(full(text));
+    *resp.status_mut() = StatusCode::MULTI_STATUS;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml; charset=utf-8"),
+    );
+    resp
+}
+
+async fn propfind(
+    ctx: &Ctx<'_>,
+    path: &DavPath,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, DavError> {
+    let depth = depth(req.headers())?;
+    let request = xml::parse_propfind(&body(ctx, req).await?).map_err(bad_xml)?;
+    let node = node::resolve(ctx, path)?;
+    let mut nodes = vec![node];
+    if depth == 1 && nodes[0].is_collection() {
+        let children = nodes[0].children(ctx)?;
+        nodes.extend(children);
+    }
+    let mut writer = xml::MultistatusWriter::new();
+    let mut out = writer.begin();
+    for n in &nodes {
+        let response = propstats(ctx, n, &request)?;
+        writer.write_response(&mut out, &xml::Response::Props(response));
+    }
+    out.push_str(&writer.end(None));
+    Ok(multistatus(out))
+}
+
+/// One resource's propstats for a PROPFIND: found values 200, unknown names 404.
+fn propstats(
+    ctx: &Ctx<'_>,
+    node: &Node,
+    request: &PropRequest,
+) -> Result<xml::PropstatResponse, DavError> {
+    let mut response = xml::PropstatResponse::new(node.href(ctx));
+    match request {
+        PropRequest::PropName => {
+            for name in node.prop_names() {
+                response.ok(name, PropContent::Empty);
+            }
+        }
+        PropRequest::AllProp { include } => {
+            for name in node.prop_names().into_iter().chain(include.iter().cloned()) {
+                if let Some(value) = node.prop(ctx, &name)? {
+                    response.ok(name, value);
+                }
+            }
+        }
+        PropRequest::Prop(names) => {
+            for name in names {
+                match node.prop(ctx, name)? {
+                    Some(value) => response.ok(name.clone(), value),
+                    None => response.not_found(name.clone()),
+                };
+            }
+        }
+    }
+    Ok(response)
+}
+
+fn get(ctx: &Ctx<'_>, path: &DavPath, head: bool) -> Result<Response<Body>, DavError> {
+    let node = node::resolve(ctx, path)?;
+    let Some(text) = node.body(ctx) else {
+        let mut resp = Response::new(full(
+            "This is a CalDAV collection; use a calendar client.\n",
+        ));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        return Ok(resp);
+    };
+    let len = text.len();
+    let mut resp = Response::new(if head { empty() } else { full(text) });
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/calendar; charset=utf-8"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(etag) = node.etag(ctx)?
+        && let Ok(v) = HeaderValue::from_str(&etag)
+    {
+        h.insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+async fn put(
+    ctx: &Ctx<'_>,
+    path: &DavPath,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, DavError> {
+    let DavPath::Object(_, cal_id, name) = path else {
+        return Err(DavError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "PUT creates calendar objects inside a calendar",
+        ));
+    };
+    node::valid_resource_name(name)?;
+    let cal = node::calendar(ctx, cal_id).map_err(|_| {
+        DavError::new(
+            StatusCode::CONFLICT,
+            format!("calendar \"{cal_id}\" does not exist"),
+        )
+    })?;
+    let source = match cal {
+        Calendar::Bookings => {
+            return Err(DavError::forbidden(
+                "bookings cannot be written over CalDAV yet; use the booking API or a staff calendar",
+            ));
+        }
+        Calendar::Source(s) if s.read_only => {
+            return Err(DavError::forbidden(format!(
+                "calendar \"{}\" is imported and read-only",
+                s.id
+            )));
+        }
+        Calendar::Source(s) => s,
+    };
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("text/calendar")
+        .to_ascii_lowercase();
+    if !content_type.starts_with("text/calendar") {
+        return Err(DavError::caldav(
+            StatusCode::FORBIDDEN,
+            "supported-calendar-data",
+            format!("calendar objects are text/calendar, not {content_type}"),
+        ));
+    }
+    let precondition = if req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == b"*")
+    {
+        Precondition::MustNotExist
+    } else {
+        match if_match(req.headers())
+            .map_err(|_| DavError::new(StatusCode::BAD_REQUEST, "If-Match must be a quoted ETag"))?
+        {
+            Some(etag) => Precondition::EtagIs(etag),
+            None => Precondition::None,
+        }
+    };
+    let bytes = body(ctx, req).await?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        DavError::caldav(
+            StatusCode::FORBIDDEN,
+            "valid-calendar-data",
+            "calendar data must be UTF-8",
+        )
+    })?;
+    let existed = ctx
+        .app
+        .store
+        .object(&ctx.tenant.id, &source.id, name)?
+        .is_some();
+    let object = ctx
+        .app
+        .calendars
+        .put_object(ctx.tenant, &source.id, name, text, &precondition)
+        .await
+        .map_err(|e| calendar_error(ctx, &source.id, e))?;
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = if existed {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::CREATED
+    };
+    if let Ok(v) = HeaderValue::from_str(&object.etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+fn calendar_error(ctx: &Ctx<'_>, source: &str, e: CalendarError) -> DavError {
+    match e {
+        CalendarError::Invalid(msg) => {
+            DavError::caldav(StatusCode::FORBIDDEN, "valid-calendar-data", msg)
+        }
+        CalendarError::NoEvents => DavError::caldav(
+            StatusCode::FORBIDDEN,
+            "supported-calendar-component",
+            "this calendar holds events (VEVENT) only",
+        ),
+        CalendarError::PreconditionFailed { .. } => DavError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "the resource's ETag does not match",
+        ),
+        CalendarError::UidConflict(owner) => DavError::caldav(
+            StatusCode::FORBIDDEN,
+            "no-uid-conflict",
+            "another object in this calendar has the same UID",
+        )
+        .with_inner(format!(
+            "<d:href>{}</d:href>",
+            xml::escape_text(&paths::object_href(&ctx.tenant.id, source, &owner))
+        )),
+        CalendarError::UnknownSource(s) => DavError::new(
+            StatusCode::CONFLICT,
+            format!("calendar \"{s}\" does not exist"),
+        ),
+        CalendarError::Store(e) => DavError::internal(e),
+    }
+}
+
+async fn delete(
+    ctx: &Ctx<'_>,
+    path: &DavPath,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, DavError> {
+    let expected = if_match(headers)
+        .map_err(|_| DavError::new(StatusCode::BAD_REQUEST, "If-Match must be a quoted ETag"))?;
+    let node = node::resolve(ctx, path)?;
+    let app = ctx.app;
+    match node {
+        Node::Booking(b) => {
+            app.bookings
+                .delete(ctx.tenant, &b.id, expected.as_deref())
+                .await
+                .map_err(|e| match e {
+                    crate::bookings::BookingError::PreconditionFailed { .. } => DavError::new(
+                        StatusCode::PRECONDITION_FAILED,
+                        "the resource's ETag does not match",
+                    ),
+                    crate::bookings::BookingError::NotFound(_) => DavError::not_found(),
+                    other => DavError::internal(other),
+                })?;
+        }
+        Node::Object(Calendar::Source(s), o) => {
+            if s.read_only {
+                return Err(DavError::forbidden(format!(
+                    "calendar \"{}\" is imported and read-only",
+                    s.id
+                )));
+            }
+            app.calendars
+                .delete_object(ctx.tenant, &s.id, &o.id, expected.as_deref())
+                .await
+                .map_err(|e| calendar_error(ctx, &s.id, e))?;
+        }
+        Node::Calendar(Calendar::Source(s)) => {
+            app.calendars
+                .delete_source(ctx.tenant, &s.id)
+                .await
+                .map_err(|e| calendar_error(ctx, &s.id, e))?;
+        }
+        Node::Calendar(Calendar::Bookings) => {
+            return Err(node::read_only(
+                "the bookings calendar (it cannot be deleted)",
+            ));
+        }
+        _ => return Err(node::read_only("this resource")),
+    }
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(resp)
+}
+
+/// MKCALENDAR (RFC 4791 §5.3.1) and extended MKCOL (RFC 5689): a staff calendar.
+async fn mkcalendar(
+    ctx: &Ctx<'_>,
+    path: &DavPath,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, DavError> {
+    let DavPath::Calendar(_, id) = path else {
+        return Err(DavError::forbidden(
+            "calendars are created in the calendar home: /dav/calendars/{tenant}/{name}/",
+        ));
+    };
+    if path.tenant() != Some(ctx.tenant.id.as_str()) {
+        return Err(DavError::not_found());
+    }
+    let is_mkcol = req.method().as_str() == "MKCOL";
+    let bytes = body(ctx, req).await?;
+    let request = if is_mkcol {
+        xml::parse_mkcol(&bytes)
+    } else {
+        xml::parse_mkcalendar(&bytes)
+    }
+    .map_err(bad_xml)?;
+    let valid_id = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && id != BOOKINGS_SOURCE
+        && id != paths::OUTBOX;
+    if node::calendar(ctx, id).is_ok() || id == BOOKINGS_SOURCE || id == paths::OUTBOX {
+        return Err(DavError::dav(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "resource-must-be-null",
+            format!("\"{id}\" already exists"),
+        ));
+    }
+    if !valid_id {
+        return Err(DavError::forbidden(format!(
+            "\"{id}\" is not a usable calendar name: use 1-64 of A-Z a-z 0-9 - _ ."
+        )));
+    }
+    let mut source = Source::new(id, id);
+    let mut saw_calendar_type = !is_mkcol;
+    for (name, value) in &request.set {
+        if name.is(NS_DAV, "resourcetype") {
+            saw_calendar_type = value
+                .children
+                .iter()
+                .any(|c| c.name.is(NS_CALDAV, "calendar"));
+            continue;
+        }
+        if name.is(NS_CALDAV, "supported-calendar-component-set") {
+            let offers_events = value.children.iter().any(|c| {
+                c.attrs
+                    .iter()
+                    .any(|a| a.name.name == "name" && a.value.eq_ignore_ascii_case("VEVENT"))
+            });
+            if !offers_events {
+                return Err(DavError::caldav(
+                    StatusCode::FORBIDDEN,
+                    "supported-calendar-component",
+                    "calendars here hold events (VEVENT) only",
+                ));
+            }
+            continue;
+        }
+        apply_prop(&mut source, name, Some(value)).map_err(DavError::forbidden)?;
+    }
+    if !saw_calendar_type {
+        return Err(DavError::dav(
+            StatusCode::FORBIDDEN,
+            "valid-resourcetype",
+            "only calendar collections can be created here",
+        ));
+    }
+    ctx.app
+        .calendars
+        .put_source(ctx.tenant, &source)
+        .map_err(DavError::internal)?;
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::CREATED;
+    Ok(resp)
+}
+
+/// Sets (or, with None, removes) one writable calendar property on a source.
+fn apply_prop(
+    source: &mut Source,
+    name: &PropName,
+    value: Option<&PropValue>,
+) -> Result<(), String> {
+    let text = value
+        .map(|v| v.text.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    if name.is(NS_DAV, "displayname") {
+        source.name = text.unwrap_or_else(|| source.id.clone());
+    } else if name.is(NS_CALDAV, "calendar-description") {
+        source.description = text;
+    } else if name.is(NS_APPLE_ICAL, "calendar-color") {
+        source.color = text;
+    } else if name.is(NS_APPLE_ICAL, "calendar-order") {
+        source.order = match text {
+            None => None,
+            Some(t) => Some(
+                t.parse()
+                    .map_err(|_| format!("calendar-order \"{t}\" is not a number"))?,
+            ),
+        };
+    } else if name.is(NS_CALDAV, "schedule-calendar-transp") {
+        source.transparent = value.is_some_and(|v| {
+            v.children
+                .iter()
+                .any(|c| c.name.is(NS_CALDAV, "transparent"))
+        });
+    } else if name.is(NS_CALDAV, "calendar-timezone") {
+        // Accepted: objects carry their own zones; the tenant's zone stays the default.
+    } else {
+        return Err(format!("{name} cannot be set here"));
+    }
+    Ok(())
+}
+
+/// PROPPATCH (RFC 4918 §9.2): all or nothing; protected and unknown properties
+/// make the whole request fail (403 for them, 424 for the rest).
+async fn proppatch(
+    ctx: &Ctx<'_>,
+    path: &DavPath,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, DavError> {
+    let bytes = body(ctx, req).await?;
+    let request = xml::parse_proppatch(&bytes).map_err(bad_xml)?;
+    let node = node::resolve(ctx, path)?;
+    let href = node.href(ctx);
+    let mut response = xml::PropstatResponse::new(href);
+    let Node::Calendar(Calendar::Source(mut source)) = node else {
+        for op in &request.ops {
+            let name = match op {
+                PropPatchOp::Set(n, _) | PropPatchOp::Remove(n) => n.clone(),
+            };
+            response.add(xml::Status::FORBIDDEN, name, PropContent::Empty);
+        }
+        return Ok(multistatus(xml::multistatus(
+            &[xml::Response::Props(response)],
+            None,
+        )));
+    };
+    let was_transparent = source.transparent;
+    let mut failed = Vec::new();
+    let mut applied = Vec::new();
+    for op in &request.ops {
+        let (name, value) = match op {
+            PropPatchOp::Set(n, v) => (n, Some(v)),
+            PropPatchOp::Remove(n) => (n, None),
+        };
+        match apply_prop(&mut source, name, value) {
+            Ok(()) => applied.push(name.clone()),
+            Err(_) => failed.push(name.clone()),
+        }
+    }
+    if failed.is_empty() {
+        ctx.app
+            .calendars
+            .put_source(ctx.tenant, &source)
+            .map_err(DavError::internal)?;
+        if source.transparent != was_transparent {
+            // Its events now block (or stop blocking) time.
+            ctx.app
+                .calendars
+                .rebuild(ctx.tenant, false)
+                .await
+                .map_err(DavError::internal)?;
+        }
+        for name in applied {
+            response.ok(name, PropContent::Empty);
+        }
+    } else {
+        for name in failed {
+            response.add(xml::Status::FORBIDDEN, name, PropContent::Empty);
+        }
+        for name in applied {
+            response.add(xml::Status::FAILED_DEPENDENCY, name, PropContent::Empty);
+        }
+    }
+    Ok(multistatus(xml::multistatus(
+        &[xml::Response::Props(response)],
+        None,
+    )))
+}

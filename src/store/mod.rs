@@ -14,6 +14,7 @@
 //! | `objects`     | tenant \0 source \0 object            | [`CalendarObject`] (JSON) |
 //! | `busy`        | tenant \0 class start source \0 object \0 n | end, busy kind   |
 //! | `conflicts`   | tenant \0 conflict id                 | [`Conflict`] (JSON)       |
+//! | `uids`        | tenant \0 source \0 UID               | object id                 |
 //!
 //! Bookings and calendar objects are each indexed by time ([`time_index`]) with
 //! their busy kind in the index value, so free/busy never decodes a record.
@@ -114,6 +115,8 @@ pub enum ObjectOutcome {
     Written(TenantVersion),
     /// The precondition did not hold; the stored ETag, if the object exists.
     PreconditionFailed(Option<String>),
+    /// Another object of the source has this UID (CalDAV `no-uid-conflict`): its id.
+    UidConflict(String),
 }
 
 #[derive(Debug)]
@@ -183,6 +186,7 @@ pub struct Store {
     objects: sled::Tree,
     busy: sled::Tree,
     conflicts: sled::Tree,
+    uids: sled::Tree,
     commit: Arc<group_commit::GroupCommit>,
 }
 
@@ -251,6 +255,7 @@ impl Store {
             objects: db.open_tree("objects")?,
             busy: db.open_tree("busy")?,
             conflicts: db.open_tree("conflicts")?,
+            uids: db.open_tree("uids")?,
         })
     }
 
@@ -570,8 +575,23 @@ impl Store {
         let key = join(&[tenant.as_bytes(), source.as_bytes(), object.id.as_bytes()]);
         let record = encode(object);
         let now = Utc::now().timestamp_millis();
-        let result = (&self.objects, &self.busy, &self.changes, &self.meta).transaction(
-            |(objects, busy, changes, meta)| {
+        let uid_key = |uid: &str| join(&[tenant.as_bytes(), source.as_bytes(), uid.as_bytes()]);
+        let result = (
+            &self.objects,
+            &self.busy,
+            &self.changes,
+            &self.meta,
+            &self.uids,
+        )
+            .transaction(|(objects, busy, changes, meta, uids)| {
+                if let Some(uid) = &object.uid
+                    && let Some(owner) = uids.get(uid_key(uid))?
+                    && owner.as_ref() != object.id.as_bytes()
+                {
+                    return Ok(ObjectOutcome::UidConflict(
+                        String::from_utf8_lossy(&owner).into_owned(),
+                    ));
+                }
                 let current: Option<CalendarObject> = objects
                     .get(&key)?
                     .map(|raw| decode(&key, &raw))
@@ -588,6 +608,12 @@ impl Store {
                 }
                 if let Some(old) = &current {
                     remove_busy(busy, tenant, source, &old.id, &old.occurrences)?;
+                    if let Some(uid) = &old.uid {
+                        uids.remove(uid_key(uid))?;
+                    }
+                }
+                if let Some(uid) = &object.uid {
+                    uids.insert(uid_key(uid), object.id.as_bytes())?;
                 }
                 for (n, b) in object.occurrences.iter().enumerate() {
                     busy.insert(
@@ -606,8 +632,7 @@ impl Store {
                     TenantVersion::default()
                 };
                 Ok(ObjectOutcome::Written(version))
-            },
-        );
+            });
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(TransactionError::Abort(Abort::Corrupt(e))) => return Err(*e),
@@ -632,8 +657,14 @@ impl Store {
     ) -> Result<ObjectOutcome, StoreError> {
         let key = join(&[tenant.as_bytes(), source.as_bytes(), id.as_bytes()]);
         let now = Utc::now().timestamp_millis();
-        let result = (&self.objects, &self.busy, &self.changes, &self.meta).transaction(
-            |(objects, busy, changes, meta)| {
+        let result = (
+            &self.objects,
+            &self.busy,
+            &self.changes,
+            &self.meta,
+            &self.uids,
+        )
+            .transaction(|(objects, busy, changes, meta, uids)| {
                 let Some(raw) = objects.get(&key)? else {
                     return Ok(ObjectOutcome::PreconditionFailed(None));
                 };
@@ -642,11 +673,17 @@ impl Store {
                     return Ok(ObjectOutcome::PreconditionFailed(Some(current.etag)));
                 }
                 remove_busy(busy, tenant, source, id, &current.occurrences)?;
+                if let Some(uid) = &current.uid {
+                    uids.remove(join(&[
+                        tenant.as_bytes(),
+                        source.as_bytes(),
+                        uid.as_bytes(),
+                    ]))?;
+                }
                 objects.remove(key.as_slice())?;
                 let version = record_change(changes, meta, tenant, source, id, true, now)?;
                 Ok(ObjectOutcome::Written(version))
-            },
-        );
+            });
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(TransactionError::Abort(Abort::Corrupt(e))) => return Err(*e),
@@ -659,6 +696,30 @@ impl Store {
             self.flush().await?;
         }
         Ok(outcome)
+    }
+
+    /// Sequence number of the newest change in a collection (0: none yet).
+    pub fn collection_version(&self, tenant: &str, collection: &str) -> Result<u64, StoreError> {
+        let scope = prefix(&[tenant.as_bytes(), collection.as_bytes()]);
+        Ok(match self.changes.scan_prefix(&scope).next_back() {
+            Some(item) => decode_u64(&item?.0[scope.len()..]).unwrap_or(0),
+            None => 0,
+        })
+    }
+
+    /// Removes a source with all its objects, their index entries and UIDs; the
+    /// change log keeps a deletion per object. Durable when it returns.
+    pub async fn delete_source(&self, tenant: &str, source: &str) -> Result<bool, StoreError> {
+        if self.source(tenant, source)?.is_none() {
+            return Ok(false);
+        }
+        for object in self.objects(tenant, source)? {
+            self.delete_object(tenant, source, &object.id, None).await?;
+        }
+        self.sources
+            .remove(join(&[tenant.as_bytes(), source.as_bytes()]))?;
+        self.flush().await?;
+        Ok(true)
     }
 
     pub fn conflict(&self, tenant: &str, id: &str) -> Result<Option<Conflict>, StoreError> {

@@ -98,6 +98,9 @@ privacy = "busy"
 id = "garage"
 name = "Garage"
 timezone = "America/New_York"
+[[tenant.user]]
+username = "gus"
+password_hash = "{password}"
 [[tenant.api_key]]
 name = "main"
 key_hash = "{garage_key}"
@@ -227,9 +230,8 @@ impl TestServer {
         let app = self.app();
         let tenant = app.tenant("salon").expect("salon");
         let source = calgate::model::Source {
-            id: id.to_owned(),
-            name: id.to_owned(),
             transparent,
+            ..calgate::model::Source::new(id, id)
         };
         app.calendars
             .put_source(tenant, &source)

@@ -1,0 +1,445 @@
+//! The DAV resources of a tenant and the properties each one has.
+//!
+//! Resources are a closed set (root, principals, home, calendars, objects), so they
+//! are an enum; each kind's properties are answered by one function, and what a
+//! kind does not have is a 404 propstat, never an error. Writes are decided by the
+//! handler, which refuses them on every kind that does not support them.
+
+use http::StatusCode;
+
+use super::error::DavError;
+use super::paths::{self, DavPath, OUTBOX};
+use super::xml::{NS_APPLE_ICAL, NS_CALDAV, NS_CALENDARSERVER, NS_DAV, PropContent, PropName};
+use crate::app::{App, UserPrincipal};
+use crate::config::TenantConfig;
+use crate::model::{BOOKINGS_SOURCE, Booking, CalendarObject, Source};
+
+/// Who is asking, and in which tenant.
+pub struct Ctx<'a> {
+    pub app: &'a App,
+    pub user: &'a UserPrincipal,
+    pub tenant: &'a TenantConfig,
+}
+
+/// A calendar collection: the bookings, or a source.
+#[derive(Debug, Clone)]
+pub enum Calendar {
+    Bookings,
+    Source(Source),
+}
+
+impl Calendar {
+    pub fn id(&self) -> &str {
+        match self {
+            Calendar::Bookings => BOOKINGS_SOURCE,
+            Calendar::Source(s) => &s.id,
+        }
+    }
+
+    pub fn writable(&self) -> bool {
+        match self {
+            Calendar::Bookings => true,
+            Calendar::Source(s) => !s.read_only,
+        }
+    }
+}
+
+pub enum Node {
+    Root,
+    Principals,
+    Principal(String),
+    Home,
+    Outbox,
+    Calendar(Calendar),
+    Booking(Box<Booking>),
+    Object(Calendar, Box<CalendarObject>),
+}
+
+/// Name of a booking's CalDAV resource.
+pub fn booking_resource(b: &Booking) -> String {
+    format!("{}.ics", b.id)
+}
+
+/// Finds the resource at `path`, or 404. Paths of another tenant are 404 too: they
+/// must not even be confirmed to exist.
+pub fn resolve(ctx: &Ctx<'_>, path: &DavPath) -> Result<Node, DavError> {
+    if let Some(t) = path.tenant()
+        && t != ctx.tenant.id
+    {
+        return Err(DavError::not_found());
+    }
+    Ok(match path {
+        DavPath::Root => Node::Root,
+        DavPath::Principals | DavPath::CalendarsRoot => Node::Principals,
+        DavPath::Principal(user) => {
+            // Principals of one's own tenant are visible (scheduling needs them).
+            let same_tenant = ctx.tenant.users.iter().any(|u| &u.username == user);
+            if !same_tenant {
+                return Err(DavError::not_found());
+            }
+            Node::Principal(user.clone())
+        }
+        DavPath::Home(_) => Node::Home,
+        DavPath::Outbox(_) => Node::Outbox,
+        DavPath::Calendar(_, cal) => Node::Calendar(calendar(ctx, cal)?),
+        DavPath::Object(_, cal, name) => {
+            let cal = calendar(ctx, cal)?;
+            object(ctx, cal, name)?
+        }
+    })
+}
+
+pub fn calendar(ctx: &Ctx<'_>, id: &str) -> Result<Calendar, DavError> {
+    if id == BOOKINGS_SOURCE {
+        return Ok(Calendar::Bookings);
+    }
+    ctx.app
+        .store
+        .source(&ctx.tenant.id, id)?
+        .map(Calendar::Source)
+        .ok_or_else(DavError::not_found)
+}
+
+pub fn object(ctx: &Ctx<'_>, cal: Calendar, name: &str) -> Result<Node, DavError> {
+    match cal {
+        Calendar::Bookings => {
+            let id = name.strip_suffix(".ics").ok_or_else(DavError::not_found)?;
+            let booking = ctx
+                .app
+                .store
+                .booking(&ctx.tenant.id, id)?
+                .ok_or_else(DavError::not_found)?;
+            Ok(Node::Booking(Box::new(booking)))
+        }
+        Calendar::Source(ref s) => {
+            let object = ctx
+                .app
+                .store
+                .object(&ctx.tenant.id, &s.id, name)?
+                .ok_or_else(DavError::not_found)?;
+            Ok(Node::Object(cal, Box::new(object)))
+        }
+    }
+}
+
+impl Node {
+    pub fn href(&self, ctx: &Ctx<'_>) -> String {
+        let t = &ctx.tenant.id;
+        match self {
+            Node::Root => paths::ROOT.to_owned(),
+            Node::Principals => "/dav/principals/".to_owned(),
+            Node::Principal(u) => paths::principal_href(u),
+            Node::Home => paths::home_href(t),
+            Node::Outbox => paths::calendar_href(t, OUTBOX),
+            Node::Calendar(c) => paths::calendar_href(t, c.id()),
+            Node::Booking(b) => paths::object_href(t, BOOKINGS_SOURCE, &booking_resource(b)),
+            Node::Object(c, o) => paths::object_href(t, c.id(), &o.id),
+        }
+    }
+
+    pub fn is_collection(&self) -> bool {
+        !matches!(self, Node::Booking(_) | Node::Object(..))
+    }
+
+    /// Members for a Depth: 1 listing.
+    pub fn children(&self, ctx: &Ctx<'_>) -> Result<Vec<Node>, DavError> {
+        let store = &ctx.app.store;
+        Ok(match self {
+            Node::Root => vec![Node::Principal(ctx.user.username.clone()), Node::Home],
+            Node::Principals => vec![Node::Principal(ctx.user.username.clone())],
+            Node::Home => {
+                let mut members = vec![Node::Calendar(Calendar::Bookings), Node::Outbox];
+                for s in store.sources(&ctx.tenant.id)? {
+                    members.push(Node::Calendar(Calendar::Source(s)));
+                }
+                members
+            }
+            Node::Calendar(Calendar::Bookings) => {
+                let everything = crate::model::Span::new(i64::MIN / 2, i64::MAX / 2);
+                store
+                    .bookings_in(&ctx.tenant.id, everything)?
+                    .into_iter()
+                    .map(|b| Node::Booking(Box::new(b)))
+                    .collect()
+            }
+            Node::Calendar(c @ Calendar::Source(s)) => store
+                .objects(&ctx.tenant.id, &s.id)?
+                .into_iter()
+                .map(|o| Node::Object(c.clone(), Box::new(o)))
+                .collect(),
+            _ => Vec::new(),
+        })
+    }
+
+    /// The iCalendar body of an object resource.
+    pub fn body(&self, ctx: &Ctx<'_>) -> Option<String> {
+        match self {
+            Node::Booking(b) => Some(crate::feeds::render_booking(ctx.tenant, b)),
+            Node::Object(_, o) => Some(o.ics.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn etag(&self, ctx: &Ctx<'_>) -> Result<Option<String>, DavError> {
+        Ok(match self {
+            Node::Booking(b) => Some(b.etag.clone()),
+            Node::Object(_, o) => Some(o.etag.clone()),
+            Node::Calendar(c) => Some(format!(
+                "\"{}\"",
+                ctx.app.store.collection_version(&ctx.tenant.id, c.id())?
+            )),
+            _ => None,
+        })
+    }
+
+    /// Names of the properties this resource has (allprop / propname).
+    pub fn prop_names(&self) -> Vec<PropName> {
+        let dav = |n: &str| PropName::new(NS_DAV, n);
+        let cal = |n: &str| PropName::new(NS_CALDAV, n);
+        let mut names = vec![
+            dav("resourcetype"),
+            dav("current-user-principal"),
+            dav("current-user-privilege-set"),
+        ];
+        match self {
+            Node::Root | Node::Principals | Node::Home | Node::Outbox => {
+                names.push(dav("displayname"))
+            }
+            Node::Principal(_) => names.extend([
+                dav("displayname"),
+                dav("principal-URL"),
+                cal("calendar-home-set"),
+                cal("calendar-user-address-set"),
+                cal("schedule-outbox-URL"),
+                cal("calendar-user-type"),
+            ]),
+            Node::Calendar(_) => names.extend([
+                dav("displayname"),
+                dav("owner"),
+                dav("getetag"),
+                dav("sync-token"),
+                dav("supported-report-set"),
+                cal("calendar-description"),
+                cal("calendar-timezone"),
+                cal("supported-calendar-component-set"),
+                cal("supported-calendar-data"),
+                cal("max-resource-size"),
+                cal("schedule-calendar-transp"),
+                PropName::new(NS_CALENDARSERVER, "getctag"),
+                PropName::new(NS_APPLE_ICAL, "calendar-color"),
+                PropName::new(NS_APPLE_ICAL, "calendar-order"),
+            ]),
+            Node::Booking(_) | Node::Object(..) => names.extend([
+                dav("getetag"),
+                dav("getcontenttype"),
+                dav("getcontentlength"),
+                dav("getlastmodified"),
+            ]),
+        }
+        names
+    }
+
+    /// The value of one property, or None (answered as 404 in its propstat).
+    pub fn prop(&self, ctx: &Ctx<'_>, name: &PropName) -> Result<Option<PropContent>, DavError> {
+        let t = ctx.tenant;
+        let principal = paths::principal_href(&ctx.user.username);
+        let ns = name.ns.as_str();
+        let local = name.name.as_str();
+        let value = match (ns, local) {
+            (NS_DAV, "resourcetype") => Some(PropContent::raw(match self {
+                Node::Root | Node::Principals | Node::Home => "<d:collection/>",
+                Node::Principal(_) => "<d:principal/>",
+                Node::Outbox => "<d:collection/><cal:schedule-outbox/>",
+                Node::Calendar(_) => "<d:collection/><cal:calendar/>",
+                Node::Booking(_) | Node::Object(..) => "",
+            })),
+            (NS_DAV, "current-user-principal") => Some(PropContent::hrefs(&[principal])),
+            (NS_DAV, "current-user-privilege-set") => Some(PropContent::raw(privileges(self))),
+            (NS_DAV, "owner") if self.is_collection() => Some(PropContent::hrefs(&[principal])),
+            (NS_DAV, "displayname") => match self {
+                Node::Root => Some(PropContent::text("calgate")),
+                Node::Principals => Some(PropContent::text("principals")),
+                Node::Principal(u) => Some(PropContent::text(u.clone())),
+                Node::Home => Some(PropContent::text(t.name.clone())),
+                Node::Outbox => Some(PropContent::text("outbox")),
+                Node::Calendar(Calendar::Bookings) => {
+                    Some(PropContent::text(format!("{} bookings", t.name)))
+                }
+                Node::Calendar(Calendar::Source(s)) => Some(PropContent::text(s.name.clone())),
+                _ => None,
+            },
+            (NS_DAV, "principal-URL") if matches!(self, Node::Principal(_)) => {
+                Some(PropContent::hrefs(&[self.href(ctx)]))
+            }
+            (NS_CALDAV, "calendar-home-set") if matches!(self, Node::Principal(_)) => {
+                Some(PropContent::hrefs(&[paths::home_href(&t.id)]))
+            }
+            (NS_CALDAV, "calendar-user-address-set") => match self {
+                Node::Principal(u) => Some(PropContent::hrefs(&[
+                    calendar_user_address(u, &t.id),
+                    self.href(ctx),
+                ])),
+                _ => None,
+            },
+            (NS_CALDAV, "schedule-outbox-URL") if matches!(self, Node::Principal(_)) => {
+                Some(PropContent::hrefs(&[paths::calendar_href(&t.id, OUTBOX)]))
+            }
+            (NS_CALDAV, "calendar-user-type") if matches!(self, Node::Principal(_)) => {
+                Some(PropContent::text("INDIVIDUAL"))
+            }
+            (NS_DAV, "getetag") => self.etag(ctx)?.map(PropContent::text),
+            (NS_DAV, "sync-token") | (NS_CALENDARSERVER, "getctag") => match self {
+                Node::Calendar(c) => Some(PropContent::text(sync_token(
+                    &t.id,
+                    c.id(),
+                    ctx.app.store.collection_version(&t.id, c.id())?,
+                ))),
+                _ => None,
+            },
+            (NS_DAV, "supported-report-set") => match self {
+                Node::Calendar(_) => Some(PropContent::raw(
+                    "<d:supported-report><d:report><cal:calendar-query/></d:report></d:supported-report>\
+                     <d:supported-report><d:report><cal:calendar-multiget/></d:report></d:supported-report>\
+                     <d:supported-report><d:report><d:sync-collection/></d:report></d:supported-report>\
+                     <d:supported-report><d:report><cal:free-busy-query/></d:report></d:supported-report>",
+                )),
+                _ => None,
+            },
+            (NS_CALDAV, "calendar-description") => match self {
+                Node::Calendar(Calendar::Source(s)) => s.description.clone().map(PropContent::text),
+                Node::Calendar(Calendar::Bookings) => Some(PropContent::text(format!(
+                    "Bookings of {}, kept in sync with the booking engine",
+                    t.name
+                ))),
+                _ => None,
+            },
+            (NS_CALDAV, "calendar-timezone") if matches!(self, Node::Calendar(_)) => {
+                Some(PropContent::text(tenant_timezone(t)))
+            }
+            (NS_CALDAV, "supported-calendar-component-set")
+                if matches!(self, Node::Calendar(_)) =>
+            {
+                Some(PropContent::raw("<cal:comp name=\"VEVENT\"/>"))
+            }
+            (NS_CALDAV, "supported-calendar-data") if matches!(self, Node::Calendar(_)) => {
+                Some(PropContent::raw(
+                    "<cal:calendar-data content-type=\"text/calendar\" version=\"2.0\"/>",
+                ))
+            }
+            (NS_CALDAV, "max-resource-size") if matches!(self, Node::Calendar(_)) => {
+                Some(PropContent::text(ctx.app.config.max_body_bytes.to_string()))
+            }
+            (NS_CALDAV, "schedule-calendar-transp") => match self {
+                Node::Calendar(c) => {
+                    let transparent = matches!(c, Calendar::Source(s) if s.transparent);
+                    Some(PropContent::raw(if transparent {
+                        "<cal:transparent/>"
+                    } else {
+                        "<cal:opaque/>"
+                    }))
+                }
+                _ => None,
+            },
+            (NS_APPLE_ICAL, "calendar-color") => match self {
+                Node::Calendar(Calendar::Source(s)) => s.color.clone().map(PropContent::text),
+                _ => None,
+            },
+            (NS_APPLE_ICAL, "calendar-order") => match self {
+                Node::Calendar(Calendar::Source(s)) => {
+                    s.order.map(|o| PropContent::text(o.to_string()))
+                }
+                _ => None,
+            },
+            (NS_DAV, "getcontenttype") if !self.is_collection() => Some(PropContent::text(
+                "text/calendar; charset=utf-8; component=VEVENT",
+            )),
+            (NS_DAV, "getcontentlength") => self
+                .body(ctx)
+                .map(|b| PropContent::text(b.len().to_string())),
+            (NS_DAV, "getlastmodified") => match self {
+                Node::Booking(b) => Some(PropContent::text(crate::http::http_date(b.updated))),
+                Node::Object(_, o) => Some(PropContent::text(crate::http::http_date(o.updated))),
+                _ => None,
+            },
+            _ => None,
+        };
+        Ok(value)
+    }
+}
+
+/// What the current user may do here (RFC 3744 §5.4).
+fn privileges(node: &Node) -> String {
+    let privilege = |p: &str| format!("<d:privilege><d:{p}/></d:privilege>");
+    let writable = match node {
+        Node::Calendar(c) | Node::Object(c, _) => c.writable(),
+        Node::Booking(_) | Node::Home => true,
+        Node::Outbox => {
+            return privilege("read") + "<d:privilege><cal:schedule-send/></d:privilege>";
+        }
+        _ => false,
+    };
+    let mut set = privilege("read") + &privilege("read-current-user-privilege-set");
+    if writable {
+        for p in [
+            "write",
+            "write-properties",
+            "write-content",
+            "bind",
+            "unbind",
+        ] {
+            set += &privilege(p);
+        }
+    }
+    set
+}
+
+/// The address other users schedule with (`mailto:` form clients expect).
+pub fn calendar_user_address(user: &str, tenant: &str) -> String {
+    format!("mailto:{user}@{tenant}.calgate.invalid")
+}
+
+/// `urn:calgate:sync:{tenant}:{collection}:{seq}`: tied to one collection, so a
+/// token cannot be replayed against another tenant's or calendar's history.
+pub fn sync_token(tenant: &str, collection: &str, seq: u64) -> String {
+    format!("urn:calgate:sync:{tenant}:{collection}:{seq}")
+}
+
+/// The tenant's zone as a VCALENDAR holding one VTIMEZONE (CalDAV calendar-timezone).
+fn tenant_timezone(t: &TenantConfig) -> String {
+    let mut w = crate::ical::ContentWriter::with_capacity(1024);
+    w.begin("VCALENDAR");
+    w.text("PRODID", &[], crate::feeds::PRODID);
+    w.raw("VERSION", &[], "2.0");
+    let now = chrono::Utc::now();
+    crate::ical::vtimezone::write_vtimezone(
+        &mut w,
+        t.timezone,
+        now,
+        now + chrono::Duration::days(730),
+    );
+    w.end("VCALENDAR");
+    w.finish()
+}
+
+/// 403 for writes on resources that have none.
+pub fn read_only(what: &str) -> DavError {
+    DavError::forbidden(format!("{what} cannot be changed over CalDAV"))
+}
+
+/// 409-free sanity for names clients choose.
+pub fn valid_resource_name(name: &str) -> Result<(), DavError> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| !c.is_control() && c != '/' && c != '\\');
+    if ok {
+        Ok(())
+    } else {
+        Err(DavError::new(
+            StatusCode::BAD_REQUEST,
+            format!("\"{name}\" is not a usable resource name"),
+        ))
+    }
+}

@@ -1,0 +1,171 @@
+//! The CalDAV URL layout, both ways.
+//!
+//! ```text
+//! /.well-known/caldav               -> redirect to /dav/
+//! /dav/                             root
+//! /dav/principals/{user}/           a user's principal
+//! /dav/calendars/{tenant}/          the tenant's calendar home
+//! /dav/calendars/{tenant}/{cal}/    a calendar: `bookings`, or a source id
+//! /dav/calendars/{tenant}/{cal}/{o} a calendar object (`*.ics`)
+//! /dav/calendars/{tenant}/outbox/   the scheduling outbox (free/busy requests)
+//! ```
+
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+pub const ROOT: &str = "/dav/";
+pub const OUTBOX: &str = "outbox";
+
+/// Characters escaped in path segments we write (RFC 3986 pchar is stricter than
+/// what clients send; escaping more is always safe).
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'&')
+    .add(b'+');
+
+pub fn escape(segment: &str) -> String {
+    utf8_percent_encode(segment, SEGMENT).to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DavPath {
+    Root,
+    Principals,
+    Principal(String),
+    CalendarsRoot,
+    Home(String),
+    Outbox(String),
+    Calendar(String, String),
+    Object(String, String, String),
+}
+
+impl DavPath {
+    /// Parses decoded path segments after `/dav/`. None: nothing lives there.
+    pub fn parse(segments: &[&str]) -> Option<DavPath> {
+        let segs: Vec<&str> = segments.iter().copied().filter(|s| !s.is_empty()).collect();
+        Some(match segs.as_slice() {
+            [] => DavPath::Root,
+            ["principals"] => DavPath::Principals,
+            ["principals", user] => DavPath::Principal((*user).to_owned()),
+            ["calendars"] => DavPath::CalendarsRoot,
+            ["calendars", t] => DavPath::Home((*t).to_owned()),
+            ["calendars", t, OUTBOX] => DavPath::Outbox((*t).to_owned()),
+            ["calendars", t, c] => DavPath::Calendar((*t).to_owned(), (*c).to_owned()),
+            ["calendars", t, c, o] => {
+                DavPath::Object((*t).to_owned(), (*c).to_owned(), (*o).to_owned())
+            }
+            _ => return None,
+        })
+    }
+
+    pub fn href(&self) -> String {
+        match self {
+            DavPath::Root => ROOT.to_owned(),
+            DavPath::Principals => "/dav/principals/".to_owned(),
+            DavPath::Principal(u) => principal_href(u),
+            DavPath::CalendarsRoot => "/dav/calendars/".to_owned(),
+            DavPath::Home(t) => home_href(t),
+            DavPath::Outbox(t) => format!("{}{OUTBOX}/", home_href(t)),
+            DavPath::Calendar(t, c) => calendar_href(t, c),
+            DavPath::Object(t, c, o) => object_href(t, c, o),
+        }
+    }
+
+    /// The tenant the path belongs to, if any.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            DavPath::Home(t)
+            | DavPath::Outbox(t)
+            | DavPath::Calendar(t, _)
+            | DavPath::Object(t, _, _) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+pub fn principal_href(user: &str) -> String {
+    format!("/dav/principals/{}/", escape(user))
+}
+
+pub fn home_href(tenant: &str) -> String {
+    format!("/dav/calendars/{}/", escape(tenant))
+}
+
+pub fn calendar_href(tenant: &str, calendar: &str) -> String {
+    format!("{}{}/", home_href(tenant), escape(calendar))
+}
+
+pub fn object_href(tenant: &str, calendar: &str, object: &str) -> String {
+    format!("{}{}", calendar_href(tenant, calendar), escape(object))
+}
+
+/// The decoded path of an href a client sent (absolute URL or path), split into
+/// segments after `/dav/`; None when it is not under `/dav/`.
+pub fn href_segments(href: &str) -> Option<Vec<String>> {
+    let path = match href.find("://") {
+        Some(i) => {
+            let rest = &href[i + 3..];
+            &rest[rest.find('/').unwrap_or(rest.len())..]
+        }
+        None => href,
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let rest = path
+        .strip_prefix("/dav/")
+        .or_else(|| (path == "/dav").then_some(""))?;
+    Some(
+        rest.split('/')
+            .map(|s| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_builds() {
+        let p = DavPath::parse(&["calendars", "demo", "bookings", "a b.ics"]).unwrap();
+        assert_eq!(
+            p,
+            DavPath::Object("demo".into(), "bookings".into(), "a b.ics".into())
+        );
+        assert_eq!(p.href(), "/dav/calendars/demo/bookings/a%20b.ics");
+        assert_eq!(
+            DavPath::parse(&["calendars", "demo", ""]),
+            Some(DavPath::Home("demo".into()))
+        );
+        assert_eq!(DavPath::parse(&["nope", "x"]), None);
+        assert_eq!(
+            DavPath::parse(&["calendars", "demo", "outbox"]),
+            Some(DavPath::Outbox("demo".into()))
+        );
+    }
+
+    #[test]
+    fn hrefs_from_clients() {
+        assert_eq!(
+            href_segments("https://cal.example.com/dav/calendars/demo/bookings/a%40b.ics").unwrap(),
+            ["calendars", "demo", "bookings", "a@b.ics"]
+        );
+        assert_eq!(
+            href_segments("/dav/principals/demo/").unwrap(),
+            ["principals", "demo", ""]
+        );
+        assert!(href_segments("/api/v1/x").is_none());
+    }
+}

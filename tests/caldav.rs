@@ -1,0 +1,375 @@
+//! The CalDAV server over real HTTP: discovery, authentication, PROPFIND,
+//! MKCALENDAR/PROPPATCH, object GET/PUT/DELETE with preconditions, isolation.
+
+mod common;
+
+use common::{TestServer, booking};
+use reqwest::{Method, StatusCode};
+
+fn m(name: &str) -> Method {
+    Method::from_bytes(name.as_bytes()).expect("method name")
+}
+
+const EVENT: &str = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Test//EN\r\nBEGIN:VEVENT\r\nUID:dentist-1\r\nDTSTAMP:20261101T000000Z\r\nDTSTART;TZID=Europe/Paris:20261222T100000\r\nDTEND;TZID=Europe/Paris:20261222T110000\r\nSUMMARY:Dentist\r\nBEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT15M\r\nDESCRIPTION:Reminder\r\nEND:VALARM\r\nX-CUSTOM-THING:kept as is\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+
+const PROPFIND_DISCOVERY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<A:propfind xmlns:A="DAV:" xmlns:B="urn:ietf:params:xml:ns:caldav" xmlns:X="http://example.com/unknown">
+  <A:prop><A:current-user-principal/><A:resourcetype/><A:displayname/><B:calendar-home-set/><X:whatever/></A:prop>
+</A:propfind>"#;
+
+struct Dav<'a> {
+    s: &'a TestServer,
+    user: &'a str,
+}
+
+impl Dav<'_> {
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        depth: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let mut req = self
+            .s
+            .client
+            .request(m(method), self.s.url(path))
+            .basic_auth(self.user, Some("secret"))
+            .body(body.to_owned());
+        if let Some(d) = depth {
+            req = req.header("depth", d);
+        }
+        if method == "PUT" {
+            req = req.header("content-type", "text/calendar; charset=utf-8");
+        }
+        let resp = req.send().await.expect("request sent");
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        (status, headers, resp.text().await.unwrap_or_default())
+    }
+
+    async fn put(
+        &self,
+        path: &str,
+        body: &str,
+        header: Option<(&str, &str)>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let mut req = self
+            .s
+            .client
+            .put(self.s.url(path))
+            .basic_auth(self.user, Some("secret"))
+            .header("content-type", "text/calendar; charset=utf-8")
+            .body(body.to_owned());
+        if let Some((k, v)) = header {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.expect("request sent");
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        (status, headers, resp.text().await.unwrap_or_default())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discovery_and_probing() {
+    let s = TestServer::start().await;
+    // OPTIONS anywhere, unauthenticated: never a 405.
+    for path in ["/", "/dav/", "/some/unknown/path"] {
+        let resp = s
+            .client
+            .request(Method::OPTIONS, s.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert!(
+            resp.headers()["dav"]
+                .to_str()
+                .unwrap()
+                .contains("calendar-access")
+        );
+    }
+    // Well-known redirect.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = no_redirects
+        .get(s.url("/.well-known/caldav"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 301);
+    assert_eq!(resp.headers()["location"], "/dav/");
+    // Unauthenticated first, as clients do: a clean 401, then success.
+    let resp = s
+        .client
+        .request(m("PROPFIND"), s.url("/dav/"))
+        .header("depth", "0")
+        .body(PROPFIND_DISCOVERY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic realm=\"calgate\"")
+    );
+    let dav = Dav { s: &s, user: "ana" };
+    let (status, _, body) = dav
+        .send("PROPFIND", "/dav/", Some("0"), PROPFIND_DISCOVERY)
+        .await;
+    assert_eq!(status, 207, "{body}");
+    assert!(body.contains("<d:current-user-principal><d:href>/dav/principals/ana/</d:href></d:current-user-principal>"), "{body}");
+    // Unknown property: 404 propstat, not an error.
+    assert!(body.contains("HTTP/1.1 404 Not Found"), "{body}");
+    assert!(body.contains("whatever"), "{body}");
+    // Thunderbird/GNOME probe "/" with PROPFIND.
+    let (status, _, body) = dav
+        .send("PROPFIND", "/", Some("0"), PROPFIND_DISCOVERY)
+        .await;
+    assert_eq!(status, 207);
+    assert!(body.contains("/dav/principals/ana/"));
+    // The principal points to the home.
+    let (status, _, body) = dav
+        .send(
+            "PROPFIND",
+            "/dav/principals/ana/",
+            Some("0"),
+            PROPFIND_DISCOVERY,
+        )
+        .await;
+    assert_eq!(status, 207);
+    assert!(
+        body.contains(
+            "<cal:calendar-home-set><d:href>/dav/calendars/salon/</d:href></cal:calendar-home-set>"
+        ),
+        "{body}"
+    );
+    // Wrong password.
+    let resp = s
+        .client
+        .request(m("PROPFIND"), s.url("/dav/"))
+        .basic_auth("ana", Some("nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    // Depth: infinity is refused with the precondition.
+    let (status, _, body) = dav
+        .send("PROPFIND", "/dav/calendars/salon/", Some("infinity"), "")
+        .await;
+    assert_eq!(status, 403);
+    assert!(body.contains("propfind-finite-depth"), "{body}");
+    // Hostile XML.
+    let xxe = r#"<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]><d:propfind xmlns:d="DAV:"><d:prop>&x;</d:prop></d:propfind>"#;
+    let (status, _, body) = dav.send("PROPFIND", "/dav/", Some("0"), xxe).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("DOCTYPE"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calendars_and_objects() {
+    let s = TestServer::start().await;
+    let dav = Dav { s: &s, user: "ana" };
+    let home = "/dav/calendars/salon/";
+    let mk = r#"<?xml version="1.0" encoding="utf-8"?>
+<C:mkcalendar xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav" xmlns:I="http://apple.com/ns/ical/">
+  <D:set><D:prop><D:displayname>Ana (staff)</D:displayname><I:calendar-color>#FF5733FF</I:calendar-color>
+  <C:supported-calendar-component-set><C:comp name="VEVENT"/></C:supported-calendar-component-set></D:prop></D:set>
+</C:mkcalendar>"#;
+    let (status, _, body) = dav
+        .send("MKCALENDAR", "/dav/calendars/salon/ana/", None, mk)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _, body) = dav
+        .send("MKCALENDAR", "/dav/calendars/salon/ana/", None, mk)
+        .await;
+    assert_eq!(status, 405, "{body}");
+    assert!(body.contains("resource-must-be-null"));
+
+    let (status, _, body) = dav.send("PROPFIND", home, Some("1"), "").await;
+    assert_eq!(status, 207);
+    assert!(
+        body.contains("<d:href>/dav/calendars/salon/bookings/</d:href>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<d:href>/dav/calendars/salon/ana/</d:href>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<d:displayname>Ana (staff)</d:displayname>"),
+        "{body}"
+    );
+    assert!(body.contains("#FF5733FF"), "{body}");
+    assert!(body.contains("<cal:calendar/>"), "{body}");
+
+    // PUT: created, then fetched byte for byte (alarms and X- properties kept).
+    let cal = "/dav/calendars/salon/ana/dentist.ics";
+    let (status, headers, _) = dav.put(cal, EVENT, Some(("if-none-match", "*"))).await;
+    assert_eq!(status, 201);
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+    let (status, headers, body) = dav.send("GET", cal, None, "").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, EVENT);
+    assert_eq!(headers["etag"].to_str().unwrap(), etag);
+    // The booking engine sees it at once.
+    let (code, problem, _) = s
+        .create(&booking("2026-12-22", "10:30", "11:30", "Clash"))
+        .await;
+    assert_eq!(code, 409, "{problem}");
+    // Preconditions.
+    let (status, _, _) = dav.put(cal, EVENT, Some(("if-none-match", "*"))).await;
+    assert_eq!(status, 412);
+    let (status, _, _) = dav.put(cal, EVENT, Some(("if-match", "\"stale\""))).await;
+    assert_eq!(status, 412);
+    let moved = EVENT.replace("20261222T1", "20261223T1");
+    let (status, headers, _) = dav.put(cal, &moved, Some(("if-match", &etag))).await;
+    assert_eq!(status, 204);
+    assert_ne!(headers["etag"].to_str().unwrap(), etag);
+    assert_eq!(
+        s.create(&booking("2026-12-22", "10:30", "11:30", "Now free"))
+            .await
+            .0,
+        201
+    );
+    // The same UID under another name.
+    let (status, _, body) = dav
+        .put("/dav/calendars/salon/ana/copy.ics", EVENT, None)
+        .await;
+    assert_eq!(status, 403);
+    assert!(
+        body.contains("no-uid-conflict") && body.contains("/dav/calendars/salon/ana/dentist.ics"),
+        "{body}"
+    );
+    // Bad data.
+    let (status, _, body) = dav
+        .put(
+            "/dav/calendars/salon/ana/bad.ics",
+            "BEGIN:VCALENDAR\r\nnonsense\r\n",
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    assert!(body.contains("valid-calendar-data"), "{body}");
+    let todo = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VTODO\r\nUID:t\r\nSUMMARY:x\r\nEND:VTODO\r\nEND:VCALENDAR\r\n";
+    let (status, _, body) = dav
+        .put("/dav/calendars/salon/ana/todo.ics", todo, None)
+        .await;
+    assert_eq!(status, 403);
+    assert!(body.contains("supported-calendar-component"), "{body}");
+    let resp = s
+        .client
+        .put(s.url("/dav/calendars/salon/ana/x.ics"))
+        .basic_auth("ana", Some("secret"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // PUT into a calendar that does not exist.
+    let (status, _, _) = dav
+        .put("/dav/calendars/salon/nope/x.ics", EVENT, None)
+        .await;
+    assert_eq!(status, 409);
+
+    // Objects list with their ETags.
+    let (status, _, body) = dav
+        .send("PROPFIND", "/dav/calendars/salon/ana/", Some("1"), "")
+        .await;
+    assert_eq!(status, 207);
+    assert!(
+        body.contains("/dav/calendars/salon/ana/dentist.ics"),
+        "{body}"
+    );
+    assert!(body.contains("text/calendar"), "{body}");
+
+    // PROPPATCH: all or nothing.
+    let patch = r#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">
+      <D:set><D:prop><D:displayname>Ana</D:displayname><C:calendar-description>Chair 2</C:calendar-description></D:prop></D:set></D:propertyupdate>"#;
+    let (status, _, body) = dav
+        .send("PROPPATCH", "/dav/calendars/salon/ana/", None, patch)
+        .await;
+    assert_eq!(status, 207);
+    assert!(body.contains("HTTP/1.1 200 OK"), "{body}");
+    let protected = r#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><D:displayname>X</D:displayname><D:getetag>"1"</D:getetag></D:prop></D:set></D:propertyupdate>"#;
+    let (_, _, body) = dav
+        .send("PROPPATCH", "/dav/calendars/salon/ana/", None, protected)
+        .await;
+    assert!(
+        body.contains("HTTP/1.1 403 Forbidden") && body.contains("HTTP/1.1 424 Failed Dependency"),
+        "{body}"
+    );
+    let (_, _, body) = dav
+        .send("PROPFIND", "/dav/calendars/salon/ana/", Some("0"), "")
+        .await;
+    assert!(
+        body.contains("<d:displayname>Ana</d:displayname>") && body.contains("Chair 2"),
+        "{body}"
+    );
+
+    // DELETE object, then the calendar.
+    let (status, _, _) = dav.send("DELETE", cal, None, "").await;
+    assert_eq!(status, 204);
+    let (status, _, _) = dav.send("GET", cal, None, "").await;
+    assert_eq!(status, 404);
+    let (status, _, _) = dav
+        .send("DELETE", "/dav/calendars/salon/ana/", None, "")
+        .await;
+    assert_eq!(status, 204);
+    let (status, _, _) = dav
+        .send("DELETE", "/dav/calendars/salon/bookings/", None, "")
+        .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bookings_appear_as_objects_and_tenants_stay_apart() {
+    let s = TestServer::start().await;
+    let (_, created, _) = s
+        .create(&booking("2026-12-01", "10:00", "11:00", "Haircut"))
+        .await;
+    let id = created["id"].as_str().unwrap();
+    let dav = Dav { s: &s, user: "ana" };
+    let (status, _, body) = dav
+        .send("PROPFIND", "/dav/calendars/salon/bookings/", Some("1"), "")
+        .await;
+    assert_eq!(status, 207);
+    let href = format!("/dav/calendars/salon/bookings/{id}.ics");
+    assert!(body.contains(&href), "{body}");
+    let (status, headers, body) = dav.send("GET", &href, None, "").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(&format!("UID:{id}")) && body.contains("SUMMARY:Haircut"),
+        "{body}"
+    );
+    assert!(body.contains("BEGIN:VTIMEZONE"), "{body}");
+    assert_eq!(
+        headers["etag"].to_str().unwrap(),
+        created["etag"].as_str().unwrap()
+    );
+
+    // Another tenant's user sees nothing of the salon.
+    let gus = Dav { s: &s, user: "gus" };
+    for (method, path) in [
+        ("PROPFIND", "/dav/calendars/salon/"),
+        ("GET", href.as_str()),
+        ("PROPFIND", "/dav/principals/ana/"),
+    ] {
+        let (status, _, _) = gus.send(method, path, Some("0"), "").await;
+        assert_eq!(status, 404, "{method} {path}");
+    }
+    let (status, _, _) = gus.send("DELETE", &href, None, "").await;
+    assert_eq!(status, 404);
+    // The salon's booking is still there.
+    let (status, _, _) = dav.send("GET", &href, None, "").await;
+    assert_eq!(status, 200);
+    // Deleting the object deletes the booking.
+    let (status, _, _) = dav.send("DELETE", &href, None, "").await;
+    assert_eq!(status, 204);
+    let (status, _, _) = s.get(&format!("/api/v1/tenants/salon/bookings/{id}")).await;
+    assert_eq!(status, 404);
+}

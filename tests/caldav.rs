@@ -373,3 +373,266 @@ async fn bookings_appear_as_objects_and_tenants_stay_apart() {
     let (status, _, _) = s.get(&format!("/api/v1/tenants/salon/bookings/{id}")).await;
     assert_eq!(status, 404);
 }
+
+const WEEKLY: &str = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Test//EN\r\nBEGIN:VEVENT\r\nUID:weekly-1\r\nDTSTAMP:20261101T000000Z\r\nDTSTART;TZID=Europe/Paris:20261130T090000\r\nDTEND;TZID=Europe/Paris:20261130T100000\r\nRRULE:FREQ=WEEKLY;COUNT=10\r\nSUMMARY:Team meeting\r\nLOCATION:Back room\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+
+fn report_body(inner: &str) -> String {
+    format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>{inner}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reports() {
+    let s = TestServer::start().await;
+    let dav = Dav { s: &s, user: "ana" };
+    let cal = "/dav/calendars/salon/staff/";
+    assert_eq!(dav.send("MKCALENDAR", cal, None, "").await.0, 201);
+    assert_eq!(
+        dav.put("/dav/calendars/salon/staff/weekly.ics", WEEKLY, None)
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        dav.put("/dav/calendars/salon/staff/dentist.ics", EVENT, None)
+            .await
+            .0,
+        201
+    );
+
+    // calendar-query: the weekly meeting matches a week in January it recurs in.
+    let query = |start: &str, end: &str, extra: &str| {
+        report_body(&format!(
+            r#"<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/></D:prop>
+            <C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"><C:time-range start="{start}" end="{end}"/>{extra}</C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#
+        ))
+    };
+    let (status, _, body) = dav
+        .send(
+            "REPORT",
+            cal,
+            Some("1"),
+            &query("20270111T000000Z", "20270112T000000Z", ""),
+        )
+        .await;
+    assert_eq!(status, 207, "{body}");
+    assert!(
+        body.contains("weekly.ics") && !body.contains("dentist.ics"),
+        "{body}"
+    );
+    // After COUNT=10 ends: nothing.
+    let (_, _, body) = dav
+        .send(
+            "REPORT",
+            cal,
+            Some("1"),
+            &query("20270301T000000Z", "20270308T000000Z", ""),
+        )
+        .await;
+    assert!(!body.contains("weekly.ics"), "{body}");
+    // text-match, case-insensitive by default; negated.
+    let tm =
+        r#"<C:prop-filter name="SUMMARY"><C:text-match>DENTIST</C:text-match></C:prop-filter>"#;
+    let (_, _, body) = dav
+        .send(
+            "REPORT",
+            cal,
+            Some("1"),
+            &query("20261201T000000Z", "20261231T000000Z", tm),
+        )
+        .await;
+    assert!(
+        body.contains("dentist.ics") && !body.contains("weekly.ics"),
+        "{body}"
+    );
+    let neg = r#"<C:prop-filter name="SUMMARY"><C:text-match negate-condition="yes">dentist</C:text-match></C:prop-filter>"#;
+    let (_, _, body) = dav
+        .send(
+            "REPORT",
+            cal,
+            Some("1"),
+            &query("20261201T000000Z", "20261231T000000Z", neg),
+        )
+        .await;
+    assert!(
+        !body.contains("dentist.ics") && body.contains("weekly.ics"),
+        "{body}"
+    );
+    let bad = r#"<C:prop-filter name="SUMMARY"><C:text-match collation="i;klingon">x</C:text-match></C:prop-filter>"#;
+    let (status, _, body) = dav
+        .send(
+            "REPORT",
+            cal,
+            Some("1"),
+            &query("20261201T000000Z", "20261231T000000Z", bad),
+        )
+        .await;
+    assert_eq!(status, 403);
+    assert!(body.contains("supported-collation"), "{body}");
+
+    // expand: instances in UTC with RECURRENCE-ID, no RRULE, no VTIMEZONE.
+    let expand = report_body(
+        r#"<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><C:calendar-data><C:expand start="20261207T000000Z" end="20261221T000000Z"/></C:calendar-data></D:prop>
+        <C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"><C:time-range start="20261207T000000Z" end="20261221T000000Z"/></C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#,
+    );
+    let (status, _, body) = dav.send("REPORT", cal, Some("1"), &expand).await;
+    assert_eq!(status, 207, "{body}");
+    assert!(
+        body.contains("DTSTART:20261207T080000Z")
+            && body.contains("RECURRENCE-ID:20261214T080000Z"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("RRULE") && !body.contains("VTIMEZONE"),
+        "{body}"
+    );
+    assert_eq!(body.matches("BEGIN:VEVENT").count(), 2, "{body}"); // two meetings (the dentist is on the 22nd)
+
+    // multiget, with one unknown href.
+    let mg = report_body(
+        r#"<C:calendar-multiget xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/><C:calendar-data/></D:prop>
+        <D:href>/dav/calendars/salon/staff/dentist.ics</D:href><D:href>/dav/calendars/salon/staff/missing.ics</D:href></C:calendar-multiget>"#,
+    );
+    let (status, _, body) = dav.send("REPORT", cal, Some("1"), &mg).await;
+    assert_eq!(status, 207);
+    assert!(
+        body.contains("SUMMARY:Dentist") && body.contains("X-CUSTOM-THING"),
+        "{body}"
+    );
+    assert!(
+        body.contains("missing.ics") && body.contains("404"),
+        "{body}"
+    );
+
+    // free-busy-query answers VFREEBUSY.
+    let fb = report_body(
+        r#"<C:free-busy-query xmlns:C="urn:ietf:params:xml:ns:caldav"><C:time-range start="20261222T000000Z" end="20261223T000000Z"/></C:free-busy-query>"#,
+    );
+    let (status, headers, body) = dav.send("REPORT", cal, Some("1"), &fb).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/calendar")
+    );
+    assert!(
+        body.contains("FREEBUSY;FBTYPE=BUSY:20261222T090000Z/20261222T100000Z"),
+        "{body}"
+    );
+}
+
+fn sync(token: &str, limit: Option<u32>) -> String {
+    let limit = limit
+        .map(|n| format!("<D:limit><D:nresults>{n}</D:nresults></D:limit>"))
+        .unwrap_or_default();
+    report_body(&format!(
+        r#"<D:sync-collection xmlns:D="DAV:"><D:sync-token>{token}</D:sync-token><D:sync-level>1</D:sync-level>{limit}<D:prop><D:getetag/></D:prop></D:sync-collection>"#
+    ))
+}
+
+fn token_of(body: &str) -> String {
+    let start = body.find("<d:sync-token>").expect("sync-token") + "<d:sync-token>".len();
+    body[start..start + body[start..].find('<').unwrap()].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_collection_with_limits_deletions_and_restarts() {
+    let s = TestServer::start().await;
+    let dav = Dav { s: &s, user: "ana" };
+    let cal = "/dav/calendars/salon/staff/";
+    assert_eq!(dav.send("MKCALENDAR", cal, None, "").await.0, 201);
+    for i in 0..5 {
+        let ics = EVENT.replace("dentist-1", &format!("ev-{i}"));
+        assert_eq!(dav.put(&format!("{cal}ev{i}.ics"), &ics, None).await.0, 201);
+    }
+    // Initial sync, two at a time: truncated with 507 on the collection, and a token
+    // from which the rest follows; nothing lost.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut token = String::new();
+    for round in 0..3 {
+        let (status, _, body) = dav
+            .send("REPORT", cal, Some("1"), &sync(&token, Some(2)))
+            .await;
+        assert_eq!(status, 207, "{body}");
+        for i in 0..5 {
+            if body.contains(&format!("ev{i}.ics")) {
+                seen.insert(i);
+            }
+        }
+        let truncated = body.contains("507 Insufficient Storage");
+        assert_eq!(truncated, round < 2, "round {round}: {body}");
+        if truncated {
+            assert!(body.contains("number-of-matches-within-limits"), "{body}");
+        }
+        token = token_of(&body);
+    }
+    assert_eq!(seen.len(), 5);
+    // Incremental: one change and one deletion.
+    let changed = EVENT
+        .replace("dentist-1", "ev-1")
+        .replace("Dentist", "Dentist (moved)");
+    assert_eq!(
+        dav.put(&format!("{cal}ev1.ics"), &changed, None).await.0,
+        204
+    );
+    assert_eq!(
+        dav.send("DELETE", &format!("{cal}ev3.ics"), None, "")
+            .await
+            .0,
+        204
+    );
+    // Tokens survive a restart.
+    let s = s.restart().await;
+    let dav = Dav { s: &s, user: "ana" };
+    let (status, _, body) = dav
+        .send("REPORT", cal, Some("1"), &sync(&token, None))
+        .await;
+    assert_eq!(status, 207, "{body}");
+    assert!(
+        body.contains("ev1.ics") && body.contains("ev3.ics") && !body.contains("ev0.ics"),
+        "{body}"
+    );
+    assert!(
+        body.contains("HTTP/1.1 404 Not Found"),
+        "the deletion is reported: {body}"
+    );
+    let next = token_of(&body);
+    let (_, _, body) = dav.send("REPORT", cal, Some("1"), &sync(&next, None)).await;
+    assert!(!body.contains(".ics"), "nothing new: {body}");
+    // Invalid tokens, and tokens of another calendar.
+    for bad in [
+        "garbage",
+        "urn:calgate:sync:salon:staff:999999",
+        "urn:calgate:sync:garage:staff:1",
+        "urn:calgate:sync:salon:bookings:1",
+    ] {
+        let (status, _, body) = dav.send("REPORT", cal, Some("1"), &sync(bad, None)).await;
+        assert_eq!(status, 403, "{bad}: {body}");
+        assert!(body.contains("valid-sync-token"), "{body}");
+    }
+    // Bookings sync too: an API change shows up in the next sync.
+    let (_, _, body) = dav
+        .send(
+            "REPORT",
+            "/dav/calendars/salon/bookings/",
+            Some("1"),
+            &sync("", None),
+        )
+        .await;
+    let token = token_of(&body);
+    let (_, created, _) = s
+        .create(&booking("2026-12-05", "10:00", "11:00", "New"))
+        .await;
+    let (_, _, body) = dav
+        .send(
+            "REPORT",
+            "/dav/calendars/salon/bookings/",
+            Some("1"),
+            &sync(&token, None),
+        )
+        .await;
+    assert!(
+        body.contains(&format!("{}.ics", created["id"].as_str().unwrap())),
+        "{body}"
+    );
+}

@@ -13,6 +13,7 @@
 mod error;
 pub mod node;
 pub mod paths;
+mod report;
 pub mod xml;
 
 use std::sync::Arc;
@@ -86,10 +87,13 @@ pub async fn serve(app: &Arc<App>, req: Request<Incoming>, segments: &[&str]) ->
         "PUT" => put(&ctx, &path, req).await,
         "DELETE" => delete(&ctx, &path, req.headers()).await,
         "MKCALENDAR" | "MKCOL" => mkcalendar(&ctx, &path, req).await,
-        "REPORT" => Err(DavError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "REPORT (calendar-query, calendar-multiget, sync-collection, free-busy-query) is not served yet",
-        )),
+        "REPORT" => match body(&ctx, req).await {
+            Ok(bytes) => match xml::parse_report(&bytes) {
+                Ok(request) => report::report(&ctx, &path, request),
+                Err(e) => Err(bad_xml(e)),
+            },
+            Err(e) => Err(e),
+        },
         other => Err(DavError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{other} is not supported; use one of {ALLOW}"),

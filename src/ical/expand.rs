@@ -39,6 +39,8 @@ pub enum OriginalStart {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Occurrence {
+    /// The VEVENT it comes from ([`VEvent::index`]).
+    pub event: usize,
     pub uid: String,
     pub span: Span,
     pub all_day: bool,
@@ -308,6 +310,7 @@ fn series(
         };
         if inside {
             out.push(Occurrence {
+                event: inst.event.index,
                 uid: inst.event.uid.clone(),
                 span,
                 all_day: inst.frame.all_day,
@@ -462,6 +465,120 @@ pub(crate) fn naive_rule_instances(
         out.push(local);
     }
     out
+}
+
+/// Properties that describe *when*, replaced by the instance's own in an expansion.
+const TIMING: [&str; 7] = [
+    "DTSTART",
+    "DTEND",
+    "DURATION",
+    "RRULE",
+    "RDATE",
+    "EXDATE",
+    "RECURRENCE-ID",
+];
+
+/// CalDAV `expand` (RFC 4791 §9.6.5): every instance overlapping `window` as its own
+/// VEVENT with UTC DTSTART/DTEND and a RECURRENCE-ID (for recurring ones), no
+/// VTIMEZONE and no recurrence properties; other properties are copied as written.
+pub fn expand_to_utc_text(ics: &str, window: Span, default_zone: Tz) -> Result<String, String> {
+    let parsed = super::parse::parse(ics).map_err(|e| e.to_string())?;
+    let (occurrences, _) = expand(
+        &parsed,
+        &ExpandOptions {
+            default_zone,
+            window,
+        },
+    );
+    let unfolded = icalendar::parser::unfold(&ics.replace("\r\n", "\n").replace('\n', "\r\n"));
+    let raw = icalendar::parser::read_calendar(&unfolded)
+        .map_err(|e| e.lines().next().unwrap_or("").to_owned())?;
+    let events: Vec<&icalendar::parser::Component<'_>> = raw
+        .components
+        .iter()
+        .filter(|c| c.name.as_str() == "VEVENT")
+        .collect();
+    let utc =
+        |ms: i64| super::format_utc(DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default());
+    let mut w = super::ContentWriter::with_capacity(ics.len() * 2);
+    w.begin("VCALENDAR");
+    for p in raw
+        .properties
+        .iter()
+        .filter(|p| p.name.as_str() != "X-WR-TIMEZONE")
+    {
+        write_raw(&mut w, p);
+    }
+    for o in &occurrences {
+        let Some(source) = events.get(o.event) else {
+            continue;
+        };
+        w.begin("VEVENT");
+        for p in source
+            .properties
+            .iter()
+            .filter(|p| !TIMING.contains(&p.name.as_str()))
+        {
+            write_raw(&mut w, p);
+        }
+        w.raw("DTSTART", &[], &utc(o.span.start));
+        w.raw("DTEND", &[], &utc(o.span.end));
+        if let Some(rid) = o.recurrence_id {
+            let value = match rid {
+                OriginalStart::Instant(ms) => utc(ms),
+                OriginalStart::Date(d) => utc(start_of_day(d, default_zone).timestamp_millis()),
+            };
+            w.raw("RECURRENCE-ID", &[], &value);
+        }
+        for sub in &source.components {
+            write_component(&mut w, sub);
+        }
+        w.end("VEVENT");
+    }
+    w.end("VCALENDAR");
+    Ok(w.finish())
+}
+
+/// A parsed property written back (text values re-escaped as they were read).
+fn write_raw(w: &mut super::ContentWriter, p: &icalendar::parser::Property<'_>) {
+    let params: Vec<(String, String)> = p
+        .params
+        .iter()
+        .map(|x| {
+            (
+                x.key.as_str().to_owned(),
+                x.val
+                    .as_ref()
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let name = p.name.as_str();
+    let is_text = matches!(
+        name,
+        "SUMMARY" | "DESCRIPTION" | "LOCATION" | "COMMENT" | "CONTACT"
+    );
+    if is_text {
+        w.text(name, &refs, p.val.as_str());
+    } else {
+        w.raw(name, &refs, p.val.as_str());
+    }
+}
+
+fn write_component(w: &mut super::ContentWriter, c: &icalendar::parser::Component<'_>) {
+    w.begin(c.name.as_str());
+    for p in &c.properties {
+        write_raw(w, p);
+    }
+    for sub in &c.components {
+        write_component(w, sub);
+    }
+    w.end(c.name.as_str());
 }
 
 #[cfg(test)]

@@ -48,6 +48,8 @@ pub enum EventStatus {
 /// One VEVENT: a series master, a single event, or an override (RECURRENCE-ID).
 #[derive(Debug, Clone)]
 pub struct VEvent {
+    /// Position among the calendar's VEVENTs (to find the source component again).
+    pub index: usize,
     pub uid: String,
     pub summary: Option<String>,
     pub start: IcalTime,
@@ -125,12 +127,14 @@ pub fn parse(text: &str) -> Result<ParsedCalendar, ParseError> {
         zones: &zone_defs,
         diagnostics: &mut out.diagnostics,
     };
-    for c in cal
+    for (index, c) in cal
         .components
         .iter()
         .filter(|c| c.name.as_str() == "VEVENT")
+        .enumerate()
     {
-        if let Some(event) = reader.vevent(c) {
+        if let Some(mut event) = reader.vevent(c) {
+            event.index = index;
             out.events.push(event);
         }
     }
@@ -300,6 +304,7 @@ impl Reader<'_> {
             return None;
         };
         let mut event = VEvent {
+            index: 0,
             summary: c.find_prop("SUMMARY").map(|p| p.val.as_str().to_owned()),
             start,
             end: c.find_prop("DTEND").and_then(|p| self.time(p, &uid)),

@@ -1,0 +1,421 @@
+//! REPORT: calendar-multiget, calendar-query, sync-collection, free-busy-query.
+//!
+//! Time-range queries go through the occurrence index (every occurrence of every
+//! object, recurrence expanded when the object was written), so a query over a
+//! large calendar reads only the objects that can match.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::error::DavError;
+use super::node::{self, Calendar, Ctx, Node};
+use super::paths::{self, DavPath};
+use super::xml::{
+    self, CalendarDataRequest, CompFilter, NS_CALDAV, NS_DAV, PropContent, PropFilter, PropRequest,
+    ReportRequest, TextMatch, TimeRange,
+};
+use crate::http::{Body, full};
+use crate::model::Span;
+
+pub fn report(
+    ctx: &Ctx<'_>,
+    path: &DavPath,
+    request: ReportRequest,
+) -> Result<Response<Body>, DavError> {
+    match request {
+        ReportRequest::CalendarMultiget(m) => multiget(ctx, m),
+        ReportRequest::SyncCollection(s) => sync_collection(ctx, path, s),
+        ReportRequest::CalendarQuery(q) => calendar_query(ctx, path, q),
+        ReportRequest::FreeBusyQuery(range) => free_busy_query(ctx, path, range),
+        other => Err(DavError::dav(
+            StatusCode::FORBIDDEN,
+            "supported-report",
+            format!("this report is not supported here: {}", report_name(&other)),
+        )),
+    }
+}
+
+fn report_name(r: &ReportRequest) -> String {
+    match r {
+        ReportRequest::Unsupported(name) => name.to_string(),
+        ReportRequest::ExpandProperty(_) => "D:expand-property".into(),
+        ReportRequest::PrincipalPropertySearch(_) => "D:principal-property-search".into(),
+        ReportRequest::PrincipalSearchPropertySet => "D:principal-search-property-set".into(),
+        ReportRequest::AclPrincipalPropSet(_) => "D:acl-principal-prop-set".into(),
+        _ => "report".into(),
+    }
+}
+
+fn calendar_of(ctx: &Ctx<'_>, path: &DavPath) -> Result<Calendar, DavError> {
+    match node::resolve(ctx, path)? {
+        Node::Calendar(c) => Ok(c),
+        _ => Err(DavError::dav(
+            StatusCode::FORBIDDEN,
+            "supported-report",
+            "this report applies to calendar collections",
+        )),
+    }
+}
+
+/// Propstats of one object for a REPORT, `calendar-data` included.
+fn object_response(
+    ctx: &Ctx<'_>,
+    node: &Node,
+    props: &PropRequest,
+    data: Option<&CalendarDataRequest>,
+) -> Result<xml::PropstatResponse, DavError> {
+    let mut response = xml::PropstatResponse::new(node.href(ctx));
+    let names: Vec<xml::PropName> = match props {
+        PropRequest::Prop(names) => names.clone(),
+        PropRequest::AllProp { include } => node
+            .prop_names()
+            .into_iter()
+            .chain(include.iter().cloned())
+            .collect(),
+        PropRequest::PropName => {
+            for name in node.prop_names() {
+                response.ok(name, PropContent::Empty);
+            }
+            return Ok(response);
+        }
+    };
+    for name in names {
+        if name.is(NS_CALDAV, "calendar-data") {
+            match calendar_data(ctx, node, data)? {
+                Some(text) => response.ok(name, PropContent::text(text)),
+                None => response.not_found(name),
+            };
+            continue;
+        }
+        match node.prop(ctx, &name)? {
+            Some(value) => response.ok(name, value),
+            None => response.not_found(name),
+        };
+    }
+    Ok(response)
+}
+
+/// The object's iCalendar text, expanded to UTC instances when asked (§9.6.5).
+fn calendar_data(
+    ctx: &Ctx<'_>,
+    node: &Node,
+    data: Option<&CalendarDataRequest>,
+) -> Result<Option<String>, DavError> {
+    let Some(text) = node.body(ctx) else {
+        return Ok(None);
+    };
+    match data.and_then(|d| d.expand) {
+        None => Ok(Some(text)),
+        Some(period) => {
+            let window = Span::new(
+                period.start.unix_seconds() * 1000,
+                period.end.unix_seconds() * 1000,
+            );
+            crate::ical::expand::expand_to_utc_text(&text, window, ctx.tenant.timezone)
+                .map(Some)
+                .map_err(|e| DavError::internal(format!("stored object does not parse: {e}")))
+        }
+    }
+}
+
+fn multiget(ctx: &Ctx<'_>, m: xml::CalendarMultiget) -> Result<Response<Body>, DavError> {
+    let mut writer = xml::MultistatusWriter::new();
+    let mut out = writer.begin();
+    for href in &m.hrefs {
+        let found = paths::href_segments(href)
+            .and_then(|segs| DavPath::parse(&segs.iter().map(String::as_str).collect::<Vec<_>>()))
+            .and_then(|p| node::resolve(ctx, &p).ok())
+            .filter(|n| !n.is_collection());
+        let response = match found {
+            Some(n) => xml::Response::Props(object_response(
+                ctx,
+                &n,
+                &m.props,
+                m.calendar_data.as_ref(),
+            )?),
+            None => xml::Response::Status(xml::StatusResponse::new(
+                href.clone(),
+                xml::Status::NOT_FOUND,
+            )),
+        };
+        writer.write_response(&mut out, &response);
+    }
+    out.push_str(&writer.end(None));
+    Ok(super::multistatus(out))
+}
+
+/// Parses our token for this collection; None when it is not one of ours for it.
+fn token_seq(ctx: &Ctx<'_>, collection: &str, token: &str) -> Option<u64> {
+    let prefix = node::sync_token(&ctx.tenant.id, collection, 0);
+    let prefix = prefix.strip_suffix('0')?;
+    token.strip_prefix(prefix)?.parse().ok()
+}
+
+/// RFC 6578 with `DAV:limit`: at most `limit` members per answer; a truncated answer
+/// carries a 507 for the collection and a token from which the rest follows.
+fn sync_collection(
+    ctx: &Ctx<'_>,
+    path: &DavPath,
+    s: xml::SyncCollection,
+) -> Result<Response<Body>, DavError> {
+    let cal = calendar_of(ctx, path)?;
+    let store = &ctx.app.store;
+    let current = store.collection_version(&ctx.tenant.id, cal.id())?;
+    let initial = s.sync_token.trim().is_empty();
+    let since = if initial {
+        0
+    } else {
+        match token_seq(ctx, cal.id(), s.sync_token.trim()) {
+            Some(seq) if seq <= current => seq,
+            _ => {
+                return Err(DavError::dav(
+                    StatusCode::FORBIDDEN,
+                    "valid-sync-token",
+                    "this sync token is not valid for this calendar; sync again from scratch",
+                ));
+            }
+        }
+    };
+    // The latest change per member, in the order they happened.
+    let mut latest: BTreeMap<String, (u64, bool)> = BTreeMap::new();
+    for change in store.changes_since(&ctx.tenant.id, cal.id(), since)? {
+        latest.insert(change.id, (change.seq, change.deleted));
+    }
+    let mut ordered: Vec<(u64, String, bool)> = latest
+        .into_iter()
+        .filter(|(_, (_, deleted))| !(initial && *deleted))
+        .map(|(id, (seq, deleted))| (seq, id, deleted))
+        .collect();
+    ordered.sort();
+    let limit = s.limit.map(|l| l as usize);
+    let truncated = limit.is_some_and(|l| ordered.len() > l);
+    if let Some(l) = limit {
+        ordered.truncate(l);
+    }
+    let token_at = if truncated {
+        ordered.last().map_or(since, |(seq, _, _)| *seq)
+    } else {
+        current
+    };
+    let mut writer = xml::MultistatusWriter::new();
+    let mut out = writer.begin();
+    for (_, id, deleted) in &ordered {
+        let resource = match &cal {
+            Calendar::Bookings => format!("{id}.ics"),
+            Calendar::Source(_) => id.clone(),
+        };
+        let href = paths::object_href(&ctx.tenant.id, cal.id(), &resource);
+        let node = if *deleted {
+            None
+        } else {
+            node::object(ctx, cal.clone(), &resource).ok()
+        };
+        let response = match node {
+            Some(n) => xml::Response::Props(object_response(
+                ctx,
+                &n,
+                &s.props,
+                s.calendar_data.as_ref(),
+            )?),
+            None => xml::Response::Status(xml::StatusResponse::new(href, xml::Status::NOT_FOUND)),
+        };
+        writer.write_response(&mut out, &response);
+    }
+    if truncated {
+        let marker = xml::StatusResponse::new(path.href(), xml::Status::INSUFFICIENT_STORAGE)
+            .with_error(
+                xml::PropName::new(NS_DAV, "number-of-matches-within-limits"),
+                None,
+            );
+        writer.write_response(&mut out, &xml::Response::Status(marker));
+    }
+    let token = node::sync_token(&ctx.tenant.id, cal.id(), token_at);
+    out.push_str(&writer.end(Some(&token)));
+    Ok(super::multistatus(out))
+}
+
+fn millis(range: &TimeRange) -> Span {
+    let at =
+        |t: Option<xml::UtcDateTime>, default: i64| t.map_or(default, |t| t.unix_seconds() * 1000);
+    Span::new(at(range.start, i64::MIN / 2), at(range.end, i64::MAX / 2))
+}
+
+fn calendar_query(
+    ctx: &Ctx<'_>,
+    path: &DavPath,
+    q: xml::CalendarQuery,
+) -> Result<Response<Body>, DavError> {
+    let cal = calendar_of(ctx, path)?;
+    if !q.filter.name.eq_ignore_ascii_case("VCALENDAR") {
+        return Err(DavError::caldav(
+            StatusCode::FORBIDDEN,
+            "valid-filter",
+            "the filter must start with VCALENDAR",
+        ));
+    }
+    // The component asked for: our calendars hold VEVENTs only.
+    let event_filter = q.filter.comp_filters.first();
+    let asks_for_events = event_filter.is_none_or(|f| f.name.eq_ignore_ascii_case("VEVENT"));
+    if event_filter.is_some_and(|f| f.is_not_defined) || !asks_for_events {
+        return Ok(super::multistatus(xml::multistatus(&[], None)));
+    }
+    for f in event_filter
+        .map(|f| f.prop_filters.as_slice())
+        .unwrap_or_default()
+    {
+        if let Some(tm) = &f.text_match {
+            check_collation(tm)?;
+        }
+    }
+    // Time-range: on the VEVENT filter, or (python caldav) on VCALENDAR itself.
+    let range = event_filter
+        .and_then(|f| f.time_range)
+        .or(q.filter.time_range);
+    let candidates = candidates(ctx, &cal, range.as_ref().map(millis))?;
+    let mut writer = xml::MultistatusWriter::new();
+    let mut out = writer.begin();
+    for n in candidates {
+        if let Some(f) = event_filter
+            && !f.prop_filters.is_empty()
+            && !matches_props(ctx, &n, f)
+        {
+            continue;
+        }
+        let response = object_response(ctx, &n, &q.props, q.calendar_data.as_ref())?;
+        writer.write_response(&mut out, &xml::Response::Props(response));
+    }
+    out.push_str(&writer.end(None));
+    Ok(super::multistatus(out))
+}
+
+/// The objects of a calendar, or only those with an occurrence in `window`.
+fn candidates(ctx: &Ctx<'_>, cal: &Calendar, window: Option<Span>) -> Result<Vec<Node>, DavError> {
+    let store = &ctx.app.store;
+    let t = &ctx.tenant.id;
+    let Some(window) = window else {
+        return Node::Calendar(cal.clone()).children(ctx);
+    };
+    match cal {
+        Calendar::Bookings => Ok(store
+            .bookings_in(t, window)?
+            .into_iter()
+            .map(|b| Node::Booking(Box::new(b)))
+            .collect()),
+        Calendar::Source(s) => {
+            let ids: BTreeSet<String> = store
+                .object_occurrences(t, window)?
+                .into_iter()
+                .filter(|e| e.source == s.id)
+                .map(|e| e.object)
+                .collect();
+            let mut nodes = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Ok(n) = node::object(ctx, cal.clone(), &id) {
+                    nodes.push(n);
+                }
+            }
+            Ok(nodes)
+        }
+    }
+}
+
+fn check_collation(tm: &TextMatch) -> Result<(), DavError> {
+    match tm.collation.as_str() {
+        "i;ascii-casemap" | "i;octet" | "i;unicode-casemap" => Ok(()),
+        other => Err(DavError::caldav(
+            StatusCode::FORBIDDEN,
+            "supported-collation",
+            format!(
+                "collation {other} is not supported; use i;ascii-casemap, i;unicode-casemap or i;octet"
+            ),
+        )),
+    }
+}
+
+/// Whether the object's VEVENTs satisfy every prop-filter (RFC 4791 §9.7.2).
+fn matches_props(ctx: &Ctx<'_>, node: &Node, filter: &CompFilter) -> bool {
+    let Some(text) = node.body(ctx) else {
+        return false;
+    };
+    let unfolded = icalendar::parser::unfold(&text.replace("\r\n", "\n").replace('\n', "\r\n"));
+    let Ok(cal) = icalendar::parser::read_calendar(&unfolded) else {
+        return false;
+    };
+    cal.components
+        .iter()
+        .filter(|c| c.name.as_str() == "VEVENT")
+        .any(|event| filter.prop_filters.iter().all(|pf| prop_matches(event, pf)))
+}
+
+fn prop_matches(event: &icalendar::parser::Component<'_>, pf: &PropFilter) -> bool {
+    let values: Vec<&str> = event
+        .properties
+        .iter()
+        .filter(|p| p.name.as_str().eq_ignore_ascii_case(&pf.name))
+        .map(|p| p.val.as_str())
+        .collect();
+    if pf.is_not_defined {
+        return values.is_empty();
+    }
+    if values.is_empty() {
+        return false;
+    }
+    match &pf.text_match {
+        None => true,
+        Some(tm) => values.iter().any(|v| text_matches(v, tm)),
+    }
+}
+
+fn text_matches(value: &str, tm: &TextMatch) -> bool {
+    let found = match tm.collation.as_str() {
+        "i;octet" => value.contains(&tm.text),
+        "i;unicode-casemap" => value.to_lowercase().contains(&tm.text.to_lowercase()),
+        _ => value
+            .to_ascii_lowercase()
+            .contains(&tm.text.to_ascii_lowercase()),
+    };
+    found != tm.negate
+}
+
+/// CALDAV:free-busy-query on a calendar: its busy time as one VFREEBUSY.
+fn free_busy_query(
+    ctx: &Ctx<'_>,
+    path: &DavPath,
+    range: TimeRange,
+) -> Result<Response<Body>, DavError> {
+    let cal = calendar_of(ctx, path)?;
+    let window = millis(&range);
+    if range.start.is_none() || range.end.is_none() {
+        return Err(DavError::new(
+            StatusCode::BAD_REQUEST,
+            "free-busy-query needs a time-range with start and end",
+        ));
+    }
+    let sources = [cal.id().to_owned()];
+    let blocks = crate::freebusy::busy_blocks(
+        &ctx.app.store,
+        &ctx.tenant.id,
+        window,
+        Some(&sources),
+        false,
+    )?;
+    let mut w = crate::ical::ContentWriter::with_capacity(512 + blocks.len() * 64);
+    w.begin("VCALENDAR");
+    w.text("PRODID", &[], crate::feeds::PRODID);
+    w.raw("VERSION", &[], "2.0");
+    crate::ical::freebusy::write_vfreebusy(
+        &mut w,
+        window,
+        &blocks,
+        &Default::default(),
+        chrono::Utc::now(),
+    );
+    w.end("VCALENDAR");
+    let mut resp = Response::new(full(w.finish()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/calendar; charset=utf-8"),
+    );
+    Ok(resp)
+}

@@ -15,7 +15,7 @@ use crate::conflicts::ConflictTracker;
 use crate::ical::expand::{ExpandOptions, expand};
 use crate::ical::parse::{self, ParseError};
 use crate::model::{BOOKINGS_SOURCE, BusyKind, BusySpan, CalendarObject, Source, Span};
-use crate::store::{ObjectOutcome, Precondition, Store, StoreError};
+use crate::store::{ObjectOutcome, ObjectWrite, Precondition, Store, StoreError};
 
 /// The span of time occurrences are materialised for, relative to now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +129,13 @@ impl CalendarService {
         let object = self.materialize(tenant, &source, object_id, ics, Utc::now())?;
         match self
             .store
-            .put_object(&tenant.id, source_id, &object, precondition, true)
+            .put_object(
+                &tenant.id,
+                source_id,
+                &object,
+                precondition,
+                ObjectWrite::Change,
+            )
             .await?
         {
             ObjectOutcome::Written(_) => {
@@ -171,20 +177,25 @@ impl CalendarService {
     }
 
     /// Re-expands every object of a tenant against the current horizon (after the
-    /// horizon moved, or a source became transparent); returns how many were redone.
+    /// horizon moved, or a source became transparent); returns how many changed.
+    /// Objects whose occurrences are unchanged are not rewritten; the rewritten ones
+    /// are made durable together at the end.
     pub async fn rebuild(
         &self,
         tenant: &TenantConfig,
         only_recurring: bool,
     ) -> Result<usize, CalendarError> {
         let now = Utc::now();
-        let mut count = 0;
+        let mut changed = 0;
         for source in self.store.sources(&tenant.id)? {
             for old in self.store.objects(&tenant.id, &source.id)? {
                 if only_recurring && !old.recurring {
                     continue;
                 }
                 let mut fresh = self.materialize(tenant, &source, &old.id, &old.ics, now)?;
+                if fresh.occurrences == old.occurrences {
+                    continue;
+                }
                 fresh.etag = old.etag.clone();
                 fresh.updated = old.updated;
                 let outcome = self
@@ -194,7 +205,7 @@ impl CalendarService {
                         &source.id,
                         &fresh,
                         &Precondition::EtagIs(old.etag),
-                        false,
+                        ObjectWrite::Reindex,
                     )
                     .await?;
                 // Otherwise a concurrent write won the race and expanded it itself.
@@ -202,11 +213,12 @@ impl CalendarService {
                     self.conflicts
                         .object_changed(tenant, &source.id, &fresh.id, Some(&fresh))
                         .await?;
+                    changed += 1;
                 }
-                count += 1;
             }
         }
-        Ok(count)
+        self.store.flush().await?;
+        Ok(changed)
     }
 
     /// Parses `ics` and computes its blocking occurrences within the horizon.

@@ -108,7 +108,7 @@ impl ConflictTracker {
                 current.push((booking.object.clone(), span, b.kind));
             }
         }
-        let known = self.store.conflicts(&tenant.id)?;
+        let known = self.store.object_conflicts(&tenant.id, source, object_id)?;
         let ids: HashSet<String> = current
             .iter()
             .map(|(b, span, _)| conflict_id(&tenant.id, b, source, object_id, *span))
@@ -118,7 +118,7 @@ impl ConflictTracker {
         // Gone: resolved.
         for mut c in known
             .iter()
-            .filter(|c| c.source == source && c.object_id == object_id && c.resolved.is_none())
+            .filter(|c| c.resolved.is_none())
             .filter(|c| !ids.contains(&c.id))
             .cloned()
         {

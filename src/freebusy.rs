@@ -110,6 +110,22 @@ pub fn busy_blocks(
     sources: Option<&[String]>,
     with_contributors: bool,
 ) -> Result<Vec<BusyBlock>, StoreError> {
+    let clip = |span: Span| Span::new(span.start.max(window.start), span.end.min(window.end));
+    if !with_contributors {
+        let spans: Vec<(Span, BusyKind)> = store
+            .busy_spans(tenant, window, sources)?
+            .into_iter()
+            .map(|(span, kind)| (clip(span), kind))
+            .collect();
+        return Ok(merge(&spans)
+            .into_iter()
+            .map(|(span, kind)| BusyBlock {
+                span,
+                kind,
+                contributors: Vec::new(),
+            })
+            .collect());
+    }
     let entries = entries(store, tenant, window, sources)?;
     let clipped: Vec<(Span, BusyKind)> = entries
         .iter()
@@ -189,8 +205,7 @@ pub fn bookable_slots(
 ) -> Result<(Vec<Span>, bool), StoreError> {
     let buffer = i64::from(tenant.buffer_minutes) * 60_000;
     let widened = Span::new(q.window.start - buffer, q.window.end + buffer);
-    let entries = entries(store, &tenant.id, widened, None)?;
-    let busy: Vec<Span> = merge(&entries.iter().map(|e| (e.span, e.kind)).collect::<Vec<_>>())
+    let busy: Vec<Span> = merge(&store.busy_spans(&tenant.id, widened, None)?)
         .into_iter()
         .map(|(span, _)| span)
         .collect();

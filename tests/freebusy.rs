@@ -123,6 +123,20 @@ async fn merges_bookings_and_recurring_calendar_events() {
         json!([{"start": "2026-11-30T08:00:00Z", "end": "2026-11-30T09:00:00Z", "kind": "busy",
                 "sources": [{"source": "staff-ana", "id": "team.ics"}]}])
     );
+    // Only the calendar source, without contributors (the allocation-free path).
+    let (_, body) = freebusy(
+        &s,
+        "start=2026-11-30T00:00:00Z&end=2026-12-01T00:00:00Z&sources=staff-ana",
+    )
+    .await;
+    assert_eq!(
+        blocks(&body),
+        [(
+            "2026-11-30T08:00:00Z".to_owned(),
+            "2026-11-30T09:00:00Z".to_owned(),
+            "busy".to_owned()
+        )]
+    );
     // Only bookings.
     let (_, body) = freebusy(
         &s,

@@ -6,6 +6,7 @@
 //! do not make the object unusable (an unknown zone, a bad EXDATE) are collected as
 //! diagnostics instead of failing the whole object.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
@@ -100,22 +101,23 @@ pub fn parse(text: &str) -> Result<ParsedCalendar, ParseError> {
     }
     let mut out = ParsedCalendar::default();
     // A bare VEVENT (no VCALENDAR wrapper) is accepted as well.
-    let mut zone_defs = Vec::new();
-    for c in cal
-        .components
-        .iter()
-        .filter(|c| c.name.as_str() == "VTIMEZONE")
-    {
-        if let Some(zone) = vtimezone(c, &mut out.diagnostics) {
-            zone_defs.push(zone);
-        }
-    }
+    let mut zone_defs = CalendarZones {
+        defs: cal
+            .components
+            .iter()
+            .filter(|c| c.name.as_str() == "VTIMEZONE")
+            .filter_map(|c| Some((c.find_prop("TZID")?.val.as_str().trim().to_owned(), c)))
+            .collect(),
+        built: HashMap::new(),
+    };
     if let Some(p) = cal
         .properties
         .iter()
         .find(|p| p.name.as_str() == "X-WR-TIMEZONE")
     {
-        match zones::resolve(p.val.as_str(), &zone_defs) {
+        match zones::resolve(p.val.as_str(), |name| {
+            zone_defs.get(name, &mut out.diagnostics)
+        }) {
             Resolution::Zone(z) => out.x_wr_timezone = Some(z),
             Resolution::Unknown => out.diagnostics.push(format!(
                 "X-WR-TIMEZONE \"{}\" is not a known zone",
@@ -124,7 +126,7 @@ pub fn parse(text: &str) -> Result<ParsedCalendar, ParseError> {
         }
     }
     let mut reader = Reader {
-        zones: &zone_defs,
+        zones: &mut zone_defs,
         diagnostics: &mut out.diagnostics,
     };
     for (index, c) in cal
@@ -287,12 +289,35 @@ fn vtimezone(
     Some((tzid.clone(), Arc::new(CustomZone::new(&tzid, &observances))))
 }
 
-struct Reader<'a> {
-    zones: &'a [(String, Arc<CustomZone>)],
+/// The calendar's VTIMEZONE components, turned into zones only when a TZID needs
+/// one (Outlook's Windows names and IANA names never do).
+struct CalendarZones<'c> {
+    defs: Vec<(String, &'c Component<'c>)>,
+    built: HashMap<String, Option<Arc<CustomZone>>>,
+}
+
+impl CalendarZones<'_> {
+    fn get(&mut self, name: &str, diagnostics: &mut Vec<String>) -> Option<Arc<CustomZone>> {
+        if let Some(known) = self.built.get(name) {
+            return known.clone();
+        }
+        let zone = self
+            .defs
+            .iter()
+            .find(|(tzid, _)| tzid == name)
+            .and_then(|(_, c)| vtimezone(c, diagnostics))
+            .map(|(_, zone)| zone);
+        self.built.insert(name.to_owned(), zone.clone());
+        zone
+    }
+}
+
+struct Reader<'a, 'c> {
+    zones: &'a mut CalendarZones<'c>,
     diagnostics: &'a mut Vec<String>,
 }
 
-impl Reader<'_> {
+impl Reader<'_, '_> {
     fn vevent(&mut self, c: &Component<'_>) -> Option<VEvent> {
         let uid = c
             .find_prop("UID")
@@ -393,7 +418,7 @@ impl Reader<'_> {
         } else {
             parse_naive(v).map(|n| match param(p, "TZID") {
                 None => IcalTime::Floating(n),
-                Some(tzid) => match zones::resolve(tzid, self.zones) {
+                Some(tzid) => match zones::resolve(tzid, |name| self.zones.get(name, self.diagnostics)) {
                     Resolution::Zone(z) => IcalTime::Zoned(n, z),
                     Resolution::Unknown => {
                         self.diagnostics.push(format!(

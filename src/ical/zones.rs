@@ -170,9 +170,13 @@ pub enum Resolution {
     Unknown,
 }
 
-/// Resolves a TZID string against IANA, prefixes, Windows names and the calendar's
-/// VTIMEZONEs (given as `(tzid, zone)` pairs).
-pub fn resolve(tzid: &str, calendar_zones: &[(String, Arc<CustomZone>)]) -> Resolution {
+/// Resolves a TZID string against IANA, prefixes, Windows names and, last, the
+/// calendar's own VTIMEZONEs (`calendar_zone` builds one on demand: computing a
+/// VTIMEZONE's transitions is the expensive part, and rarely needed).
+pub fn resolve(
+    tzid: &str,
+    calendar_zone: impl FnOnce(&str) -> Option<Arc<CustomZone>>,
+) -> Resolution {
     let name = tzid.trim().trim_matches('"');
     if let Some(tz) = iana(name) {
         return Resolution::Zone(Zone::Iana(tz));
@@ -182,13 +186,10 @@ pub fn resolve(tzid: &str, calendar_zones: &[(String, Arc<CustomZone>)]) -> Reso
     {
         return Resolution::Zone(Zone::Iana(tz));
     }
-    if let Some((_, zone)) = calendar_zones
-        .iter()
-        .find(|(id, _)| id == tzid || id == name)
-    {
-        return Resolution::Zone(Zone::Custom(Arc::clone(zone)));
+    match calendar_zone(name) {
+        Some(zone) => Resolution::Zone(Zone::Custom(zone)),
+        None => Resolution::Unknown,
     }
-    Resolution::Unknown
 }
 
 /// An IANA zone by exact, case-insensitive or path-suffix name.
@@ -238,13 +239,13 @@ mod tests {
             ),
             ("\"America/Chicago\"", "America/Chicago"),
         ] {
-            match resolve(tzid, &[]) {
+            match resolve(tzid, |_| None) {
                 Resolution::Zone(z) => assert_eq!(z.name(), expected, "{tzid}"),
                 Resolution::Unknown => panic!("{tzid} unresolved"),
             }
         }
         assert!(matches!(
-            resolve("Mars/Olympus_Mons", &[]),
+            resolve("Mars/Olympus_Mons", |_| None),
             Resolution::Unknown
         ));
     }

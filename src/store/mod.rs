@@ -13,7 +13,7 @@
 //! | `sources`     | tenant \0 source                      | [`Source`] (JSON)         |
 //! | `objects`     | tenant \0 source \0 object            | [`CalendarObject`] (JSON) |
 //! | `busy`        | tenant \0 class start source \0 object \0 n | end, busy kind   |
-//! | `conflicts`   | tenant \0 conflict id                 | [`Conflict`] (JSON)       |
+//! | `conflicts`   | tenant \0 source \0 object \0 id      | [`Conflict`] (JSON)       |
 //! | `uids`        | tenant \0 source \0 UID               | object id                 |
 //!
 //! Bookings and calendar objects are each indexed by time ([`time_index`]) with
@@ -108,6 +108,16 @@ pub enum WriteOutcome {
     Replayed(String),
     /// The Idempotency-Key was used before for a different request.
     IdempotencyKeyReused,
+}
+
+/// What an object write is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectWrite {
+    /// New content: logged for sync, durable on return.
+    Change,
+    /// The same content re-expanded (the horizon moved): not a change for sync
+    /// clients, and synced by the caller after the batch.
+    Reindex,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -487,6 +497,41 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Blocking time overlapping `window` as bare (span, kind) pairs, from bookings
+    /// and calendar objects of the given sources (all when None): the free/busy hot
+    /// path, which needs no names.
+    pub fn busy_spans(
+        &self,
+        tenant: &str,
+        window: Span,
+        sources: Option<&[String]>,
+    ) -> Result<Vec<(Span, BusyKind)>, StoreError> {
+        let wanted = |id: &[u8]| {
+            sources.is_none_or(|s| {
+                s.iter().any(|x| {
+                    id.len() > x.len() && id.starts_with(x.as_bytes()) && id[x.len()] == keys::SEP
+                })
+            })
+        };
+        let mut out = Vec::new();
+        let scope = [tenant.as_bytes()];
+        if sources.is_none_or(|s| s.iter().any(|x| x == crate::model::BOOKINGS_SOURCE)) {
+            time_index::for_each(&self.booking_time, &scope, window, |span, _, payload| {
+                let kind = kind_of(payload.first());
+                if kind != BusyKind::Free {
+                    out.push((span, kind));
+                }
+            })?;
+        }
+        time_index::for_each(&self.busy, &scope, window, |span, id, payload| {
+            let kind = kind_of(payload.first());
+            if kind != BusyKind::Free && wanted(id) {
+                out.push((span, kind));
+            }
+        })?;
+        Ok(out)
+    }
+
     /// Busy time from bookings overlapping `window` (cancelled bookings excluded).
     pub fn booking_busy(&self, tenant: &str, window: Span) -> Result<Vec<BusyEntry>, StoreError> {
         let hits = time_index::query(&self.booking_time, &[tenant.as_bytes()], window)?;
@@ -561,17 +606,18 @@ impl Store {
         )
     }
 
-    /// Stores an object and replaces its busy-index entries, atomically; with
-    /// `log_change` the change is recorded for sync (a re-expansion is not a change).
-    /// Durable when it returns.
+    /// Stores an object and replaces its index entries, atomically. A
+    /// [`ObjectWrite::Change`] is logged for sync and durable when this returns; a
+    /// [`ObjectWrite::Reindex`] is neither (the caller flushes once for many).
     pub async fn put_object(
         &self,
         tenant: &str,
         source: &str,
         object: &CalendarObject,
         precondition: &Precondition,
-        log_change: bool,
+        mode: ObjectWrite,
     ) -> Result<ObjectOutcome, StoreError> {
+        let log_change = mode == ObjectWrite::Change;
         let key = join(&[tenant.as_bytes(), source.as_bytes(), object.id.as_bytes()]);
         let record = encode(object);
         let now = Utc::now().timestamp_millis();
@@ -641,7 +687,7 @@ impl Store {
             }
             Err(TransactionError::Storage(e)) => return Err(e.into()),
         };
-        if matches!(outcome, ObjectOutcome::Written(_)) {
+        if log_change && matches!(outcome, ObjectOutcome::Written(_)) {
             self.flush().await?;
         }
         Ok(outcome)
@@ -722,9 +768,22 @@ impl Store {
         Ok(true)
     }
 
+    /// One conflict by id (a scan of the tenant's: acknowledging is rare).
     pub fn conflict(&self, tenant: &str, id: &str) -> Result<Option<Conflict>, StoreError> {
-        let key = join(&[tenant.as_bytes(), id.as_bytes()]);
-        get_json(&self.conflicts, &key)
+        Ok(self.conflicts(tenant)?.into_iter().find(|c| c.id == id))
+    }
+
+    /// The conflicts one calendar object is part of.
+    pub fn object_conflicts(
+        &self,
+        tenant: &str,
+        source: &str,
+        object: &str,
+    ) -> Result<Vec<Conflict>, StoreError> {
+        scan_json(
+            &self.conflicts,
+            &prefix(&[tenant.as_bytes(), source.as_bytes(), object.as_bytes()]),
+        )
     }
 
     /// Every conflict of a tenant (open and closed), in id order.
@@ -743,7 +802,13 @@ impl Store {
         }
         let mut batch = sled::Batch::default();
         for c in conflicts {
-            batch.insert(join(&[tenant.as_bytes(), c.id.as_bytes()]), encode(c));
+            let key = join(&[
+                tenant.as_bytes(),
+                c.source.as_bytes(),
+                c.object_id.as_bytes(),
+                c.id.as_bytes(),
+            ]);
+            batch.insert(key, encode(c));
         }
         self.conflicts.apply_batch(batch)?;
         self.flush().await

@@ -50,21 +50,31 @@ pub struct Hit {
     pub payload: Vec<u8>,
 }
 
-/// All entries of `scope` overlapping `window`, ordered by start then id.
+/// Calls `f(span, id, payload)` for every entry of `scope` overlapping `window`, in
+/// no particular order, without allocating per entry (the free/busy hot path).
 /// Zero-length entries count when they lie inside the window.
-pub fn query(tree: &sled::Tree, scope: &[&[u8]], window: Span) -> sled::Result<Vec<Hit>> {
+pub fn for_each(
+    tree: &sled::Tree,
+    scope: &[&[u8]],
+    window: Span,
+    mut f: impl FnMut(Span, &[u8], &[u8]),
+) -> sled::Result<()> {
     let base = prefix(scope);
-    let mut hits = Vec::new();
+    let offset = base.len() + 1;
+    let mut lo = base.clone();
+    let mut hi = base;
+    lo.push(0);
+    hi.push(0);
     for class in 0..=MAX_CLASS {
         let reach = BASE_MS.saturating_mul(1i64 << class);
-        let mut lo = base.clone();
-        lo.push(class);
-        let mut hi = lo.clone();
+        lo.truncate(offset);
+        hi.truncate(offset);
+        lo[offset - 1] = class;
+        hi[offset - 1] = class;
         lo.extend_from_slice(&encode_i64(window.start.saturating_sub(reach)));
         hi.extend_from_slice(&encode_i64(window.end));
-        for item in tree.range(lo..hi) {
+        for item in tree.range(lo.as_slice()..hi.as_slice()) {
             let (key, value) = item?;
-            let offset = base.len() + 1;
             let (Some(start), Some(end)) = (decode_i64(&key[offset..]), decode_i64(&value)) else {
                 continue;
             };
@@ -75,17 +85,26 @@ pub fn query(tree: &sled::Tree, scope: &[&[u8]], window: Span) -> sled::Result<V
                 span.overlaps(&window)
             };
             if inside {
-                hits.push(Hit {
-                    span,
-                    id: key[offset + 8..].to_vec(),
-                    payload: value[8..].to_vec(),
-                });
+                f(span, &key[offset + 8..], &value[8..]);
             }
         }
         if reach >= i64::MAX / 4 {
             break;
         }
     }
+    Ok(())
+}
+
+/// All entries of `scope` overlapping `window`, ordered by start then id.
+pub fn query(tree: &sled::Tree, scope: &[&[u8]], window: Span) -> sled::Result<Vec<Hit>> {
+    let mut hits = Vec::new();
+    for_each(tree, scope, window, |span, id, payload| {
+        hits.push(Hit {
+            span,
+            id: id.to_vec(),
+            payload: payload.to_vec(),
+        });
+    })?;
     hits.sort_by(|a, b| (a.span.start, &a.id).cmp(&(b.span.start, &b.id)));
     Ok(hits)
 }

@@ -786,7 +786,9 @@ async fn timed_rebuild(app: &Arc<App>, only_recurring: bool) -> (Duration, Optio
     let result = tokio::time::timeout(
         REBUILD_LIMIT,
         app.calendars
-            .rebuild(&app.config.tenants[0], only_recurring),
+            // Forced: every object re-expanded and rewritten (the worst case, as
+            // after an engine upgrade); the daily roll skips unchanged objects.
+            .rebuild(&app.config.tenants[0], only_recurring, true),
     )
     .await;
     let elapsed = started.elapsed();

@@ -177,13 +177,14 @@ impl CalendarService {
     }
 
     /// Re-expands every object of a tenant against the current horizon (after the
-    /// horizon moved, or a source became transparent); returns how many changed.
-    /// Objects whose occurrences are unchanged are not rewritten; the rewritten ones
-    /// are made durable together at the end.
+    /// horizon moved, a source became transparent, or with `force` after an engine
+    /// upgrade); returns how many were rewritten. Without `force`, objects whose
+    /// occurrences are unchanged are left alone. Rewrites are synced once, at the end.
     pub async fn rebuild(
         &self,
         tenant: &TenantConfig,
         only_recurring: bool,
+        force: bool,
     ) -> Result<usize, CalendarError> {
         let now = Utc::now();
         let mut changed = 0;
@@ -193,7 +194,7 @@ impl CalendarService {
                     continue;
                 }
                 let mut fresh = self.materialize(tenant, &source, &old.id, &old.ics, now)?;
-                if fresh.occurrences == old.occurrences {
+                if !force && fresh.occurrences == old.occurrences {
                     continue;
                 }
                 fresh.etag = old.etag.clone();
@@ -209,10 +210,15 @@ impl CalendarService {
                     )
                     .await?;
                 // Otherwise a concurrent write won the race and expanded it itself.
-                if matches!(outcome, ObjectOutcome::Written(_)) {
+                // Conflicts depend on occurrences only: unchanged ones need no check.
+                if matches!(outcome, ObjectOutcome::Written(_))
+                    && fresh.occurrences != old.occurrences
+                {
                     self.conflicts
                         .object_changed(tenant, &source.id, &fresh.id, Some(&fresh))
                         .await?;
+                }
+                if matches!(outcome, ObjectOutcome::Written(_)) {
                     changed += 1;
                 }
             }

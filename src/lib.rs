@@ -144,7 +144,7 @@ async fn roll_horizon(app: Arc<App>) {
             continue;
         }
         for tenant in &app.config.tenants {
-            match app.calendars.rebuild(tenant, true).await {
+            match app.calendars.rebuild(tenant, true, false).await {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::info!(tenant = %tenant.id, objects = n, "recurring events re-expanded")

@@ -599,7 +599,7 @@ async fn proppatch(
             // Its events now block (or stop blocking) time.
             ctx.app
                 .calendars
-                .rebuild(ctx.tenant, false)
+                .rebuild(ctx.tenant, false, false)
                 .await
                 .map_err(DavError::internal)?;
         }

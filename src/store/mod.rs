@@ -228,6 +228,15 @@ fn kind_of(byte: Option<&u8>) -> BusyKind {
     }
 }
 
+/// Non-blocking occurrences live in their own group, which free/busy never reads.
+fn busy_group(kind: BusyKind) -> u8 {
+    if kind == BusyKind::Free {
+        time_index::SECONDARY
+    } else {
+        time_index::MAIN
+    }
+}
+
 /// Busy-index id of occurrence `n` of an object: `source \0 object \0 n`.
 fn busy_id(source: &str, object: &str, n: u32) -> Vec<u8> {
     let mut id = join(&[source.as_bytes(), object.as_bytes()]);
@@ -516,19 +525,31 @@ impl Store {
         let mut out = Vec::new();
         let scope = [tenant.as_bytes()];
         if sources.is_none_or(|s| s.iter().any(|x| x == crate::model::BOOKINGS_SOURCE)) {
-            time_index::for_each(&self.booking_time, &scope, window, |span, _, payload| {
+            time_index::for_each(
+                &self.booking_time,
+                &scope,
+                &[time_index::MAIN],
+                window,
+                |span, _, payload| {
+                    let kind = kind_of(payload.first());
+                    if kind != BusyKind::Free {
+                        out.push((span, kind));
+                    }
+                },
+            )?;
+        }
+        time_index::for_each(
+            &self.busy,
+            &scope,
+            &[time_index::MAIN],
+            window,
+            |span, id, payload| {
                 let kind = kind_of(payload.first());
-                if kind != BusyKind::Free {
+                if kind != BusyKind::Free && wanted(id) {
                     out.push((span, kind));
                 }
-            })?;
-        }
-        time_index::for_each(&self.busy, &scope, window, |span, id, payload| {
-            let kind = kind_of(payload.first());
-            if kind != BusyKind::Free && wanted(id) {
-                out.push((span, kind));
-            }
-        })?;
+            },
+        )?;
         Ok(out)
     }
 
@@ -663,8 +684,9 @@ impl Store {
                 }
                 for (n, b) in object.occurrences.iter().enumerate() {
                     busy.insert(
-                        time_index::entry_key(
+                        time_index::entry_key_in(
                             &[tenant.as_bytes()],
+                            busy_group(b.kind),
                             b.span,
                             &busy_id(source, &object.id, n as u32),
                         ),
@@ -841,8 +863,9 @@ fn remove_busy(
     spans: &[BusySpan],
 ) -> TxResult<()> {
     for (n, b) in spans.iter().enumerate() {
-        busy.remove(time_index::entry_key(
+        busy.remove(time_index::entry_key_in(
             &[tenant.as_bytes()],
+            busy_group(b.kind),
             b.span,
             &busy_id(source, object, n as u32),
         ))?;

@@ -7,7 +7,11 @@
 //! and each scan reads at most about twice the entries it returns. Bookings (and
 //! later, expanded occurrences) are short, so almost everything lives in class 0.
 //!
-//! Key layout: `scope \0 | class u8 | start i64 | id`; value: `end i64 | payload`
+//! Entries may be split into groups (the class byte is `group * 64 + class`) so a
+//! reader can skip a whole group: the busy index keeps non-blocking occurrences in
+//! their own group, and free/busy never reads them.
+//!
+//! Key layout: `scope \0 | group*64+class u8 | start i64 | id`; value: `end i64 | payload`
 //! (a few bytes the owner wants back without reading the record, e.g. a busy kind).
 
 use super::keys::{decode_i64, encode_i64, prefix};
@@ -27,10 +31,23 @@ fn class_of(duration_ms: i64) -> u8 {
     class
 }
 
-/// The index key of one interval.
+/// The default group.
+pub const MAIN: u8 = 0;
+/// A second group, read only when asked for.
+pub const SECONDARY: u8 = 1;
+/// Every group.
+pub const ALL: &[u8] = &[MAIN, SECONDARY];
+const GROUP_STRIDE: u8 = 64;
+
+/// The index key of one interval in the main group.
 pub fn entry_key(scope: &[&[u8]], span: Span, id: &[u8]) -> Vec<u8> {
+    entry_key_in(scope, MAIN, span, id)
+}
+
+/// The index key of one interval in `group`.
+pub fn entry_key_in(scope: &[&[u8]], group: u8, span: Span, id: &[u8]) -> Vec<u8> {
     let mut key = prefix(scope);
-    key.push(class_of(span.end - span.start));
+    key.push(group * GROUP_STRIDE + class_of(span.end - span.start));
     key.extend_from_slice(&encode_i64(span.start));
     key.extend_from_slice(id);
     key
@@ -56,6 +73,7 @@ pub struct Hit {
 pub fn for_each(
     tree: &sled::Tree,
     scope: &[&[u8]],
+    groups: &[u8],
     window: Span,
     mut f: impl FnMut(Span, &[u8], &[u8]),
 ) -> sled::Result<()> {
@@ -65,12 +83,15 @@ pub fn for_each(
     let mut hi = base;
     lo.push(0);
     hi.push(0);
-    for class in 0..=MAX_CLASS {
+    for (group, class) in groups
+        .iter()
+        .flat_map(|g| (0..=MAX_CLASS).map(move |c| (*g, c)))
+    {
         let reach = BASE_MS.saturating_mul(1i64 << class);
         lo.truncate(offset);
         hi.truncate(offset);
-        lo[offset - 1] = class;
-        hi[offset - 1] = class;
+        lo[offset - 1] = group * GROUP_STRIDE + class;
+        hi[offset - 1] = group * GROUP_STRIDE + class;
         lo.extend_from_slice(&encode_i64(window.start.saturating_sub(reach)));
         hi.extend_from_slice(&encode_i64(window.end));
         for item in tree.range(lo.as_slice()..hi.as_slice()) {
@@ -88,17 +109,14 @@ pub fn for_each(
                 f(span, &key[offset + 8..], &value[8..]);
             }
         }
-        if reach >= i64::MAX / 4 {
-            break;
-        }
     }
     Ok(())
 }
 
-/// All entries of `scope` overlapping `window`, ordered by start then id.
+/// All entries of `scope` (every group) overlapping `window`, ordered by start then id.
 pub fn query(tree: &sled::Tree, scope: &[&[u8]], window: Span) -> sled::Result<Vec<Hit>> {
     let mut hits = Vec::new();
-    for_each(tree, scope, window, |span, id, payload| {
+    for_each(tree, scope, ALL, window, |span, id, payload| {
         hits.push(Hit {
             span,
             id: id.to_vec(),

@@ -492,14 +492,7 @@ impl Store {
                     record_change(changes, meta, tenant, BOOKINGS_COLLECTION, id, true, now)?;
                 Ok(DeleteOutcome::Deleted(version))
             });
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(TransactionError::Abort(Abort::Corrupt(e))) => return Err(*e),
-            Err(TransactionError::Abort(Abort::Outcome(_))) => {
-                unreachable!("delete never aborts with a write outcome")
-            }
-            Err(TransactionError::Storage(e)) => return Err(e.into()),
-        };
+        let outcome = settled(result)?;
         if matches!(outcome, DeleteOutcome::Deleted(_)) {
             self.flush().await?;
         }
@@ -701,14 +694,7 @@ impl Store {
                 };
                 Ok(ObjectOutcome::Written(version))
             });
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(TransactionError::Abort(Abort::Corrupt(e))) => return Err(*e),
-            Err(TransactionError::Abort(Abort::Outcome(_))) => {
-                unreachable!("object writes never abort with a booking outcome")
-            }
-            Err(TransactionError::Storage(e)) => return Err(e.into()),
-        };
+        let outcome = settled(result)?;
         if log_change && matches!(outcome, ObjectOutcome::Written(_)) {
             self.flush().await?;
         }
@@ -752,14 +738,7 @@ impl Store {
                 let version = record_change(changes, meta, tenant, source, id, true, now)?;
                 Ok(ObjectOutcome::Written(version))
             });
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(TransactionError::Abort(Abort::Corrupt(e))) => return Err(*e),
-            Err(TransactionError::Abort(Abort::Outcome(_))) => {
-                unreachable!("object deletes never abort with a booking outcome")
-            }
-            Err(TransactionError::Storage(e)) => return Err(e.into()),
-        };
+        let outcome = settled(result)?;
         if matches!(outcome, ObjectOutcome::Written(_)) {
             self.flush().await?;
         }
@@ -871,6 +850,20 @@ fn remove_busy(
         ))?;
     }
     Ok(())
+}
+
+/// The result of a transaction that only aborts for corruption.
+fn settled<T>(result: Result<T, TransactionError<Abort>>) -> Result<T, StoreError> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(TransactionError::Abort(Abort::Corrupt(e))) => Err(*e),
+        // Only booking writes abort with an outcome, and they do not come here.
+        Err(TransactionError::Abort(Abort::Outcome(_))) => Err(StoreError::Corrupt {
+            key: String::new(),
+            reason: "unexpected transaction outcome".into(),
+        }),
+        Err(TransactionError::Storage(e)) => Err(e.into()),
+    }
 }
 
 fn tx_corrupt(e: StoreError) -> ConflictableTransactionError<Abort> {

@@ -636,3 +636,22 @@ async fn sync_collection_with_limits_deletions_and_restarts() {
         "{body}"
     );
 }
+
+/// Interop: the third-party python `caldav` client drives a whole scenario.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_caldav_client_scenario() {
+    let s = TestServer::start().await;
+    let base = format!("{}/", s.base);
+    let out = tokio::task::spawn_blocking(move || {
+        common::run_python("caldav_scenario.py", &[&base, "ana", "secret"])
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "python caldav scenario failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("all steps passed"), "{stdout}");
+}

@@ -655,3 +655,74 @@ async fn python_caldav_client_scenario() {
     );
     assert!(stdout.contains("all steps passed"), "{stdout}");
 }
+
+/// RFC 6638 free/busy through the scheduling outbox, as Apple Calendar asks it.
+#[tokio::test(flavor = "multi_thread")]
+async fn outbox_answers_free_busy_requests() {
+    let s = TestServer::start().await;
+    let dav = Dav { s: &s, user: "ana" };
+    assert_eq!(
+        dav.send("MKCALENDAR", "/dav/calendars/salon/staff/", None, "")
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        dav.put("/dav/calendars/salon/staff/dentist.ics", EVENT, None)
+            .await
+            .0,
+        201
+    );
+    s.create(&booking("2026-12-22", "14:00", "15:00", "Cut"))
+        .await;
+    // The principal names the outbox.
+    let (_, _, body) = dav
+        .send("PROPFIND", "/dav/principals/ana/", Some("0"), "")
+        .await;
+    assert!(
+        body.contains("<cal:schedule-outbox-URL><d:href>/dav/calendars/salon/outbox/</d:href>"),
+        "{body}"
+    );
+    let request = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Apple Inc.//Mac OS X//EN\r\nMETHOD:REQUEST\r\nBEGIN:VFREEBUSY\r\nUID:fb-1\r\nDTSTAMP:20261201T000000Z\r\nDTSTART:20261222T000000Z\r\nDTEND:20261223T000000Z\r\nORGANIZER:mailto:ana@salon.calgate.invalid\r\nATTENDEE:mailto:ana@salon.calgate.invalid\r\nATTENDEE:mailto:nobody@example.com\r\nEND:VFREEBUSY\r\nEND:VCALENDAR\r\n";
+    let resp = s
+        .client
+        .post(s.url("/dav/calendars/salon/outbox/"))
+        .basic_auth("ana", Some("secret"))
+        .header("content-type", "text/calendar; charset=utf-8")
+        .body(request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("<cal:schedule-response"), "{body}");
+    assert!(
+        body.contains("2.0;Success") && body.contains("3.7;Invalid calendar user"),
+        "{body}"
+    );
+    // The staff event (09:00-10:00Z) and the booking (13:00-14:00Z), merged busy time.
+    assert!(
+        body.contains("FREEBUSY;FBTYPE=BUSY:20261222T090000Z/20261222T100000Z"),
+        "{body}"
+    );
+    assert!(
+        body.contains("FREEBUSY;FBTYPE=BUSY:20261222T130000Z/20261222T140000Z"),
+        "{body}"
+    );
+    // Not a free/busy request.
+    let resp = s
+        .client
+        .post(s.url("/dav/calendars/salon/outbox/"))
+        .basic_auth("ana", Some("secret"))
+        .body(request.replace("METHOD:REQUEST", "METHOD:PUBLISH"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("valid-scheduling-message")
+    );
+}

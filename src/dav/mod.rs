@@ -12,6 +12,7 @@
 
 mod error;
 pub mod node;
+mod outbox;
 pub mod paths;
 mod report;
 pub mod xml;
@@ -33,7 +34,9 @@ use xml::{
     NS_APPLE_ICAL, NS_CALDAV, NS_DAV, PropContent, PropName, PropPatchOp, PropRequest, PropValue,
 };
 
-/// What OPTIONS advertises: WebDAV class 1 and 3, CalDAV, extended MKCOL.
+/// What OPTIONS advertises: WebDAV class 1 and 3, CalDAV, extended MKCOL. The
+/// outbox answers free/busy requests, but invitations (auto-schedule) are not
+/// implemented, so that class is not claimed.
 pub const DAV_CLASSES: &str = "1, 3, calendar-access, extended-mkcol";
 pub const ALLOW: &str =
     "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, MKCALENDAR, MKCOL, REPORT";
@@ -85,6 +88,13 @@ pub async fn serve(app: &Arc<App>, req: Request<Incoming>, segments: &[&str]) ->
         "PROPPATCH" => proppatch(&ctx, &path, req).await,
         "GET" | "HEAD" => get(&ctx, &path, req.method() == Method::HEAD),
         "PUT" => put(&ctx, &path, req).await,
+        "POST" if matches!(path, DavPath::Outbox(_)) => match node::resolve(&ctx, &path) {
+            Ok(_) => match body(&ctx, req).await {
+                Ok(bytes) => outbox::post(&ctx, &bytes),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
         "DELETE" => delete(&ctx, &path, req.headers()).await,
         "MKCALENDAR" | "MKCOL" => mkcalendar(&ctx, &path, req).await,
         "REPORT" => match body(&ctx, req).await {

@@ -35,6 +35,8 @@ pub enum BookingError {
     IdempotencyKeyReused,
     #[error("the time is already taken; choose another slot or set allow_conflict")]
     Conflict(Vec<BusyEntry>),
+    #[error("booking {0} already has this UID")]
+    UidConflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -54,6 +56,10 @@ pub struct BookingPatch {
     pub notes: Option<Option<String>>,
     pub status: Option<BookingStatus>,
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// iCalendar UID for a new booking (CalDAV); the id otherwise.
+    pub uid: Option<String>,
+    /// The iCalendar text a CalDAV client wrote, to serve back as written.
+    pub calendar_text: Option<String>,
 }
 
 /// How an update treats fields the patch leaves out.
@@ -136,6 +142,7 @@ impl BookingEngine {
         Ok(self.store.bookings_in(&tenant.id, window)?)
     }
 
+    /// Creates a booking under a fresh id.
     pub async fn create(
         &self,
         tenant: &TenantConfig,
@@ -143,8 +150,22 @@ impl BookingEngine {
         claim: Option<IdempotencyClaim>,
         policy: ConflictPolicy,
     ) -> Result<Created, BookingError> {
-        let now = Utc::now();
         let id = uuid::Uuid::new_v4().to_string();
+        self.create_as(tenant, &id, patch, claim, policy).await
+    }
+
+    /// Creates a booking under `id` (a CalDAV client names its resources); fails
+    /// with `PreconditionFailed` if the id is taken.
+    pub async fn create_as(
+        &self,
+        tenant: &TenantConfig,
+        id: &str,
+        patch: BookingPatch,
+        claim: Option<IdempotencyClaim>,
+        policy: ConflictPolicy,
+    ) -> Result<Created, BookingError> {
+        let now = Utc::now();
+        let id = id.to_owned();
         let mut booking = apply(tenant, None, &patch, UpdateMode::Replace, &id, now)?;
         booking.etag = etag_of(&booking);
         let lock = self.tenant_lock(&tenant.id);
@@ -176,7 +197,8 @@ impl BookingEngine {
                 replayed: true,
             }),
             WriteOutcome::IdempotencyKeyReused => Err(BookingError::IdempotencyKeyReused),
-            // A v4 UUID collision: astronomically unlikely, and harmless to report.
+            WriteOutcome::UidConflict(owner) => Err(BookingError::UidConflict(owner)),
+            // The id is taken (for generated ids: a v4 UUID collision).
             WriteOutcome::PreconditionFailed(_) => Err(BookingError::PreconditionFailed {
                 expected: "(none)".into(),
                 current: id,
@@ -234,6 +256,7 @@ impl BookingEngine {
                 WriteOutcome::PreconditionFailed(None) => {
                     return Err(BookingError::NotFound(id.to_owned()));
                 }
+                WriteOutcome::UidConflict(owner) => return Err(BookingError::UidConflict(owner)),
                 WriteOutcome::PreconditionFailed(Some(now_stored)) if if_match.is_some() => {
                     return Err(BookingError::PreconditionFailed {
                         expected: current.etag,
@@ -340,7 +363,10 @@ fn apply(
         .filter(|c: &Customer| !c.is_empty());
     let booking = Booking {
         id: id.to_owned(),
-        uid: base.map_or_else(|| id.to_owned(), |b| b.uid.clone()),
+        uid: base.map_or_else(
+            || patch.uid.clone().unwrap_or_else(|| id.to_owned()),
+            |b| b.uid.clone(),
+        ),
         tenant: tenant.id.clone(),
         time,
         time_zone,
@@ -376,7 +402,20 @@ fn apply(
         updated: now,
         sequence: base.map_or(0, |b| b.sequence + 1),
         etag: String::new(),
+        calendar_text: None,
+        calendar_text_sequence: None,
     };
+    let mut booking = booking;
+    match &patch.calendar_text {
+        Some(text) => {
+            booking.calendar_text = Some(text.clone());
+            booking.calendar_text_sequence = Some(booking.sequence);
+        }
+        None => {
+            booking.calendar_text = base.and_then(|b| b.calendar_text.clone());
+            booking.calendar_text_sequence = base.and_then(|b| b.calendar_text_sequence);
+        }
+    }
     booking.validate().map_err(BookingError::Invalid)?;
     Ok(booking)
 }

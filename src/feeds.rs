@@ -288,7 +288,7 @@ fn write_event(w: &mut ContentWriter, opaque_uids: Option<&str>, b: &Booking) {
 }
 
 /// The human-readable DESCRIPTION: service and customer first, then notes.
-fn describe(b: &Booking) -> String {
+pub(crate) fn describe(b: &Booking) -> String {
     let mut lines = Vec::new();
     if let Some(service) = &b.service {
         lines.push(format!("Service: {service}"));

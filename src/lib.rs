@@ -128,6 +128,13 @@ impl Running {
         // Wait until the background tasks have really let go of the store.
         let _ = self.sweeper.await;
         let _ = self.roller.await;
+        // Finished connection tasks drop their handle on the app a moment after
+        // the server reports them done; wait for that, so the database (and its
+        // lock) is free when stop returns and a new server can open it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.app) > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         self.app.store.flush().await
     }
 }

@@ -115,6 +115,15 @@ fn serve(config_path: PathBuf, overrides: Overrides) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Handlers first: a signal that arrives once we are announced must take
+        // the graceful path, not the default (immediate) one.
+        let shutdown = match ShutdownSignals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("calgate: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let tenants = config.tenants.len();
         let data_dir = config.data_dir.clone();
         let running = match calgate::start(config).await {
@@ -127,7 +136,7 @@ fn serve(config_path: PathBuf, overrides: Overrides) -> ExitCode {
         tracing::info!(addr = %running.addr, data = %data_dir.display(), tenants, "calgate started");
         // One machine-readable line on stdout: scripts and tests wait for it.
         println!("calgate listening on http://{}", running.addr);
-        wait_for_signal().await;
+        shutdown.wait().await;
         tracing::info!("shutting down");
         match running.stop().await {
             Ok(()) => ExitCode::SUCCESS,
@@ -139,25 +148,41 @@ fn serve(config_path: PathBuf, overrides: Overrides) -> ExitCode {
     })
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT (Ctrl-C), listened for from before the server is announced.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(ShutdownSignals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(ShutdownSignals {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => {}
+                _ = self.int.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

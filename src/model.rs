@@ -232,6 +232,13 @@ pub struct Booking {
     pub sequence: u32,
     /// Strong entity tag of this revision, quoted (`"..."`).
     pub etag: String,
+    /// The iCalendar text a CalDAV client wrote, served back as written (with its
+    /// alarms and X- properties) while the booking is unchanged since.
+    #[serde(default)]
+    pub calendar_text: Option<String>,
+    /// The `sequence` the booking had when `calendar_text` was written.
+    #[serde(default)]
+    pub calendar_text_sequence: Option<u32>,
 }
 
 /// One thing wrong with a booking, named by its field (`customer.email`).
@@ -444,6 +451,8 @@ mod tests {
             updated: Utc::now(),
             sequence: 0,
             etag: String::new(),
+            calendar_text: None,
+            calendar_text_sequence: None,
         }
     }
 

@@ -726,3 +726,107 @@ async fn outbox_answers_free_busy_requests() {
             .contains("valid-scheduling-message")
     );
 }
+
+const APPOINTMENT: &str = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Apple Inc.//macOS 15.0//EN\r\nBEGIN:VEVENT\r\nUID:3F2504E0-4F89-11D3-9A0C-0305E82C3301\r\nDTSTAMP:20261101T000000Z\r\nDTSTART;TZID=Europe/Paris:20261210T100000\r\nDTEND;TZID=Europe/Paris:20261210T110000\r\nSUMMARY:Colour\r\nLOCATION:Chair 1\r\nDESCRIPTION:Bring the swatches\r\nX-APPLE-TRAVEL-ADVISORY-BEHAVIOR:AUTOMATIC\r\nBEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT30M\r\nDESCRIPTION:Reminder\r\nEND:VALARM\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bookings_written_over_caldav_are_bookings() {
+    let s = TestServer::start().await;
+    let dav = Dav { s: &s, user: "ana" };
+    let href = "/dav/calendars/salon/bookings/appt-1.ics";
+    let (status, headers, body) = dav
+        .put(href, APPOINTMENT, Some(("if-none-match", "*")))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+
+    // The booking engine has it.
+    let (status, b, api_etag) = s.get("/api/v1/tenants/salon/bookings/appt-1").await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(b["title"], "Colour");
+    assert_eq!(b["start"], "2026-12-10T10:00:00+01:00");
+    assert_eq!(b["end"], "2026-12-10T11:00:00+01:00");
+    assert_eq!(b["time_zone"], "Europe/Paris");
+    assert_eq!(b["location"], "Chair 1");
+    assert_eq!(b["notes"], "Bring the swatches");
+    assert_eq!(b["uid"], "3F2504E0-4F89-11D3-9A0C-0305E82C3301");
+    assert_eq!(api_etag.as_deref(), Some(etag.as_str()));
+    // What the client PUT, it gets back (alarm and X- property included).
+    let (_, _, text) = dav.send("GET", href, None, "").await;
+    assert_eq!(text, APPOINTMENT);
+    // It blocks time.
+    let (code, _, _) = s
+        .create(&booking("2026-12-10", "10:30", "11:30", "Clash"))
+        .await;
+    assert_eq!(code, 409);
+
+    // Preconditions and refusals.
+    assert_eq!(
+        dav.put(href, APPOINTMENT, Some(("if-none-match", "*")))
+            .await
+            .0,
+        412
+    );
+    let (status, _, body) = dav
+        .put(
+            "/dav/calendars/salon/bookings/appt-2.ics",
+            APPOINTMENT,
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    assert!(
+        body.contains("no-uid-conflict") && body.contains("appt-1.ics"),
+        "{body}"
+    );
+    let overlapping = APPOINTMENT.replace("3F2504E0-4F89-11D3-9A0C-0305E82C3301", "other-uid");
+    let (status, _, body) = dav
+        .put(
+            "/dav/calendars/salon/bookings/appt-3.ics",
+            &overlapping,
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let recurring = overlapping.replace("SUMMARY:Colour", "SUMMARY:Colour\r\nRRULE:FREQ=WEEKLY");
+    let (status, _, body) = dav
+        .put("/dav/calendars/salon/bookings/appt-4.ics", &recurring, None)
+        .await;
+    assert_eq!(status, 403);
+    assert!(body.contains("valid-calendar-object-resource"), "{body}");
+
+    // Moved in the client (with its ETag): the booking moves, the notes stay.
+    let moved = APPOINTMENT.replace("20261210T1", "20261211T1");
+    let (status, headers, _) = dav.put(href, &moved, Some(("if-match", &etag))).await;
+    assert_eq!(status, 204);
+    let (_, b, _) = s.get("/api/v1/tenants/salon/bookings/appt-1").await;
+    assert_eq!(b["start"], "2026-12-11T10:00:00+01:00");
+    assert_eq!(b["notes"], "Bring the swatches");
+    assert_eq!(
+        dav.put(href, &moved, Some(("if-match", &etag))).await.0,
+        412,
+        "stale ETag"
+    );
+    assert_ne!(headers["etag"].to_str().unwrap(), etag);
+
+    // Changed through the API: the client now gets the booking as it is.
+    let resp = s
+        .client
+        .patch(s.url("/api/v1/tenants/salon/bookings/appt-1"))
+        .bearer_auth(common::SALON_KEY)
+        .json(&serde_json::json!({"title": "Colour and cut"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (_, _, text) = dav.send("GET", href, None, "").await;
+    assert!(
+        text.contains("SUMMARY:Colour and cut")
+            && text.contains("UID:3F2504E0-4F89-11D3-9A0C-0305E82C3301"),
+        "{text}"
+    );
+    assert!(
+        text.contains("DTSTART;TZID=Europe/Paris:20261211T100000"),
+        "{text}"
+    );
+}

@@ -199,6 +199,12 @@ fn problem(e: BookingError) -> Problem {
             e.to_string(),
         )
         .with_extension("conflicts", super::busy_entries_json(found)),
+        BookingError::UidConflict(_) => Problem::new(
+            StatusCode::CONFLICT,
+            "uid-conflict",
+            "UID already used",
+            e.to_string(),
+        ),
         BookingError::IdempotencyKeyReused => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency-key-reused",

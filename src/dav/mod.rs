@@ -10,6 +10,7 @@
 //! written here go through [`crate::calendars`] and [`crate::bookings`], so the
 //! booking engine and free/busy see them at once.
 
+mod bookings;
 mod error;
 pub mod node;
 mod outbox;
@@ -287,18 +288,14 @@ async fn put(
         )
     })?;
     let source = match cal {
-        Calendar::Bookings => {
-            return Err(DavError::forbidden(
-                "bookings cannot be written over CalDAV yet; use the booking API or a staff calendar",
-            ));
-        }
+        Calendar::Bookings => None,
         Calendar::Source(s) if s.read_only => {
             return Err(DavError::forbidden(format!(
                 "calendar \"{}\" is imported and read-only",
                 s.id
             )));
         }
-        Calendar::Source(s) => s,
+        Calendar::Source(s) => Some(s),
     };
     let content_type = req
         .headers()
@@ -335,6 +332,9 @@ async fn put(
             "calendar data must be UTF-8",
         )
     })?;
+    let Some(source) = source else {
+        return bookings::put(ctx, name, text, &precondition).await;
+    };
     let existed = ctx
         .app
         .store

@@ -174,7 +174,11 @@ impl Node {
     /// The iCalendar body of an object resource.
     pub fn body(&self, ctx: &Ctx<'_>) -> Option<String> {
         match self {
-            Node::Booking(b) => Some(crate::feeds::render_booking(ctx.tenant, b)),
+            // The client's own text while nothing changed it since; else rendered.
+            Node::Booking(b) => Some(match (&b.calendar_text, b.calendar_text_sequence) {
+                (Some(text), Some(seq)) if seq == b.sequence => text.clone(),
+                _ => crate::feeds::render_booking(ctx.tenant, b),
+            }),
             Node::Object(_, o) => Some(o.ics.clone()),
             _ => None,
         }

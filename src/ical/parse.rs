@@ -53,6 +53,8 @@ pub struct VEvent {
     pub index: usize,
     pub uid: String,
     pub summary: Option<String>,
+    pub location: Option<String>,
+    pub description: Option<String>,
     pub start: IcalTime,
     pub end: Option<IcalTime>,
     pub duration: Option<Duration>,
@@ -331,6 +333,10 @@ impl Reader<'_, '_> {
         let mut event = VEvent {
             index: 0,
             summary: c.find_prop("SUMMARY").map(|p| p.val.as_str().to_owned()),
+            location: c.find_prop("LOCATION").map(|p| p.val.as_str().to_owned()),
+            description: c
+                .find_prop("DESCRIPTION")
+                .map(|p| p.val.as_str().to_owned()),
             start,
             end: c.find_prop("DTEND").and_then(|p| self.time(p, &uid)),
             duration: c

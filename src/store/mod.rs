@@ -108,6 +108,8 @@ pub enum WriteOutcome {
     Replayed(String),
     /// The Idempotency-Key was used before for a different request.
     IdempotencyKeyReused,
+    /// Another booking of the tenant has this UID: its id.
+    UidConflict(String),
 }
 
 /// What an object write is.
@@ -360,14 +362,27 @@ impl Store {
         let record = encode(booking);
         let now = Utc::now().timestamp_millis();
         let claim_key = claim.map(|c| join(&[tenant, c.api_key.as_bytes(), c.key.as_bytes()]));
+        let uid_key = join(&[
+            tenant,
+            BOOKINGS_COLLECTION.as_bytes(),
+            booking.uid.as_bytes(),
+        ]);
         let result = (
             &self.bookings,
             &self.booking_time,
             &self.changes,
             &self.meta,
             &self.idempotency,
+            &self.uids,
         )
-            .transaction(|(bookings, time, changes, meta, idempotency)| {
+            .transaction(|(bookings, time, changes, meta, idempotency, uids)| {
+                if let Some(owner) = uids.get(&uid_key)?
+                    && owner.as_ref() != booking.id.as_bytes()
+                {
+                    return abort(WriteOutcome::UidConflict(
+                        String::from_utf8_lossy(&owner).into_owned(),
+                    ));
+                }
                 if let (Some(claim), Some(claim_key)) = (claim, &claim_key)
                     && let Some(raw) = idempotency.get(claim_key)?
                 {
@@ -402,6 +417,7 @@ impl Store {
                     ))?;
                 }
                 let span = booking.span();
+                uids.insert(uid_key.as_slice(), booking.id.as_bytes())?;
                 bookings.insert(key.as_slice(), record.as_slice())?;
                 time.insert(
                     time_index::entry_key(&[tenant], span, booking.id.as_bytes()),
@@ -432,6 +448,19 @@ impl Store {
             Err(TransactionError::Abort(Abort::Corrupt(e))) => Err(*e),
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }
+    }
+
+    /// The id of the booking with this iCalendar UID, if any.
+    pub fn booking_with_uid(&self, tenant: &str, uid: &str) -> Result<Option<String>, StoreError> {
+        let key = join(&[
+            tenant.as_bytes(),
+            BOOKINGS_COLLECTION.as_bytes(),
+            uid.as_bytes(),
+        ]);
+        Ok(self
+            .uids
+            .get(key)?
+            .map(|id| String::from_utf8_lossy(&id).into_owned()))
     }
 
     /// What an Idempotency-Key claim would find: a replay, a reuse, or nothing yet.
@@ -473,8 +502,9 @@ impl Store {
             &self.booking_time,
             &self.changes,
             &self.meta,
+            &self.uids,
         )
-            .transaction(|(bookings, time, changes, meta)| {
+            .transaction(|(bookings, time, changes, meta, uids)| {
                 let Some(raw) = bookings.get(&key)? else {
                     return Ok(DeleteOutcome::NotFound);
                 };
@@ -483,6 +513,11 @@ impl Store {
                     return Ok(DeleteOutcome::PreconditionFailed(Box::new(current)));
                 }
                 bookings.remove(key.as_slice())?;
+                uids.remove(join(&[
+                    tenant.as_bytes(),
+                    BOOKINGS_COLLECTION.as_bytes(),
+                    current.uid.as_bytes(),
+                ]))?;
                 time.remove(time_index::entry_key(
                     &[tenant.as_bytes()],
                     current.span(),

@@ -1,0 +1,274 @@
+//! Bookings written by CalDAV clients: a VEVENT PUT into the bookings calendar is a
+//! booking the engine checks (conflicts, validation) like one from the API.
+//!
+//! The client's text is kept and served back unchanged (alarms, X- properties,
+//! attendees) until the booking changes elsewhere; then the booking is rendered.
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::error::DavError;
+use super::node::Ctx;
+use super::paths;
+use super::xml::escape_text;
+use crate::bookings::{BookingError, BookingPatch, ConflictPolicy, UpdateMode};
+use crate::http::{Body, empty};
+use crate::ical::parse::{EventStatus, IcalTime, VEvent};
+use crate::ical::zones::Zone;
+use crate::model::{BOOKINGS_SOURCE, Booking, BookingStatus};
+use crate::store::Precondition;
+
+/// Booking ids that a resource name may give (they are store keys and URL segments).
+fn id_of(name: &str) -> Result<&str, DavError> {
+    let id = name.strip_suffix(".ics").unwrap_or(name);
+    let ok = !id.is_empty()
+        && id.len() <= 200
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+    if ok {
+        Ok(id)
+    } else {
+        Err(DavError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "\"{name}\" is not a usable booking resource name: use letters, digits, - _ . @ and .ics"
+            ),
+        ))
+    }
+}
+
+fn invalid_object(message: impl Into<String>) -> DavError {
+    DavError::caldav(
+        StatusCode::FORBIDDEN,
+        "valid-calendar-object-resource",
+        message,
+    )
+}
+
+fn rfc3339(t: DateTime<Utc>, zone: Option<chrono_tz::Tz>) -> String {
+    match zone {
+        Some(tz) => t
+            .with_timezone(&tz)
+            .to_rfc3339_opts(SecondsFormat::AutoSi, false),
+        None => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+    }
+}
+
+/// The instant and, when the value names one, the IANA zone of a DATE-TIME.
+fn instant(
+    t: &IcalTime,
+    tenant_zone: chrono_tz::Tz,
+) -> Option<(DateTime<Utc>, Option<chrono_tz::Tz>)> {
+    match t {
+        IcalTime::Date(_) => None,
+        IcalTime::Utc(u) => Some((*u, None)),
+        IcalTime::Floating(n) => Some((Zone::Iana(tenant_zone).to_utc(*n), Some(tenant_zone))),
+        IcalTime::Zoned(n, zone) => {
+            let tz = match zone {
+                Zone::Iana(tz) => Some(*tz),
+                Zone::Custom(_) => None,
+            };
+            Some((zone.to_utc(*n), tz))
+        }
+    }
+}
+
+/// The booking fields a VEVENT states.
+fn patch_from(
+    ctx: &Ctx<'_>,
+    event: &VEvent,
+    existing: Option<&Booking>,
+    text: &str,
+) -> Result<BookingPatch, DavError> {
+    let tz = ctx.tenant.timezone;
+    let mut patch = BookingPatch {
+        uid: Some(event.uid.clone()),
+        calendar_text: Some(text.to_owned()),
+        title: Some(
+            event
+                .summary
+                .clone()
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| "Untitled booking".to_owned()),
+        ),
+        location: Some(event.location.clone()),
+        status: Some(match event.status {
+            Some(EventStatus::Cancelled) => BookingStatus::Cancelled,
+            Some(EventStatus::Tentative) => BookingStatus::Tentative,
+            _ => BookingStatus::Confirmed,
+        }),
+        ..BookingPatch::default()
+    };
+    // A DESCRIPTION that is just our own rendering (customer, service, notes) sent
+    // back by the client says nothing new; anything else is the client's notes.
+    let ours = existing.map(crate::feeds::describe);
+    if event.description.as_deref() != ours.as_deref() {
+        patch.notes = Some(event.description.clone());
+    }
+    match &event.start {
+        IcalTime::Date(d) => {
+            let end = match (&event.end, event.duration) {
+                (Some(IcalTime::Date(e)), _) => *e,
+                (None, Some(dur)) => *d + Duration::days(dur.num_days().max(1)),
+                (None, None) => *d + Duration::days(1),
+                (Some(_), _) => {
+                    return Err(invalid_object("an all-day DTSTART needs an all-day DTEND"));
+                }
+            };
+            patch.all_day = Some(true);
+            patch.start = Some(d.to_string());
+            patch.end = Some(end.to_string());
+        }
+        start => {
+            let (begin, zone) =
+                instant(start, tz).ok_or_else(|| invalid_object("DTSTART is not a date-time"))?;
+            let finish = match (&event.end, event.duration) {
+                (Some(end), _) => instant(end, tz)
+                    .map(|(t, _)| t)
+                    .ok_or_else(|| invalid_object("DTEND is not a date-time"))?,
+                (None, Some(dur)) => begin + dur,
+                (None, None) => begin,
+            };
+            patch.all_day = Some(false);
+            patch.time_zone = Some(zone.unwrap_or(tz));
+            patch.start = Some(rfc3339(begin, zone));
+            patch.end = Some(rfc3339(finish, zone));
+        }
+    }
+    Ok(patch)
+}
+
+/// PUT of `/dav/calendars/{tenant}/bookings/{name}`.
+pub async fn put(
+    ctx: &Ctx<'_>,
+    name: &str,
+    text: &str,
+    precondition: &Precondition,
+) -> Result<Response<Body>, DavError> {
+    let id = id_of(name)?;
+    let parsed = crate::ical::parse::parse(text).map_err(|e| {
+        DavError::caldav(StatusCode::FORBIDDEN, "valid-calendar-data", e.to_string())
+    })?;
+    let Some(event) = parsed.events.first() else {
+        return Err(DavError::caldav(
+            StatusCode::FORBIDDEN,
+            "supported-calendar-component",
+            "bookings are events (VEVENT)",
+        ));
+    };
+    if parsed.events.iter().any(|e| e.uid != event.uid) {
+        return Err(invalid_object(
+            "one calendar object holds one event (one UID)",
+        ));
+    }
+    if parsed
+        .events
+        .iter()
+        .any(|e| !e.rrules.is_empty() || !e.rdates.is_empty() || e.recurrence_id.is_some())
+    {
+        return Err(invalid_object(
+            "a booking is a single appointment; put recurring events in a staff calendar",
+        ));
+    }
+    let store = &ctx.app.store;
+    // A precondition, so before the engine's conflict check (the transaction checks
+    // again, for writers racing this one).
+    if let Some(owner) = store.booking_with_uid(&ctx.tenant.id, &event.uid)?
+        && owner != id
+    {
+        return Err(booking_error(ctx, BookingError::UidConflict(owner)));
+    }
+    let existing = store.booking(&ctx.tenant.id, id)?;
+    let patch = patch_from(ctx, event, existing.as_ref(), text)?;
+    let engine = &ctx.app.bookings;
+    let result = match (&existing, precondition) {
+        (Some(_), Precondition::MustNotExist) | (None, Precondition::EtagIs(_)) => {
+            return Err(DavError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "the resource's ETag does not match",
+            ));
+        }
+        (None, _) => engine
+            .create_as(ctx.tenant, id, patch, None, ConflictPolicy::Refuse)
+            .await
+            .map(|c| (c.booking, true)),
+        (Some(_), p) => {
+            let if_match = match p {
+                Precondition::EtagIs(e) => Some(e.as_str()),
+                _ => None,
+            };
+            engine
+                .update(
+                    ctx.tenant,
+                    id,
+                    &patch,
+                    UpdateMode::Merge,
+                    if_match,
+                    ConflictPolicy::Refuse,
+                )
+                .await
+                .map(|b| (b, false))
+        }
+    };
+    let (booking, created) = result.map_err(|e| booking_error(ctx, e))?;
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::NO_CONTENT
+    };
+    if let Ok(v) = HeaderValue::from_str(&booking.etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+fn booking_error(ctx: &Ctx<'_>, e: BookingError) -> DavError {
+    match e {
+        BookingError::Invalid(fields) => invalid_object(
+            fields
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.reason))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        BookingError::Conflict(found) => {
+            let when: Vec<String> = found
+                .iter()
+                .map(|c| {
+                    let at = |ms| {
+                        crate::api::instant_json(ms)
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    format!("{} - {} ({})", at(c.span.start), at(c.span.end), c.source)
+                })
+                .collect();
+            DavError::new(
+                StatusCode::CONFLICT,
+                format!("the time is already taken: {}", when.join(", ")),
+            )
+        }
+        BookingError::UidConflict(owner) => DavError::caldav(
+            StatusCode::FORBIDDEN,
+            "no-uid-conflict",
+            "another booking has the same UID",
+        )
+        .with_inner(format!(
+            "<d:href>{}</d:href>",
+            escape_text(&paths::object_href(
+                &ctx.tenant.id,
+                BOOKINGS_SOURCE,
+                &format!("{owner}.ics")
+            ))
+        )),
+        BookingError::PreconditionFailed { .. } => DavError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "the resource's ETag does not match",
+        ),
+        BookingError::NotFound(_) => DavError::not_found(),
+        other => DavError::internal(other),
+    }
+}

@@ -27,9 +27,12 @@
 //! for comparing revisions on the same machine. A watchdog thread fails the run
 //! (exit status 2) if no step makes progress for 60 s.
 
-use std::path::{Path, PathBuf};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use calgate::app::App;
@@ -44,6 +47,7 @@ use chrono::{
 use chrono_tz::Europe::Paris;
 use reqwest::{Client, StatusCode, header};
 use serde_json::{Value, json};
+use support::{Rng, cpu_time, machine, ms, percentile, sorted, tick};
 use tokio::task::JoinSet;
 
 const TENANT: &str = "bench";
@@ -76,72 +80,6 @@ const SOURCES: [(&str, &str); 3] = [
 ];
 const BEN: usize = 1;
 const GOOGLE: usize = 2;
-
-/// Steps completed so far, watched by [`watchdog`].
-static PROGRESS: AtomicU64 = AtomicU64::new(0);
-
-fn tick() {
-    PROGRESS.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Ends the process if nothing progresses for [`STALL_AFTER`] (see benches/gateway.rs:
-/// a wedged server can block every runtime thread, so only an OS thread notices).
-fn watchdog(data_dir: PathBuf) {
-    std::thread::spawn(move || {
-        let mut last = PROGRESS.load(Ordering::Relaxed);
-        let mut since = Instant::now();
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-            let now = PROGRESS.load(Ordering::Relaxed);
-            if now != last {
-                (last, since) = (now, Instant::now());
-            } else if since.elapsed() >= STALL_AFTER {
-                eprintln!(
-                    "calgate freebusy bench: STALLED: no progress for {} s after {now} steps; \
-                     inspect with `gdb -p {} -batch -ex 'thread apply all bt'`.",
-                    STALL_AFTER.as_secs(),
-                    std::process::id()
-                );
-                let _ = std::fs::remove_dir_all(&data_dir);
-                std::process::exit(2);
-            }
-        }
-    });
-}
-
-/// CPU time (user + system) used by this process so far, from `/proc/self/stat`.
-fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
-
-/// splitmix64: deterministic, dependency-free, good enough to spread a workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// Uniform in `lo..hi`.
-    fn between(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next_u64() % (hi - lo) as u64) as i64
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The calendar data.
@@ -686,28 +624,6 @@ key_hash = {key_hash}
 // ---------------------------------------------------------------------------
 // Measuring.
 
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn sorted(mut samples: Vec<Duration>) -> Vec<Duration> {
-    samples.sort_unstable();
-    samples
-}
-
-fn ms(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
-    if ms < 1.0 {
-        format!("{ms:.3} ms")
-    } else if ms < 100.0 {
-        format!("{ms:.2} ms")
-    } else {
-        format!("{ms:.0} ms")
-    }
-}
-
 fn p50_95_99(s: &[Duration]) -> String {
     format!(
         "{} / {} / {}",
@@ -899,23 +815,6 @@ struct Loaded {
     diagnostics: Vec<String>,
 }
 
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    format!(
-        "{cores} cores (nproc), {cpu}, {} {}",
-        std::env::consts::OS,
-        std::env::consts::ARCH
-    )
-}
-
 #[tokio::main]
 async fn main() {
     let total = Instant::now();
@@ -923,7 +822,7 @@ async fn main() {
         .prefix("calgate-freebusy-bench-")
         .tempdir()
         .expect("a temporary directory can be created");
-    watchdog(dir.path().to_owned());
+    support::watchdog("freebusy", dir.path().to_owned(), STALL_AFTER);
     let config = Config::parse(&config_text(dir.path()), Path::new("bench.toml"))
         .expect("the bench configuration is valid");
     let running = calgate::start(config)

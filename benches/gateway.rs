@@ -20,9 +20,12 @@
 //! (exit status 2) if no request completes for 30 s, rather than hanging forever on
 //! a wedged server.
 
-use std::path::{Path, PathBuf};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use calgate::config::Config;
@@ -31,6 +34,7 @@ use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Weekday};
 use chrono_tz::Europe::Paris;
 use reqwest::{Client, StatusCode, header};
 use serde_json::{Value, json};
+use support::{Rng, cpu_time, machine, ms, percentile, sorted};
 use tokio::task::JoinSet;
 
 const TENANT: &str = "bench";
@@ -71,70 +75,7 @@ const NOTES: &[&str] = &[
     "Running late possible, call ahead.",
 ];
 
-/// Requests completed so far, watched by [`watchdog`].
-static COMPLETED: AtomicU64 = AtomicU64::new(0);
-
-/// Ends the process if no request completes for [`STALL_AFTER`]: a wedged server
-/// can block every runtime thread (client timers included), so only a plain OS
-/// thread can still notice. `exit` skips destructors, so it removes `data_dir` itself.
-fn watchdog(data_dir: PathBuf) {
-    std::thread::spawn(move || {
-        let mut last = COMPLETED.load(Ordering::Relaxed);
-        let mut since = Instant::now();
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-            let now = COMPLETED.load(Ordering::Relaxed);
-            if now != last {
-                (last, since) = (now, Instant::now());
-            } else if since.elapsed() >= STALL_AFTER {
-                eprintln!(
-                    "calgate bench: STALLED: no request completed for {} s after {now} requests; \
-                     the server is wedged. Inspect it with \
-                     `gdb -p {} -batch -ex 'thread apply all bt'` while it hangs; see \
-                     BENCHMARKS.md for the known sled flush_async deadlock and \
-                     CALGATE_BENCH_CONCURRENCY.",
-                    STALL_AFTER.as_secs(),
-                    std::process::id()
-                );
-                let _ = std::fs::remove_dir_all(&data_dir);
-                std::process::exit(2);
-            }
-        }
-    });
-}
-
-/// CPU time (user + system) used by this process so far, from `/proc/self/stat`.
-fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name start at field 3 (state);
-    // utime and stime are fields 14 and 15, in USER_HZ (100 on Linux) ticks.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
-
-/// splitmix64: deterministic, dependency-free, good enough to spread a workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
-
-/// Local wall-clock time in Paris with its UTC offset of that day.
+/// `minutes` after midnight on `date`, Paris time.
 fn paris(date: NaiveDate, minutes: u32) -> DateTime<FixedOffset> {
     let local = date
         .and_hms_opt(minutes / 60, minutes % 60, 0)
@@ -260,28 +201,6 @@ privacy = "full"
     )
 }
 
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn sorted(mut samples: Vec<Duration>) -> Vec<Duration> {
-    samples.sort_unstable();
-    samples
-}
-
-fn ms(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
-    if ms < 1.0 {
-        format!("{ms:.3} ms")
-    } else if ms < 100.0 {
-        format!("{ms:.2} ms")
-    } else {
-        format!("{ms:.0} ms")
-    }
-}
-
 /// `+` in an offset must not reach the server as a space.
 fn query_time(t: DateTime<FixedOffset>) -> String {
     t.to_rfc3339().replace('+', "%2B")
@@ -316,7 +235,7 @@ impl Gateway {
         let status = resp.status();
         let text = resp.text().await.expect("create response body is readable");
         let elapsed = started.elapsed();
-        COMPLETED.fetch_add(1, Ordering::Relaxed);
+        support::tick();
         assert_eq!(status, StatusCode::CREATED, "create failed: {text}");
         elapsed
     }
@@ -344,7 +263,7 @@ impl Gateway {
         let status = resp.status();
         let body = resp.bytes().await.expect("list response body is readable");
         let elapsed = started.elapsed();
-        COMPLETED.fetch_add(1, Ordering::Relaxed);
+        support::tick();
         assert_eq!(
             status,
             StatusCode::OK,
@@ -374,7 +293,7 @@ impl Gateway {
             .to_owned();
         let body = resp.bytes().await.expect("feed body is readable");
         let elapsed = started.elapsed();
-        COMPLETED.fetch_add(1, Ordering::Relaxed);
+        support::tick();
         (elapsed, status, etag, body)
     }
 }
@@ -420,23 +339,6 @@ async fn load(
     (latencies, started.elapsed())
 }
 
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    format!(
-        "{cores} cores (nproc), {cpu}, {} {}",
-        std::env::consts::OS,
-        std::env::consts::ARCH
-    )
-}
-
 #[tokio::main]
 async fn main() {
     let total = Instant::now();
@@ -452,7 +354,7 @@ async fn main() {
         .prefix("calgate-bench-")
         .tempdir()
         .expect("a temporary directory can be created");
-    watchdog(dir.path().to_owned());
+    support::watchdog("gateway", dir.path().to_owned(), STALL_AFTER);
     let config = Config::parse(&config_text(dir.path()), Path::new("bench.toml"))
         .expect("the bench configuration is valid");
     let running = calgate::start(config)

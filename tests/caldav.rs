@@ -487,6 +487,38 @@ async fn reports() {
     );
     assert_eq!(body.matches("BEGIN:VEVENT").count(), 2, "{body}"); // two meetings (the dentist is on the 22nd)
 
+    // Outside the materialised horizon (old dates, open-ended ranges): still found.
+    let old = EVENT
+        .replace("dentist-1", "old-1")
+        .replace("20261222T1", "20050110T1");
+    assert_eq!(
+        dav.put("/dav/calendars/salon/staff/old.ics", &old, None)
+            .await
+            .0,
+        201
+    );
+    let (_, _, body) = dav
+        .send(
+            "REPORT",
+            cal,
+            Some("1"),
+            &query("20050101T000000Z", "20050201T000000Z", ""),
+        )
+        .await;
+    assert!(
+        body.contains("old.ics") && !body.contains("weekly.ics"),
+        "{body}"
+    );
+    let open_ended = report_body(
+        r#"<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/></D:prop>
+        <C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"><C:time-range start="20261215T000000Z"/></C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#,
+    );
+    let (_, _, body) = dav.send("REPORT", cal, Some("1"), &open_ended).await;
+    assert!(
+        body.contains("weekly.ics") && body.contains("dentist.ics") && !body.contains("old.ics"),
+        "{body}"
+    );
+
     // multiget, with one unknown href.
     let mg = report_body(
         r#"<C:calendar-multiget xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/><C:calendar-data/></D:prop>

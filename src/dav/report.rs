@@ -302,6 +302,24 @@ fn candidates(ctx: &Ctx<'_>, cal: &Calendar, window: Option<Span>) -> Result<Vec
             .into_iter()
             .map(|b| Node::Booking(Box::new(b)))
             .collect()),
+        Calendar::Source(s) if !within_horizon(ctx, window) => {
+            // Occurrences are materialised for the horizon only: further out (old
+            // dates, open-ended ranges) expand each object for this window.
+            let mut nodes = Vec::new();
+            for object in store.objects(t, &s.id)? {
+                let Ok(parsed) = crate::ical::parse::parse(&object.ics) else {
+                    continue;
+                };
+                let opts = crate::ical::expand::ExpandOptions {
+                    default_zone: ctx.tenant.timezone,
+                    window,
+                };
+                if !crate::ical::expand::expand(&parsed, &opts).0.is_empty() {
+                    nodes.push(Node::Object(cal.clone(), Box::new(object)));
+                }
+            }
+            Ok(nodes)
+        }
         Calendar::Source(s) => {
             let ids: BTreeSet<String> = store
                 .object_occurrences(t, window)?
@@ -318,6 +336,12 @@ fn candidates(ctx: &Ctx<'_>, cal: &Calendar, window: Option<Span>) -> Result<Vec
             Ok(nodes)
         }
     }
+}
+
+/// Whether `window` lies inside the materialised occurrence horizon.
+fn within_horizon(ctx: &Ctx<'_>, window: Span) -> bool {
+    let horizon = ctx.app.calendars.horizon().window(chrono::Utc::now());
+    window.start >= horizon.start && window.end <= horizon.end
 }
 
 fn check_collation(tm: &TextMatch) -> Result<(), DavError> {

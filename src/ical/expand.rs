@@ -18,6 +18,10 @@ use super::parse::{EventStatus, IcalTime, ParsedCalendar, PeriodEnd, RDate, VEve
 use super::zones::Zone;
 use crate::model::{BusyKind, Span, start_of_day};
 
+/// Earliest and latest instants expansion considers (1900-01-01, 2201-01-01).
+const WINDOW_MIN_MS: i64 = -2_208_988_800_000;
+const WINDOW_MAX_MS: i64 = 7_289_654_400_000;
+
 /// Most instances one series may produce inside one window.
 pub const MAX_INSTANCES_PER_SERIES: usize = 20_000;
 
@@ -336,8 +340,10 @@ fn master_starts(
     // Local bounds that surely contain every instance overlapping the UTC window:
     // widen by the duration and by the largest zone offsets.
     let margin = Duration::hours(30);
+    // Open-ended windows reach far beyond representable dates: clamp to the
+    // calendar range bookings and events may use (years 1900-2200).
     let utc = |ms: i64| {
-        DateTime::<Utc>::from_timestamp_millis(ms)
+        DateTime::<Utc>::from_timestamp_millis(ms.clamp(WINDOW_MIN_MS, WINDOW_MAX_MS))
             .unwrap_or_default()
             .naive_utc()
     };

@@ -54,8 +54,12 @@ pub enum CalendarError {
     UnknownSource(String),
     #[error("the calendar data is not valid iCalendar: {0}")]
     Invalid(String),
-    #[error("the calendar object has no VEVENT")]
-    NoEvents,
+    #[error("calendar \"{calendar}\" holds {accepted}; this object has {found}")]
+    UnsupportedComponent {
+        calendar: String,
+        accepted: String,
+        found: String,
+    },
     #[error("the object was changed (now {current:?}); fetch it again")]
     PreconditionFailed { current: Option<String> },
     #[error("another object of this calendar ({0}) already has this UID")]
@@ -240,8 +244,22 @@ impl CalendarService {
             ParseError::Syntax(msg) => CalendarError::Invalid(msg),
             ParseError::NoCalendar => CalendarError::Invalid(e.to_string()),
         })?;
-        if parsed.events.is_empty() {
-            return Err(CalendarError::NoEvents);
+        // Every component of the object must be one the calendar holds.
+        let accepted = source.component_set();
+        let mut found: Vec<&str> = parsed.other_components.iter().map(String::as_str).collect();
+        if !parsed.events.is_empty() {
+            found.push("VEVENT");
+        }
+        if found.is_empty() || found.iter().any(|c| !accepted.contains(c)) {
+            return Err(CalendarError::UnsupportedComponent {
+                calendar: source.id.clone(),
+                accepted: accepted.join(", "),
+                found: if found.is_empty() {
+                    "no component".into()
+                } else {
+                    found.join(", ")
+                },
+            });
         }
         let opts = ExpandOptions {
             default_zone: tenant.timezone,

@@ -127,7 +127,14 @@ pub struct Source {
     /// Imported from a provider: clients may read, not write.
     #[serde(default)]
     pub read_only: bool,
+    /// Component types it holds (CalDAV supported-calendar-component-set); empty
+    /// means events only. Only events take time.
+    #[serde(default)]
+    pub components: Vec<String>,
 }
+
+/// Component types a calendar may be made to hold.
+pub const CALENDAR_COMPONENTS: [&str; 3] = ["VEVENT", "VTODO", "VJOURNAL"];
 
 impl Source {
     /// A writable, blocking calendar named `name`.
@@ -140,6 +147,16 @@ impl Source {
             color: None,
             order: None,
             read_only: false,
+            components: Vec::new(),
+        }
+    }
+
+    /// The component types this calendar holds.
+    pub fn component_set(&self) -> Vec<&str> {
+        if self.components.is_empty() {
+            vec!["VEVENT"]
+        } else {
+            self.components.iter().map(String::as_str).collect()
         }
     }
 }

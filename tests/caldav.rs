@@ -862,3 +862,66 @@ async fn bookings_written_over_caldav_are_bookings() {
         "{text}"
     );
 }
+
+/// Calendars may hold tasks (as clients expect); tasks never block time.
+#[tokio::test(flavor = "multi_thread")]
+async fn task_calendars() {
+    let s = TestServer::start().await;
+    let dav = Dav { s: &s, user: "ana" };
+    let mk = r#"<?xml version="1.0"?><C:mkcalendar xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop>
+      <C:supported-calendar-component-set><C:comp name="VTODO"/></C:supported-calendar-component-set></D:prop></D:set></C:mkcalendar>"#;
+    assert_eq!(
+        dav.send("MKCALENDAR", "/dav/calendars/salon/tasks/", None, mk)
+            .await
+            .0,
+        201
+    );
+    let (_, _, body) = dav
+        .send("PROPFIND", "/dav/calendars/salon/tasks/", Some("0"), "")
+        .await;
+    assert!(body.contains("<cal:comp name=\"VTODO\"/>"), "{body}");
+    let todo = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Test//EN\r\nBEGIN:VTODO\r\nUID:todo-1\r\nDTSTAMP:20261101T000000Z\r\nDUE:20261222T100000Z\r\nSUMMARY:Order dye\r\nEND:VTODO\r\nEND:VCALENDAR\r\n";
+    assert_eq!(
+        dav.put("/dav/calendars/salon/tasks/t1.ics", todo, None)
+            .await
+            .0,
+        201
+    );
+    // Events do not belong here; tasks do not belong in an event calendar.
+    let (status, _, body) = dav
+        .put("/dav/calendars/salon/tasks/e1.ics", EVENT, None)
+        .await;
+    assert_eq!(status, 403);
+    assert!(body.contains("supported-calendar-component"), "{body}");
+    let query = |start: &str, end: &str| {
+        report_body(&format!(
+            r#"<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/></D:prop>
+            <C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VTODO"><C:time-range start="{start}" end="{end}"/></C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#
+        ))
+    };
+    let (_, _, body) = dav
+        .send(
+            "REPORT",
+            "/dav/calendars/salon/tasks/",
+            Some("1"),
+            &query("20261222T000000Z", "20261223T000000Z"),
+        )
+        .await;
+    assert!(body.contains("t1.ics"), "{body}");
+    let (_, _, body) = dav
+        .send(
+            "REPORT",
+            "/dav/calendars/salon/tasks/",
+            Some("1"),
+            &query("20270101T000000Z", "20270102T000000Z"),
+        )
+        .await;
+    assert!(!body.contains("t1.ics"), "{body}");
+    // A task due at 10:00 blocks nothing.
+    assert_eq!(
+        s.create(&booking("2026-12-22", "10:30", "11:30", "Free"))
+            .await
+            .0,
+        201
+    );
+}

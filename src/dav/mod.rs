@@ -363,10 +363,10 @@ fn calendar_error(ctx: &Ctx<'_>, source: &str, e: CalendarError) -> DavError {
         CalendarError::Invalid(msg) => {
             DavError::caldav(StatusCode::FORBIDDEN, "valid-calendar-data", msg)
         }
-        CalendarError::NoEvents => DavError::caldav(
+        e @ CalendarError::UnsupportedComponent { .. } => DavError::caldav(
             StatusCode::FORBIDDEN,
             "supported-calendar-component",
-            "this calendar holds events (VEVENT) only",
+            e.to_string(),
         ),
         CalendarError::PreconditionFailed { .. } => DavError::new(
             StatusCode::PRECONDITION_FAILED,
@@ -494,18 +494,22 @@ async fn mkcalendar(
             continue;
         }
         if name.is(NS_CALDAV, "supported-calendar-component-set") {
-            let offers_events = value.children.iter().any(|c| {
-                c.attrs
-                    .iter()
-                    .any(|a| a.name.name == "name" && a.value.eq_ignore_ascii_case("VEVENT"))
-            });
-            if !offers_events {
-                return Err(DavError::caldav(
-                    StatusCode::FORBIDDEN,
-                    "supported-calendar-component",
-                    "calendars here hold events (VEVENT) only",
-                ));
+            let mut components = Vec::new();
+            for c in &value.children {
+                let Some(comp) = c.attrs.iter().find(|a| a.name.name == "name") else {
+                    continue;
+                };
+                let comp = comp.value.to_ascii_uppercase();
+                if !crate::model::CALENDAR_COMPONENTS.contains(&comp.as_str()) {
+                    return Err(DavError::caldav(
+                        StatusCode::FORBIDDEN,
+                        "supported-calendar-component",
+                        format!("calendars hold VEVENT, VTODO or VJOURNAL, not {comp}"),
+                    ));
+                }
+                components.push(comp);
             }
+            source.components = components;
             continue;
         }
         apply_prop(&mut source, name, Some(value)).map_err(DavError::forbidden)?;

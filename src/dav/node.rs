@@ -320,11 +320,18 @@ impl Node {
             (NS_CALDAV, "calendar-timezone") if matches!(self, Node::Calendar(_)) => {
                 Some(PropContent::text(tenant_timezone(t)))
             }
-            (NS_CALDAV, "supported-calendar-component-set")
-                if matches!(self, Node::Calendar(_)) =>
-            {
-                Some(PropContent::raw("<cal:comp name=\"VEVENT\"/>"))
-            }
+            (NS_CALDAV, "supported-calendar-component-set") => match self {
+                Node::Calendar(Calendar::Source(s)) => Some(PropContent::raw(
+                    s.component_set()
+                        .iter()
+                        .map(|c| format!("<cal:comp name=\"{c}\"/>"))
+                        .collect::<String>(),
+                )),
+                Node::Calendar(Calendar::Bookings) => {
+                    Some(PropContent::raw("<cal:comp name=\"VEVENT\"/>"))
+                }
+                _ => None,
+            },
             (NS_CALDAV, "supported-calendar-data") if matches!(self, Node::Calendar(_)) => {
                 Some(PropContent::raw(
                     "<cal:calendar-data content-type=\"text/calendar\" version=\"2.0\"/>",
@@ -354,9 +361,9 @@ impl Node {
                 }
                 _ => None,
             },
-            (NS_DAV, "getcontenttype") if !self.is_collection() => Some(PropContent::text(
-                "text/calendar; charset=utf-8; component=VEVENT",
-            )),
+            (NS_DAV, "getcontenttype") if !self.is_collection() => {
+                Some(PropContent::text("text/calendar; charset=utf-8"))
+            }
             (NS_DAV, "getcontentlength") => self
                 .body(ctx)
                 .map(|b| PropContent::text(b.len().to_string())),

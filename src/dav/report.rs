@@ -254,11 +254,16 @@ fn calendar_query(
             "the filter must start with VCALENDAR",
         ));
     }
-    // The component asked for: our calendars hold VEVENTs only.
+    // The component asked for: events (indexed), or tasks/journals (evaluated).
     let event_filter = q.filter.comp_filters.first();
     let asks_for_events = event_filter.is_none_or(|f| f.name.eq_ignore_ascii_case("VEVENT"));
-    if event_filter.is_some_and(|f| f.is_not_defined) || !asks_for_events {
+    if event_filter.is_some_and(|f| f.is_not_defined) {
         return Ok(super::multistatus(xml::multistatus(&[], None)));
+    }
+    if let Some(f) = event_filter
+        && !asks_for_events
+    {
+        return other_components(ctx, &cal, f, &q);
     }
     for f in event_filter
         .map(|f| f.prop_filters.as_slice())
@@ -355,6 +360,62 @@ fn check_collation(tm: &TextMatch) -> Result<(), DavError> {
             ),
         )),
     }
+}
+
+/// calendar-query for VTODO / VJOURNAL: every object holding that component whose
+/// component matches the time-range (RFC 4791 §9.9, simplified: DTSTART or DUE in
+/// the range, or neither given) and the prop-filters.
+fn other_components(
+    ctx: &Ctx<'_>,
+    cal: &Calendar,
+    filter: &CompFilter,
+    q: &xml::CalendarQuery,
+) -> Result<Response<Body>, DavError> {
+    for pf in &filter.prop_filters {
+        if let Some(tm) = &pf.text_match {
+            check_collation(tm)?;
+        }
+    }
+    let range = filter.time_range.as_ref().map(millis);
+    let mut writer = xml::MultistatusWriter::new();
+    let mut out = writer.begin();
+    for n in Node::Calendar(cal.clone()).children(ctx)? {
+        let Some(text) = n.body(ctx) else { continue };
+        let unfolded = icalendar::parser::unfold(&text.replace("\r\n", "\n").replace('\n', "\r\n"));
+        let Ok(parsed) = icalendar::parser::read_calendar(&unfolded) else {
+            continue;
+        };
+        let hit = parsed
+            .components
+            .iter()
+            .filter(|c| c.name.as_str().eq_ignore_ascii_case(&filter.name))
+            .any(|c| {
+                let in_range = range.is_none_or(|window| {
+                    let at = |prop: &str| {
+                        c.find_prop(prop).and_then(|p| {
+                            let v = p.val.as_str();
+                            crate::ical::parse::parse_naive(v)
+                                .map(|n| n.and_utc().timestamp_millis())
+                                .or_else(|| {
+                                    crate::ical::parse::parse_date(v).map(|d| {
+                                        crate::model::start_of_day(d, ctx.tenant.timezone)
+                                            .timestamp_millis()
+                                    })
+                                })
+                        })
+                    };
+                    let dates: Vec<i64> = ["DTSTART", "DUE"].iter().filter_map(|p| at(p)).collect();
+                    dates.is_empty() || dates.iter().any(|t| *t >= window.start && *t < window.end)
+                });
+                in_range && filter.prop_filters.iter().all(|pf| prop_matches(c, pf))
+            });
+        if hit {
+            let response = object_response(ctx, &n, &q.props, q.calendar_data.as_ref())?;
+            writer.write_response(&mut out, &xml::Response::Props(response));
+        }
+    }
+    out.push_str(&writer.end(None));
+    Ok(super::multistatus(out))
 }
 
 /// Whether the object's VEVENTs satisfy every prop-filter (RFC 4791 §9.7.2).

@@ -86,6 +86,8 @@ pub enum PeriodEnd {
 #[derive(Debug, Clone, Default)]
 pub struct ParsedCalendar {
     pub events: Vec<VEvent>,
+    /// Names of the other top-level components (VTODO, VJOURNAL, ...), VTIMEZONE aside.
+    pub other_components: Vec<String>,
     /// Google's calendar-wide zone, applied to floating times.
     pub x_wr_timezone: Option<Zone>,
     /// Things we could not honour exactly, in words.
@@ -102,6 +104,15 @@ pub fn parse(text: &str) -> Result<ParsedCalendar, ParseError> {
         return Err(ParseError::NoCalendar);
     }
     let mut out = ParsedCalendar::default();
+    for c in &cal.components {
+        let name = c.name.as_str();
+        if name != "VEVENT"
+            && name != "VTIMEZONE"
+            && !out.other_components.iter().any(|n| n == name)
+        {
+            out.other_components.push(name.to_owned());
+        }
+    }
     // A bare VEVENT (no VCALENDAR wrapper) is accepted as well.
     let mut zone_defs = CalendarZones {
         defs: cal

@@ -128,7 +128,8 @@ pub struct Source {
     #[serde(default)]
     pub read_only: bool,
     /// Component types it holds (CalDAV supported-calendar-component-set); empty
-    /// means events only. Only events take time.
+    /// means all of [`CALENDAR_COMPONENTS`] (a calendar made without saying, as
+    /// clients expect). Only events take time.
     #[serde(default)]
     pub components: Vec<String>,
 }
@@ -154,7 +155,7 @@ impl Source {
     /// The component types this calendar holds.
     pub fn component_set(&self) -> Vec<&str> {
         if self.components.is_empty() {
-            vec!["VEVENT"]
+            CALENDAR_COMPONENTS.to_vec()
         } else {
             self.components.iter().map(String::as_str).collect()
         }

@@ -917,9 +917,58 @@ async fn task_calendars() {
         )
         .await;
     assert!(!body.contains("t1.ics"), "{body}");
-    // A task due at 10:00 blocks nothing.
+    // A calendar made without a component set holds events and tasks; an event
+    // query there returns only the events.
     assert_eq!(
-        s.create(&booking("2026-12-22", "10:30", "11:30", "Free"))
+        dav.send("MKCALENDAR", "/dav/calendars/salon/mixed/", None, "")
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        dav.put("/dav/calendars/salon/mixed/t.ics", todo, None)
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        dav.put("/dav/calendars/salon/mixed/e.ics", EVENT, None)
+            .await
+            .0,
+        201
+    );
+    let events = report_body(
+        r#"<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/></D:prop>
+        <C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"/></C:comp-filter></C:filter></C:calendar-query>"#,
+    );
+    let (_, _, body) = dav
+        .send("REPORT", "/dav/calendars/salon/mixed/", Some("1"), &events)
+        .await;
+    assert!(body.contains("e.ics") && !body.contains("t.ics"), "{body}");
+    // If-Match: * needs something to match.
+    assert_eq!(
+        dav.put(
+            "/dav/calendars/salon/mixed/new.ics",
+            &EVENT.replace("dentist-1", "n"),
+            Some(("if-match", "*"))
+        )
+        .await
+        .0,
+        412
+    );
+    assert_eq!(
+        dav.put(
+            "/dav/calendars/salon/mixed/e.ics",
+            EVENT,
+            Some(("if-match", "*"))
+        )
+        .await
+        .0,
+        204
+    );
+    // The task is due at 11:00 Paris (after the event); it blocks nothing.
+    assert_eq!(
+        s.create(&booking("2026-12-22", "11:00", "11:30", "Free"))
             .await
             .0,
         201

@@ -183,7 +183,9 @@ pub async fn put(
     let patch = patch_from(ctx, event, existing.as_ref(), text)?;
     let engine = &ctx.app.bookings;
     let result = match (&existing, precondition) {
-        (Some(_), Precondition::MustNotExist) | (None, Precondition::EtagIs(_)) => {
+        (Some(_), Precondition::MustNotExist)
+        | (None, Precondition::EtagIs(_))
+        | (None, Precondition::MustExist) => {
             return Err(DavError::new(
                 StatusCode::PRECONDITION_FAILED,
                 "the resource's ETag does not match",

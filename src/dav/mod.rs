@@ -316,6 +316,12 @@ async fn put(
         .is_some_and(|v| v.as_bytes() == b"*")
     {
         Precondition::MustNotExist
+    } else if req
+        .headers()
+        .get(header::IF_MATCH)
+        .is_some_and(|v| v.as_bytes() == b"*")
+    {
+        Precondition::MustExist
     } else {
         match if_match(req.headers())
             .map_err(|_| DavError::new(StatusCode::BAD_REQUEST, "If-Match must be a quoted ETag"))?

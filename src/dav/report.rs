@@ -277,7 +277,12 @@ fn calendar_query(
     let range = event_filter
         .and_then(|f| f.time_range)
         .or(q.filter.time_range);
-    let candidates = candidates(ctx, &cal, range.as_ref().map(millis))?;
+    let candidates = candidates(
+        ctx,
+        &cal,
+        range.as_ref().map(millis),
+        event_filter.is_some(),
+    )?;
     let mut writer = xml::MultistatusWriter::new();
     let mut out = writer.begin();
     for n in candidates {
@@ -295,11 +300,22 @@ fn calendar_query(
 }
 
 /// The objects of a calendar, or only those with an occurrence in `window`.
-fn candidates(ctx: &Ctx<'_>, cal: &Calendar, window: Option<Span>) -> Result<Vec<Node>, DavError> {
+fn candidates(
+    ctx: &Ctx<'_>,
+    cal: &Calendar,
+    window: Option<Span>,
+    events_only: bool,
+) -> Result<Vec<Node>, DavError> {
     let store = &ctx.app.store;
     let t = &ctx.tenant.id;
     let Some(window) = window else {
-        return Node::Calendar(cal.clone()).children(ctx);
+        // Events only: a calendar may also hold tasks and journals.
+        let mut nodes = Node::Calendar(cal.clone()).children(ctx)?;
+        nodes.retain(|n| match n {
+            Node::Object(_, o) => !events_only || o.ics.contains("BEGIN:VEVENT"),
+            _ => true,
+        });
+        return Ok(nodes);
     };
     match cal {
         Calendar::Bookings => Ok(store

@@ -79,6 +79,8 @@ pub struct Change {
 pub enum Precondition {
     None,
     MustNotExist,
+    /// `If-Match: *`: something must be there, whatever its ETag.
+    MustExist,
     /// The stored record must carry exactly this ETag.
     EtagIs(String),
 }
@@ -402,6 +404,7 @@ impl Store {
                     .map_err(tx_corrupt)?;
                 let holds = match (precondition, &current) {
                     (Precondition::None, _) => true,
+                    (Precondition::MustExist, existing) => existing.is_some(),
                     (Precondition::MustNotExist, existing) => existing.is_none(),
                     (Precondition::EtagIs(etag), Some(existing)) => &existing.etag == etag,
                     (Precondition::EtagIs(_), None) => false,
@@ -694,6 +697,7 @@ impl Store {
                     .map_err(tx_corrupt)?;
                 let holds = match (precondition, &current) {
                     (Precondition::None, _) => true,
+                    (Precondition::MustExist, existing) => existing.is_some(),
                     (Precondition::MustNotExist, existing) => existing.is_none(),
                     (Precondition::EtagIs(etag), Some(existing)) => &existing.etag == etag,
                     (Precondition::EtagIs(_), None) => false,

@@ -974,3 +974,41 @@ async fn task_calendars() {
         201
     );
 }
+
+/// Bad request bodies and headers get precise 4xx answers, never a 500.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_puts() {
+    let s = TestServer::start().await;
+    let dav = Dav { s: &s, user: "ana" };
+    assert_eq!(
+        dav.send("MKCALENDAR", "/dav/calendars/salon/staff/", None, "")
+            .await
+            .0,
+        201
+    );
+    let resp = s
+        .client
+        .put(s.url("/dav/calendars/salon/staff/latin1.ics"))
+        .basic_auth("ana", Some("secret"))
+        .header("content-type", "text/calendar")
+        .body(b"BEGIN:VCALENDAR\r\nSUMMARY:Caf\xe9\r\nEND:VCALENDAR\r\n".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().await.unwrap().contains("valid-calendar-data"));
+    let (status, _, body) = dav
+        .put(
+            "/dav/calendars/salon/staff/x.ics",
+            EVENT,
+            Some(("if-match", "not-quoted")),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("If-Match"), "{body}");
+    // Same for a booking resource name that cannot be a booking id.
+    let (status, _, body) = dav
+        .put("/dav/calendars/salon/bookings/a%20b.ics", APPOINTMENT, None)
+        .await;
+    assert_eq!(status, 400, "{body}");
+}

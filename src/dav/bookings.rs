@@ -186,10 +186,7 @@ pub async fn put(
         (Some(_), Precondition::MustNotExist)
         | (None, Precondition::EtagIs(_))
         | (None, Precondition::MustExist) => {
-            return Err(DavError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "the resource's ETag does not match",
-            ));
+            return Err(DavError::etag_mismatch());
         }
         (None, _) => engine
             .create_as(ctx.tenant, id, patch, None, ConflictPolicy::Refuse)
@@ -226,7 +223,8 @@ pub async fn put(
     Ok(resp)
 }
 
-fn booking_error(ctx: &Ctx<'_>, e: BookingError) -> DavError {
+/// A booking-engine refusal as CalDAV answers it.
+pub(super) fn booking_error(ctx: &Ctx<'_>, e: BookingError) -> DavError {
     match e {
         BookingError::Invalid(fields) => invalid_object(
             fields
@@ -266,10 +264,7 @@ fn booking_error(ctx: &Ctx<'_>, e: BookingError) -> DavError {
                 &format!("{owner}.ics")
             ))
         )),
-        BookingError::PreconditionFailed { .. } => DavError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "the resource's ETag does not match",
-        ),
+        BookingError::PreconditionFailed { .. } => DavError::etag_mismatch(),
         BookingError::NotFound(_) => DavError::not_found(),
         other => DavError::internal(other),
     }

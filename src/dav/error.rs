@@ -67,6 +67,14 @@ impl DavError {
         DavError::new(StatusCode::NOT_FOUND, "no such resource")
     }
 
+    /// 412: an If-Match / If-None-Match precondition did not hold.
+    pub fn etag_mismatch() -> Self {
+        DavError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "the resource's ETag does not match",
+        )
+    }
+
     pub fn forbidden(message: impl Into<String>) -> Self {
         DavError::dav(StatusCode::FORBIDDEN, "need-privileges", message)
     }

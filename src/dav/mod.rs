@@ -374,10 +374,7 @@ fn calendar_error(ctx: &Ctx<'_>, source: &str, e: CalendarError) -> DavError {
             "supported-calendar-component",
             e.to_string(),
         ),
-        CalendarError::PreconditionFailed { .. } => DavError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "the resource's ETag does not match",
-        ),
+        CalendarError::PreconditionFailed { .. } => DavError::etag_mismatch(),
         CalendarError::UidConflict(owner) => DavError::caldav(
             StatusCode::FORBIDDEN,
             "no-uid-conflict",
@@ -409,14 +406,7 @@ async fn delete(
             app.bookings
                 .delete(ctx.tenant, &b.id, expected.as_deref())
                 .await
-                .map_err(|e| match e {
-                    crate::bookings::BookingError::PreconditionFailed { .. } => DavError::new(
-                        StatusCode::PRECONDITION_FAILED,
-                        "the resource's ETag does not match",
-                    ),
-                    crate::bookings::BookingError::NotFound(_) => DavError::not_found(),
-                    other => DavError::internal(other),
-                })?;
+                .map_err(|e| bookings::booking_error(ctx, e))?;
         }
         Node::Object(Calendar::Source(s), o) => {
             if s.read_only {

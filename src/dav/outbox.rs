@@ -21,7 +21,7 @@ pub fn post(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, DavError> {
             "the request must be UTF-8 iCalendar",
         )
     })?;
-    let unfolded = icalendar::parser::unfold(&text.replace("\r\n", "\n").replace('\n', "\r\n"));
+    let unfolded = crate::ical::parse::unfolded(text);
     let cal = icalendar::parser::read_calendar(&unfolded).map_err(|e| {
         DavError::caldav(
             StatusCode::BAD_REQUEST,

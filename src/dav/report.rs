@@ -397,7 +397,7 @@ fn other_components(
     let mut out = writer.begin();
     for n in Node::Calendar(cal.clone()).children(ctx)? {
         let Some(text) = n.body(ctx) else { continue };
-        let unfolded = icalendar::parser::unfold(&text.replace("\r\n", "\n").replace('\n', "\r\n"));
+        let unfolded = crate::ical::parse::unfolded(&text);
         let Ok(parsed) = icalendar::parser::read_calendar(&unfolded) else {
             continue;
         };
@@ -439,7 +439,7 @@ fn matches_props(ctx: &Ctx<'_>, node: &Node, filter: &CompFilter) -> bool {
     let Some(text) = node.body(ctx) else {
         return false;
     };
-    let unfolded = icalendar::parser::unfold(&text.replace("\r\n", "\n").replace('\n', "\r\n"));
+    let unfolded = crate::ical::parse::unfolded(&text);
     let Ok(cal) = icalendar::parser::read_calendar(&unfolded) else {
         return false;
     };

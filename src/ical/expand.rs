@@ -496,7 +496,7 @@ pub fn expand_to_utc_text(ics: &str, window: Span, default_zone: Tz) -> Result<S
             window,
         },
     );
-    let unfolded = icalendar::parser::unfold(&ics.replace("\r\n", "\n").replace('\n', "\r\n"));
+    let unfolded = super::parse::unfolded(ics);
     let raw = icalendar::parser::read_calendar(&unfolded)
         .map_err(|e| e.lines().next().unwrap_or("").to_owned())?;
     let events: Vec<&icalendar::parser::Component<'_>> = raw

@@ -94,10 +94,15 @@ pub struct ParsedCalendar {
     pub diagnostics: Vec<String>,
 }
 
+/// iCalendar text with CRLF line ends and folded lines joined, ready for
+/// `icalendar::parser::read_calendar` (which expects exactly that).
+pub fn unfolded(text: &str) -> String {
+    icalendar::parser::unfold(&normalize(text))
+}
+
 /// Parses iCalendar text. Lenient about line endings (LF-only) and folding.
 pub fn parse(text: &str) -> Result<ParsedCalendar, ParseError> {
-    let normalized = normalize(text);
-    let unfolded = icalendar::parser::unfold(&normalized);
+    let unfolded = unfolded(text);
     let cal = icalendar::parser::read_calendar(&unfolded)
         .map_err(|e| ParseError::Syntax(e.lines().take(6).collect::<Vec<_>>().join(" ")))?;
     if cal.components.is_empty() && cal.properties.is_empty() {

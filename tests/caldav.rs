@@ -688,6 +688,33 @@ async fn python_caldav_client_scenario() {
     assert!(stdout.contains("all steps passed"), "{stdout}");
 }
 
+/// The third-party caldav-server-tester (python caldav's compatibility checker):
+/// every feature in fixtures/peercheck/expected.json marked PASS must still pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn caldav_server_tester_finds_no_regression() {
+    let s = TestServer::start().await;
+    let base = format!("{}/", s.base);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let expected = format!("{root}/fixtures/peercheck/expected.json");
+    let report = format!("{}/server_tester_report.json", env!("CARGO_TARGET_TMPDIR"));
+    let out = tokio::task::spawn_blocking(move || {
+        common::run_python(
+            "server_tester.py",
+            &[&base, "ana", "secret", &expected, &report],
+        )
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "caldav-server-tester regressions:\n{stdout}\n{}",
+        stderr.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+    assert!(stdout.contains(" passed, "), "{stdout}");
+}
+
 /// RFC 6638 free/busy through the scheduling outbox, as Apple Calendar asks it.
 #[tokio::test(flavor = "multi_thread")]
 async fn outbox_answers_free_busy_requests() {
@@ -1011,4 +1038,126 @@ async fn malformed_puts() {
         .put("/dav/calendars/salon/bookings/a%20b.ics", APPOINTMENT, None)
         .await;
     assert_eq!(status, 400, "{body}");
+}
+
+/// Recurring tasks match the weeks they recur in, expand into instances; alarms are
+/// searched by trigger time; principals are found by name.
+#[tokio::test(flavor = "multi_thread")]
+async fn recurring_tasks_alarms_and_principal_search() {
+    let s = TestServer::start().await;
+    let dav = Dav { s: &s, user: "ana" };
+    assert_eq!(
+        dav.send("MKCALENDAR", "/dav/calendars/salon/team@salon/", None, "")
+            .await
+            .0,
+        201
+    );
+    let cal = "/dav/calendars/salon/team@salon/";
+    let task = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Test//EN\r\nBEGIN:VTODO\r\nUID:weekly-task\r\nDTSTAMP:20261101T000000Z\r\nDTSTART:20270104T090000Z\r\nDUE:20270104T100000Z\r\nRRULE:FREQ=WEEKLY;COUNT=4\r\nSUMMARY:Clean the chairs\r\nEND:VTODO\r\nEND:VCALENDAR\r\n";
+    assert_eq!(dav.put(&format!("{cal}task.ics"), task, None).await.0, 201);
+    assert_eq!(
+        dav.put(&format!("{cal}event.ics"), EVENT, None).await.0,
+        201
+    );
+    let todo_query = |start: &str, end: &str, data: &str| {
+        report_body(&format!(
+            r#"<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/>{data}</D:prop>
+            <C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VTODO"><C:time-range start="{start}" end="{end}"/></C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#
+        ))
+    };
+    // The third week holds an instance; the fifth does not.
+    let (_, _, body) = dav
+        .send(
+            "REPORT",
+            cal,
+            Some("1"),
+            &todo_query("20270118T000000Z", "20270119T000000Z", ""),
+        )
+        .await;
+    assert!(
+        body.contains("task.ics") && !body.contains("event.ics"),
+        "{body}"
+    );
+    let (_, _, body) = dav
+        .send(
+            "REPORT",
+            cal,
+            Some("1"),
+            &todo_query("20270201T000000Z", "20270202T000000Z", ""),
+        )
+        .await;
+    assert!(!body.contains("task.ics"), "{body}");
+    // Expanded: the two instances in the window, in UTC, each with its RECURRENCE-ID.
+    let expand = r#"<C:calendar-data><C:expand start="20270110T000000Z" end="20270120T000000Z"/></C:calendar-data>"#;
+    let (_, _, body) = dav
+        .send(
+            "REPORT",
+            cal,
+            Some("1"),
+            &todo_query("20270110T000000Z", "20270120T000000Z", expand),
+        )
+        .await;
+    assert_eq!(body.matches("BEGIN:VTODO").count(), 2, "{body}");
+    assert!(body.contains("RECURRENCE-ID:20270111T090000Z"), "{body}");
+    assert!(
+        body.contains("DUE:20270118T100000Z") && !body.contains("RRULE"),
+        "{body}"
+    );
+    // The dentist (10:00 Paris = 09:00 UTC) reminds 15 minutes before.
+    let alarm_query = |start: &str, end: &str| {
+        report_body(&format!(
+            r#"<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/></D:prop>
+            <C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"><C:comp-filter name="VALARM"><C:time-range start="{start}" end="{end}"/></C:comp-filter></C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#
+        ))
+    };
+    let (_, _, body) = dav
+        .send(
+            "REPORT",
+            cal,
+            Some("1"),
+            &alarm_query("20261222T084000Z", "20261222T085000Z"),
+        )
+        .await;
+    assert!(body.contains("event.ics"), "{body}");
+    let (_, _, body) = dav
+        .send(
+            "REPORT",
+            cal,
+            Some("1"),
+            &alarm_query("20261222T090000Z", "20261222T091500Z"),
+        )
+        .await;
+    assert!(!body.contains("event.ics"), "{body}");
+    // Principal search on "/" as python caldav sends it (properties beside D:prop).
+    let search = |name: &str| {
+        format!(
+            r#"<D:principal-property-search xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:property-search><D:prop><D:displayname/></D:prop><D:match>{name}</D:match></D:property-search><D:prop/><C:calendar-home-set/><D:displayname/></D:principal-property-search>"#
+        )
+    };
+    let (status, _, body) = dav.send("REPORT", "/", None, &search("AN")).await;
+    assert_eq!(status, 207);
+    assert!(body.contains("/dav/principals/ana/"), "{body}");
+    assert!(
+        body.contains("<d:displayname>ana</d:displayname>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("/dav/calendars/salon/</d:href></cal:calendar-home-set>"),
+        "{body}"
+    );
+    let (_, _, body) = dav.send("REPORT", "/", None, &search("gus")).await;
+    assert!(
+        !body.contains("/dav/principals/"),
+        "another tenant's user: {body}"
+    );
+    let (status, _, body) = dav
+        .send(
+            "REPORT",
+            "/dav/principals/",
+            None,
+            r#"<D:principal-search-property-set xmlns:D="DAV:"/>"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(body.contains("displayname"), "{body}");
 }

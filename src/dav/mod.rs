@@ -464,7 +464,7 @@ async fn mkcalendar(
         && id.len() <= 64
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@+~=".contains(&b))
         && id != BOOKINGS_SOURCE
         && id != paths::OUTBOX;
     if node::calendar(ctx, id).is_ok() || id == BOOKINGS_SOURCE || id == paths::OUTBOX {
@@ -476,7 +476,7 @@ async fn mkcalendar(
     }
     if !valid_id {
         return Err(DavError::forbidden(format!(
-            "\"{id}\" is not a usable calendar name: use 1-64 of A-Z a-z 0-9 - _ ."
+            "\"{id}\" is not a usable calendar name: use 1-64 of A-Z a-z 0-9 - _ . @ + ~ ="
         )));
     }
     let mut source = Source::new(id, id);

@@ -12,10 +12,12 @@ use super::error::DavError;
 use super::node::{self, Calendar, Ctx, Node};
 use super::paths::{self, DavPath};
 use super::xml::{
-    self, CalendarDataRequest, CompFilter, NS_CALDAV, NS_DAV, PropContent, PropFilter, PropRequest,
-    ReportRequest, TextMatch, TimeRange,
+    self, CalendarDataRequest, CompFilter, NS_CALDAV, NS_CALENDARSERVER, NS_DAV, PropContent,
+    PropFilter, PropName, PropRequest, ReportRequest, TextMatch, TimeRange,
 };
 use crate::http::{Body, full};
+use crate::ical::matching;
+use crate::ical::parse::Kind;
 use crate::model::Span;
 
 pub fn report(
@@ -28,6 +30,8 @@ pub fn report(
         ReportRequest::SyncCollection(s) => sync_collection(ctx, path, s),
         ReportRequest::CalendarQuery(q) => calendar_query(ctx, path, q),
         ReportRequest::FreeBusyQuery(range) => free_busy_query(ctx, path, range),
+        ReportRequest::PrincipalPropertySearch(search) => principal_search(ctx, &search),
+        ReportRequest::PrincipalSearchPropertySet => Ok(principal_search_property_set()),
         other => Err(DavError::dav(
             StatusCode::FORBIDDEN,
             "supported-report",
@@ -292,6 +296,14 @@ fn calendar_query(
         {
             continue;
         }
+        let alarm_filters = event_filter
+            .map(|f| f.comp_filters.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c.name.eq_ignore_ascii_case("VALARM"));
+        if !alarm_filters.into_iter().all(|a| matches_alarm(ctx, &n, a)) {
+            continue;
+        }
         let response = object_response(ctx, &n, &q.props, q.calendar_data.as_ref())?;
         writer.write_response(&mut out, &xml::Response::Props(response));
     }
@@ -379,8 +391,9 @@ fn check_collation(tm: &TextMatch) -> Result<(), DavError> {
 }
 
 /// calendar-query for VTODO / VJOURNAL: every object holding that component whose
-/// component matches the time-range (RFC 4791 §9.9, simplified: DTSTART or DUE in
-/// the range, or neither given) and the prop-filters.
+/// component matches the time-range (RFC 4791 §9.9, recurrence instances included)
+/// and the prop-filters. Tasks are not indexed (they never block time), so each
+/// object of the calendar is read.
 fn other_components(
     ctx: &Ctx<'_>,
     cal: &Calendar,
@@ -392,6 +405,14 @@ fn other_components(
             check_collation(tm)?;
         }
     }
+    let kind = if filter.name.eq_ignore_ascii_case("VJOURNAL") {
+        Kind::Journal
+    } else if filter.name.eq_ignore_ascii_case("VTODO") {
+        Kind::Todo
+    } else {
+        // No object holds other component kinds: an empty answer.
+        return Ok(super::multistatus(xml::multistatus(&[], None)));
+    };
     let range = filter.time_range.as_ref().map(millis);
     let mut writer = xml::MultistatusWriter::new();
     let mut out = writer.begin();
@@ -401,29 +422,14 @@ fn other_components(
         let Ok(parsed) = icalendar::parser::read_calendar(&unfolded) else {
             continue;
         };
-        let hit = parsed
+        let props_match = parsed
             .components
             .iter()
-            .filter(|c| c.name.as_str().eq_ignore_ascii_case(&filter.name))
-            .any(|c| {
-                let in_range = range.is_none_or(|window| {
-                    let at = |prop: &str| {
-                        c.find_prop(prop).and_then(|p| {
-                            let v = p.val.as_str();
-                            crate::ical::parse::parse_naive(v)
-                                .map(|n| n.and_utc().timestamp_millis())
-                                .or_else(|| {
-                                    crate::ical::parse::parse_date(v).map(|d| {
-                                        crate::model::start_of_day(d, ctx.tenant.timezone)
-                                            .timestamp_millis()
-                                    })
-                                })
-                        })
-                    };
-                    let dates: Vec<i64> = ["DTSTART", "DUE"].iter().filter_map(|p| at(p)).collect();
-                    dates.is_empty() || dates.iter().any(|t| *t >= window.start && *t < window.end)
-                });
-                in_range && filter.prop_filters.iter().all(|pf| prop_matches(c, pf))
+            .filter(|c| c.name.as_str() == kind.name())
+            .any(|c| filter.prop_filters.iter().all(|pf| prop_matches(c, pf)));
+        let hit = props_match
+            && range.is_none_or(|window| {
+                matching::component_in_range(&text, kind, window, ctx.tenant.timezone)
             });
         if hit {
             let response = object_response(ctx, &n, &q.props, q.calendar_data.as_ref())?;
@@ -432,6 +438,24 @@ fn other_components(
     }
     out.push_str(&writer.end(None));
     Ok(super::multistatus(out))
+}
+
+/// A VALARM comp-filter nested in the VEVENT filter (RFC 4791 §9.7.1): alarms present,
+/// absent, or triggering inside a time-range.
+fn matches_alarm(ctx: &Ctx<'_>, node: &Node, filter: &CompFilter) -> bool {
+    let Some(text) = node.body(ctx) else {
+        return false;
+    };
+    let has_alarm = text.contains("BEGIN:VALARM");
+    if filter.is_not_defined {
+        return !has_alarm;
+    }
+    match &filter.time_range {
+        None => has_alarm,
+        Some(range) => {
+            has_alarm && matching::alarm_in_range(&text, millis(range), ctx.tenant.timezone)
+        }
+    }
 }
 
 /// Whether the object's VEVENTs satisfy every prop-filter (RFC 4791 §9.7.2).
@@ -519,4 +543,81 @@ fn free_busy_query(
         HeaderValue::from_static("text/calendar; charset=utf-8"),
     );
     Ok(resp)
+}
+
+/// The properties DAV:principal-property-search can match on, with their words
+/// for the user (RFC 3744 §9.5).
+const PRINCIPAL_SEARCH_PROPS: [(&str, &str, &str); 3] = [
+    (NS_DAV, "displayname", "Display name"),
+    (NS_CALDAV, "calendar-user-address-set", "Calendar address"),
+    (NS_CALENDARSERVER, "email-address-set", "E-mail address"),
+];
+
+/// DAV:principal-property-search (RFC 3744 §9.4) over the principals of the
+/// caller's tenant: attendee lookups in Apple Calendar, `search_principals` in
+/// python caldav. No search at all lists every principal.
+fn principal_search(
+    ctx: &Ctx<'_>,
+    search: &xml::PrincipalPropertySearch,
+) -> Result<Response<Body>, DavError> {
+    let tenant = ctx.tenant;
+    let props = PropRequest::Prop(search.props.clone());
+    let mut writer = xml::MultistatusWriter::new();
+    let mut out = writer.begin();
+    for user in &tenant.users {
+        let address = node::calendar_user_address(&user.username, &tenant.id);
+        let values = |name: &PropName| -> Vec<&str> {
+            match (name.ns.as_str(), name.name.as_str()) {
+                (NS_DAV, "displayname") => vec![user.username.as_str()],
+                (NS_CALDAV, "calendar-user-address-set") => vec![address.as_str()],
+                (NS_CALENDARSERVER, "email-address-set") => {
+                    vec![address.trim_start_matches("mailto:")]
+                }
+                _ => Vec::new(),
+            }
+        };
+        let matches = |s: &xml::PropertySearch| {
+            let needle = s.match_text.to_lowercase();
+            s.props.iter().flat_map(values).any(|v| {
+                let v = v.to_lowercase();
+                match s.match_type.as_deref() {
+                    Some("equals") => v == needle,
+                    Some("starts-with") => v.starts_with(&needle),
+                    _ => v.contains(&needle),
+                }
+            })
+        };
+        let hit = if search.any_of {
+            search.searches.is_empty() || search.searches.iter().any(matches)
+        } else {
+            search.searches.iter().all(matches)
+        };
+        if hit {
+            let principal = Node::Principal(user.username.clone());
+            let response = super::propstats(ctx, &principal, &props)?;
+            writer.write_response(&mut out, &xml::Response::Props(response));
+        }
+    }
+    out.push_str(&writer.end(None));
+    Ok(super::multistatus(out))
+}
+
+/// DAV:principal-search-property-set (RFC 3744 §9.5).
+fn principal_search_property_set() -> Response<Body> {
+    let mut body = String::from(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<d:principal-search-property-set xmlns:d=\"DAV:\">",
+    );
+    for (ns, name, description) in PRINCIPAL_SEARCH_PROPS {
+        body.push_str(&format!(
+            "<d:principal-search-property><d:prop><x:{name} xmlns:x=\"{ns}\"/></d:prop>\
+             <d:description xml:lang=\"en\">{description}</d:description></d:principal-search-property>"
+        ));
+    }
+    body.push_str("</d:principal-search-property-set>");
+    let mut resp = Response::new(full(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml; charset=utf-8"),
+    );
+    resp
 }

@@ -127,7 +127,8 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
         })
         .collect();
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-    // Clients probe with OPTIONS anywhere and PROPFIND on "/": never a 405.
+    // Clients probe with OPTIONS anywhere, and PROPFIND or REPORT (principal
+    // search) on "/", the URL they were given: never a 405.
     if req.method() == Method::OPTIONS {
         return crate::dav::options();
     }
@@ -135,7 +136,9 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
         ["healthz"] => Ok(Response::new(full("ok\n"))),
         [".well-known", "caldav"] => Ok(crate::dav::well_known()),
         ["dav", rest @ ..] => Ok(crate::dav::serve(app, req, rest).await),
-        [""] if req.method().as_str() == "PROPFIND" => Ok(crate::dav::serve(app, req, &[]).await),
+        [""] if matches!(req.method().as_str(), "PROPFIND" | "REPORT") => {
+            Ok(crate::dav::serve(app, req, &[]).await)
+        }
         ["api", "v1", "tenants", tenant, rest @ ..] => {
             crate::api::route(app, req, tenant, rest).await
         }

@@ -14,7 +14,7 @@ use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, 
 use chrono_tz::Tz;
 use rrule::{RRule, RRuleSet, Unvalidated};
 
-use super::parse::{EventStatus, IcalTime, ParsedCalendar, PeriodEnd, RDate, VEvent};
+use super::parse::{EventStatus, IcalTime, Kind, ParsedCalendar, PeriodEnd, RDate, VEvent};
 use super::zones::Zone;
 use crate::model::{BusyKind, Span, start_of_day};
 
@@ -474,10 +474,11 @@ pub(crate) fn naive_rule_instances(
 }
 
 /// Properties that describe *when*, replaced by the instance's own in an expansion.
-const TIMING: [&str; 7] = [
+const TIMING: [&str; 8] = [
     "DTSTART",
     "DTEND",
     "DURATION",
+    "DUE",
     "RRULE",
     "RDATE",
     "EXDATE",
@@ -487,8 +488,14 @@ const TIMING: [&str; 7] = [
 /// CalDAV `expand` (RFC 4791 §9.6.5): every instance overlapping `window` as its own
 /// VEVENT with UTC DTSTART/DTEND and a RECURRENCE-ID (for recurring ones), no
 /// VTIMEZONE and no recurrence properties; other properties are copied as written.
+/// An object of tasks (or journals) expands its VTODOs (VJOURNALs) the same way,
+/// DUE in place of DTEND.
 pub fn expand_to_utc_text(ics: &str, window: Span, default_zone: Tz) -> Result<String, String> {
-    let parsed = super::parse::parse(ics).map_err(|e| e.to_string())?;
+    let kind = [Kind::Todo, Kind::Journal]
+        .into_iter()
+        .find(|k| !ics.contains("BEGIN:VEVENT") && ics.contains(&format!("BEGIN:{}", k.name())))
+        .unwrap_or(Kind::Event);
+    let parsed = super::parse::parse_as(ics, kind).map_err(|e| e.to_string())?;
     let (occurrences, _) = expand(
         &parsed,
         &ExpandOptions {
@@ -502,7 +509,7 @@ pub fn expand_to_utc_text(ics: &str, window: Span, default_zone: Tz) -> Result<S
     let events: Vec<&icalendar::parser::Component<'_>> = raw
         .components
         .iter()
-        .filter(|c| c.name.as_str() == "VEVENT")
+        .filter(|c| c.name.as_str() == kind.name())
         .collect();
     let utc =
         |ms: i64| super::format_utc(DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default());
@@ -519,7 +526,7 @@ pub fn expand_to_utc_text(ics: &str, window: Span, default_zone: Tz) -> Result<S
         let Some(source) = events.get(o.event) else {
             continue;
         };
-        w.begin("VEVENT");
+        w.begin(kind.name());
         for p in source
             .properties
             .iter()
@@ -528,7 +535,12 @@ pub fn expand_to_utc_text(ics: &str, window: Span, default_zone: Tz) -> Result<S
             write_raw(&mut w, p);
         }
         w.raw("DTSTART", &[], &utc(o.span.start));
-        w.raw("DTEND", &[], &utc(o.span.end));
+        match kind {
+            Kind::Event => w.raw("DTEND", &[], &utc(o.span.end)),
+            // A task without DUE or DURATION stays without one.
+            Kind::Todo if o.span.end > o.span.start => w.raw("DUE", &[], &utc(o.span.end)),
+            Kind::Todo | Kind::Journal => {}
+        }
         if let Some(rid) = o.recurrence_id {
             let value = match rid {
                 OriginalStart::Instant(ms) => utc(ms),
@@ -539,7 +551,7 @@ pub fn expand_to_utc_text(ics: &str, window: Span, default_zone: Tz) -> Result<S
         for sub in &source.components {
             write_component(&mut w, sub);
         }
-        w.end("VEVENT");
+        w.end(kind.name());
     }
     w.end("VCALENDAR");
     Ok(w.finish())

@@ -3,6 +3,7 @@
 //! - [`parse`]: iCalendar text to typed events (via the `icalendar` crate's parser).
 //! - [`zones`]: TZIDs in the wild (IANA, prefixed, Windows, VTIMEZONE rules).
 //! - [`expand`]: recurrence expansion into concrete occurrences.
+//! - [`matching`]: RFC 4791 time-range tests for tasks, journals and alarms.
 //! - [`writer`]: content lines with escaping and folding.
 //! - [`vtimezone`]: VTIMEZONE components from the IANA database.
 //! - [`freebusy`]: VFREEBUSY components from merged busy blocks.
@@ -12,6 +13,7 @@
 
 pub mod expand;
 pub mod freebusy;
+pub mod matching;
 pub mod parse;
 pub mod vtimezone;
 pub mod windows_zones;

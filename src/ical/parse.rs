@@ -46,7 +46,8 @@ pub enum EventStatus {
     Cancelled,
 }
 
-/// One VEVENT: a series master, a single event, or an override (RECURRENCE-ID).
+/// One VEVENT (or a VTODO / VJOURNAL read by [`parse_as`]): a series master, a
+/// single event, or an override (RECURRENCE-ID).
 #[derive(Debug, Clone)]
 pub struct VEvent {
     /// Position among the calendar's VEVENTs (to find the source component again).
@@ -100,8 +101,41 @@ pub fn unfolded(text: &str) -> String {
     icalendar::parser::unfold(&normalize(text))
 }
 
+/// Which top-level component [`parse_as`] reads as [`VEvent`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Event,
+    /// VTODO: DUE plays the part of DTEND.
+    Todo,
+    Journal,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Event => "VEVENT",
+            Kind::Todo => "VTODO",
+            Kind::Journal => "VJOURNAL",
+        }
+    }
+
+    fn end_property(self) -> &'static str {
+        match self {
+            Kind::Todo => "DUE",
+            Kind::Event | Kind::Journal => "DTEND",
+        }
+    }
+}
+
 /// Parses iCalendar text. Lenient about line endings (LF-only) and folding.
 pub fn parse(text: &str) -> Result<ParsedCalendar, ParseError> {
+    parse_as(text, Kind::Event)
+}
+
+/// Parses the `kind` components of iCalendar text into [`ParsedCalendar::events`],
+/// so tasks and journals recur with the same engine as events. Components without
+/// a DTSTART are left out (with a diagnostic): they have no recurrence.
+pub fn parse_as(text: &str, kind: Kind) -> Result<ParsedCalendar, ParseError> {
     let unfolded = unfolded(text);
     let cal = icalendar::parser::read_calendar(&unfolded)
         .map_err(|e| ParseError::Syntax(e.lines().take(6).collect::<Vec<_>>().join(" ")))?;
@@ -111,7 +145,7 @@ pub fn parse(text: &str) -> Result<ParsedCalendar, ParseError> {
     let mut out = ParsedCalendar::default();
     for c in &cal.components {
         let name = c.name.as_str();
-        if name != "VEVENT"
+        if name != kind.name()
             && name != "VTIMEZONE"
             && !out.other_components.iter().any(|n| n == name)
         {
@@ -150,10 +184,10 @@ pub fn parse(text: &str) -> Result<ParsedCalendar, ParseError> {
     for (index, c) in cal
         .components
         .iter()
-        .filter(|c| c.name.as_str() == "VEVENT")
+        .filter(|c| c.name.as_str() == kind.name())
         .enumerate()
     {
-        if let Some(mut event) = reader.vevent(c) {
+        if let Some(mut event) = reader.vevent(c, kind) {
             event.index = index;
             out.events.push(event);
         }
@@ -336,7 +370,7 @@ struct Reader<'a, 'c> {
 }
 
 impl Reader<'_, '_> {
-    fn vevent(&mut self, c: &Component<'_>) -> Option<VEvent> {
+    fn vevent(&mut self, c: &Component<'_>, kind: Kind) -> Option<VEvent> {
         let uid = c
             .find_prop("UID")
             .map(|p| p.val.as_str().to_owned())
@@ -354,7 +388,9 @@ impl Reader<'_, '_> {
                 .find_prop("DESCRIPTION")
                 .map(|p| p.val.as_str().to_owned()),
             start,
-            end: c.find_prop("DTEND").and_then(|p| self.time(p, &uid)),
+            end: c
+                .find_prop(kind.end_property())
+                .and_then(|p| self.time(p, &uid)),
             duration: c
                 .find_prop("DURATION")
                 .and_then(|p| parse_duration(p.val.as_str())),

@@ -552,10 +552,25 @@ fn principal_property_search(root: &Node) -> Result<PrincipalPropertySearch, Xml
             match_type: m.attr("match-type").map(str::to_string),
         });
     }
+    let mut props = prop_names(root.child(NS_DAV, "prop"));
+    // python caldav 3.6 writes the wanted properties beside an empty DAV:prop
+    // instead of inside it; any other child element can only mean the same.
+    props.extend(
+        root.children
+            .iter()
+            .filter(|c| {
+                c.name.ns != NS_DAV
+                    || !matches!(
+                        c.name.name.as_str(),
+                        "prop" | "property-search" | "apply-to-principal-collection-set"
+                    )
+            })
+            .map(|c| c.name.clone()),
+    );
     Ok(PrincipalPropertySearch {
         any_of: root.attr("test") == Some("anyof"),
         searches,
-        props: prop_names(root.child(NS_DAV, "prop")),
+        props,
         apply_to_principal_collection_set: root
             .child(NS_DAV, "apply-to-principal-collection-set")
             .is_some(),

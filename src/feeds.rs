@@ -177,7 +177,7 @@ pub fn render(tenant: &TenantConfig, feed: &FeedConfig, bookings: &[Booking]) ->
     }
     let opaque_uids = (feed.privacy == FeedPrivacy::Busy).then_some(feed.name.as_str());
     for booking in published {
-        write_event(&mut w, opaque_uids, booking);
+        write_event(&mut w, opaque_uids, booking, None);
     }
     w.end("VCALENDAR");
     w.finish()
@@ -220,14 +220,45 @@ pub fn render_booking(tenant: &TenantConfig, booking: &Booking) -> String {
             vtimezone::write_vtimezone(&mut w, tz, at(span.start), at(span.end));
         }
     }
-    write_event(&mut w, None, booking);
+    // What a CalDAV client wrote beyond the booking's own fields stays after an
+    // API change (its alarms, attendees, X- properties).
+    write_event(&mut w, None, booking, booking.calendar_text.as_deref());
     w.end("VCALENDAR");
     w.finish()
 }
 
+/// Properties a booking's VEVENT takes from the booking itself; a client's values
+/// for them give way to the booking's.
+const BOOKING_OWNED: [&str; 17] = [
+    "UID",
+    "DTSTAMP",
+    "CREATED",
+    "LAST-MODIFIED",
+    "SEQUENCE",
+    "DTSTART",
+    "DTEND",
+    "DURATION",
+    "STATUS",
+    "TRANSP",
+    "SUMMARY",
+    "LOCATION",
+    "DESCRIPTION",
+    "CLASS",
+    "RRULE",
+    "RDATE",
+    "EXDATE",
+];
+
 /// Writes a booking's VEVENT; with `opaque_uids` (the feed name) only busy time,
-/// under a UID from which nothing can be learnt.
-fn write_event(w: &mut ContentWriter, opaque_uids: Option<&str>, b: &Booking) {
+/// under a UID from which nothing can be learnt. `client_text`, the iCalendar a
+/// CalDAV client last wrote for it, adds that VEVENT's other properties and
+/// sub-components.
+fn write_event(
+    w: &mut ContentWriter,
+    opaque_uids: Option<&str>,
+    b: &Booking,
+    client_text: Option<&str>,
+) {
     let busy_only = opaque_uids.is_some();
     w.begin("VEVENT");
     if let Some(feed_name) = opaque_uids {
@@ -284,7 +315,28 @@ fn write_event(w: &mut ContentWriter, opaque_uids: Option<&str>, b: &Booking) {
             w.text("DESCRIPTION", &[], &description);
         }
     }
+    if let Some(text) = client_text {
+        write_client_extras(w, text);
+    }
     w.end("VEVENT");
+}
+
+fn write_client_extras(w: &mut ContentWriter, text: &str) {
+    let unfolded = ical::parse::unfolded(text);
+    let Ok(cal) = icalendar::parser::read_calendar(&unfolded) else {
+        return;
+    };
+    let Some(event) = cal.components.iter().find(|c| c.name.as_str() == "VEVENT") else {
+        return;
+    };
+    for p in &event.properties {
+        if !BOOKING_OWNED.contains(&p.name.as_str()) {
+            w.parsed_property(p);
+        }
+    }
+    for sub in &event.components {
+        w.parsed_component(sub);
+    }
 }
 
 /// The human-readable DESCRIPTION: service and customer first, then notes.

@@ -888,6 +888,18 @@ async fn bookings_written_over_caldav_are_bookings() {
         text.contains("DTSTART;TZID=Europe/Paris:20261211T100000"),
         "{text}"
     );
+    // ... and keeps what the client added: its alarm and X- property, once each.
+    assert_eq!(text.matches("BEGIN:VALARM").count(), 1, "{text}");
+    assert!(
+        text.contains("X-APPLE-TRAVEL-ADVISORY-BEHAVIOR:AUTOMATIC"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("SUMMARY:").count(),
+        1,
+        "the booking's title only: {text}"
+    );
+    assert!(text.contains("TRIGGER:-PT30M"), "{text}");
 }
 
 /// Calendars may hold tasks (as clients expect); tasks never block time.

@@ -520,7 +520,7 @@ pub fn expand_to_utc_text(ics: &str, window: Span, default_zone: Tz) -> Result<S
         .iter()
         .filter(|p| p.name.as_str() != "X-WR-TIMEZONE")
     {
-        write_raw(&mut w, p);
+        w.parsed_property(p);
     }
     for o in &occurrences {
         let Some(source) = events.get(o.event) else {
@@ -532,7 +532,7 @@ pub fn expand_to_utc_text(ics: &str, window: Span, default_zone: Tz) -> Result<S
             .iter()
             .filter(|p| !TIMING.contains(&p.name.as_str()))
         {
-            write_raw(&mut w, p);
+            w.parsed_property(p);
         }
         w.raw("DTSTART", &[], &utc(o.span.start));
         match kind {
@@ -549,54 +549,12 @@ pub fn expand_to_utc_text(ics: &str, window: Span, default_zone: Tz) -> Result<S
             w.raw("RECURRENCE-ID", &[], &value);
         }
         for sub in &source.components {
-            write_component(&mut w, sub);
+            w.parsed_component(sub);
         }
         w.end(kind.name());
     }
     w.end("VCALENDAR");
     Ok(w.finish())
-}
-
-/// A parsed property written back (text values re-escaped as they were read).
-fn write_raw(w: &mut super::ContentWriter, p: &icalendar::parser::Property<'_>) {
-    let params: Vec<(String, String)> = p
-        .params
-        .iter()
-        .map(|x| {
-            (
-                x.key.as_str().to_owned(),
-                x.val
-                    .as_ref()
-                    .map(|v| v.as_str().to_owned())
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
-    let refs: Vec<(&str, &str)> = params
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let name = p.name.as_str();
-    let is_text = matches!(
-        name,
-        "SUMMARY" | "DESCRIPTION" | "LOCATION" | "COMMENT" | "CONTACT"
-    );
-    if is_text {
-        w.text(name, &refs, p.val.as_str());
-    } else {
-        w.raw(name, &refs, p.val.as_str());
-    }
-}
-
-fn write_component(w: &mut super::ContentWriter, c: &icalendar::parser::Component<'_>) {
-    w.begin(c.name.as_str());
-    for p in &c.properties {
-        write_raw(w, p);
-    }
-    for sub in &c.components {
-        write_component(w, sub);
-    }
-    w.end(c.name.as_str());
 }
 
 #[cfg(test)]

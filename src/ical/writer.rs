@@ -31,6 +31,50 @@ impl ContentWriter {
         self.raw("END", &[], component);
     }
 
+    /// A property as the `icalendar` parser read it, written back (text values
+    /// re-escaped as they were read).
+    pub fn parsed_property(&mut self, p: &icalendar::parser::Property<'_>) {
+        let params: Vec<(String, String)> = p
+            .params
+            .iter()
+            .map(|x| {
+                (
+                    x.key.as_str().to_owned(),
+                    x.val
+                        .as_ref()
+                        .map(|v| v.as_str().to_owned())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let name = p.name.as_str();
+        let is_text = matches!(
+            name,
+            "SUMMARY" | "DESCRIPTION" | "LOCATION" | "COMMENT" | "CONTACT"
+        );
+        if is_text {
+            self.text(name, &refs, p.val.as_str());
+        } else {
+            self.raw(name, &refs, p.val.as_str());
+        }
+    }
+
+    /// A parsed component with everything in it, written back.
+    pub fn parsed_component(&mut self, c: &icalendar::parser::Component<'_>) {
+        self.begin(c.name.as_str());
+        for p in &c.properties {
+            self.parsed_property(p);
+        }
+        for sub in &c.components {
+            self.parsed_component(sub);
+        }
+        self.end(c.name.as_str());
+    }
+
     /// A property whose value is already in iCalendar syntax (dates, numbers, enums).
     pub fn raw(&mut self, name: &str, params: &[(&str, &str)], value: &str) {
         self.start_line(name, params);

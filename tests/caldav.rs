@@ -1173,3 +1173,59 @@ async fn recurring_tasks_alarms_and_principal_search() {
     assert_eq!(status, 200);
     assert!(body.contains("displayname"), "{body}");
 }
+
+/// Collection-wide answers larger than a chunk are streamed (chunked transfer, no
+/// Content-Length) and still complete, well-formed multistatus documents.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_listings_stream() {
+    let s = TestServer::start().await;
+    let dav = Dav { s: &s, user: "ana" };
+    s.add_source("big", false);
+    let objects = 400;
+    for i in 0..objects {
+        let ics = EVENT
+            .replace("dentist-1", &format!("big-{i}"))
+            .replace("20261222T1", &format!("202612{:02}T1", 1 + i % 28));
+        s.put_ics("big", &format!("e{i}.ics"), &ics).await;
+    }
+    let check = |headers: &reqwest::header::HeaderMap, body: &str, members: usize| {
+        assert!(headers.get("content-length").is_none(), "{headers:?}");
+        assert_eq!(headers["transfer-encoding"], "chunked");
+        assert!(body.len() > 64 * 1024, "{}", body.len());
+        assert_eq!(body.matches("<d:response>").count(), members);
+        assert!(
+            body.trim_end().ends_with("</d:multistatus>"),
+            "complete document"
+        );
+    };
+    let (status, headers, body) = dav
+        .send(
+            "PROPFIND",
+            "/dav/calendars/salon/big/",
+            Some("1"),
+            r#"<D:propfind xmlns:D="DAV:"><D:prop><D:getetag/><D:getcontenttype/><D:resourcetype/><D:displayname/><D:getcontentlength/></D:prop></D:propfind>"#,
+        )
+        .await;
+    assert_eq!(status, 207);
+    check(&headers, &body, objects + 1);
+    let query = report_body(
+        r#"<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/><C:calendar-data/></D:prop>
+        <C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"><C:time-range start="20261201T000000Z" end="20270101T000000Z"/></C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#,
+    );
+    let (status, headers, body) = dav
+        .send("REPORT", "/dav/calendars/salon/big/", Some("1"), &query)
+        .await;
+    assert_eq!(status, 207);
+    check(&headers, &body, objects);
+    let (status, headers, body) = dav
+        .send(
+            "REPORT",
+            "/dav/calendars/salon/big/",
+            Some("1"),
+            &sync("", None),
+        )
+        .await;
+    assert_eq!(status, 207);
+    check(&headers, &body, objects);
+    assert!(body.contains("<d:sync-token>"), "token closes the answer");
+}

@@ -21,6 +21,12 @@ pub struct DavErrorData {
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
+impl std::fmt::Display for DavError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.0.status, self.0.message)
+    }
+}
+
 /// calgate's own namespace for the human-readable message inside `DAV:error`.
 const NS_CALGATE: &str = "urn:calgate";
 

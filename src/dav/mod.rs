@@ -16,6 +16,7 @@ pub mod node;
 mod outbox;
 pub mod paths;
 mod report;
+mod stream;
 pub mod xml;
 
 use std::sync::Arc;
@@ -100,7 +101,7 @@ pub async fn serve(app: &Arc<App>, req: Request<Incoming>, segments: &[&str]) ->
         "MKCALENDAR" | "MKCOL" => mkcalendar(&ctx, &path, req).await,
         "REPORT" => match body(&ctx, req).await {
             Ok(bytes) => match xml::parse_report(&bytes) {
-                Ok(request) => report::report(&ctx, &path, request),
+                Ok(request) => report::report(&ctx, &path, request).await,
                 Err(e) => Err(bad_xml(e)),
             },
             Err(e) => Err(e),
@@ -194,6 +195,18 @@ async fn propfind(
     let depth = depth(req.headers())?;
     let request = xml::parse_propfind(&body(ctx, req).await?).map_err(bad_xml)?;
     let node = node::resolve(ctx, path)?;
+    if depth == 1 && matches!(node, Node::Calendar(_)) {
+        // A calendar may hold thousands of members: stream them.
+        return stream::multistatus(ctx, move |ctx, sink| {
+            sink.write(&xml::Response::Props(propstats(ctx, &node, &request)?))?;
+            node.for_each_child(ctx, &mut |member| {
+                let response = propstats(ctx, &member, &request)?;
+                Ok(sink.write(&xml::Response::Props(response))?)
+            })?;
+            Ok(None)
+        })
+        .await;
+    }
     let mut nodes = vec![node];
     if depth == 1 && nodes[0].is_collection() {
         let children = nodes[0].children(ctx)?;

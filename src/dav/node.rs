@@ -10,13 +10,15 @@ use http::StatusCode;
 use super::error::DavError;
 use super::paths::{self, DavPath, OUTBOX};
 use super::xml::{NS_APPLE_ICAL, NS_CALDAV, NS_CALENDARSERVER, NS_DAV, PropContent, PropName};
+use std::sync::Arc;
+
 use crate::app::{App, UserPrincipal};
 use crate::config::TenantConfig;
 use crate::model::{BOOKINGS_SOURCE, Booking, CalendarObject, Source};
 
 /// Who is asking, and in which tenant.
 pub struct Ctx<'a> {
-    pub app: &'a App,
+    pub app: &'a Arc<App>,
     pub user: &'a UserPrincipal,
     pub tenant: &'a TenantConfig,
 }
@@ -143,32 +145,50 @@ impl Node {
 
     /// Members for a Depth: 1 listing.
     pub fn children(&self, ctx: &Ctx<'_>) -> Result<Vec<Node>, DavError> {
+        let mut members = Vec::new();
+        self.for_each_child(ctx, &mut |n| {
+            members.push(n);
+            Ok(())
+        })?;
+        Ok(members)
+    }
+
+    /// Visits the members one at a time, read from the store as they are visited,
+    /// so a listing of any size holds one member at a time.
+    pub fn for_each_child(
+        &self,
+        ctx: &Ctx<'_>,
+        visit: &mut dyn FnMut(Node) -> Result<(), DavError>,
+    ) -> Result<(), DavError> {
         let store = &ctx.app.store;
-        Ok(match self {
-            Node::Root => vec![Node::Principal(ctx.user.username.clone()), Node::Home],
-            Node::Principals => vec![Node::Principal(ctx.user.username.clone())],
+        match self {
+            Node::Root => {
+                visit(Node::Principal(ctx.user.username.clone()))?;
+                visit(Node::Home)
+            }
+            Node::Principals => visit(Node::Principal(ctx.user.username.clone())),
             Node::Home => {
-                let mut members = vec![Node::Calendar(Calendar::Bookings), Node::Outbox];
+                visit(Node::Calendar(Calendar::Bookings))?;
+                visit(Node::Outbox)?;
                 for s in store.sources(&ctx.tenant.id)? {
-                    members.push(Node::Calendar(Calendar::Source(s)));
+                    visit(Node::Calendar(Calendar::Source(s)))?;
                 }
-                members
+                Ok(())
             }
             Node::Calendar(Calendar::Bookings) => {
-                let everything = crate::model::Span::new(i64::MIN / 2, i64::MAX / 2);
-                store
-                    .bookings_in(&ctx.tenant.id, everything)?
-                    .into_iter()
-                    .map(|b| Node::Booking(Box::new(b)))
-                    .collect()
+                for b in store.iter_bookings(&ctx.tenant.id) {
+                    visit(Node::Booking(Box::new(b?)))?;
+                }
+                Ok(())
             }
-            Node::Calendar(c @ Calendar::Source(s)) => store
-                .objects(&ctx.tenant.id, &s.id)?
-                .into_iter()
-                .map(|o| Node::Object(c.clone(), Box::new(o)))
-                .collect(),
-            _ => Vec::new(),
-        })
+            Node::Calendar(c @ Calendar::Source(s)) => {
+                for o in store.iter_objects(&ctx.tenant.id, &s.id) {
+                    visit(Node::Object(c.clone(), Box::new(o?)))?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The iCalendar body of an object resource.

@@ -20,15 +20,15 @@ use crate::ical::matching;
 use crate::ical::parse::Kind;
 use crate::model::Span;
 
-pub fn report(
+pub async fn report(
     ctx: &Ctx<'_>,
     path: &DavPath,
     request: ReportRequest,
 ) -> Result<Response<Body>, DavError> {
     match request {
         ReportRequest::CalendarMultiget(m) => multiget(ctx, m),
-        ReportRequest::SyncCollection(s) => sync_collection(ctx, path, s),
-        ReportRequest::CalendarQuery(q) => calendar_query(ctx, path, q),
+        ReportRequest::SyncCollection(s) => sync_collection(ctx, path, s).await,
+        ReportRequest::CalendarQuery(q) => calendar_query(ctx, path, q).await,
         ReportRequest::FreeBusyQuery(range) => free_busy_query(ctx, path, range),
         ReportRequest::PrincipalPropertySearch(search) => principal_search(ctx, &search),
         ReportRequest::PrincipalSearchPropertySet => Ok(principal_search_property_set()),
@@ -158,7 +158,7 @@ fn token_seq(ctx: &Ctx<'_>, collection: &str, token: &str) -> Option<u64> {
 
 /// RFC 6578 with `DAV:limit`: at most `limit` members per answer; a truncated answer
 /// carries a 507 for the collection and a token from which the rest follows.
-fn sync_collection(
+async fn sync_collection(
     ctx: &Ctx<'_>,
     path: &DavPath,
     s: xml::SyncCollection,
@@ -202,9 +202,31 @@ fn sync_collection(
     } else {
         current
     };
-    let mut writer = xml::MultistatusWriter::new();
-    let mut out = writer.begin();
-    for (_, id, deleted) in &ordered {
+    let request_href = path.href();
+    super::stream::multistatus(ctx, move |ctx, sink| {
+        write_sync_members(ctx, &cal, &s, &ordered, sink)?;
+        if truncated {
+            let marker = xml::StatusResponse::new(request_href, xml::Status::INSUFFICIENT_STORAGE)
+                .with_error(
+                    xml::PropName::new(NS_DAV, "number-of-matches-within-limits"),
+                    None,
+                );
+            sink.write(&xml::Response::Status(marker))?;
+        }
+        Ok(Some(node::sync_token(&ctx.tenant.id, cal.id(), token_at)))
+    })
+    .await
+}
+
+/// The changed members of a sync-collection answer: propstats, or 404 for the gone.
+fn write_sync_members(
+    ctx: &Ctx<'_>,
+    cal: &Calendar,
+    s: &xml::SyncCollection,
+    ordered: &[(u64, String, bool)],
+    sink: &mut super::stream::Sink,
+) -> Result<(), DavError> {
+    for (_, id, deleted) in ordered {
         let resource = match &cal {
             Calendar::Bookings => format!("{id}.ics"),
             Calendar::Source(_) => id.clone(),
@@ -224,19 +246,9 @@ fn sync_collection(
             )?),
             None => xml::Response::Status(xml::StatusResponse::new(href, xml::Status::NOT_FOUND)),
         };
-        writer.write_response(&mut out, &response);
+        sink.write(&response)?;
     }
-    if truncated {
-        let marker = xml::StatusResponse::new(path.href(), xml::Status::INSUFFICIENT_STORAGE)
-            .with_error(
-                xml::PropName::new(NS_DAV, "number-of-matches-within-limits"),
-                None,
-            );
-        writer.write_response(&mut out, &xml::Response::Status(marker));
-    }
-    let token = node::sync_token(&ctx.tenant.id, cal.id(), token_at);
-    out.push_str(&writer.end(Some(&token)));
-    Ok(super::multistatus(out))
+    Ok(())
 }
 
 fn millis(range: &TimeRange) -> Span {
@@ -245,7 +257,7 @@ fn millis(range: &TimeRange) -> Span {
     Span::new(at(range.start, i64::MIN / 2), at(range.end, i64::MAX / 2))
 }
 
-fn calendar_query(
+async fn calendar_query(
     ctx: &Ctx<'_>,
     path: &DavPath,
     q: xml::CalendarQuery,
@@ -264,11 +276,6 @@ fn calendar_query(
     if event_filter.is_some_and(|f| f.is_not_defined) {
         return Ok(super::multistatus(xml::multistatus(&[], None)));
     }
-    if let Some(f) = event_filter
-        && !asks_for_events
-    {
-        return other_components(ctx, &cal, f, &q);
-    }
     for f in event_filter
         .map(|f| f.prop_filters.as_slice())
         .unwrap_or_default()
@@ -277,81 +284,98 @@ fn calendar_query(
             check_collation(tm)?;
         }
     }
-    // Time-range: on the VEVENT filter, or (python caldav) on VCALENDAR itself.
-    let range = event_filter
-        .and_then(|f| f.time_range)
-        .or(q.filter.time_range);
-    let candidates = candidates(
-        ctx,
-        &cal,
-        range.as_ref().map(millis),
-        event_filter.is_some(),
-    )?;
-    let mut writer = xml::MultistatusWriter::new();
-    let mut out = writer.begin();
-    for n in candidates {
-        if let Some(f) = event_filter
-            && !f.prop_filters.is_empty()
-            && !matches_props(ctx, &n, f)
-        {
-            continue;
-        }
-        let alarm_filters = event_filter
+    if !asks_for_events {
+        let kind = match event_filter.map(|f| f.name.to_ascii_uppercase()).as_deref() {
+            Some("VTODO") => Kind::Todo,
+            Some("VJOURNAL") => Kind::Journal,
+            // No object holds other component kinds: an empty answer.
+            _ => return Ok(super::multistatus(xml::multistatus(&[], None))),
+        };
+        return super::stream::multistatus(ctx, move |ctx, sink| {
+            other_components(ctx, &cal, kind, &q, sink)
+        })
+        .await;
+    }
+    super::stream::multistatus(ctx, move |ctx, sink| {
+        let event_filter = q.filter.comp_filters.first();
+        // Time-range: on the VEVENT filter, or (python caldav) on VCALENDAR itself.
+        let range = event_filter
+            .and_then(|f| f.time_range)
+            .or(q.filter.time_range);
+        let alarm_filters: Vec<&CompFilter> = event_filter
             .map(|f| f.comp_filters.as_slice())
             .unwrap_or_default()
             .iter()
-            .filter(|c| c.name.eq_ignore_ascii_case("VALARM"));
-        if !alarm_filters.into_iter().all(|a| matches_alarm(ctx, &n, a)) {
-            continue;
-        }
-        let response = object_response(ctx, &n, &q.props, q.calendar_data.as_ref())?;
-        writer.write_response(&mut out, &xml::Response::Props(response));
-    }
-    out.push_str(&writer.end(None));
-    Ok(super::multistatus(out))
+            .filter(|c| c.name.eq_ignore_ascii_case("VALARM"))
+            .collect();
+        for_each_candidate(
+            ctx,
+            &cal,
+            range.as_ref().map(millis),
+            event_filter.is_some(),
+            &mut |n| {
+                if let Some(f) = event_filter
+                    && !f.prop_filters.is_empty()
+                    && !matches_props(ctx, &n, f)
+                {
+                    return Ok(());
+                }
+                if !alarm_filters.iter().all(|a| matches_alarm(ctx, &n, a)) {
+                    return Ok(());
+                }
+                let response = object_response(ctx, &n, &q.props, q.calendar_data.as_ref())?;
+                Ok(sink.write(&xml::Response::Props(response))?)
+            },
+        )?;
+        Ok(None)
+    })
+    .await
 }
 
-/// The objects of a calendar, or only those with an occurrence in `window`.
-fn candidates(
+/// Visits the objects of a calendar, or only those with an occurrence in `window`,
+/// reading each from the store as it is visited.
+fn for_each_candidate(
     ctx: &Ctx<'_>,
     cal: &Calendar,
     window: Option<Span>,
     events_only: bool,
-) -> Result<Vec<Node>, DavError> {
+    visit: &mut dyn FnMut(Node) -> Result<(), DavError>,
+) -> Result<(), DavError> {
     let store = &ctx.app.store;
     let t = &ctx.tenant.id;
     let Some(window) = window else {
         // Events only: a calendar may also hold tasks and journals.
-        let mut nodes = Node::Calendar(cal.clone()).children(ctx)?;
-        nodes.retain(|n| match n {
-            Node::Object(_, o) => !events_only || o.ics.contains("BEGIN:VEVENT"),
-            _ => true,
+        return Node::Calendar(cal.clone()).for_each_child(ctx, &mut |n| match &n {
+            Node::Object(_, o) if events_only && !o.ics.contains("BEGIN:VEVENT") => Ok(()),
+            _ => visit(n),
         });
-        return Ok(nodes);
     };
     match cal {
-        Calendar::Bookings => Ok(store
-            .bookings_in(t, window)?
-            .into_iter()
-            .map(|b| Node::Booking(Box::new(b)))
-            .collect()),
+        Calendar::Bookings => {
+            for id in store.booking_ids_in(t, window)? {
+                if let Some(b) = store.booking(t, &id)? {
+                    visit(Node::Booking(Box::new(b)))?;
+                }
+            }
+            Ok(())
+        }
         Calendar::Source(s) if !within_horizon(ctx, window) => {
             // Occurrences are materialised for the horizon only: further out (old
             // dates, open-ended ranges) expand each object for this window.
-            let mut nodes = Vec::new();
-            for object in store.objects(t, &s.id)? {
+            let opts = crate::ical::expand::ExpandOptions {
+                default_zone: ctx.tenant.timezone,
+                window,
+            };
+            for object in store.iter_objects(t, &s.id) {
+                let object = object?;
                 let Ok(parsed) = crate::ical::parse::parse(&object.ics) else {
                     continue;
                 };
-                let opts = crate::ical::expand::ExpandOptions {
-                    default_zone: ctx.tenant.timezone,
-                    window,
-                };
                 if !crate::ical::expand::expand(&parsed, &opts).0.is_empty() {
-                    nodes.push(Node::Object(cal.clone(), Box::new(object)));
+                    visit(Node::Object(cal.clone(), Box::new(object)))?;
                 }
             }
-            Ok(nodes)
+            Ok(())
         }
         Calendar::Source(s) => {
             let ids: BTreeSet<String> = store
@@ -360,13 +384,12 @@ fn candidates(
                 .filter(|e| e.source == s.id)
                 .map(|e| e.object)
                 .collect();
-            let mut nodes = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Ok(n) = node::object(ctx, cal.clone(), &id) {
-                    nodes.push(n);
+                    visit(n)?;
                 }
             }
-            Ok(nodes)
+            Ok(())
         }
     }
 }
@@ -397,30 +420,21 @@ fn check_collation(tm: &TextMatch) -> Result<(), DavError> {
 fn other_components(
     ctx: &Ctx<'_>,
     cal: &Calendar,
-    filter: &CompFilter,
+    kind: Kind,
     q: &xml::CalendarQuery,
-) -> Result<Response<Body>, DavError> {
-    for pf in &filter.prop_filters {
-        if let Some(tm) = &pf.text_match {
-            check_collation(tm)?;
-        }
-    }
-    let kind = if filter.name.eq_ignore_ascii_case("VJOURNAL") {
-        Kind::Journal
-    } else if filter.name.eq_ignore_ascii_case("VTODO") {
-        Kind::Todo
-    } else {
-        // No object holds other component kinds: an empty answer.
-        return Ok(super::multistatus(xml::multistatus(&[], None)));
+    sink: &mut super::stream::Sink,
+) -> Result<Option<String>, DavError> {
+    let Some(filter) = q.filter.comp_filters.first() else {
+        return Ok(None);
     };
     let range = filter.time_range.as_ref().map(millis);
-    let mut writer = xml::MultistatusWriter::new();
-    let mut out = writer.begin();
-    for n in Node::Calendar(cal.clone()).children(ctx)? {
-        let Some(text) = n.body(ctx) else { continue };
+    Node::Calendar(cal.clone()).for_each_child(ctx, &mut |n| {
+        let Some(text) = n.body(ctx) else {
+            return Ok(());
+        };
         let unfolded = crate::ical::parse::unfolded(&text);
         let Ok(parsed) = icalendar::parser::read_calendar(&unfolded) else {
-            continue;
+            return Ok(());
         };
         let props_match = parsed
             .components
@@ -433,11 +447,11 @@ fn other_components(
             });
         if hit {
             let response = object_response(ctx, &n, &q.props, q.calendar_data.as_ref())?;
-            writer.write_response(&mut out, &xml::Response::Props(response));
+            sink.write(&xml::Response::Props(response))?;
         }
-    }
-    out.push_str(&writer.end(None));
-    Ok(super::multistatus(out))
+        Ok(())
+    })?;
+    Ok(None)
 }
 
 /// A VALARM comp-filter nested in the VEVENT filter (RFC 4791 §9.7.1): alarms present,

@@ -42,6 +42,30 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
+/// A body fed chunk by chunk through a channel (answers written while sent); an
+/// error item aborts the connection.
+pub fn channel_body(rx: tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>) -> Body {
+    ChannelBody { rx }.boxed()
+}
+
+struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|item| item.map(|chunk| chunk.map(hyper::body::Frame::data)))
+    }
+}
+
 pub fn empty() -> Body {
     full(Bytes::new())
 }

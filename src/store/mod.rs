@@ -176,12 +176,18 @@ fn scan_json<T: for<'de> Deserialize<'de>>(
     tree: &sled::Tree,
     prefix: &[u8],
 ) -> Result<Vec<T>, StoreError> {
-    tree.scan_prefix(prefix)
-        .map(|item| {
-            let (key, raw) = item?;
-            decode(&key, &raw)
-        })
-        .collect()
+    iter_json(tree, prefix).collect()
+}
+
+/// Records under `prefix`, decoded one at a time as the caller asks for them.
+fn iter_json<T: for<'de> Deserialize<'de>>(
+    tree: &sled::Tree,
+    prefix: &[u8],
+) -> impl Iterator<Item = Result<T, StoreError>> + use<T> {
+    tree.scan_prefix(prefix).map(|item| {
+        let (key, raw) = item?;
+        decode(&key, &raw)
+    })
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -303,6 +309,16 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Ids of the bookings overlapping `window`, from the time index alone.
+    pub fn booking_ids_in(&self, tenant: &str, window: Span) -> Result<Vec<String>, StoreError> {
+        Ok(
+            time_index::query(&self.booking_time, &[tenant.as_bytes()], window)?
+                .into_iter()
+                .map(|hit| String::from_utf8_lossy(&hit.id).into_owned())
+                .collect(),
+        )
     }
 
     pub fn version(&self, tenant: &str) -> Result<TenantVersion, StoreError> {
@@ -651,6 +667,26 @@ impl Store {
     }
 
     /// Every object of a source, in id order.
+    /// A source's objects one at a time (collection listings stream them).
+    pub fn iter_objects(
+        &self,
+        tenant: &str,
+        source: &str,
+    ) -> impl Iterator<Item = Result<CalendarObject, StoreError>> + use<> {
+        iter_json(
+            &self.objects,
+            &prefix(&[tenant.as_bytes(), source.as_bytes()]),
+        )
+    }
+
+    /// A tenant's bookings one at a time, in id order.
+    pub fn iter_bookings(
+        &self,
+        tenant: &str,
+    ) -> impl Iterator<Item = Result<Booking, StoreError>> + use<> {
+        iter_json(&self.bookings, &prefix(&[tenant.as_bytes()]))
+    }
+
     pub fn objects(&self, tenant: &str, source: &str) -> Result<Vec<CalendarObject>, StoreError> {
         scan_json(
             &self.objects,

@@ -44,16 +44,30 @@ pub struct App {
     pub api_keys: Arc<Verifier<ApiPrincipal>>,
     pub feed_tokens: Arc<Verifier<FeedPrincipal>>,
     pub users: Arc<Verifier<UserPrincipal>>,
+    pub sync: crate::sync::SyncEngine,
+}
+
+/// Why the gateway could not be wired up.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("secret key: {0}")]
+    Secrets(#[from] crate::secrets::SecretError),
+    #[error("outbound HTTP: {0}")]
+    Providers(#[from] crate::providers::ProviderError),
 }
 
 impl App {
     /// Opens the store in the configured data directory and wires everything up.
-    pub fn open(config: Config) -> Result<App, StoreError> {
+    pub fn open(config: Config) -> Result<App, AppError> {
         let store = Store::open(&config.data_dir)?;
-        Ok(App::with_store(config, store))
+        App::with_store(config, store)
     }
 
-    pub fn with_store(config: Config, store: Store) -> App {
+    pub fn with_store(config: Config, store: Store) -> Result<App, AppError> {
+        let secrets = crate::secrets::SecretBox::open(&config.data_dir)?;
+        let sync = crate::sync::SyncEngine::new(&config.fetch_allow, secrets)?;
         let mut api_keys = Verifier::new();
         let mut feed_tokens = Verifier::new();
         let mut users = Verifier::new();
@@ -81,7 +95,8 @@ impl App {
             }
         }
         let conflicts = ConflictTracker::new(store.clone());
-        App {
+        let app = App {
+            sync,
             bookings: BookingEngine::new(store.clone(), Arc::clone(&conflicts)),
             calendars: CalendarService::new(store.clone(), config.horizon, Arc::clone(&conflicts)),
             conflicts,
@@ -91,7 +106,9 @@ impl App {
             users: Arc::new(users),
             store,
             config,
-        }
+        };
+        crate::sync::declare_configured_sources(&app)?;
+        Ok(app)
     }
 
     pub fn tenant(&self, id: &str) -> Option<&TenantConfig> {

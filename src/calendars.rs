@@ -69,6 +69,14 @@ pub enum CalendarError {
     Store(#[from] StoreError),
 }
 
+/// What [`CalendarService::import_object`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imported {
+    Created,
+    Updated,
+    Unchanged,
+}
+
 #[derive(Clone)]
 pub struct CalendarService {
     store: Store,
@@ -153,6 +161,59 @@ impl CalendarService {
             }
             ObjectOutcome::UidConflict(owner) => Err(CalendarError::UidConflict(owner)),
         }
+    }
+
+    /// Stores an imported object as part of a batch (conflicts are checked as for
+    /// any write); durable after the caller's [`Store::flush`]. Returns whether
+    /// something was written: identical text is left alone.
+    pub async fn import_object(
+        &self,
+        tenant: &TenantConfig,
+        source: &Source,
+        object_id: &str,
+        ics: &str,
+    ) -> Result<Imported, CalendarError> {
+        let existing = self.store.object(&tenant.id, &source.id, object_id)?;
+        if existing.as_ref().is_some_and(|o| o.ics == ics) {
+            return Ok(Imported::Unchanged);
+        }
+        let object = self.materialize(tenant, source, object_id, ics, Utc::now())?;
+        self.store
+            .put_object(
+                &tenant.id,
+                &source.id,
+                &object,
+                &Precondition::None,
+                ObjectWrite::BatchedChange,
+            )
+            .await?;
+        self.conflicts
+            .object_changed(tenant, &source.id, object_id, Some(&object))
+            .await?;
+        Ok(if existing.is_some() {
+            Imported::Updated
+        } else {
+            Imported::Created
+        })
+    }
+
+    /// Removes an imported object in a batch; durable after the caller's flush.
+    pub async fn remove_imported(
+        &self,
+        tenant: &TenantConfig,
+        source_id: &str,
+        object_id: &str,
+    ) -> Result<bool, CalendarError> {
+        let outcome = self
+            .store
+            .delete_object_batched(&tenant.id, source_id, object_id, None)?;
+        let removed = matches!(outcome, ObjectOutcome::Written(_));
+        if removed {
+            self.conflicts
+                .object_changed(tenant, source_id, object_id, None)
+                .await?;
+        }
+        Ok(removed)
     }
 
     pub async fn delete_object(

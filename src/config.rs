@@ -18,6 +18,18 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default data directory (sled database and keys), relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Google's endpoints: authorize, token, API.
+const GOOGLE_DEFAULTS: [&str; 3] = [
+    "https://accounts.google.com/o/oauth2/v2/auth",
+    "https://oauth2.googleapis.com/token",
+    "https://www.googleapis.com/calendar/v3",
+];
+/// Microsoft identity platform (any account) and Graph.
+const MICROSOFT_DEFAULTS: [&str; 3] = [
+    "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+    "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+    "https://graph.microsoft.com/v1.0",
+];
 /// Default cap on request bodies, in bytes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 
@@ -50,6 +62,50 @@ pub struct Config {
     /// How far back and ahead recurring events are materialised for free/busy.
     pub horizon: crate::calendars::Horizon,
     pub tenants: Vec<TenantConfig>,
+    /// Networks user-supplied feed URLs may reach although private or loopback
+    /// (CIDR strings, e.g. a local test server or an intranet calendar host).
+    pub fetch_allow: Vec<String>,
+    /// Base URL people's browsers reach the gateway at (OAuth redirects).
+    pub public_url: String,
+    pub providers: ProvidersConfig,
+}
+
+/// OAuth applications registered with the providers.
+#[derive(Debug, Clone, Default)]
+pub struct ProvidersConfig {
+    pub google: Option<ProviderConfig>,
+    pub microsoft: Option<ProviderConfig>,
+}
+
+#[derive(Clone)]
+pub struct ProviderConfig {
+    pub client_id: String,
+    pub client_secret: String,
+    pub auth_url: String,
+    pub token_url: String,
+    /// API root: `https://www.googleapis.com/calendar/v3`, `https://graph.microsoft.com/v1.0`.
+    pub api_base: String,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("auth_url", &self.auth_url)
+            .field("token_url", &self.token_url)
+            .field("api_base", &self.api_base)
+            .finish()
+    }
+}
+
+/// An external calendar declared in the file (also creatable over the API).
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub id: String,
+    pub name: String,
+    pub transparent: bool,
+    pub remote: crate::model::RemoteSource,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +122,7 @@ pub struct TenantConfig {
     pub buffer_minutes: u32,
     /// Where new conflicts are POSTed.
     pub webhook: Option<WebhookConfig>,
+    pub sources: Vec<SourceConfig>,
 }
 
 #[derive(Clone)]
@@ -147,6 +204,42 @@ struct RawConfig {
     server: RawServer,
     #[serde(default)]
     tenant: Vec<RawTenant>,
+    #[serde(default)]
+    providers: RawProviders,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProviders {
+    google: Option<RawProvider>,
+    microsoft: Option<RawProvider>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    client_id: String,
+    client_secret: Option<String>,
+    client_secret_env: Option<String>,
+    auth_url: Option<String>,
+    token_url: Option<String>,
+    api_base: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    id: String,
+    name: Option<String>,
+    kind: crate::providers::ProviderKind,
+    /// Google/Microsoft calendar id (default: the primary/default calendar).
+    calendar: Option<String>,
+    /// iCal feed URL (`kind = "ics"`).
+    url: Option<String>,
+    direction: Option<crate::model::Direction>,
+    interval_minutes: Option<u32>,
+    enabled: Option<bool>,
+    transparent: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +250,9 @@ struct RawServer {
     max_body_bytes: Option<usize>,
     busy_horizon_past_days: Option<u32>,
     busy_horizon_future_days: Option<u32>,
+    #[serde(default)]
+    fetch_allow: Vec<String>,
+    public_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +270,8 @@ struct RawTenant {
     opening_hours: Option<BTreeMap<String, Vec<String>>>,
     buffer_minutes: Option<u32>,
     webhook: Option<RawWebhook>,
+    #[serde(default)]
+    source: Vec<RawSource>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,6 +344,22 @@ impl Config {
     pub fn tenant(&self, id: &str) -> Option<&TenantConfig> {
         self.tenants.iter().find(|t| t.id == id)
     }
+}
+
+/// Validates a source as the API receives it (the same fields as
+/// `[[tenant.source]]`), so both routes share one set of rules.
+pub fn parse_source_json(body: &[u8]) -> Result<SourceConfig, (String, String)> {
+    let raw: RawSource =
+        serde_json::from_slice(body).map_err(|e| ("body".to_owned(), e.to_string()))?;
+    let path = Path::new("request body");
+    Validator { path }
+        .source("source", raw)
+        .map_err(|e| match e {
+            ConfigError::Invalid { key, message, .. } => {
+                (key.trim_start_matches("source.").to_owned(), message)
+            }
+            other => ("body".to_owned(), other.to_string()),
+        })
 }
 
 struct Validator<'a> {
@@ -321,8 +435,30 @@ impl Validator<'_> {
             }
             tenants.push(tenant);
         }
+        if let Err(message) = crate::providers::fetch::AllowList::parse(&raw.server.fetch_allow) {
+            return Err(self.invalid("server.fetch_allow", message));
+        }
+        let public_url = raw
+            .server
+            .public_url
+            .unwrap_or_else(|| format!("http://{listen}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let providers = ProvidersConfig {
+            google: match raw.providers.google {
+                None => None,
+                Some(p) => Some(self.provider("providers.google", p, GOOGLE_DEFAULTS)?),
+            },
+            microsoft: match raw.providers.microsoft {
+                None => None,
+                Some(p) => Some(self.provider("providers.microsoft", p, MICROSOFT_DEFAULTS)?),
+            },
+        };
         Ok(Config {
             source: self.path.to_owned(),
+            fetch_allow: raw.server.fetch_allow,
+            public_url,
+            providers,
             listen,
             data_dir: raw
                 .server
@@ -429,7 +565,19 @@ impl Validator<'_> {
         if name.chars().any(char::is_control) {
             return Err(self.invalid(key("name"), "must not contain control characters"));
         }
+        let mut sources = Vec::with_capacity(raw.source.len());
+        for (j, source) in raw.source.into_iter().enumerate() {
+            let source = self.source(&key(&format!("source[{j}]")), source)?;
+            if sources.iter().any(|s: &SourceConfig| s.id == source.id) {
+                return Err(self.invalid(
+                    key(&format!("source[{j}].id")),
+                    format!("source \"{}\" is declared twice", source.id),
+                ));
+            }
+            sources.push(source);
+        }
         Ok(TenantConfig {
+            sources,
             id: raw.id,
             name,
             timezone,
@@ -439,6 +587,96 @@ impl Validator<'_> {
             opening_hours,
             buffer_minutes,
             webhook,
+        })
+    }
+
+    fn source(&self, key: &str, raw: RawSource) -> Result<SourceConfig, ConfigError> {
+        use crate::providers::ProviderKind;
+        let valid_id = is_identifier(&raw.id) && raw.id != crate::model::BOOKINGS_SOURCE;
+        if !valid_id {
+            return Err(self.invalid(
+                format!("{key}.id"),
+                format!(
+                    "\"{}\" is not a valid source id: use 1-64 characters of a-z, 0-9, '-' and '_' (not \"bookings\")",
+                    raw.id
+                ),
+            ));
+        }
+        let target = match raw.kind {
+            ProviderKind::Ics => {
+                let Some(url) = raw.url else {
+                    return Err(
+                        self.invalid(format!("{key}.url"), "an ics source needs the feed url")
+                    );
+                };
+                if let Err(message) = crate::providers::normalize_feed_url(&url) {
+                    return Err(self.invalid(format!("{key}.url"), message));
+                }
+                url
+            }
+            ProviderKind::Google => raw.calendar.unwrap_or_else(|| "primary".into()),
+            ProviderKind::Microsoft => raw.calendar.unwrap_or_default(),
+        };
+        let interval_minutes = raw.interval_minutes.unwrap_or(30);
+        if !(1..=7 * 24 * 60).contains(&interval_minutes) {
+            return Err(self.invalid(
+                format!("{key}.interval_minutes"),
+                "must be between 1 and 10080 (a week)",
+            ));
+        }
+        Ok(SourceConfig {
+            name: raw.name.unwrap_or_else(|| raw.id.clone()),
+            id: raw.id,
+            transparent: raw.transparent.unwrap_or(false),
+            remote: crate::model::RemoteSource {
+                kind: raw.kind,
+                target,
+                direction: raw.direction.unwrap_or(crate::model::Direction::Import),
+                interval_minutes,
+                enabled: raw.enabled.unwrap_or(true),
+            },
+        })
+    }
+
+    fn provider(
+        &self,
+        key: &str,
+        raw: RawProvider,
+        defaults: [&str; 3],
+    ) -> Result<ProviderConfig, ConfigError> {
+        let client_secret = match (raw.client_secret, raw.client_secret_env) {
+            (Some(s), None) => s,
+            (None, Some(var)) => std::env::var(&var).map_err(|_| {
+                self.invalid(
+                    format!("{key}.client_secret_env"),
+                    format!("environment variable {var} is not set"),
+                )
+            })?,
+            _ => {
+                return Err(self.invalid(
+                    key,
+                    "give exactly one of client_secret or client_secret_env",
+                ));
+            }
+        };
+        let url = |field: &str, value: Option<String>, default: &str| {
+            let value = value.unwrap_or_else(|| default.to_owned());
+            match value.parse::<http::Uri>() {
+                Ok(u) if matches!(u.scheme_str(), Some("https" | "http")) && u.host().is_some() => {
+                    Ok(value.trim_end_matches('/').to_owned())
+                }
+                _ => Err(self.invalid(
+                    format!("{key}.{field}"),
+                    format!("\"{value}\" is not an http(s) URL"),
+                )),
+            }
+        };
+        Ok(ProviderConfig {
+            client_id: raw.client_id,
+            client_secret,
+            auth_url: url("auth_url", raw.auth_url, defaults[0])?,
+            token_url: url("token_url", raw.token_url, defaults[1])?,
+            api_base: url("api_base", raw.api_base, defaults[2])?,
         })
     }
 

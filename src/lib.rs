@@ -23,13 +23,17 @@ pub mod bookings;
 pub mod calendars;
 pub mod config;
 pub mod conflicts;
+pub mod connect;
 pub mod dav;
 pub mod feeds;
 pub mod freebusy;
 pub mod http;
 pub mod ical;
 pub mod model;
+pub mod providers;
+pub mod secrets;
 pub mod store;
+pub mod sync;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +56,8 @@ const HORIZON_ROLL: Duration = Duration::from_secs(6 * 3600);
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    App(#[from] app::AppError),
     #[error("cannot listen on {addr}: {source} (is another server using it? pass --listen ADDR)")]
     Bind {
         addr: SocketAddr,
@@ -74,6 +80,7 @@ pub struct Running {
     shutdown: oneshot::Sender<()>,
     server: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    scheduler: JoinHandle<()>,
     roller: JoinHandle<()>,
 }
 
@@ -107,6 +114,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     });
     let roller = tokio::spawn(roll_horizon(Arc::clone(&app)));
+    let scheduler = tokio::spawn(sync::scheduler(Arc::clone(&app)));
     app.conflicts.redeliver_pending(&app.config.tenants);
     Ok(Running {
         addr,
@@ -115,6 +123,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         server,
         sweeper,
         roller,
+        scheduler,
     })
 }
 
@@ -125,9 +134,11 @@ impl Running {
         let _ = self.server.await;
         self.sweeper.abort();
         self.roller.abort();
+        self.scheduler.abort();
         // Wait until the background tasks have really let go of the store.
         let _ = self.sweeper.await;
         let _ = self.roller.await;
+        let _ = self.scheduler.await;
         // Finished connection tasks drop their handle on the app a moment after
         // the server reports them done; wait for that, so the database (and its
         // lock) is free when stop returns and a new server can open it.

@@ -132,6 +132,9 @@ pub struct Source {
     /// clients expect). Only events take time.
     #[serde(default)]
     pub components: Vec<String>,
+    /// An external calendar this source mirrors (import) or feeds (export).
+    #[serde(default)]
+    pub remote: Option<RemoteSource>,
 }
 
 /// Component types a calendar may be made to hold.
@@ -149,6 +152,7 @@ impl Source {
             order: None,
             read_only: false,
             components: Vec::new(),
+            remote: None,
         }
     }
 
@@ -518,4 +522,64 @@ mod tests {
         assert!(Span::new(0, 10).overlaps(&Span::new(9, 20)));
         assert!(!Span::new(0, 10).overlaps(&Span::new(10, 20)));
     }
+}
+
+/// How a source is tied to an external calendar (`None` on [`Source::remote`]
+/// for calendars made over CalDAV).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteSource {
+    pub kind: crate::providers::ProviderKind,
+    /// Google/Graph calendar id, or the feed URL (a credential: never logged).
+    pub target: String,
+    pub direction: Direction,
+    /// Minutes between scheduled syncs.
+    pub interval_minutes: u32,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Import,
+    Export,
+    Both,
+}
+
+impl Direction {
+    pub fn imports(self) -> bool {
+        matches!(self, Direction::Import | Direction::Both)
+    }
+}
+
+/// Where a source's sync stands; kept across restarts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    #[serde(default)]
+    pub cursor: crate::providers::Cursor,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_attempt: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub next_run: Option<DateTime<Utc>>,
+    /// The account must be connected again (revoked grant); no syncs until then.
+    #[serde(default)]
+    pub needs_reauth: bool,
+    /// OAuth sources: whether tokens are stored.
+    #[serde(default)]
+    pub connected: bool,
+    #[serde(default)]
+    pub consecutive_failures: u32,
+}
+
+/// One sync run, for the source's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncLog {
+    pub started: DateTime<Utc>,
+    pub duration_ms: u64,
+    /// `incremental` or `full`.
+    pub mode: String,
+    pub created: u32,
+    pub updated: u32,
+    pub deleted: u32,
+    /// Set when the run failed; the cache was left as it was.
+    pub error: Option<String>,
 }

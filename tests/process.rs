@@ -197,10 +197,14 @@ fn the_shipped_gateway_toml_is_valid_and_has_the_demo_tenant() {
     let demo = config.tenant("demo").expect("demo tenant");
     assert_eq!(demo.timezone, chrono_tz::Europe::Paris);
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut in_temp = config.clone();
+    in_temp.data_dir = dir.path().to_owned();
     let app = calgate::app::App::with_store(
-        config.clone(),
-        calgate::store::Store::open(&tempfile::tempdir().unwrap().path().join("db")).unwrap(),
-    );
+        in_temp,
+        calgate::store::Store::open(&dir.path().join("db")).unwrap(),
+    )
+    .expect("app wired up");
     rt.block_on(async {
         let key = app
             .api_keys

@@ -137,7 +137,12 @@ async fn ics_gzip_only_when_accepted() {
     mock.set_feed("/owa/calendar.ics", body.clone());
     mock.set_gzip("/owa/calendar.ics", true);
     mock.set_content_type("/owa/calendar.ics", "application/octet-stream");
-    let http = client();
+    // Raw bytes: reqwest's own gzip decoding (on for the feed client) would hide them.
+    let _ = client();
+    let http = reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .expect("client");
     let url = mock.url("/owa/calendar.ics");
 
     let r = http

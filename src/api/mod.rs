@@ -6,6 +6,8 @@
 
 mod bookings;
 mod freebusy;
+mod sources;
+pub use sources::oauth;
 pub mod json;
 
 use chrono::{DateTime, Duration};
@@ -36,6 +38,9 @@ pub async fn route(
         ["slots"] => freebusy::slots(app, req, tenant),
         ["conflicts"] => conflicts_list(app, &req, tenant),
         ["conflicts", id, "acknowledge"] => conflict_acknowledge(app, &req, tenant, id).await,
+        ["sources"] => sources::collection(app, req, tenant).await,
+        ["sources", id] => sources::item(app, req, tenant, id, None).await,
+        ["sources", id, action] => sources::item(app, req, tenant, id, Some(action)).await,
         _ => Err(Problem::not_found(format!(
             "nothing is served at {}",
             req.uri().path()
@@ -43,7 +48,7 @@ pub async fn route(
     }
 }
 
-async fn authenticate(
+pub(crate) async fn authenticate(
     app: &App,
     req: &Request<Incoming>,
     tenant: &TenantConfig,

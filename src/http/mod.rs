@@ -167,6 +167,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
             crate::api::route(app, req, tenant, rest).await
         }
         ["feeds", tenant, file] => feeds::serve(app, req, tenant, file).await,
+        ["oauth", provider, action] => crate::api::oauth(app, req, provider, action).await,
         _ => Err(Problem::not_found(format!("nothing is served at {path}"))),
     };
     result.unwrap_or_else(Problem::into_response)

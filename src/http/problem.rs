@@ -132,3 +132,18 @@ impl Problem {
         resp
     }
 }
+
+/// Storage failures are never the client's fault: logged, answered 500.
+impl From<crate::store::StoreError> for Problem {
+    fn from(e: crate::store::StoreError) -> Problem {
+        tracing::error!(error = %e, "storage failed");
+        Problem::internal()
+    }
+}
+
+impl From<crate::calendars::CalendarError> for Problem {
+    fn from(e: crate::calendars::CalendarError) -> Problem {
+        tracing::error!(error = %e, "calendar operation failed");
+        Problem::internal()
+    }
+}

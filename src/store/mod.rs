@@ -26,6 +26,7 @@
 
 mod group_commit;
 pub mod keys;
+mod sync;
 pub mod time_index;
 
 use std::path::Path;
@@ -122,6 +123,9 @@ pub enum ObjectWrite {
     /// The same content re-expanded (the horizon moved): not a change for sync
     /// clients, and synced by the caller after the batch.
     Reindex,
+    /// New content in a batch (a provider import): logged for sync, made durable
+    /// by the caller's [`Store::flush`] after the batch.
+    BatchedChange,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -207,6 +211,14 @@ pub struct Store {
     busy: sled::Tree,
     conflicts: sled::Tree,
     uids: sled::Tree,
+    /// Provider items as received (`tenant \0 source \0 series \0 item`).
+    mirror: sled::Tree,
+    /// Per source: cursor and status (`tenant \0 source`).
+    sync_state: sled::Tree,
+    /// Per source: recent sync runs (`tenant \0 source \0 seq`).
+    sync_logs: sled::Tree,
+    /// Per source: encrypted OAuth tokens (`tenant \0 source`).
+    secrets: sled::Tree,
     commit: Arc<group_commit::GroupCommit>,
 }
 
@@ -285,6 +297,10 @@ impl Store {
             busy: db.open_tree("busy")?,
             conflicts: db.open_tree("conflicts")?,
             uids: db.open_tree("uids")?,
+            mirror: db.open_tree("mirror")?,
+            sync_state: db.open_tree("sync_state")?,
+            sync_logs: db.open_tree("sync_logs")?,
+            secrets: db.open_tree("secrets")?,
         })
     }
 
@@ -705,7 +721,7 @@ impl Store {
         precondition: &Precondition,
         mode: ObjectWrite,
     ) -> Result<ObjectOutcome, StoreError> {
-        let log_change = mode == ObjectWrite::Change;
+        let log_change = mode != ObjectWrite::Reindex;
         let key = join(&[tenant.as_bytes(), source.as_bytes(), object.id.as_bytes()]);
         let record = encode(object);
         let now = Utc::now().timestamp_millis();
@@ -770,7 +786,7 @@ impl Store {
                 Ok(ObjectOutcome::Written(version))
             });
         let outcome = settled(result)?;
-        if log_change && matches!(outcome, ObjectOutcome::Written(_)) {
+        if mode == ObjectWrite::Change && matches!(outcome, ObjectOutcome::Written(_)) {
             self.flush().await?;
         }
         Ok(outcome)
@@ -778,6 +794,21 @@ impl Store {
 
     /// Deletes an object and its busy-index entries. Durable when it returns.
     pub async fn delete_object(
+        &self,
+        tenant: &str,
+        source: &str,
+        id: &str,
+        etag: Option<&str>,
+    ) -> Result<ObjectOutcome, StoreError> {
+        let outcome = self.delete_object_batched(tenant, source, id, etag)?;
+        if matches!(outcome, ObjectOutcome::Written(_)) {
+            self.flush().await?;
+        }
+        Ok(outcome)
+    }
+
+    /// [`Store::delete_object`] within a batch: durable after the caller's flush.
+    pub fn delete_object_batched(
         &self,
         tenant: &str,
         source: &str,
@@ -813,11 +844,7 @@ impl Store {
                 let version = record_change(changes, meta, tenant, source, id, true, now)?;
                 Ok(ObjectOutcome::Written(version))
             });
-        let outcome = settled(result)?;
-        if matches!(outcome, ObjectOutcome::Written(_)) {
-            self.flush().await?;
-        }
-        Ok(outcome)
+        settled(result)
     }
 
     /// Sequence number of the newest change in a collection (0: none yet).
@@ -836,10 +863,11 @@ impl Store {
             return Ok(false);
         }
         for object in self.objects(tenant, source)? {
-            self.delete_object(tenant, source, &object.id, None).await?;
+            self.delete_object_batched(tenant, source, &object.id, None)?;
         }
         self.sources
             .remove(join(&[tenant.as_bytes(), source.as_bytes()]))?;
+        self.drop_sync_data(tenant, source)?;
         self.flush().await?;
         Ok(true)
     }

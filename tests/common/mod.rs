@@ -52,6 +52,24 @@ pub fn config_text(data_dir: &Path, listen: &str) -> String {
 
 /// [`config_text`], with the salon's conflict webhook pointing at `webhook`.
 pub fn config_text_with_webhook(data_dir: &Path, listen: &str, webhook: Option<&str>) -> String {
+    config_text_with(data_dir, listen, webhook, &Extra::default())
+}
+
+/// Configuration added to the test file: `server` at the end of `[server]` (may
+/// open further top-level tables such as `[providers.google]`), `salon` at the
+/// end of the salon tenant (e.g. `[[tenant.source]]` tables).
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    pub server: String,
+    pub salon: String,
+}
+
+pub fn config_text_with(
+    data_dir: &Path,
+    listen: &str,
+    webhook: Option<&str>,
+    extra: &Extra,
+) -> String {
     let webhook = webhook
         .map(|url| format!("[tenant.webhook]\nurl = \"{url}\"\nsecret = \"{WEBHOOK_SECRET}\"\n"))
         .unwrap_or_default();
@@ -65,6 +83,7 @@ max_body_bytes = 65536
 # Tests use fixed dates in 2026: keep them inside the horizon for years to come.
 busy_horizon_past_days = 3650
 busy_horizon_future_days = 3650
+{server_extra}
 
 [[tenant]]
 id = "salon"
@@ -93,6 +112,7 @@ refresh_minutes = 30
 name = "busy"
 token_hash = "{busy_feed}"
 privacy = "busy"
+{salon_extra}
 
 [[tenant]]
 id = "garage"
@@ -115,6 +135,8 @@ token_hash = "{garage_feed}"
         full_feed = h.full_feed,
         busy_feed = h.busy_feed,
         garage_feed = h.garage_feed,
+        server_extra = extra.server,
+        salon_extra = extra.salon,
     )
 }
 
@@ -124,6 +146,7 @@ pub struct TestServer {
     pub client: reqwest::Client,
     pub running: Option<calgate::Running>,
     pub dir: tempfile::TempDir,
+    extra: Extra,
 }
 
 impl TestServer {
@@ -141,8 +164,17 @@ impl TestServer {
         Self::start_with(tempfile::tempdir().expect("temp dir"), Some(webhook)).await
     }
 
+    /// A server with extra configuration (sources, providers, fetch allow-list).
+    pub async fn start_with_extra(extra: Extra) -> TestServer {
+        Self::start_full(tempfile::tempdir().expect("temp dir"), None, extra).await
+    }
+
     async fn start_with(dir: tempfile::TempDir, webhook: Option<&str>) -> TestServer {
-        let text = config_text_with_webhook(dir.path(), "127.0.0.1:0", webhook);
+        Self::start_full(dir, webhook, Extra::default()).await
+    }
+
+    async fn start_full(dir: tempfile::TempDir, webhook: Option<&str>, extra: Extra) -> TestServer {
+        let text = config_text_with(dir.path(), "127.0.0.1:0", webhook, &extra);
         let config = Config::parse(&text, Path::new("test.toml")).expect("test config is valid");
         let running = calgate::start(config).await.expect("server starts");
         TestServer {
@@ -150,6 +182,7 @@ impl TestServer {
             client: http_client(),
             running: Some(running),
             dir,
+            extra,
         }
     }
 
@@ -158,7 +191,7 @@ impl TestServer {
         if let Some(r) = self.running.take() {
             r.stop().await.expect("clean stop");
         }
-        Self::start_in(self.dir).await
+        Self::start_full(self.dir, None, self.extra).await
     }
 
     pub fn url(&self, path: &str) -> String {

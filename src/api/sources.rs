@@ -1,0 +1,312 @@
+//! External calendar sources over the JSON API:
+//! `GET/POST /sources`, `GET/DELETE /sources/{id}`, `POST /sources/{id}/sync`,
+//! `GET /sources/{id}/logs`. The engine behind them is [`crate::sync`].
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use super::{json_response, read_json_body};
+use crate::app::App;
+use crate::config::TenantConfig;
+use crate::http::{Body, Problem};
+use crate::model::FieldError;
+use crate::model::{Source, SyncLog};
+use crate::providers::{FetchMode, ProviderError, ProviderKind};
+use crate::sync::SyncError;
+
+pub async fn collection(
+    app: &App,
+    req: Request<Incoming>,
+    tenant: &TenantConfig,
+) -> Result<Response<Body>, Problem> {
+    match *req.method() {
+        Method::GET => {
+            let mut list = Vec::new();
+            for source in app.store.sources(&tenant.id)? {
+                if source.remote.is_some() {
+                    list.push(source_json(app, tenant, &source)?);
+                }
+            }
+            Ok(json_response(StatusCode::OK, &json!({ "sources": list })))
+        }
+        Method::POST => {
+            let body = read_json_body(app, req).await?;
+            let declared =
+                crate::config::parse_source_json(&body).map_err(|(field, message)| {
+                    Problem::invalid(vec![FieldError::new(&field, message)])
+                })?;
+            if app.store.source(&tenant.id, &declared.id)?.is_some() {
+                return Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "source-exists",
+                    "Source exists",
+                    format!(
+                        "a calendar \"{}\" exists already; pick another id or DELETE it first",
+                        declared.id
+                    ),
+                ));
+            }
+            let source = Source {
+                transparent: declared.transparent,
+                read_only: true,
+                components: vec!["VEVENT".into()],
+                remote: Some(declared.remote),
+                ..Source::new(&declared.id, &declared.name)
+            };
+            app.store.put_source(&tenant.id, &source)?;
+            app.store.flush().await?;
+            app.sync.wake();
+            Ok(json_response(
+                StatusCode::CREATED,
+                &source_json(app, tenant, &source)?,
+            ))
+        }
+        _ => Err(method_not_allowed("GET, POST")),
+    }
+}
+
+pub async fn item(
+    app: &App,
+    req: Request<Incoming>,
+    tenant: &TenantConfig,
+    id: &str,
+    action: Option<&str>,
+) -> Result<Response<Body>, Problem> {
+    let source = app
+        .store
+        .source(&tenant.id, id)?
+        .filter(|s| s.remote.is_some())
+        .ok_or_else(|| Problem::not_found(format!("source \"{id}\" does not exist")))?;
+    match (action, req.method().clone()) {
+        (None, Method::GET) => Ok(json_response(
+            StatusCode::OK,
+            &source_json(app, tenant, &source)?,
+        )),
+        (None, Method::DELETE) => {
+            // Its cached events go; events in the external calendar stay there.
+            app.calendars.delete_source(tenant, id).await?;
+            app.sync.wake();
+            let mut resp = Response::new(crate::http::empty());
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            Ok(resp)
+        }
+        (Some("sync"), Method::POST) => {
+            let mode = match query_value(&req, "mode").as_deref() {
+                None | Some("incremental") => FetchMode::Incremental,
+                Some("full") => FetchMode::Full,
+                Some(other) => {
+                    return Err(Problem::invalid(vec![FieldError::new(
+                        "mode",
+                        format!("\"{other}\" is not a sync mode: use incremental or full"),
+                    )]));
+                }
+            };
+            match app.sync.run(app, tenant, id, mode).await {
+                Ok(log) => Ok(json_response(StatusCode::OK, &log_json(&log))),
+                Err(e) => Err(sync_problem(e)),
+            }
+        }
+        (Some("calendars"), Method::GET) => {
+            let kind = source.remote.as_ref().map(|r| r.kind);
+            let kind = kind.filter(|k| k.uses_oauth()).ok_or_else(|| {
+                Problem::new(
+                    StatusCode::CONFLICT,
+                    "not-oauth",
+                    "No account",
+                    "only Google and Microsoft sources have an account with calendars",
+                )
+            })?;
+            let session =
+                crate::connect::session(app, &tenant.id, id, kind).map_err(provider_problem)?;
+            let calendars = crate::connect::list_calendars(app, kind, &session)
+                .await
+                .map_err(provider_problem)?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "calendars": calendars }),
+            ))
+        }
+        (Some("logs"), Method::GET) => {
+            let logs: Vec<Value> = app
+                .store
+                .sync_logs(&tenant.id, id)?
+                .iter()
+                .map(log_json)
+                .collect();
+            Ok(json_response(StatusCode::OK, &json!({ "logs": logs })))
+        }
+        (None, _) => Err(method_not_allowed("GET, DELETE")),
+        (Some("sync"), _) => Err(method_not_allowed("POST")),
+        (Some("logs"), _) => Err(method_not_allowed("GET")),
+        (Some(other), _) => Err(Problem::not_found(format!(
+            "sources have no \"{other}\"; use sync or logs"
+        ))),
+    }
+}
+
+fn source_json(app: &App, tenant: &TenantConfig, source: &Source) -> Result<Value, Problem> {
+    let status = app.store.sync_status(&tenant.id, &source.id)?;
+    let remote = source.remote.as_ref();
+    let objects = app.store.objects(&tenant.id, &source.id)?.len();
+    Ok(json!({
+        "id": source.id,
+        "name": source.name,
+        "kind": remote.map(|r| r.kind.name()),
+        // Feed URLs carry secrets: only their host is shown.
+        "target": remote.map(|r| match r.kind {
+            crate::providers::ProviderKind::Ics => redact_url(&r.target),
+            _ => r.target.clone(),
+        }),
+        "direction": remote.map(|r| r.direction),
+        "interval_minutes": remote.map(|r| r.interval_minutes),
+        "enabled": remote.map(|r| r.enabled),
+        "transparent": source.transparent,
+        "caldav": crate::dav::paths::calendar_href(&tenant.id, &source.id),
+        "events": objects,
+        "status": {
+            "last_success": status.last_success,
+            "last_attempt": status.last_attempt,
+            "last_error": status.last_error,
+            "next_run": status.next_run,
+            "needs_reauth": status.needs_reauth,
+            "connected": status.connected,
+            "consecutive_failures": status.consecutive_failures,
+        },
+    }))
+}
+
+fn log_json(log: &SyncLog) -> Value {
+    json!({
+        "started": log.started,
+        "duration_ms": log.duration_ms,
+        "mode": log.mode,
+        "created": log.created,
+        "updated": log.updated,
+        "deleted": log.deleted,
+        "error": log.error,
+    })
+}
+
+/// `https://host/…`: enough to recognise a feed, nothing of its secret path.
+pub fn redact_url(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(u) => format!(
+            "{}://{}/…",
+            u.scheme_str().unwrap_or("https"),
+            u.authority().map(|a| a.host()).unwrap_or("?")
+        ),
+        Err(_) => "…".into(),
+    }
+}
+
+fn query_value(req: &Request<Incoming>, name: &str) -> Option<String> {
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn method_not_allowed(allow: &str) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!("use {allow}"),
+    )
+    .with_header(http::header::ALLOW, allow)
+}
+
+/// `GET /oauth/{provider}/start?tenant=&source=` (API key of the tenant) and
+/// `GET /oauth/{provider}/callback?code=&state=` (the provider's redirect).
+pub async fn oauth(
+    app: &App,
+    req: Request<Incoming>,
+    provider: &str,
+    action: &str,
+) -> Result<Response<Body>, Problem> {
+    let kind = match provider {
+        "google" => ProviderKind::Google,
+        "microsoft" => ProviderKind::Microsoft,
+        other => {
+            return Err(Problem::not_found(format!(
+                "no OAuth provider \"{other}\": use google or microsoft"
+            )));
+        }
+    };
+    match action {
+        "start" => {
+            let tenant_id = query_value(&req, "tenant").unwrap_or_default();
+            let source_id = query_value(&req, "source").unwrap_or_default();
+            let tenant = app.tenant(&tenant_id).ok_or_else(|| {
+                Problem::not_found(format!("tenant \"{tenant_id}\" does not exist"))
+            })?;
+            super::authenticate(app, &req, tenant).await?;
+            let source = app
+                .store
+                .source(&tenant.id, &source_id)?
+                .filter(|s| s.remote.as_ref().is_some_and(|r| r.kind == kind))
+                .ok_or_else(|| {
+                    Problem::not_found(format!(
+                        "no {provider} source \"{source_id}\" in tenant \"{}\"",
+                        tenant.id
+                    ))
+                })?;
+            let url =
+                crate::connect::start(app, tenant, &source, kind).map_err(provider_problem)?;
+            let mut resp = Response::new(crate::http::empty());
+            *resp.status_mut() = StatusCode::FOUND;
+            resp.headers_mut().insert(
+                http::header::LOCATION,
+                http::HeaderValue::from_str(&url).map_err(|_| Problem::internal())?,
+            );
+            Ok(resp)
+        }
+        "callback" => {
+            if let Some(error) = query_value(&req, "error") {
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "authorization-refused",
+                    "Authorization refused",
+                    format!("the provider answered {error}; start the connection again to retry"),
+                ));
+            }
+            let (Some(code), Some(state)) = (query_value(&req, "code"), query_value(&req, "state"))
+            else {
+                return Err(Problem::bad_request("the callback needs code and state"));
+            };
+            let connected = crate::connect::callback(app, kind, &state, &code)
+                .await
+                .map_err(provider_problem)?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({
+                    "tenant": connected.tenant,
+                    "source": connected.source,
+                    "connected": true,
+                    "calendars": connected.calendars,
+                }),
+            ))
+        }
+        other => Err(Problem::not_found(format!(
+            "no OAuth step \"{other}\": use start or callback"
+        ))),
+    }
+}
+
+fn provider_problem(e: ProviderError) -> Problem {
+    sync_problem(SyncError::Provider(e))
+}
+
+fn sync_problem(e: SyncError) -> Problem {
+    let (status, kind) = match &e {
+        SyncError::UnknownSource(_) => (StatusCode::NOT_FOUND, "not-found"),
+        SyncError::NotExternal(_) | SyncError::ExportOnly(_) => {
+            (StatusCode::CONFLICT, "nothing-to-sync")
+        }
+        SyncError::AlreadyRunning(_) => (StatusCode::CONFLICT, "sync-running"),
+        SyncError::Provider(ProviderError::Reauth(_)) => (StatusCode::CONFLICT, "needs-reauth"),
+        SyncError::Provider(_) => (StatusCode::BAD_GATEWAY, "provider-error"),
+        SyncError::Store(_) | SyncError::Calendar(_) => return Problem::internal(),
+    };
+    Problem::new(status, kind, "Sync failed", e.to_string())
+}

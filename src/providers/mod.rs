@@ -1,0 +1,232 @@
+//! External calendar providers: Google Calendar, Microsoft Graph and iCal URLs.
+//!
+//! A provider turns one remote calendar into *items* (its events as the provider
+//! sends them, kept verbatim in a mirror) and renders a *series* of items (a
+//! recurring master with its exceptions, or a single event) as one iCalendar
+//! object, which the rest of the gateway stores, indexes and serves like any
+//! other calendar object. Scheduling, retries, the mirror, logs and status live
+//! in [`crate::sync`]; OAuth tokens in [`oauth`]; safe outbound HTTP in [`fetch`].
+//!
+//! Nothing here writes to the store or knows about CalDAV.
+
+pub mod fetch;
+pub mod google;
+pub mod ics;
+pub mod microsoft;
+pub mod oauth;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Which API a source talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Google,
+    Microsoft,
+    Ics,
+}
+
+impl ProviderKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Google => "google",
+            ProviderKind::Microsoft => "microsoft",
+            ProviderKind::Ics => "ics",
+        }
+    }
+
+    /// Whether connecting needs the OAuth dance.
+    pub fn uses_oauth(self) -> bool {
+        !matches!(self, ProviderKind::Ics)
+    }
+}
+
+/// Why a fetch failed, in the terms the sync engine acts on.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// Try again later (429, 5xx, timeouts, connection errors); honour the delay
+    /// when the provider gave one.
+    #[error("temporarily unavailable: {message}")]
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The sync cursor is no longer valid (Google/Graph 410): drop it and fetch
+    /// everything again.
+    #[error("the provider invalidated the sync cursor; a full sync is needed")]
+    CursorExpired,
+    /// The grant is gone (revoked refresh token, `invalid_grant`): a person must
+    /// connect the account again.
+    #[error("the account must be connected again: {0}")]
+    Reauth(String),
+    /// Will not get better by retrying (404 calendar, 403 permission, bad URL,
+    /// refused address, not a calendar).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl ProviderError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        ProviderError::Retryable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// Where a source stands with its provider between two syncs; opaque to the
+/// engine, stored with the source and handed back on the next fetch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Google `nextSyncToken` / Graph `@odata.deltaLink`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// iCal feeds: validators for conditional GET and a digest of the last body.
+    #[serde(default)]
+    pub etag: Option<String>,
+    #[serde(default)]
+    pub last_modified: Option<String>,
+    #[serde(default)]
+    pub body_sha256: Option<String>,
+    /// iCal feeds: the URL to use next (after a permanent redirect).
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// One item as the provider sent it. `series` groups the items rendered into
+/// one object (a master and its exceptions share it); `body: None` deletes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemChange {
+    pub series: String,
+    pub item: String,
+    pub body: Option<serde_json::Value>,
+}
+
+/// What a fetch brought back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fetched {
+    /// Nothing changed (304, same body, empty delta without a new token).
+    Unchanged { cursor: Cursor },
+    /// The complete set of items: anything not in it is gone.
+    Full {
+        items: Vec<ItemChange>,
+        cursor: Cursor,
+    },
+    /// Changes since the cursor the fetch was given.
+    Delta {
+        changes: Vec<ItemChange>,
+        cursor: Cursor,
+    },
+}
+
+/// What the fetch is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchMode {
+    /// From the cursor when there is one.
+    Incremental,
+    /// Ignore the cursor: everything again.
+    Full,
+}
+
+/// Hands out a valid access token; `force_refresh` after the API answered 401.
+pub trait TokenSource: Send + Sync {
+    fn access_token(
+        &self,
+        force_refresh: bool,
+    ) -> Pin<Box<dyn Future<Output = Result<String, ProviderError>> + Send + '_>>;
+}
+
+/// A calendar of the connected account, offered for picking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemoteCalendar {
+    pub id: String,
+    pub name: String,
+    /// IANA (Google) or Windows/IANA (Graph) zone name, when the provider says.
+    pub time_zone: Option<String>,
+    pub primary: bool,
+    /// Whether the account may write events there (export needs it).
+    pub writable: bool,
+}
+
+/// What rendering a series needs besides its items.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderContext<'a> {
+    /// The tenant's zone (for all-day dates and unknown zones).
+    pub default_zone: chrono_tz::Tz,
+    /// Source id, for UIDs and markers.
+    pub source: &'a str,
+}
+
+/// A series rendered for storage: iCalendar text (one VCALENDAR, one or more
+/// VEVENTs with the same UID), or nothing when no item of the series is live
+/// (e.g. only cancelled instances whose master is gone).
+pub type Rendered = Option<String>;
+
+/// Percent-encodes one URL path segment (ids contain `@`, `#`, `/`, `+`, `=`).
+pub fn path_segment(id: &str) -> String {
+    percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// `Retry-After` as decimal seconds (Graph sends `2.128`) or an HTTP date.
+pub fn retry_after(value: Option<&http::HeaderValue>) -> Option<Duration> {
+    let text = value?.to_str().ok()?.trim();
+    if let Ok(secs) = text.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_secs_f64(secs.min(3600.0)));
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+            .min(Duration::from_secs(3600)),
+    )
+}
+
+/// The usual classification of an API status that is not a success.
+pub fn status_error(
+    status: http::StatusCode,
+    retry_after_header: Option<&http::HeaderValue>,
+    body: &str,
+) -> ProviderError {
+    let snippet: String = body.chars().take(300).collect();
+    let message = format!("HTTP {status}: {snippet}");
+    match status.as_u16() {
+        410 => ProviderError::CursorExpired,
+        429 | 500 | 502 | 503 | 504 => ProviderError::Retryable {
+            message,
+            retry_after: retry_after(retry_after_header),
+        },
+        // Google signals rate limits as 403 with these reasons.
+        403 if body.contains("rateLimitExceeded") || body.contains("userRateLimitExceeded") => {
+            ProviderError::Retryable {
+                message,
+                retry_after: retry_after(retry_after_header),
+            }
+        }
+        _ => ProviderError::Permanent(message),
+    }
+}
+
+/// A feed URL as we fetch it: `webcal://`/`webcals://` become `https://`; only
+/// http(s) URLs with a host are accepted.
+pub fn normalize_feed_url(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    let rewritten = match url.split_once("://") {
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("webcal") || scheme.eq_ignore_ascii_case("webcals") =>
+        {
+            format!("https://{rest}")
+        }
+        _ => url.to_owned(),
+    };
+    match rewritten.parse::<http::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {
+            Ok(rewritten)
+        }
+        _ => Err("must be an http://, https:// or webcal:// URL with a host".to_owned()),
+    }
+}

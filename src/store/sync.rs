@@ -1,0 +1,178 @@
+//! Storage for provider sync: the mirror of provider items, each source's sync
+//! status and log, and its encrypted OAuth tokens. What the items mean is the
+//! providers' business; when to sync, the sync engine's.
+
+use super::keys::{join, prefix};
+use super::{Store, StoreError, decode, encode, iter_json};
+use crate::model::{SyncLog, SyncStatus};
+
+/// Runs kept per source in its log.
+pub const SYNC_LOG_LIMIT: usize = 100;
+
+impl Store {
+    /// The items of one series, as stored.
+    pub fn mirror_series(
+        &self,
+        tenant: &str,
+        source: &str,
+        series: &str,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        iter_json(
+            &self.mirror,
+            &prefix(&[tenant.as_bytes(), source.as_bytes(), series.as_bytes()]),
+        )
+        .collect()
+    }
+
+    /// Every (series, item) key of a source.
+    pub fn mirror_keys(
+        &self,
+        tenant: &str,
+        source: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let scope = prefix(&[tenant.as_bytes(), source.as_bytes()]);
+        let mut out = Vec::new();
+        for entry in self.mirror.scan_prefix(&scope).keys() {
+            let key = entry?;
+            let rest = &key[scope.len()..];
+            let mut parts = rest.splitn(2, |b| *b == super::keys::SEP);
+            let series = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let item = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            out.push((series, item));
+        }
+        Ok(out)
+    }
+
+    /// Stores (`Some`) or removes (`None`) one item; durable with the next flush.
+    pub fn put_mirror_item(
+        &self,
+        tenant: &str,
+        source: &str,
+        series: &str,
+        item: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        let key = join(&[
+            tenant.as_bytes(),
+            source.as_bytes(),
+            series.as_bytes(),
+            item.as_bytes(),
+        ]);
+        match body {
+            Some(value) => self.mirror.insert(key, encode(value))?,
+            None => self.mirror.remove(key)?,
+        };
+        Ok(())
+    }
+
+    pub fn sync_status(&self, tenant: &str, source: &str) -> Result<SyncStatus, StoreError> {
+        let key = join(&[tenant.as_bytes(), source.as_bytes()]);
+        match self.sync_state.get(&key)? {
+            Some(raw) => decode(&key, &raw),
+            None => Ok(SyncStatus::default()),
+        }
+    }
+
+    /// Stores the status; durable with the next flush (callers flush once per run).
+    pub fn put_sync_status(
+        &self,
+        tenant: &str,
+        source: &str,
+        status: &SyncStatus,
+    ) -> Result<(), StoreError> {
+        self.sync_state.insert(
+            join(&[tenant.as_bytes(), source.as_bytes()]),
+            encode(status),
+        )?;
+        Ok(())
+    }
+
+    /// Appends a run to the source's log, dropping the oldest beyond the limit.
+    pub fn append_sync_log(
+        &self,
+        tenant: &str,
+        source: &str,
+        log: &SyncLog,
+    ) -> Result<(), StoreError> {
+        let scope = prefix(&[tenant.as_bytes(), source.as_bytes()]);
+        let next = match self.sync_logs.scan_prefix(&scope).keys().next_back() {
+            Some(last) => {
+                let last = last?;
+                let tail: [u8; 8] = last[last.len().saturating_sub(8)..]
+                    .try_into()
+                    .unwrap_or_default();
+                u64::from_be_bytes(tail) + 1
+            }
+            None => 0,
+        };
+        let mut key = scope.clone();
+        key.extend_from_slice(&next.to_be_bytes());
+        self.sync_logs.insert(key, encode(log))?;
+        let count = self.sync_logs.scan_prefix(&scope).count();
+        for old in self
+            .sync_logs
+            .scan_prefix(&scope)
+            .keys()
+            .take(count.saturating_sub(SYNC_LOG_LIMIT))
+        {
+            self.sync_logs.remove(old?)?;
+        }
+        Ok(())
+    }
+
+    /// The source's runs, newest first.
+    pub fn sync_logs(&self, tenant: &str, source: &str) -> Result<Vec<SyncLog>, StoreError> {
+        let mut logs: Vec<SyncLog> = iter_json(
+            &self.sync_logs,
+            &prefix(&[tenant.as_bytes(), source.as_bytes()]),
+        )
+        .collect::<Result<_, _>>()?;
+        logs.reverse();
+        Ok(logs)
+    }
+
+    /// Encrypted token blob of a source.
+    pub fn secret(&self, tenant: &str, source: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .secrets
+            .get(join(&[tenant.as_bytes(), source.as_bytes()]))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Stores an encrypted token blob; durable when it returns.
+    pub async fn put_secret(
+        &self,
+        tenant: &str,
+        source: &str,
+        sealed: &[u8],
+    ) -> Result<(), StoreError> {
+        self.put_secret_batched(tenant, source, sealed)?;
+        self.flush().await
+    }
+
+    /// Stores an encrypted token blob; durable with the next flush.
+    pub fn put_secret_batched(
+        &self,
+        tenant: &str,
+        source: &str,
+        sealed: &[u8],
+    ) -> Result<(), StoreError> {
+        self.secrets
+            .insert(join(&[tenant.as_bytes(), source.as_bytes()]), sealed)?;
+        Ok(())
+    }
+
+    /// Forgets everything sync kept for a source (on its removal).
+    pub(super) fn drop_sync_data(&self, tenant: &str, source: &str) -> Result<(), StoreError> {
+        let scope = prefix(&[tenant.as_bytes(), source.as_bytes()]);
+        for tree in [&self.mirror, &self.sync_logs] {
+            for key in tree.scan_prefix(&scope).keys() {
+                tree.remove(key?)?;
+            }
+        }
+        let key = join(&[tenant.as_bytes(), source.as_bytes()]);
+        self.sync_state.remove(&key)?;
+        self.secrets.remove(&key)?;
+        Ok(())
+    }
+}

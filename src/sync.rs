@@ -1,0 +1,463 @@
+//! The sync engine: one scheduler for every external source of every tenant.
+//!
+//! A run fetches a source through its provider, applies the items to the mirror,
+//! re-renders the series they belong to and imports those objects into the
+//! source's calendar in one batch (one disk sync), then records the cursor,
+//! status and a log entry. A failed run changes nothing but the status and the
+//! log: the last good cache stays. At most one run per source at a time; errors
+//! back off exponentially, honouring the provider's Retry-After.
+//!
+//! What the items mean is the providers' business ([`crate::providers`]); the
+//! HTTP API over this is in [`crate::api::sources`].
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::app::App;
+use crate::calendars::{CalendarError, Imported};
+use crate::config::TenantConfig;
+use crate::model::{Source, SyncLog};
+use crate::providers::fetch::{AllowList, FetchLimits, SafeClient};
+use crate::providers::{
+    self, Cursor, FetchMode, Fetched, ItemChange, ProviderError, ProviderKind, RenderContext,
+};
+use crate::store::StoreError;
+
+/// Longest pause after repeated failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(60 * 60);
+/// First pause after a failure.
+const FIRST_BACKOFF: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("source \"{0}\" does not exist")]
+    UnknownSource(String),
+    #[error("source \"{0}\" is a CalDAV calendar, not an external one: nothing to sync")]
+    NotExternal(String),
+    #[error("source \"{0}\" is already syncing; try again when the run ends")]
+    AlreadyRunning(String),
+    #[error("source \"{0}\" only exports; there is nothing to import")]
+    ExportOnly(String),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Calendar(#[from] CalendarError),
+}
+
+/// Shared state of the engine; lives in [`App`].
+pub struct SyncEngine {
+    running: Mutex<HashSet<(String, String)>>,
+    wake: Notify,
+    pub(crate) feeds: SafeClient,
+    /// For the providers' APIs (operator-configured endpoints, not user input).
+    pub(crate) api_http: reqwest::Client,
+    pub(crate) secrets: crate::secrets::SecretBox,
+    /// OAuth authorizations under way.
+    pub(crate) pending: crate::connect::PendingAuthorizations,
+}
+
+/// Counts of one run.
+#[derive(Debug, Default, Clone, Copy)]
+struct Applied {
+    created: u32,
+    updated: u32,
+    deleted: u32,
+}
+
+/// Releases a source's run slot when the run ends, however it ends.
+struct RunSlot<'a> {
+    engine: &'a SyncEngine,
+    key: (String, String),
+}
+
+impl Drop for RunSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.engine.running.lock() {
+            running.remove(&self.key);
+        }
+    }
+}
+
+impl SyncEngine {
+    pub fn new(
+        allow: &[String],
+        secrets: crate::secrets::SecretBox,
+    ) -> Result<SyncEngine, ProviderError> {
+        crate::install_crypto_provider();
+        let allow = AllowList::parse(allow).map_err(ProviderError::Permanent)?;
+        let api_http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ProviderError::Permanent(format!("HTTP client: {e}")))?;
+        Ok(SyncEngine {
+            running: Mutex::new(HashSet::new()),
+            wake: Notify::new(),
+            feeds: SafeClient::new(allow, FetchLimits::default())?,
+            api_http,
+            secrets,
+            pending: Default::default(),
+        })
+    }
+
+    /// Makes the scheduler look again (a source was added, changed or connected).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs one sync of a source now and returns its log entry (also stored).
+    pub async fn run(
+        &self,
+        app: &App,
+        tenant: &TenantConfig,
+        source_id: &str,
+        mode: FetchMode,
+    ) -> Result<SyncLog, SyncError> {
+        let source = app
+            .store
+            .source(&tenant.id, source_id)?
+            .ok_or_else(|| SyncError::UnknownSource(source_id.to_owned()))?;
+        let Some(remote) = source.remote.clone() else {
+            return Err(SyncError::NotExternal(source_id.to_owned()));
+        };
+        if !remote.direction.imports() {
+            return Err(SyncError::ExportOnly(source_id.to_owned()));
+        }
+        let key = (tenant.id.clone(), source.id.clone());
+        {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            if !running.insert(key.clone()) {
+                return Err(SyncError::AlreadyRunning(source_id.to_owned()));
+            }
+        }
+        let _slot = RunSlot { engine: self, key };
+        let started = Utc::now();
+        let clock = std::time::Instant::now();
+        let mut status = app.store.sync_status(&tenant.id, &source.id)?;
+        status.last_attempt = Some(started);
+        let result = self
+            .fetch_and_apply(app, tenant, &source, &status.cursor, mode)
+            .await;
+        let mut log = SyncLog {
+            started,
+            duration_ms: clock.elapsed().as_millis() as u64,
+            mode: match mode {
+                FetchMode::Full => "full".into(),
+                FetchMode::Incremental => "incremental".into(),
+            },
+            created: 0,
+            updated: 0,
+            deleted: 0,
+            error: None,
+        };
+        let interval = Duration::from_secs(u64::from(remote.interval_minutes) * 60);
+        let outcome = match result {
+            Ok((applied, cursor)) => {
+                log.created = applied.created;
+                log.updated = applied.updated;
+                log.deleted = applied.deleted;
+                status.cursor = cursor;
+                status.last_success = Some(Utc::now());
+                status.last_error = None;
+                status.consecutive_failures = 0;
+                status.needs_reauth = false;
+                status.next_run = Some(Utc::now() + jittered(interval));
+                info!(tenant = %tenant.id, source = %source.id, created = log.created,
+                    updated = log.updated, deleted = log.deleted, ms = log.duration_ms, "source synced");
+                Ok(())
+            }
+            Err(e) => {
+                status.consecutive_failures = status.consecutive_failures.saturating_add(1);
+                status.last_error = Some(e.to_string());
+                let delay = match &e {
+                    SyncError::Provider(ProviderError::Retryable {
+                        retry_after: Some(d),
+                        ..
+                    }) => *d,
+                    _ => backoff(status.consecutive_failures).min(interval.max(FIRST_BACKOFF)),
+                };
+                if let SyncError::Provider(ProviderError::Reauth(_)) = e {
+                    status.needs_reauth = true;
+                }
+                status.next_run = Some(Utc::now() + delay);
+                log.error = Some(e.to_string());
+                warn!(tenant = %tenant.id, source = %source.id, error = %e, "source sync failed; cache kept");
+                Err(e)
+            }
+        };
+        app.store.put_sync_status(&tenant.id, &source.id, &status)?;
+        app.store.append_sync_log(&tenant.id, &source.id, &log)?;
+        app.store.flush().await?;
+        outcome.map(|()| log)
+    }
+
+    async fn fetch_and_apply(
+        &self,
+        app: &App,
+        tenant: &TenantConfig,
+        source: &Source,
+        cursor: &Cursor,
+        mode: FetchMode,
+    ) -> Result<(Applied, Cursor), SyncError> {
+        let fetched = match self.fetch(app, tenant, source, cursor, mode).await {
+            // The provider forgot our cursor: start over from scratch.
+            Err(ProviderError::CursorExpired) if mode == FetchMode::Incremental => {
+                self.fetch(app, tenant, source, cursor, FetchMode::Full)
+                    .await?
+            }
+            other => other?,
+        };
+        apply(app, tenant, source, fetched).await
+    }
+
+    async fn fetch(
+        &self,
+        app: &App,
+        tenant: &TenantConfig,
+        source: &Source,
+        cursor: &Cursor,
+        mode: FetchMode,
+    ) -> Result<Fetched, ProviderError> {
+        let Some(remote) = &source.remote else {
+            return Err(ProviderError::Permanent("not an external source".into()));
+        };
+        match remote.kind {
+            ProviderKind::Ics => {
+                let url = cursor.url.clone().unwrap_or_else(|| remote.target.clone());
+                let url = providers::normalize_feed_url(&url).map_err(ProviderError::Permanent)?;
+                providers::ics::fetch(&self.feeds, &url, cursor, mode).await
+            }
+            ProviderKind::Google | ProviderKind::Microsoft => {
+                crate::connect::fetch(app, tenant, source, cursor, mode).await
+            }
+        }
+    }
+}
+
+/// Applies a fetch to the mirror and the calendar, in one batch.
+async fn apply(
+    app: &App,
+    tenant: &TenantConfig,
+    source: &Source,
+    fetched: Fetched,
+) -> Result<(Applied, Cursor), SyncError> {
+    let store = &app.store;
+    let (t, s) = (tenant.id.as_str(), source.id.as_str());
+    let mut affected = BTreeSet::new();
+    let cursor = match fetched {
+        Fetched::Unchanged { cursor } => return Ok((Applied::default(), cursor)),
+        Fetched::Full { items, cursor } => {
+            let fresh: HashSet<(&str, &str)> = items
+                .iter()
+                .map(|i| (i.series.as_str(), i.item.as_str()))
+                .collect();
+            for (series, item) in store.mirror_keys(t, s)? {
+                if !fresh.contains(&(series.as_str(), item.as_str())) {
+                    store.put_mirror_item(t, s, &series, &item, None)?;
+                    affected.insert(series);
+                }
+            }
+            put_items(app, t, s, &items, &mut affected)?;
+            // Objects whose series vanished from the mirror entirely go too.
+            for object in store.objects(t, s)? {
+                affected.insert(object.id);
+            }
+            cursor
+        }
+        Fetched::Delta { changes, cursor } => {
+            put_items(app, t, s, &changes, &mut affected)?;
+            cursor
+        }
+    };
+    let kind = source.remote.as_ref().map(|r| r.kind);
+    let ctx = RenderContext {
+        default_zone: tenant.timezone,
+        source: s,
+    };
+    let mut applied = Applied::default();
+    for series in affected {
+        let items = store.mirror_series(t, s, &series)?;
+        let rendered = if items.is_empty() {
+            None
+        } else {
+            match kind {
+                Some(ProviderKind::Google) => providers::google::render(&items, &ctx),
+                Some(ProviderKind::Microsoft) => providers::microsoft::render(&items, &ctx),
+                Some(ProviderKind::Ics) | None => providers::ics::render(&items, &ctx),
+            }
+        };
+        match rendered {
+            Some(ics) => match app
+                .calendars
+                .import_object(tenant, source, &series, &ics)
+                .await
+            {
+                Ok(Imported::Created) => applied.created += 1,
+                Ok(Imported::Updated) => applied.updated += 1,
+                Ok(Imported::Unchanged) => {}
+                // One unreadable event must not stop the rest of the calendar.
+                Err(
+                    CalendarError::Invalid(msg)
+                    | CalendarError::UnsupportedComponent { found: msg, .. },
+                ) => {
+                    warn!(tenant = t, source = s, series = %series, error = %msg, "imported event skipped");
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => {
+                if app.calendars.remove_imported(tenant, s, &series).await? {
+                    applied.deleted += 1;
+                }
+            }
+        }
+    }
+    Ok((applied, cursor))
+}
+
+fn put_items(
+    app: &App,
+    tenant: &str,
+    source: &str,
+    items: &[ItemChange],
+    affected: &mut BTreeSet<String>,
+) -> Result<(), StoreError> {
+    for change in items {
+        app.store.put_mirror_item(
+            tenant,
+            source,
+            &change.series,
+            &change.item,
+            change.body.as_ref(),
+        )?;
+        affected.insert(change.series.clone());
+    }
+    Ok(())
+}
+
+/// `2^(failures-1)` times the first pause, capped.
+fn backoff(failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(10);
+    (FIRST_BACKOFF * factor).min(MAX_BACKOFF)
+}
+
+/// The interval ±10 %, so sources added together do not stay in lockstep.
+fn jittered(interval: Duration) -> Duration {
+    let tenth = interval.as_millis() as u64 / 10;
+    let offset = if tenth == 0 {
+        0
+    } else {
+        rand::random_range(0..=2 * tenth)
+    };
+    Duration::from_millis(interval.as_millis() as u64 - tenth + offset)
+}
+
+/// Sources whose configuration says they sync on their own.
+fn scheduled(source: &Source) -> bool {
+    source
+        .remote
+        .as_ref()
+        .is_some_and(|r| r.enabled && r.direction.imports())
+}
+
+/// The scheduler: runs every due source, then sleeps until the next one is due
+/// or something changed ([`SyncEngine::wake`]).
+pub async fn scheduler(app: Arc<App>) {
+    loop {
+        let now = Utc::now();
+        let mut next: Option<DateTime<Utc>> = None;
+        for tenant in &app.config.tenants {
+            let sources = match app.store.sources(&tenant.id) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "scheduler cannot list sources");
+                    continue;
+                }
+            };
+            for source in sources.into_iter().filter(scheduled) {
+                let status = app
+                    .store
+                    .sync_status(&tenant.id, &source.id)
+                    .unwrap_or_default();
+                if status.needs_reauth {
+                    continue;
+                }
+                let due = status.next_run.unwrap_or(now);
+                if due <= now {
+                    let app = Arc::clone(&app);
+                    let tenant_id = tenant.id.clone();
+                    tokio::spawn(async move {
+                        if let Some(tenant) = app.tenant(&tenant_id) {
+                            // Errors are in the status and the log already.
+                            let _ = app
+                                .sync
+                                .run(&app, tenant, &source.id, FetchMode::Incremental)
+                                .await;
+                            app.sync.wake();
+                        }
+                    });
+                } else {
+                    next = Some(next.map_or(due, |n| n.min(due)));
+                }
+            }
+        }
+        let pause = next
+            .map(|n| (n - Utc::now()).to_std().unwrap_or_default())
+            .unwrap_or(MAX_BACKOFF)
+            .max(Duration::from_millis(50));
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = app.sync.wake.notified() => {}
+        }
+    }
+}
+
+/// Puts the sources declared in the configuration into the store (new ones, and
+/// changed settings of existing ones; their cache and status stay).
+pub fn declare_configured_sources(app: &App) -> Result<(), StoreError> {
+    for tenant in &app.config.tenants {
+        for declared in &tenant.sources {
+            let mut source = app
+                .store
+                .source(&tenant.id, &declared.id)?
+                .unwrap_or_else(|| Source::new(&declared.id, &declared.name));
+            source.name = declared.name.clone();
+            source.transparent = declared.transparent;
+            source.read_only = true;
+            source.components = vec!["VEVENT".into()];
+            source.remote = Some(declared.remote.clone());
+            app.store.put_source(&tenant.id, &source)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), FIRST_BACKOFF);
+        assert_eq!(backoff(2), FIRST_BACKOFF * 2);
+        assert_eq!(backoff(30), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn jitter_stays_within_a_tenth() {
+        let interval = Duration::from_secs(1800);
+        for _ in 0..100 {
+            let j = jittered(interval);
+            assert!(
+                j >= Duration::from_secs(1620) && j <= Duration::from_secs(1980),
+                "{j:?}"
+            );
+        }
+    }
+}

@@ -347,8 +347,8 @@ impl SafeClient {
             .dns_resolver(Arc::new(GuardedResolver {
                 allow: Arc::clone(&allow),
             }))
+            // The whole exchange is bounded in `get`; this bounds each connect.
             .connect_timeout(limits.timeout)
-            .timeout(limits.timeout)
             .user_agent(USER_AGENT)
             .gzip(true)
             .build()
@@ -431,12 +431,6 @@ impl SafeClient {
                     ProviderError::Permanent(format!("{shown}: HTTP {status} without a Location"))
                 })?;
             let next = next_hop(&url, location)?;
-            if url.scheme() == "https" && next.scheme() == "http" {
-                return Err(ProviderError::Permanent(format!(
-                    "{shown}: refused to follow a redirect from https to http ({})",
-                    redact_url(next.as_str())
-                )));
-            }
             if !visited.insert(next.as_str().to_owned()) {
                 return Err(ProviderError::Permanent(format!(
                     "{shown}: redirect loop (back to {})",
@@ -507,10 +501,12 @@ impl SafeClient {
             return Err(too_large());
         }
         let headers = resp.headers().clone();
+        // The announced length is only a hint (and the server's word).
         let mut body = BytesMut::with_capacity(
             resp.content_length()
                 .map_or(64 * 1024, |n| n as usize)
-                .min(max),
+                .min(max)
+                .min(MIB),
         );
         while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(url, e))? {
             if body.len() + chunk.len() > max {
@@ -551,6 +547,13 @@ fn next_hop(from: &Url, location: &str) -> Result<Url, ProviderError> {
             "{}: redirect to a {}: URL refused",
             redact_url(from.as_str()),
             next.scheme()
+        )));
+    }
+    if from.scheme() == "https" && next.scheme() == "http" {
+        return Err(ProviderError::Permanent(format!(
+            "{}: refused to follow a redirect from https to http ({})",
+            redact_url(from.as_str()),
+            redact_url(next.as_str())
         )));
     }
     Ok(next)
@@ -823,6 +826,23 @@ mod tests {
             "http://[::1]:8080/…"
         );
         assert_eq!(redact_url("https://example.com"), "https://example.com/");
+        let from = Url::parse("https://a.example/feed.ics").unwrap();
+        assert!(matches!(
+            next_hop(&from, "http://b.example/feed.ics"),
+            Err(ProviderError::Permanent(m)) if m.contains("https to http")
+        ));
+        assert_eq!(
+            next_hop(&from, "/other.ics").unwrap().as_str(),
+            "https://a.example/other.ics"
+        );
+        assert_eq!(
+            next_hop(&from, "webcal://c.example/x.ics")
+                .unwrap()
+                .as_str(),
+            "https://c.example/x.ics"
+        );
+        let plain = Url::parse("http://a.example/feed.ics").unwrap();
+        assert!(next_hop(&plain, "https://a.example/feed.ics").is_ok());
         assert_eq!(redact_url("::"), "<invalid URL>");
         assert_eq!(describe_size(20 * MIB), "20 MiB");
         assert_eq!(describe_size(64 * 1024), "64 KiB");

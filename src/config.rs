@@ -609,8 +609,8 @@ impl Validator<'_> {
                         self.invalid(format!("{key}.url"), "an ics source needs the feed url")
                     );
                 };
-                if let Err(message) = crate::providers::normalize_feed_url(&url) {
-                    return Err(self.invalid(format!("{key}.url"), message));
+                if let Err(e) = crate::providers::fetch::normalize_url(&url) {
+                    return Err(self.invalid(format!("{key}.url"), e.to_string()));
                 }
                 url
             }

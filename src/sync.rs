@@ -230,9 +230,9 @@ impl SyncEngine {
         };
         match remote.kind {
             ProviderKind::Ics => {
-                let url = cursor.url.clone().unwrap_or_else(|| remote.target.clone());
-                let url = providers::normalize_feed_url(&url).map_err(ProviderError::Permanent)?;
-                providers::ics::fetch(&self.feeds, &url, cursor, mode).await
+                // After a permanent redirect the feed lives at the new URL.
+                let url = cursor.url.as_deref().unwrap_or(&remote.target);
+                providers::ics::fetch(&self.feeds, url, cursor, mode).await
             }
             ProviderKind::Google | ProviderKind::Microsoft => {
                 crate::connect::fetch(app, tenant, source, cursor, mode).await

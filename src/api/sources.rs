@@ -155,7 +155,7 @@ fn source_json(app: &App, tenant: &TenantConfig, source: &Source) -> Result<Valu
         "kind": remote.map(|r| r.kind.name()),
         // Feed URLs carry secrets: only their host is shown.
         "target": remote.map(|r| match r.kind {
-            crate::providers::ProviderKind::Ics => redact_url(&r.target),
+            crate::providers::ProviderKind::Ics => crate::providers::fetch::redact_url(&r.target),
             _ => r.target.clone(),
         }),
         "direction": remote.map(|r| r.direction),
@@ -186,18 +186,6 @@ fn log_json(log: &SyncLog) -> Value {
         "deleted": log.deleted,
         "error": log.error,
     })
-}
-
-/// `https://host/…`: enough to recognise a feed, nothing of its secret path.
-pub fn redact_url(url: &str) -> String {
-    match url.parse::<http::Uri>() {
-        Ok(u) => format!(
-            "{}://{}/…",
-            u.scheme_str().unwrap_or("https"),
-            u.authority().map(|a| a.host()).unwrap_or("?")
-        ),
-        Err(_) => "…".into(),
-    }
 }
 
 fn query_value(req: &Request<Incoming>, name: &str) -> Option<String> {

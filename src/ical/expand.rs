@@ -513,6 +513,11 @@ pub fn expand_to_utc_text(ics: &str, window: Span, default_zone: Tz) -> Result<S
         .collect();
     let utc =
         |ms: i64| super::format_utc(DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default());
+    // The zone all-day dates were placed in by the expansion.
+    let date_zone = parsed
+        .x_wr_timezone
+        .clone()
+        .unwrap_or(Zone::Iana(default_zone));
     let mut w = super::ContentWriter::with_capacity(ics.len() * 2);
     w.begin("VCALENDAR");
     for p in raw
@@ -534,19 +539,33 @@ pub fn expand_to_utc_text(ics: &str, window: Span, default_zone: Tz) -> Result<S
         {
             w.parsed_property(p);
         }
-        w.raw("DTSTART", &[], &utc(o.span.start));
+        // All-day instances stay dates (as stored; clients show them as all-day);
+        // timed ones are written in UTC as §9.6.5 requires.
+        let value = |ms: i64| {
+            if o.all_day {
+                let local = date_zone
+                    .to_local(DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default());
+                super::format_date(local.date())
+            } else {
+                utc(ms)
+            }
+        };
+        let date_param: &[(&str, &str)] = if o.all_day { &[("VALUE", "DATE")] } else { &[] };
+        w.raw("DTSTART", date_param, &value(o.span.start));
         match kind {
-            Kind::Event => w.raw("DTEND", &[], &utc(o.span.end)),
+            Kind::Event => w.raw("DTEND", date_param, &value(o.span.end)),
             // A task without DUE or DURATION stays without one.
-            Kind::Todo if o.span.end > o.span.start => w.raw("DUE", &[], &utc(o.span.end)),
+            Kind::Todo if o.span.end > o.span.start => w.raw("DUE", date_param, &value(o.span.end)),
             Kind::Todo | Kind::Journal => {}
         }
-        if let Some(rid) = o.recurrence_id {
-            let value = match rid {
-                OriginalStart::Instant(ms) => utc(ms),
-                OriginalStart::Date(d) => utc(start_of_day(d, default_zone).timestamp_millis()),
-            };
-            w.raw("RECURRENCE-ID", &[], &value);
+        match o.recurrence_id {
+            Some(OriginalStart::Instant(ms)) => w.raw("RECURRENCE-ID", &[], &utc(ms)),
+            Some(OriginalStart::Date(d)) => w.raw(
+                "RECURRENCE-ID",
+                &[("VALUE", "DATE")],
+                &super::format_date(d),
+            ),
+            None => {}
         }
         for sub in &source.components {
             w.parsed_component(sub);
@@ -667,5 +686,25 @@ END:VCALENDAR\r\n";
             &window("2026-06-01T00:00:00Z", "2026-08-01T00:00:00Z"),
         );
         assert_eq!(occ[0].busy, BusyKind::Oof);
+    }
+
+    #[test]
+    fn expanded_all_day_instances_stay_dates() {
+        let ics = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:t\r\nBEGIN:VEVENT\r\nUID:a\r\nDTSTART;VALUE=DATE:20260328\r\nDTEND;VALUE=DATE:20260331\r\nRRULE:FREQ=WEEKLY;COUNT=2\r\nSUMMARY:Trip\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:b\r\nDTSTART:20260310T090000Z\r\nDTEND:20260310T100000Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let w = window("2026-03-01T00:00:00Z", "2026-04-30T00:00:00Z");
+        let text = expand_to_utc_text(ics, w.window, w.default_zone).unwrap();
+        assert!(
+            text.contains("DTSTART;VALUE=DATE:20260328\r\nDTEND;VALUE=DATE:20260331"),
+            "{text}"
+        );
+        assert!(text.contains("RECURRENCE-ID;VALUE=DATE:20260404"), "{text}");
+        assert!(
+            text.contains("DTSTART:20260310T090000Z\r\nDTEND:20260310T100000Z"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("T230000Z") && !text.contains("RRULE"),
+            "{text}"
+        );
     }
 }

@@ -158,16 +158,11 @@ fn instant(p: &Property<'_>, zone: Tz) -> Option<i64> {
     if v.ends_with(['Z', 'z']) {
         return Some(naive.and_utc().timestamp_millis());
     }
-    let tzid = p
-        .params
-        .iter()
-        .find(|x| x.key.as_str().eq_ignore_ascii_case("TZID"))
-        .and_then(|x| x.val.as_ref())
-        .map(|v| v.as_str().trim_matches('"').to_owned());
-    let utc: DateTime<Utc> = match tzid.map(|name| zones::resolve(&name, |_| None)) {
-        Some(Resolution::Zone(z)) => z.to_utc(naive),
-        _ => zones::Zone::Iana(zone).to_utc(naive),
-    };
+    let utc: DateTime<Utc> =
+        match parse::param(p, "TZID").map(|name| zones::resolve(name, |_| None)) {
+            Some(Resolution::Zone(z)) => z.to_utc(naive),
+            _ => zones::Zone::Iana(zone).to_utc(naive),
+        };
     Some(utc.timestamp_millis())
 }
 
@@ -189,13 +184,7 @@ struct Alarm {
 impl Alarm {
     fn read(c: &Component<'_>, zone: Tz) -> Option<Alarm> {
         let p = c.find_prop("TRIGGER")?;
-        let param = |key: &str| {
-            p.params
-                .iter()
-                .find(|x| x.key.as_str().eq_ignore_ascii_case(key))
-                .and_then(|x| x.val.as_ref())
-                .map(|v| v.as_str().trim_matches('"').to_ascii_uppercase())
-        };
+        let param = |key: &str| parse::param(p, key).map(str::to_ascii_uppercase);
         let trigger = if param("VALUE").as_deref() == Some("DATE-TIME") {
             Trigger::At(instant(p, zone)?)
         } else {

@@ -218,7 +218,8 @@ fn normalize(text: &str) -> String {
     out
 }
 
-fn param<'a>(p: &'a Property<'_>, key: &str) -> Option<&'a str> {
+/// A parameter of `p` (case-insensitive name), unquoted.
+pub(crate) fn param<'a>(p: &'a Property<'_>, key: &str) -> Option<&'a str> {
     p.params
         .iter()
         .find(|x| x.key.as_str().eq_ignore_ascii_case(key))

@@ -210,23 +210,3 @@ pub fn status_error(
         _ => ProviderError::Permanent(message),
     }
 }
-
-/// A feed URL as we fetch it: `webcal://`/`webcals://` become `https://`; only
-/// http(s) URLs with a host are accepted.
-pub fn normalize_feed_url(url: &str) -> Result<String, String> {
-    let url = url.trim();
-    let rewritten = match url.split_once("://") {
-        Some((scheme, rest))
-            if scheme.eq_ignore_ascii_case("webcal") || scheme.eq_ignore_ascii_case("webcals") =>
-        {
-            format!("https://{rest}")
-        }
-        _ => url.to_owned(),
-    };
-    match rewritten.parse::<http::Uri>() {
-        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {
-            Ok(rewritten)
-        }
-        _ => Err("must be an http://, https:// or webcal:// URL with a host".to_owned()),
-    }
-}

@@ -45,6 +45,11 @@ pub struct App {
     pub feed_tokens: Arc<Verifier<FeedPrincipal>>,
     pub users: Arc<Verifier<UserPrincipal>>,
     pub sync: crate::sync::SyncEngine,
+    /// Member summaries of recently listed CalDAV collections.
+    pub dav_listings: crate::dav::listing::Listings,
+    /// Parsed forms of recently expanded CalDAV objects.
+    pub dav_plans: crate::dav::plans::ExpandPlans,
+    pub export: crate::export::Exporter,
 }
 
 /// Why the gateway could not be wired up.
@@ -97,10 +102,13 @@ impl App {
         let conflicts = ConflictTracker::new(store.clone());
         let app = App {
             sync,
+            dav_listings: Default::default(),
+            dav_plans: Default::default(),
+            export: crate::export::Exporter::new(),
             bookings: BookingEngine::new(store.clone(), Arc::clone(&conflicts)),
             calendars: CalendarService::new(store.clone(), config.horizon, Arc::clone(&conflicts)),
             conflicts,
-            feeds: FeedService::new(store.clone()),
+            feeds: FeedService::new(store.clone(), config.horizon),
             api_keys: Arc::new(api_keys),
             feed_tokens: Arc::new(feed_tokens),
             users: Arc::new(users),

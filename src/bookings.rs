@@ -93,6 +93,9 @@ pub struct BookingEngine {
     /// see a slot free and both take it. Held only in memory, never over a disk sync.
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     conflicts: Arc<ConflictTracker>,
+    /// Signalled after every committed booking change (the exporter waits on it;
+    /// the work itself is in the change log, written with the booking).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl BookingEngine {
@@ -101,7 +104,13 @@ impl BookingEngine {
             store,
             locks: Arc::default(),
             conflicts,
+            changed: Arc::default(),
         }
+    }
+
+    /// Notified after every booking change is durable.
+    pub fn change_signal(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.changed)
     }
 
     fn tenant_lock(&self, tenant: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -186,6 +195,7 @@ impl BookingEngine {
         drop(guard);
         if matches!(outcome, WriteOutcome::Written(_)) {
             self.store.flush().await?;
+            self.changed.notify_one();
         }
         match outcome {
             WriteOutcome::Written(_) => Ok(Created {
@@ -247,6 +257,7 @@ impl BookingEngine {
             match outcome {
                 WriteOutcome::Written(_) => {
                     self.store.flush().await?;
+                    self.changed.notify_one();
                     if moved || next.busy_kind() == BusyKind::Free {
                         let span = (next.busy_kind() != BusyKind::Free).then(|| next.span());
                         self.conflicts.booking_changed(tenant, id, span).await?;
@@ -280,6 +291,7 @@ impl BookingEngine {
     ) -> Result<(), BookingError> {
         match self.store.delete_booking(&tenant.id, id, if_match).await? {
             DeleteOutcome::Deleted(_) => {
+                self.changed.notify_one();
                 self.conflicts.booking_changed(tenant, id, None).await?;
                 Ok(())
             }

@@ -178,7 +178,10 @@ impl CalendarService {
             return Ok(Imported::Unchanged);
         }
         let object = self.materialize(tenant, source, object_id, ics, Utc::now())?;
-        self.store
+        // Not written when another object holds the UID: say so rather than
+        // report (and conflict-check) an object that is not stored.
+        if let ObjectOutcome::UidConflict(owner) = self
+            .store
             .put_object(
                 &tenant.id,
                 &source.id,
@@ -186,7 +189,10 @@ impl CalendarService {
                 &Precondition::None,
                 ObjectWrite::BatchedChange,
             )
-            .await?;
+            .await?
+        {
+            return Err(CalendarError::UidConflict(owner));
+        }
         self.conflicts
             .object_changed(tenant, &source.id, object_id, Some(&object))
             .await?;

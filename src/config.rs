@@ -123,6 +123,9 @@ pub struct TenantConfig {
     /// Where new conflicts are POSTed.
     pub webhook: Option<WebhookConfig>,
     pub sources: Vec<SourceConfig>,
+    /// Exported events moved in the external calendar move their booking (with
+    /// the usual conflict check); otherwise the move is only reported.
+    pub accept_external_moves: bool,
 }
 
 #[derive(Clone)]
@@ -193,6 +196,41 @@ pub struct FeedConfig {
     /// Only bookings ending at most this many days ago; `None` publishes all history.
     pub past_days: Option<u32>,
     pub include_cancelled: bool,
+    /// Calendar sources whose events are published as opaque busy blocks.
+    pub include_sources: FeedSources,
+}
+
+/// Which calendar sources (imported calendars, CalDAV calendars) a feed publishes
+/// as busy blocks, besides the bookings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum FeedSources {
+    /// Bookings only.
+    #[default]
+    None,
+    /// Every source of the tenant, including ones created later over the API.
+    All,
+    /// These source ids (a source that does not exist yet contributes nothing).
+    Only(Vec<String>),
+}
+
+impl FeedSources {
+    /// Whether the feed publishes any source at all.
+    pub fn any(&self) -> bool {
+        match self {
+            FeedSources::None => false,
+            FeedSources::All => true,
+            FeedSources::Only(ids) => !ids.is_empty(),
+        }
+    }
+
+    /// Whether the source `id` is published.
+    pub fn includes(&self, id: &str) -> bool {
+        match self {
+            FeedSources::None => false,
+            FeedSources::All => true,
+            FeedSources::Only(ids) => ids.iter().any(|x| x == id),
+        }
+    }
 }
 
 // ---- raw (file) schema -------------------------------------------------------
@@ -240,6 +278,8 @@ struct RawSource {
     interval_minutes: Option<u32>,
     enabled: Option<bool>,
     transparent: Option<bool>,
+    /// Export: `full` (default) or `busy` (opaque blocks, no customer details).
+    privacy: Option<crate::model::ExportPrivacy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -272,6 +312,7 @@ struct RawTenant {
     webhook: Option<RawWebhook>,
     #[serde(default)]
     source: Vec<RawSource>,
+    accept_external_moves: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,6 +347,15 @@ struct RawFeed {
     refresh_minutes: Option<u32>,
     past_days: Option<u32>,
     include_cancelled: Option<bool>,
+    include_sources: Option<RawFeedSources>,
+}
+
+/// `include_sources = "all"` or `include_sources = ["id", ...]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawFeedSources {
+    Keyword(String),
+    Ids(Vec<String>),
 }
 
 /// Overrides given on the command line; they win over the file.
@@ -540,7 +590,12 @@ impl Validator<'_> {
                     "must be between 1 and 10080 (one week)",
                 ));
             }
+            let include_sources = match f.include_sources {
+                None => FeedSources::None,
+                Some(raw) => self.feed_sources(&key(&format!("feed[{j}].include_sources")), raw)?,
+            };
             feeds.push(FeedConfig {
+                include_sources,
                 name: f.name,
                 token_hash: f.token_hash,
                 privacy: f.privacy.unwrap_or(FeedPrivacy::Full),
@@ -578,6 +633,7 @@ impl Validator<'_> {
         }
         Ok(TenantConfig {
             sources,
+            accept_external_moves: raw.accept_external_moves.unwrap_or(false),
             id: raw.id,
             name,
             timezone,
@@ -588,6 +644,33 @@ impl Validator<'_> {
             buffer_minutes,
             webhook,
         })
+    }
+
+    fn feed_sources(&self, key: &str, raw: RawFeedSources) -> Result<FeedSources, ConfigError> {
+        match raw {
+            RawFeedSources::Keyword(word) if word == "all" => Ok(FeedSources::All),
+            RawFeedSources::Keyword(word) => Err(self.invalid(
+                key,
+                format!("\"{word}\" is neither \"all\" nor a list of source ids such as [\"anna-google\"]"),
+            )),
+            RawFeedSources::Ids(ids) => {
+                for (n, id) in ids.iter().enumerate() {
+                    if !is_identifier(id) || id == crate::model::BOOKINGS_SOURCE {
+                        return Err(self.invalid(
+                            format!("{key}[{n}]"),
+                            format!("\"{id}\" is not a source id (bookings are always published)"),
+                        ));
+                    }
+                    if ids[..n].contains(id) {
+                        return Err(self.invalid(
+                            format!("{key}[{n}]"),
+                            format!("source \"{id}\" is listed twice"),
+                        ));
+                    }
+                }
+                Ok(FeedSources::Only(ids))
+            }
+        }
     }
 
     fn source(&self, key: &str, raw: RawSource) -> Result<SourceConfig, ConfigError> {
@@ -617,6 +700,13 @@ impl Validator<'_> {
             ProviderKind::Google => raw.calendar.unwrap_or_else(|| "primary".into()),
             ProviderKind::Microsoft => raw.calendar.unwrap_or_default(),
         };
+        let direction = raw.direction.unwrap_or(crate::model::Direction::Import);
+        if raw.kind == ProviderKind::Ics && direction.exports() {
+            return Err(self.invalid(
+                format!("{key}.direction"),
+                "an ics source can only be imported: use direction = \"import\" (bookings are published as .ics through [[tenant.feed]])",
+            ));
+        }
         let interval_minutes = raw.interval_minutes.unwrap_or(30);
         if !(1..=7 * 24 * 60).contains(&interval_minutes) {
             return Err(self.invalid(
@@ -631,9 +721,10 @@ impl Validator<'_> {
             remote: crate::model::RemoteSource {
                 kind: raw.kind,
                 target,
-                direction: raw.direction.unwrap_or(crate::model::Direction::Import),
+                direction,
                 interval_minutes,
                 enabled: raw.enabled.unwrap_or(true),
+                privacy: raw.privacy.unwrap_or_default(),
             },
         })
     }
@@ -915,6 +1006,39 @@ mod tests {
         ] {
             let err = parse(&format!("{base}{bad}\n")).unwrap_err().to_string();
             assert!(err.contains(&format!("tenant[0].{key}")), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn feed_sources_parse_and_are_checked() {
+        let feed = |extra: &str| {
+            format!(
+                "[[tenant]]\nid=\"a\"\ntimezone=\"UTC\"\n[[tenant.feed]]\nname=\"f\"\ntoken_hash=\"{HASH}\"\n{extra}\n"
+            )
+        };
+        let sources = |extra: &str| {
+            parse(&feed(extra)).map(|c| c.tenants[0].feeds[0].include_sources.clone())
+        };
+        assert_eq!(sources("").unwrap(), FeedSources::None);
+        assert_eq!(
+            sources("include_sources = \"all\"").unwrap(),
+            FeedSources::All
+        );
+        assert_eq!(
+            sources("include_sources = [\"anna-google\", \"team\"]").unwrap(),
+            FeedSources::Only(vec!["anna-google".into(), "team".into()])
+        );
+        for bad in [
+            "include_sources = \"everything\"",
+            "include_sources = [\"bookings\"]",
+            "include_sources = [\"Not An Id\"]",
+            "include_sources = [\"a\", \"a\"]",
+        ] {
+            let err = sources(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("tenant[0].feed[0].include_sources"),
+                "{bad}: {err}"
+            );
         }
     }
 

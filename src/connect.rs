@@ -38,6 +38,17 @@ struct Pending {
     started: Instant,
 }
 
+/// Why a callback was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The `state` was never handed out, was used already, expired, or belongs
+    /// to another provider: a bad (replayed or forged) request, not a provider fault.
+    #[error("this authorization is unknown, used or expired; start the connection again")]
+    UnknownState,
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+}
+
 /// What a finished connection gives back to the caller.
 pub struct Connected {
     pub tenant: String,
@@ -108,7 +119,7 @@ pub async fn callback(
     kind: ProviderKind,
     state: &str,
     code: &str,
-) -> Result<Connected, ProviderError> {
+) -> Result<Connected, ConnectError> {
     let pending = {
         let mut by_state = app
             .sync
@@ -121,12 +132,18 @@ pub async fn callback(
     let Some(pending) =
         pending.filter(|p| p.started.elapsed() < STATE_LIFETIME && p.provider == kind)
     else {
-        return Err(ProviderError::Permanent(
-            "this authorization is unknown, used or expired; start the connection again".into(),
-        ));
+        return Err(ConnectError::UnknownState);
     };
     let e = endpoints(app, kind)?;
-    let tokens = oauth::exchange_code(&e, &app.sync.api_http, code, &pending.pkce_verifier).await?;
+    let mut tokens =
+        oauth::exchange_code(&e, &app.sync.api_http, code, &pending.pkce_verifier).await?;
+    if tokens.refresh_token.is_none() {
+        // A reconnection may bring no new refresh token (Google only issues one
+        // on consent): keep the one we have rather than lose offline access.
+        tokens.refresh_token = stored_tokens(app, &pending.tenant, &pending.source)
+            .ok()
+            .and_then(|t| t.refresh_token);
+    }
     store_tokens(app, &pending.tenant, &pending.source, &tokens).await?;
     let mut status = app
         .store
@@ -140,6 +157,7 @@ pub async fn callback(
         .map_err(internal)?;
     app.store.flush().await.map_err(internal)?;
     app.sync.wake();
+    app.export.wake();
     let session = session(app, &pending.tenant, &pending.source, kind)?;
     let calendars = list_calendars(app, kind, &session).await?;
     Ok(Connected {
@@ -167,14 +185,8 @@ async fn store_tokens(
         .map_err(internal)
 }
 
-/// An authorised session for a connected source; refreshed tokens are stored
-/// (sealed) as they come, and made durable with the run's flush.
-pub fn session(
-    app: &App,
-    tenant: &str,
-    source: &str,
-    kind: ProviderKind,
-) -> Result<Session, ProviderError> {
+/// The tokens stored (sealed) for a source.
+fn stored_tokens(app: &App, tenant: &str, source: &str) -> Result<Tokens, ProviderError> {
     let sealed = app
         .store
         .secret(tenant, source)
@@ -187,8 +199,19 @@ pub fn session(
         .secrets
         .open_sealed(&sealed)
         .map_err(|e| ProviderError::Reauth(e.to_string()))?;
-    let tokens: Tokens = serde_json::from_slice(&plain)
-        .map_err(|e| ProviderError::Reauth(format!("stored tokens unreadable: {e}")))?;
+    serde_json::from_slice(&plain)
+        .map_err(|e| ProviderError::Reauth(format!("stored tokens unreadable: {e}")))
+}
+
+/// An authorised session for a connected source; refreshed tokens are stored
+/// (sealed) as they come, and made durable with the run's flush.
+pub fn session(
+    app: &App,
+    tenant: &str,
+    source: &str,
+    kind: ProviderKind,
+) -> Result<Session, ProviderError> {
+    let tokens = stored_tokens(app, tenant, source)?;
     let store = app.store.clone();
     let secrets = app.sync.secrets.clone();
     let (t, s) = (tenant.to_owned(), source.to_owned());

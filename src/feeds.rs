@@ -1,9 +1,18 @@
 //! Published .ics feeds of a tenant's bookings (webcal subscriptions).
 //!
 //! A feed's ETag is derived from its inputs — the tenant's change sequence, the feed
-//! settings and (for windowed feeds) the current day — so a conditional GET is
-//! answered without reading a single booking. Rendered documents are cached per feed
-//! and reused until the ETag moves. HTTP handling lives in [`crate::http`].
+//! settings, (for windowed feeds) the current day and, for feeds that publish
+//! calendar sources, each source's settings and change-log version and the busy
+//! horizon's day — so a conditional GET is answered without reading a single
+//! booking. Rendered documents are cached per feed and reused until the ETag moves.
+//! HTTP handling lives in [`crate::http`].
+//!
+//! Events of calendar sources (imported calendars, CalDAV calendars) named by a
+//! feed's `include_sources` are published as opaque busy blocks: one VEVENT per
+//! indexed occurrence (read from the busy index, so recurrence, exceptions and zones
+//! are exactly what free/busy uses), in UTC, `SUMMARY:Busy`, nothing else of the
+//! event. Non-blocking occurrences (transparent, cancelled, "free") are not in the
+//! blocking index group and never show.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,10 +22,11 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 
+use crate::calendars::Horizon;
 use crate::config::{FeedConfig, FeedPrivacy, TenantConfig};
 use crate::ical::{self, ContentWriter, vtimezone};
-use crate::model::{Booking, BookingStatus, BookingTime, Span};
-use crate::store::{Store, StoreError};
+use crate::model::{Booking, BookingStatus, BookingTime, BusyKind, Source, Span};
+use crate::store::{BusyEntry, Store, StoreError};
 
 /// Identifies this software in PRODID.
 pub const PRODID: &str = concat!("-//calgate//calgate ", env!("CARGO_PKG_VERSION"), "//EN");
@@ -38,16 +48,19 @@ pub struct FeedDocument {
 /// Renders feeds and remembers the last rendering of each.
 pub struct FeedService {
     store: Store,
+    /// Source occurrences exist only inside it; it moves once a day.
+    horizon: Horizon,
     /// Config changes only take effect on restart; feeds rendered before it are stale.
     started: DateTime<Utc>,
     cache: Mutex<HashMap<(String, String), Arc<FeedDocument>>>,
 }
 
 impl FeedService {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, horizon: Horizon) -> Self {
         let now = Utc::now();
         FeedService {
             store,
+            horizon,
             started: Utc
                 .timestamp_opt(now.timestamp(), 0)
                 .single()
@@ -78,6 +91,19 @@ impl FeedService {
     ) -> Result<FeedValidators, StoreError> {
         let version = self.store.version(&tenant.id)?;
         let mut h = Sha256::new();
+        if feed.include_sources.any() {
+            // Busy blocks change with any write to a published source (its change
+            // log), with its settings, and as the horizon rolls (re-expansions of
+            // recurring events are not logged as changes).
+            h.update(b"sources\0");
+            h.update(self.horizon.window(now).start.to_be_bytes());
+            for source in self.published_sources(tenant, feed)? {
+                let collection = self.store.collection_version(&tenant.id, &source.id)?;
+                h.update(source.id.as_bytes());
+                h.update([0, u8::from(source.transparent)]);
+                h.update(collection.to_be_bytes());
+            }
+        }
         for part in [
             tenant.id.as_str(),
             tenant.name.as_str(),
@@ -134,15 +160,35 @@ impl FeedService {
             return Ok(doc);
         }
         let key = (tenant.id.clone(), feed.name.clone());
-        let bookings = self
-            .store
-            .bookings_in(&tenant.id, Self::window(feed, now))?;
+        let window = Self::window(feed, now);
+        let bookings = self.store.bookings_in(&tenant.id, window)?;
+        let blocks = if feed.include_sources.any() {
+            let horizon = self.horizon.window(now);
+            let within = Span::new(window.start.max(horizon.start), window.end.min(horizon.end));
+            self.store.object_busy_in(&tenant.id, within, |source| {
+                feed.include_sources.includes(source)
+            })?
+        } else {
+            Vec::new()
+        };
+        let body = render_with_sources(tenant, feed, &bookings, &blocks, validators.last_modified);
         let doc = Arc::new(FeedDocument {
             validators,
-            body: Bytes::from(render(tenant, feed, &bookings)),
+            body: Bytes::from(body),
         });
         self.lock().insert(key, Arc::clone(&doc));
         Ok(doc)
+    }
+
+    /// The tenant's sources this feed publishes, in id order.
+    fn published_sources(
+        &self,
+        tenant: &TenantConfig,
+        feed: &FeedConfig,
+    ) -> Result<Vec<Source>, StoreError> {
+        let mut sources = self.store.sources(&tenant.id)?;
+        sources.retain(|s| feed.include_sources.includes(&s.id));
+        Ok(sources)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<FeedDocument>>> {
@@ -152,6 +198,19 @@ impl FeedService {
 
 /// Renders a complete VCALENDAR for `bookings` (ordered by start).
 pub fn render(tenant: &TenantConfig, feed: &FeedConfig, bookings: &[Booking]) -> String {
+    render_with_sources(tenant, feed, bookings, &[], Utc::now())
+}
+
+/// [`render`], plus `blocks` (occurrences of calendar sources, ordered by start,
+/// source and object) as opaque busy blocks stamped `stamp` (the feed's
+/// Last-Modified, so equal inputs render equal bytes).
+pub fn render_with_sources(
+    tenant: &TenantConfig,
+    feed: &FeedConfig,
+    bookings: &[Booking],
+    blocks: &[BusyEntry],
+    stamp: DateTime<Utc>,
+) -> String {
     let published: Vec<&Booking> = bookings
         .iter()
         .filter(|b| {
@@ -159,7 +218,7 @@ pub fn render(tenant: &TenantConfig, feed: &FeedConfig, bookings: &[Booking]) ->
                 || (feed.include_cancelled && feed.privacy == FeedPrivacy::Full)
         })
         .collect();
-    let mut w = ContentWriter::with_capacity(512 + published.len() * 600);
+    let mut w = ContentWriter::with_capacity(512 + published.len() * 600 + blocks.len() * 280);
     w.begin("VCALENDAR");
     w.text("PRODID", &[], PRODID);
     w.raw("VERSION", &[], "2.0");
@@ -179,8 +238,64 @@ pub fn render(tenant: &TenantConfig, feed: &FeedConfig, bookings: &[Booking]) ->
     for booking in published {
         write_event(&mut w, opaque_uids, booking, None);
     }
+    let stamp = ical::format_utc(stamp);
+    let mut blocks = blocks.iter().peekable();
+    while let Some(block) = blocks.next() {
+        // Two occurrences of one object starting together (an RDATE repeating the
+        // DTSTART, say) are one block: the longest, taken as strongly as either.
+        let (mut end, mut kind) = (block.span.end, block.kind);
+        while let Some(twin) = blocks.next_if(|b| {
+            (b.span.start, &b.source, &b.object) == (block.span.start, &block.source, &block.object)
+        }) {
+            end = end.max(twin.span.end);
+            kind = kind.max(twin.kind);
+        }
+        write_busy_block(&mut w, &tenant.id, &feed.name, block, end, kind, &stamp);
+    }
     w.end("VCALENDAR");
     w.finish()
+}
+
+/// One occurrence of a source's event as an opaque busy block. The UID, stable
+/// across renders, is a digest of tenant, feed, source, object and start: unique
+/// per occurrence of each source object, and nothing can be learnt from it.
+fn write_busy_block(
+    w: &mut ContentWriter,
+    tenant: &str,
+    feed_name: &str,
+    block: &BusyEntry,
+    end_ms: i64,
+    kind: BusyKind,
+    stamp: &str,
+) {
+    let at = |ms: i64| ical::format_utc(Utc.timestamp_millis_opt(ms).single().unwrap_or_default());
+    let mut h = Sha256::new();
+    for part in [tenant, feed_name, &block.source, &block.object] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.update(block.span.start.to_be_bytes());
+    let digest = h.finalize();
+    w.begin("VEVENT");
+    w.text(
+        "UID",
+        &[],
+        &format!("busy-{}@calgate", hex::encode(&digest[..16])),
+    );
+    w.raw("DTSTAMP", &[], stamp);
+    w.raw("DTSTART", &[], &at(block.span.start));
+    w.raw("DTEND", &[], &at(end_ms));
+    w.text("SUMMARY", &[], "Busy");
+    w.raw("CLASS", &[], "PRIVATE");
+    w.raw("TRANSP", &[], "OPAQUE");
+    let (status, busy_status) = match kind {
+        BusyKind::Tentative => ("TENTATIVE", "TENTATIVE"),
+        BusyKind::Oof => ("CONFIRMED", "OOF"),
+        BusyKind::Busy | BusyKind::Free => ("CONFIRMED", "BUSY"),
+    };
+    w.raw("STATUS", &[], status);
+    w.raw("X-MICROSOFT-CDO-BUSYSTATUS", &[], busy_status);
+    w.end("VEVENT");
 }
 
 /// Each zone a timed booking is written in, with the time it must cover; the

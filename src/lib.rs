@@ -14,6 +14,7 @@
 //! - [`dav`]: CalDAV (RFC 4791/4918/6578); today its pure XML layer.
 //! - [`api`]: the JSON booking API handlers.
 //! - [`http`]: hyper server, routing, problem+json, conditional requests.
+//! - [`export`]: bookings pushed to Google / Microsoft calendars (durable outbox).
 //! - [`app`]: the shared state wiring these together.
 
 pub mod api;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod conflicts;
 pub mod connect;
 pub mod dav;
+pub mod export;
 pub mod feeds;
 pub mod freebusy;
 pub mod http;
@@ -82,6 +84,7 @@ pub struct Running {
     sweeper: JoinHandle<()>,
     scheduler: JoinHandle<()>,
     roller: JoinHandle<()>,
+    exporter: JoinHandle<()>,
 }
 
 /// Opens the store, binds the listener and starts serving.
@@ -115,6 +118,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     });
     let roller = tokio::spawn(roll_horizon(Arc::clone(&app)));
     let scheduler = tokio::spawn(sync::scheduler(Arc::clone(&app)));
+    let exporter = tokio::spawn(export::deliverer(Arc::clone(&app)));
     app.conflicts.redeliver_pending(&app.config.tenants);
     Ok(Running {
         addr,
@@ -124,6 +128,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         sweeper,
         roller,
         scheduler,
+        exporter,
     })
 }
 
@@ -135,10 +140,12 @@ impl Running {
         self.sweeper.abort();
         self.roller.abort();
         self.scheduler.abort();
+        self.exporter.abort();
         // Wait until the background tasks have really let go of the store.
         let _ = self.sweeper.await;
         let _ = self.roller.await;
         let _ = self.scheduler.await;
+        let _ = self.exporter.await;
         // Finished connection tasks drop their handle on the app a moment after
         // the server reports them done; wait for that, so the database (and its
         // lock) is free when stop returns and a new server can open it.

@@ -535,6 +535,20 @@ pub struct RemoteSource {
     /// Minutes between scheduled syncs.
     pub interval_minutes: u32,
     pub enabled: bool,
+    /// What exported events reveal (export and both directions only).
+    #[serde(default)]
+    pub privacy: ExportPrivacy,
+}
+
+/// How much of a booking an exported event shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportPrivacy {
+    /// Title, service, location, customer details and notes.
+    #[default]
+    Full,
+    /// An opaque "Busy" block: times only.
+    Busy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -548,6 +562,10 @@ pub enum Direction {
 impl Direction {
     pub fn imports(self) -> bool {
         matches!(self, Direction::Import | Direction::Both)
+    }
+
+    pub fn exports(self) -> bool {
+        matches!(self, Direction::Export | Direction::Both)
     }
 }
 

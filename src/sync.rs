@@ -10,7 +10,7 @@
 //! What the items mean is the providers' business ([`crate::providers`]); the
 //! HTTP API over this is in [`crate::api::sources`].
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -110,6 +110,45 @@ impl SyncEngine {
     /// Makes the scheduler look again (a source was added, changed or connected).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Stores new settings of an external source. With `drop_cache` (it now
+    /// mirrors another calendar) its cached events, mirror and cursor go as
+    /// well, so the next run imports the new calendar from scratch. Refused while
+    /// the source syncs, so a run cannot write the old calendar back.
+    pub async fn update_source(
+        &self,
+        app: &App,
+        tenant: &TenantConfig,
+        source: &Source,
+        drop_cache: bool,
+    ) -> Result<(), SyncError> {
+        let key = (tenant.id.clone(), source.id.clone());
+        {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            if !running.insert(key.clone()) {
+                return Err(SyncError::AlreadyRunning(source.id.clone()));
+            }
+        }
+        let slot = RunSlot { engine: self, key };
+        let (t, s) = (tenant.id.as_str(), source.id.as_str());
+        app.store.put_source(t, source)?;
+        if drop_cache {
+            for object in app.store.objects(t, s)? {
+                app.calendars.remove_imported(tenant, s, &object.id).await?;
+            }
+            for (series, item) in app.store.mirror_keys(t, s)? {
+                app.store.put_mirror_item(t, s, &series, &item, None)?;
+            }
+            let mut status = app.store.sync_status(t, s)?;
+            status.cursor = Cursor::default();
+            status.next_run = None;
+            app.store.put_sync_status(t, s, &status)?;
+        }
+        app.store.flush().await?;
+        drop(slot);
+        self.wake();
+        Ok(())
     }
 
     /// Runs one sync of a source now and returns its log entry (also stored).
@@ -264,14 +303,69 @@ async fn apply(
                     affected.insert(series);
                 }
             }
-            put_items(app, t, s, &items, &mut affected)?;
-            // Objects whose series vanished from the mirror entirely go too.
-            for object in store.objects(t, s)? {
-                affected.insert(object.id);
+            // Only items that differ from the mirror are written, and only their
+            // series re-rendered: a full listing (every iCal fetch, a 410 resync)
+            // that changed little costs little beyond reading it.
+            for change in &items {
+                let changed = match &change.body {
+                    Some(body) => store.put_mirror_item_if_changed(
+                        t,
+                        s,
+                        &change.series,
+                        &change.item,
+                        body,
+                    )?,
+                    None => {
+                        store.put_mirror_item(t, s, &change.series, &change.item, None)?;
+                        true
+                    }
+                };
+                if changed {
+                    affected.insert(change.series.clone());
+                }
+            }
+            // Objects whose series vanished from the mirror entirely go too, and
+            // series without an object are rendered again (a run that stopped
+            // between mirror and import, an event skipped before).
+            let objects: HashSet<String> = store.object_ids(t, s)?.into_iter().collect();
+            let series: HashSet<&str> = items.iter().map(|i| i.series.as_str()).collect();
+            for id in &objects {
+                if !series.contains(id.as_str()) {
+                    affected.insert(id.clone());
+                }
+            }
+            for id in series {
+                if !objects.contains(id) {
+                    affected.insert(id.to_owned());
+                }
             }
             cursor
         }
         Fetched::Delta { changes, cursor } => {
+            // A change may name an item filed under another series (Graph's
+            // `@removed` entries carry the item id only): move it out of there.
+            if !changes.is_empty() {
+                let mut filed: HashMap<String, String> = store
+                    .mirror_keys(t, s)?
+                    .into_iter()
+                    .map(|(series, item)| (item, series))
+                    .collect();
+                for change in &changes {
+                    let moved = match filed.get(&change.item) {
+                        Some(old) if *old != change.series => Some(old.clone()),
+                        _ => None,
+                    };
+                    if let Some(old) = moved {
+                        store.put_mirror_item(t, s, &old, &change.item, None)?;
+                        affected.insert(old);
+                    }
+                    if change.body.is_some() {
+                        filed.insert(change.item.clone(), change.series.clone());
+                    } else {
+                        filed.remove(&change.item);
+                    }
+                }
+            }
             put_items(app, t, s, &changes, &mut affected)?;
             cursor
         }
@@ -282,8 +376,14 @@ async fn apply(
         source: s,
     };
     let mut applied = Applied::default();
+    let exports = source
+        .remote
+        .as_ref()
+        .is_some_and(|r| r.direction.exports());
     for series in affected {
-        let items = store.mirror_series(t, s, &series)?;
+        let mut items = store.mirror_series(t, s, &series)?;
+        // Our own exported events come back here: mark them (loop prevention).
+        let own_booking = crate::export::recognise(app, t, source, &mut items)?;
         let rendered = if items.is_empty() {
             None
         } else {
@@ -299,15 +399,26 @@ async fn apply(
                 .import_object(tenant, source, &series, &ics)
                 .await
             {
-                Ok(Imported::Created) => applied.created += 1,
-                Ok(Imported::Updated) => applied.updated += 1,
-                Ok(Imported::Unchanged) => {}
+                Ok(imported) => {
+                    match imported {
+                        Imported::Created => applied.created += 1,
+                        Imported::Updated => applied.updated += 1,
+                        Imported::Unchanged => {}
+                    }
+                    if let Some(booking) = own_booking.as_deref().filter(|_| exports)
+                        && let Err(e) =
+                            crate::export::observe_import(app, tenant, s, &series, booking).await
+                    {
+                        warn!(tenant = t, source = s, series = %series, error = %e, "external change check failed");
+                    }
+                }
                 // One unreadable event must not stop the rest of the calendar.
                 Err(
-                    CalendarError::Invalid(msg)
-                    | CalendarError::UnsupportedComponent { found: msg, .. },
+                    e @ (CalendarError::Invalid(_)
+                    | CalendarError::UnsupportedComponent { .. }
+                    | CalendarError::UidConflict(_)),
                 ) => {
-                    warn!(tenant = t, source = s, series = %series, error = %msg, "imported event skipped");
+                    warn!(tenant = t, source = s, series = %series, error = %e, "imported event skipped");
                 }
                 Err(e) => return Err(e.into()),
             },

@@ -1229,3 +1229,125 @@ async fn large_listings_stream() {
     check(&headers, &body, objects);
     assert!(body.contains("<d:sync-token>"), "token closes the answer");
 }
+
+/// The hrefs and ETags of a multistatus, in document order.
+fn hrefs_and_etags(body: &str) -> Vec<(String, String)> {
+    body.split("<d:response>")
+        .skip(1)
+        .filter_map(|r| {
+            let href = r.split("<d:href>").nth(1)?.split('<').next()?.to_owned();
+            let etag = r.split("<d:getetag>").nth(1)?.split('<').next()?.to_owned();
+            Some((href, etag))
+        })
+        .collect()
+}
+
+/// Collection listings (PROPFIND Depth 1, initial sync-collection) and expanded
+/// queries are answered from what the server keeps in memory; every write, over
+/// CalDAV or the booking API, must show in the very next answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn listings_and_expansions_follow_every_change() {
+    let s = TestServer::start().await;
+    let dav = Dav { s: &s, user: "ana" };
+    let cal = "/dav/calendars/salon/staff/";
+    assert_eq!(dav.send("MKCALENDAR", cal, None, "").await.0, 201);
+    let propfind = r#"<D:propfind xmlns:D="DAV:"><D:prop><D:getetag/><D:getcontentlength/></D:prop></D:propfind>"#;
+    let listing = |body: String| {
+        hrefs_and_etags(&body)
+            .into_iter()
+            .filter(|(h, _)| h.ends_with(".ics"))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    for i in 0..3 {
+        let ics = EVENT.replace("dentist-1", &format!("ev-{i}"));
+        assert_eq!(dav.put(&format!("{cal}ev{i}.ics"), &ics, None).await.0, 201);
+    }
+    let first = listing(dav.send("PROPFIND", cal, Some("1"), propfind).await.2);
+    assert_eq!(first.len(), 3, "{first:?}");
+    // A change, a new member and a deletion, then the same request again.
+    let (_, headers, _) = dav
+        .put(
+            &format!("{cal}ev1.ics"),
+            &EVENT
+                .replace("dentist-1", "ev-1")
+                .replace("Dentist", "Dentist, moved"),
+            None,
+        )
+        .await;
+    let new_etag = headers["etag"].to_str().unwrap_or_default().to_owned();
+    let ics = EVENT.replace("dentist-1", "ev-9");
+    assert_eq!(dav.put(&format!("{cal}ev9.ics"), &ics, None).await.0, 201);
+    assert_eq!(
+        dav.send("DELETE", &format!("{cal}ev0.ics"), None, "")
+            .await
+            .0,
+        204
+    );
+    let second = listing(dav.send("PROPFIND", cal, Some("1"), propfind).await.2);
+    let names: Vec<&str> = second.keys().map(|h| &h[cal.len()..]).collect();
+    assert_eq!(names, ["ev1.ics", "ev2.ics", "ev9.ics"]);
+    assert_eq!(second[&format!("{cal}ev1.ics")], new_etag);
+    assert_ne!(first[&format!("{cal}ev1.ics")], new_etag);
+    assert_eq!(
+        second[&format!("{cal}ev2.ics")],
+        first[&format!("{cal}ev2.ics")]
+    );
+    // An initial sync lists the same members and ETags, oldest change first.
+    let (_, _, body) = dav.send("REPORT", cal, Some("1"), &sync("", None)).await;
+    let synced = hrefs_and_etags(&body);
+    let order: Vec<&str> = synced.iter().map(|(h, _)| &h[cal.len()..]).collect();
+    assert_eq!(order, ["ev2.ics", "ev1.ics", "ev9.ics"]);
+    assert_eq!(
+        synced
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>(),
+        second
+    );
+
+    // Bookings: an API move changes the member's ETag in the next listing.
+    let (status, created, etag) = s
+        .create(&booking("2026-12-07", "10:00", "11:00", "Cut"))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    let bookings = "/dav/calendars/salon/bookings/";
+    let href = format!("{bookings}{id}.ics");
+    let before = listing(dav.send("PROPFIND", bookings, Some("1"), propfind).await.2);
+    assert!(before.contains_key(&href), "{before:?}");
+    let resp = s
+        .client
+        .patch(format!("{}/{id}", s.bookings_url("salon")))
+        .bearer_auth(common::SALON_KEY)
+        .header("if-match", etag.unwrap_or_default())
+        .json(&serde_json::json!({"end": "2026-12-07T12:00:00+01:00"}))
+        .send()
+        .await
+        .expect("patch sent");
+    assert_eq!(resp.status(), 200);
+    let after = listing(dav.send("PROPFIND", bookings, Some("1"), propfind).await.2);
+    assert_ne!(
+        after[&href], before[&href],
+        "the moved booking has a new ETag"
+    );
+
+    // Expansion: the edited text is what the next expanded query shows.
+    let weekly = WEEKLY.replace("Team meeting", "Stand-up");
+    assert_eq!(
+        dav.put(&format!("{cal}weekly.ics"), &weekly, None).await.0,
+        201
+    );
+    let expand = report_body(
+        r#"<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><C:calendar-data><C:expand start="20261201T000000Z" end="20261215T000000Z"/></C:calendar-data></D:prop>
+        <C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"><C:time-range start="20261201T000000Z" end="20261215T000000Z"/></C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#,
+    );
+    let (_, _, body) = dav.send("REPORT", cal, Some("1"), &expand).await;
+    assert_eq!(body.matches("SUMMARY:Stand-up").count(), 2, "{body}");
+    let renamed = weekly.replace("Stand-up", "Retro");
+    assert_eq!(
+        dav.put(&format!("{cal}weekly.ics"), &renamed, None).await.0,
+        204
+    );
+    let (_, _, body) = dav.send("REPORT", cal, Some("1"), &expand).await;
+    assert!(!body.contains("Stand-up"), "{body}");
+    assert_eq!(body.matches("SUMMARY:Retro").count(), 2, "{body}");
+}

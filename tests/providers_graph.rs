@@ -522,3 +522,134 @@ async fn links_to_other_hosts_are_not_followed() {
     assert!(matches!(r, Err(ProviderError::CursorExpired)), "{r:?}");
     assert!(mock.requests().is_empty());
 }
+
+/// Occurrences and exceptions of one Graph series (Outlook gives exceptions the
+/// series' `iCalUId`) become one object: one UID, one VEVENT per instance with a
+/// RECURRENCE-ID, grouped by `seriesMasterId`. Before, every instance was its own
+/// object, so two objects of the calendar could carry the same UID (the store
+/// refuses the second, and its busy time went missing).
+#[tokio::test]
+async fn a_series_is_one_object_with_one_uid() {
+    let mock = GraphMock::start().await;
+    let single = mock.put_event(DEFAULT_CALENDAR_ID, event("Single", 15, 10));
+    let master = mock.put_event(
+        DEFAULT_CALENDAR_ID,
+        json!({
+            "subject": "Weekly",
+            "start": {"dateTime": "2030-05-06T14:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": "2030-05-06T14:30:00", "timeZone": "UTC"},
+            "recurrence": {
+                "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"]},
+                "range": {"type": "numbered", "startDate": "2030-05-06", "numberOfOccurrences": 4},
+            },
+        }),
+    );
+    let series_uid = mock.event(DEFAULT_CALENDAR_ID, &master).unwrap()["iCalUId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (day, hour) in [(13, 16), (20, 17)] {
+        mock.put_event(
+            DEFAULT_CALENDAR_ID,
+            json!({
+                "type": "exception", "seriesMasterId": master, "iCalUId": series_uid,
+                "originalStart": format!("2030-05-{day:02}T14:00:00Z"),
+                "subject": "Weekly (moved)",
+                "start": {"dateTime": format!("2030-05-{day:02}T{hour}:00:00"), "timeZone": "UTC"},
+                "end": {"dateTime": format!("2030-05-{day:02}T{hour}:30:00"), "timeZone": "UTC"},
+            }),
+        );
+    }
+    let api = api(&mock);
+    let tokens = TestTokens::new(&mock);
+    let (items, _) = full_round(&api, &tokens).await;
+    assert_eq!(items.len(), 5, "{items:?}");
+    let mut series: std::collections::BTreeMap<&str, Vec<Value>> = Default::default();
+    for i in &items {
+        series
+            .entry(i.series.as_str())
+            .or_default()
+            .push(i.body.clone().expect("live"));
+    }
+    assert_eq!(series.len(), 2, "{:?}", series.keys());
+    assert_eq!(series[single.as_str()].len(), 1);
+    assert_eq!(
+        series[master.as_str()].len(),
+        4,
+        "occurrences and exceptions"
+    );
+
+    let ctx = RenderContext {
+        default_zone: chrono_tz::Europe::Berlin,
+        source: "ms",
+    };
+    let text = render(&series[master.as_str()], &ctx).expect("rendered");
+    let cal = parse(&text).expect("parses");
+    assert_eq!(cal.events.len(), 4, "{text}");
+    // The mock's occurrences carry per-occurrence iCalUIds (as Graph documents),
+    // the exceptions the series' one: one UID for all, the series master's id.
+    assert!(cal.events.iter().all(|e| e.uid == master), "{text}");
+    assert_eq!(text.matches("RECURRENCE-ID:").count(), 4, "{text}");
+    assert!(
+        text.contains("RECURRENCE-ID:20300513T140000Z\r\n"),
+        "{text}"
+    );
+    let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis();
+    let (occ, diags) = expand(
+        &cal,
+        &ExpandOptions {
+            default_zone: chrono_tz::Europe::Berlin,
+            window: Span::new(t("2030-05-01T00:00:00Z"), t("2030-06-01T00:00:00Z")),
+        },
+    );
+    assert!(diags.is_empty(), "{diags:?}");
+    let mut starts: Vec<i64> = occ.iter().map(|o| o.span.start).collect();
+    starts.sort_unstable();
+    assert_eq!(
+        starts,
+        [
+            t("2030-05-06T14:00:00Z"),
+            t("2030-05-13T16:00:00Z"),
+            t("2030-05-20T17:00:00Z"),
+            t("2030-05-27T14:00:00Z"),
+        ]
+    );
+
+    // Instances that all carry one iCalUId keep it (Outlook's UID for the series).
+    let exceptions: Vec<Value> = series[master.as_str()]
+        .iter()
+        .filter(|v| v["type"] == "exception")
+        .cloned()
+        .collect();
+    assert_eq!(exceptions.len(), 2);
+    let text = render(&exceptions, &ctx)
+        .expect("rendered")
+        .replace("\r\n ", ""); // unfolded
+    assert_eq!(
+        text.matches(&format!("UID:{series_uid}\r\n")).count(),
+        2,
+        "{text}"
+    );
+    // A single event keeps its own iCalUId and has no RECURRENCE-ID.
+    let single_item = &series[single.as_str()][0];
+    let text = render(std::slice::from_ref(single_item), &ctx)
+        .expect("rendered")
+        .replace("\r\n ", "");
+    let own = single_item["iCalUId"].as_str().unwrap();
+    assert!(text.contains(&format!("UID:{own}\r\n")), "{text}");
+    assert!(!text.contains("RECURRENCE-ID"), "{text}");
+
+    // An all-day series: RECURRENCE-ID is the original date, in the series' zone.
+    let all_day = json!({
+        "id": "occ-1", "type": "occurrence", "seriesMasterId": "master-1", "isAllDay": true,
+        "iCalUId": "u", "originalStart": "2030-05-20T22:00:00Z",
+        "originalStartTimeZone": "W. Europe Standard Time",
+        "start": {"dateTime": "2030-05-21T00:00:00.0000000", "timeZone": "W. Europe Standard Time"},
+        "end": {"dateTime": "2030-05-22T00:00:00.0000000", "timeZone": "W. Europe Standard Time"},
+    });
+    let text = render(&[all_day], &ctx).expect("rendered");
+    assert!(
+        text.contains("RECURRENCE-ID;VALUE=DATE:20300521\r\n"),
+        "{text}"
+    );
+}

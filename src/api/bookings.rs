@@ -47,7 +47,15 @@ pub async fn item(
                 set_etag(&mut resp, &booking);
                 return Ok(resp);
             }
-            Ok(booking_response(StatusCode::OK, &booking))
+            let mut body = json::booking(&booking);
+            // Where the booking stands in each external calendar it is pushed to.
+            let exports = crate::export::booking_exports(app, tenant, &booking)?;
+            if !exports.is_empty() {
+                body["exports"] = serde_json::Value::Array(exports);
+            }
+            let mut resp = json_response(StatusCode::OK, &body);
+            set_etag(&mut resp, &booking);
+            Ok(resp)
         }
         Method::PUT | Method::PATCH => {
             let mode = if req.method() == Method::PUT {

@@ -11,7 +11,7 @@ use crate::model::{Booking, BookingStatus, BookingTime, Customer, FieldError};
 
 /// Fields the server owns: accepted (so a fetched booking can be sent back) but ignored.
 const READ_ONLY: &[&str] = &[
-    "id", "uid", "tenant", "created", "updated", "sequence", "etag",
+    "id", "uid", "tenant", "created", "updated", "sequence", "etag", "exports",
 ];
 
 /// A booking write request: the changes, and whether to book over busy time.

@@ -57,6 +57,7 @@ pub async fn collection(
             app.store.put_source(&tenant.id, &source)?;
             app.store.flush().await?;
             app.sync.wake();
+            app.export.wake();
             Ok(json_response(
                 StatusCode::CREATED,
                 &source_json(app, tenant, &source)?,
@@ -84,12 +85,37 @@ pub async fn item(
             &source_json(app, tenant, &source)?,
         )),
         (None, Method::DELETE) => {
-            // Its cached events go; events in the external calendar stay there.
+            // Its cached events go; events in the external calendar stay there,
+            // exported bookings included, unless ?purge=true removes those first.
+            let purge = matches!(query_value(&req, "purge").as_deref(), Some("true" | "1"));
+            let _quiet = if purge {
+                let (removed, guard) = crate::export::purge(app, tenant, &source)
+                    .await
+                    .map_err(export_problem)?;
+                tracing::info!(tenant = %tenant.id, source = id, removed, "exported events purged");
+                guard
+            } else {
+                app.export.quiesce(&tenant.id, id).await
+            };
             app.calendars.delete_source(tenant, id).await?;
             app.sync.wake();
             let mut resp = Response::new(crate::http::empty());
             *resp.status_mut() = StatusCode::NO_CONTENT;
             Ok(resp)
+        }
+        (None, Method::PATCH) => {
+            let body = read_json_body(app, req).await?;
+            let updated = patch_source(tenant, &source, &body)?;
+            let retarget = updated.remote.as_ref().map(|r| &r.target)
+                != source.remote.as_ref().map(|r| &r.target);
+            app.sync
+                .update_source(app, tenant, &updated, retarget)
+                .await
+                .map_err(sync_problem)?;
+            Ok(json_response(
+                StatusCode::OK,
+                &source_json(app, tenant, &updated)?,
+            ))
         }
         (Some("sync"), Method::POST) => {
             let mode = match query_value(&req, "mode").as_deref() {
@@ -102,7 +128,17 @@ pub async fn item(
                     )]));
                 }
             };
-            match app.sync.run(app, tenant, id, mode).await {
+            let direction = source.remote.as_ref().map(|r| r.direction);
+            if direction == Some(crate::model::Direction::Export) {
+                // Nothing to import: deliver now, parked bookings included.
+                return match crate::export::sync_now(app, tenant, id).await {
+                    Ok(log) => Ok(json_response(StatusCode::OK, &log_json(&log))),
+                    Err(e) => Err(export_problem(e)),
+                };
+            }
+            let outcome = app.sync.run(app, tenant, id, mode).await;
+            app.export.wake();
+            match outcome {
                 Ok(log) => Ok(json_response(StatusCode::OK, &log_json(&log))),
                 Err(e) => Err(sync_problem(e)),
             }
@@ -136,7 +172,7 @@ pub async fn item(
                 .collect();
             Ok(json_response(StatusCode::OK, &json!({ "logs": logs })))
         }
-        (None, _) => Err(method_not_allowed("GET, DELETE")),
+        (None, _) => Err(method_not_allowed("GET, PATCH, DELETE")),
         (Some("sync"), _) => Err(method_not_allowed("POST")),
         (Some("logs"), _) => Err(method_not_allowed("GET")),
         (Some(other), _) => Err(Problem::not_found(format!(
@@ -145,10 +181,86 @@ pub async fn item(
     }
 }
 
+/// Fields a source may change over the API (`PATCH`): picking the account's
+/// calendar after connecting, pausing, the interval.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourcePatch {
+    calendar: Option<String>,
+    enabled: Option<bool>,
+    interval_minutes: Option<u32>,
+}
+
+/// `source` with the changes of a `PATCH` body applied (validated).
+fn patch_source(tenant: &TenantConfig, source: &Source, body: &[u8]) -> Result<Source, Problem> {
+    if tenant.sources.iter().any(|d| d.id == source.id) {
+        // The file is the truth for these: a change here would be undone at start.
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "declared-in-config",
+            "Declared in the configuration",
+            format!(
+                "source \"{}\" is declared in the configuration file; change it there",
+                source.id
+            ),
+        ));
+    }
+    let patch: SourcePatch = serde_json::from_slice(body)
+        .map_err(|e| Problem::invalid(vec![FieldError::new("body", e.to_string())]))?;
+    let mut updated = source.clone();
+    let Some(remote) = updated.remote.as_mut() else {
+        return Err(Problem::not_found(format!(
+            "source \"{}\" does not exist",
+            source.id
+        )));
+    };
+    let mut invalid = Vec::new();
+    if let Some(calendar) = patch.calendar {
+        if !remote.kind.uses_oauth() {
+            invalid.push(FieldError::new(
+                "calendar",
+                "only Google and Microsoft sources have a calendar; an iCal source has its url",
+            ));
+        } else if calendar.trim().is_empty() || calendar.chars().any(char::is_control) {
+            invalid.push(FieldError::new(
+                "calendar",
+                "must be a calendar id from GET …/calendars",
+            ));
+        } else {
+            remote.target = calendar;
+        }
+    }
+    if let Some(minutes) = patch.interval_minutes {
+        if (1..=7 * 24 * 60).contains(&minutes) {
+            remote.interval_minutes = minutes;
+        } else {
+            invalid.push(FieldError::new(
+                "interval_minutes",
+                "must be between 1 and 10080 (one week)",
+            ));
+        }
+    }
+    if let Some(enabled) = patch.enabled {
+        remote.enabled = enabled;
+    }
+    if invalid.is_empty() {
+        Ok(updated)
+    } else {
+        Err(Problem::invalid(invalid))
+    }
+}
+
 fn source_json(app: &App, tenant: &TenantConfig, source: &Source) -> Result<Value, Problem> {
     let status = app.store.sync_status(&tenant.id, &source.id)?;
     let remote = source.remote.as_ref();
     let objects = app.store.objects(&tenant.id, &source.id)?.len();
+    let export = crate::export::source_status(app, &tenant.id, source)?;
+    let last_error = status.last_error.clone().or_else(|| {
+        export
+            .get("last_error")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
     Ok(json!({
         "id": source.id,
         "name": source.name,
@@ -161,17 +273,19 @@ fn source_json(app: &App, tenant: &TenantConfig, source: &Source) -> Result<Valu
         "direction": remote.map(|r| r.direction),
         "interval_minutes": remote.map(|r| r.interval_minutes),
         "enabled": remote.map(|r| r.enabled),
+        "privacy": remote.map(|r| r.privacy),
         "transparent": source.transparent,
         "caldav": crate::dav::paths::calendar_href(&tenant.id, &source.id),
         "events": objects,
         "status": {
             "last_success": status.last_success,
             "last_attempt": status.last_attempt,
-            "last_error": status.last_error,
+            "last_error": last_error,
             "next_run": status.next_run,
             "needs_reauth": status.needs_reauth,
             "connected": status.connected,
             "consecutive_failures": status.consecutive_failures,
+            "export": export,
         },
     }))
 }
@@ -264,7 +378,13 @@ pub async fn oauth(
             };
             let connected = crate::connect::callback(app, kind, &state, &code)
                 .await
-                .map_err(provider_problem)?;
+                .map_err(|e| match e {
+                    // A replayed or forged callback is the caller's fault.
+                    crate::connect::ConnectError::UnknownState => {
+                        Problem::bad_request(e.to_string())
+                    }
+                    crate::connect::ConnectError::Provider(e) => provider_problem(e),
+                })?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({
@@ -278,6 +398,21 @@ pub async fn oauth(
         other => Err(Problem::not_found(format!(
             "no OAuth step \"{other}\": use start or callback"
         ))),
+    }
+}
+
+fn export_problem(e: crate::export::ExportError) -> Problem {
+    use crate::export::ExportError;
+    match e {
+        ExportError::UnknownSource(_) => Problem::not_found(e.to_string()),
+        ExportError::NotExporting(_) => Problem::new(
+            StatusCode::CONFLICT,
+            "not-exporting",
+            "Not exporting",
+            e.to_string(),
+        ),
+        ExportError::Provider(p) => provider_problem(p),
+        ExportError::Store(s) => s.into(),
     }
 }
 

@@ -12,9 +12,11 @@
 
 mod bookings;
 mod error;
+pub mod listing;
 pub mod node;
 mod outbox;
 pub mod paths;
+pub mod plans;
 mod report;
 mod stream;
 pub mod xml;
@@ -195,14 +197,20 @@ async fn propfind(
     let depth = depth(req.headers())?;
     let request = xml::parse_propfind(&body(ctx, req).await?).map_err(bad_xml)?;
     let node = node::resolve(ctx, path)?;
-    if depth == 1 && matches!(node, Node::Calendar(_)) {
-        // A calendar may hold thousands of members: stream them.
+    if depth == 1
+        && let Node::Calendar(cal) = &node
+    {
+        // A calendar may hold thousands of members: stream them, from its listing.
+        let cal = cal.clone();
         return stream::multistatus(ctx, move |ctx, sink| {
             sink.write(&xml::Response::Props(propstats(ctx, &node, &request)?))?;
-            node.for_each_child(ctx, &mut |member| {
-                let response = propstats(ctx, &member, &request)?;
-                Ok(sink.write(&xml::Response::Props(response))?)
-            })?;
+            let listing = ctx.app.dav_listings.current(ctx, &cal)?;
+            let template = listing::Template::new(
+                &cal,
+                |member| propstats(ctx, member, &request),
+                |response| sink.render(response),
+            )?;
+            sink.write_bytes(listing.render(&template))?;
             Ok(None)
         })
         .await;

@@ -12,6 +12,7 @@ use super::paths::{self, DavPath, OUTBOX};
 use super::xml::{NS_APPLE_ICAL, NS_CALDAV, NS_CALENDARSERVER, NS_DAV, PropContent, PropName};
 use std::sync::Arc;
 
+use super::listing::Member;
 use crate::app::{App, UserPrincipal};
 use crate::config::TenantConfig;
 use crate::model::{BOOKINGS_SOURCE, Booking, CalendarObject, Source};
@@ -55,6 +56,8 @@ pub enum Node {
     Calendar(Calendar),
     Booking(Box<Booking>),
     Object(Calendar, Box<CalendarObject>),
+    /// An object or booking as a collection listing knows it: no body.
+    Member(Calendar, Arc<Member>),
 }
 
 /// Name of a booking's CalDAV resource.
@@ -136,11 +139,12 @@ impl Node {
             Node::Calendar(c) => paths::calendar_href(t, c.id()),
             Node::Booking(b) => paths::object_href(t, BOOKINGS_SOURCE, &booking_resource(b)),
             Node::Object(c, o) => paths::object_href(t, c.id(), &o.id),
+            Node::Member(c, m) => paths::object_href(t, c.id(), &m.name),
         }
     }
 
     pub fn is_collection(&self) -> bool {
-        !matches!(self, Node::Booking(_) | Node::Object(..))
+        !matches!(self, Node::Booking(_) | Node::Object(..) | Node::Member(..))
     }
 
     /// Members for a Depth: 1 listing.
@@ -208,6 +212,7 @@ impl Node {
         Ok(match self {
             Node::Booking(b) => Some(b.etag.clone()),
             Node::Object(_, o) => Some(o.etag.clone()),
+            Node::Member(_, m) => Some(m.etag.clone()),
             Node::Calendar(c) => Some(format!(
                 "\"{}\"",
                 ctx.app.store.collection_version(&ctx.tenant.id, c.id())?
@@ -253,7 +258,7 @@ impl Node {
                 PropName::new(NS_APPLE_ICAL, "calendar-color"),
                 PropName::new(NS_APPLE_ICAL, "calendar-order"),
             ]),
-            Node::Booking(_) | Node::Object(..) => names.extend([
+            Node::Booking(_) | Node::Object(..) | Node::Member(..) => names.extend([
                 dav("getetag"),
                 dav("getcontenttype"),
                 dav("getcontentlength"),
@@ -275,7 +280,7 @@ impl Node {
                 Node::Principal(_) => "<d:principal/>",
                 Node::Outbox => "<d:collection/><cal:schedule-outbox/>",
                 Node::Calendar(_) => "<d:collection/><cal:calendar/>",
-                Node::Booking(_) | Node::Object(..) => "",
+                Node::Booking(_) | Node::Object(..) | Node::Member(..) => "",
             })),
             (NS_DAV, "current-user-principal") => Some(PropContent::hrefs(&[principal])),
             (NS_DAV, "current-user-privilege-set") => Some(PropContent::raw(privileges(self))),
@@ -384,12 +389,16 @@ impl Node {
             (NS_DAV, "getcontenttype") if !self.is_collection() => {
                 Some(PropContent::text("text/calendar; charset=utf-8"))
             }
-            (NS_DAV, "getcontentlength") => self
-                .body(ctx)
-                .map(|b| PropContent::text(b.len().to_string())),
+            (NS_DAV, "getcontentlength") => match self {
+                Node::Member(_, m) => Some(PropContent::text(m.length_text())),
+                _ => self
+                    .body(ctx)
+                    .map(|b| PropContent::text(b.len().to_string())),
+            },
             (NS_DAV, "getlastmodified") => match self {
                 Node::Booking(b) => Some(PropContent::text(crate::http::http_date(b.updated))),
                 Node::Object(_, o) => Some(PropContent::text(crate::http::http_date(o.updated))),
+                Node::Member(_, m) => Some(PropContent::text(m.last_modified.clone())),
                 _ => None,
             },
             _ => None,
@@ -402,7 +411,7 @@ impl Node {
 fn privileges(node: &Node) -> String {
     let privilege = |p: &str| format!("<d:privilege><d:{p}/></d:privilege>");
     let writable = match node {
-        Node::Calendar(c) | Node::Object(c, _) => c.writable(),
+        Node::Calendar(c) | Node::Object(c, _) | Node::Member(c, _) => c.writable(),
         Node::Booking(_) | Node::Home => true,
         Node::Outbox => {
             return privilege("read") + "<d:privilege><cal:schedule-send/></d:privilege>";

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::error::DavError;
+use super::listing::Template;
 use super::node::{self, Calendar, Ctx, Node};
 use super::paths::{self, DavPath};
 use super::xml::{
@@ -106,30 +107,49 @@ fn calendar_data(
     node: &Node,
     data: Option<&CalendarDataRequest>,
 ) -> Result<Option<String>, DavError> {
-    let Some(text) = node.body(ctx) else {
-        return Ok(None);
+    let Some(period) = data.and_then(|d| d.expand) else {
+        return Ok(node.body(ctx));
     };
-    match data.and_then(|d| d.expand) {
-        None => Ok(Some(text)),
-        Some(period) => {
-            let window = Span::new(
-                period.start.unix_seconds() * 1000,
-                period.end.unix_seconds() * 1000,
-            );
-            crate::ical::expand::expand_to_utc_text(&text, window, ctx.tenant.timezone)
-                .map(Some)
-                .map_err(|e| DavError::internal(format!("stored object does not parse: {e}")))
-        }
-    }
+    let window = Span::new(
+        period.start.unix_seconds() * 1000,
+        period.end.unix_seconds() * 1000,
+    );
+    let plan = ctx
+        .app
+        .dav_plans
+        .plan(ctx, node)
+        .map_err(|e| DavError::internal(format!("stored object does not parse: {e}")))?;
+    Ok(plan.map(|p| p.expand(window, ctx.tenant.timezone)))
 }
 
 fn multiget(ctx: &Ctx<'_>, m: xml::CalendarMultiget) -> Result<Response<Body>, DavError> {
     let mut writer = xml::MultistatusWriter::new();
     let mut out = writer.begin();
+    // Room for typical objects, so the answer is not copied as it grows.
+    out.reserve(m.hrefs.len() * 2048);
+    // Hrefs usually share one calendar: look it up once.
+    let mut calendars: Vec<(String, Calendar)> = Vec::new();
+    let mut resolve = |path: DavPath| -> Option<Node> {
+        let DavPath::Object(tenant, cal, name) = &path else {
+            return node::resolve(ctx, &path).ok();
+        };
+        if *tenant != ctx.tenant.id {
+            return None;
+        }
+        let calendar = match calendars.iter().find(|(id, _)| id == cal) {
+            Some((_, c)) => c.clone(),
+            None => {
+                let c = node::calendar(ctx, cal).ok()?;
+                calendars.push((cal.clone(), c.clone()));
+                c
+            }
+        };
+        node::object(ctx, calendar, name).ok()
+    };
     for href in &m.hrefs {
         let found = paths::href_segments(href)
             .and_then(|segs| DavPath::parse(&segs.iter().map(String::as_str).collect::<Vec<_>>()))
-            .and_then(|p| node::resolve(ctx, &p).ok())
+            .and_then(&mut resolve)
             .filter(|n| !n.is_collection());
         let response = match found {
             Some(n) => xml::Response::Props(object_response(
@@ -165,8 +185,11 @@ async fn sync_collection(
 ) -> Result<Response<Body>, DavError> {
     let cal = calendar_of(ctx, path)?;
     let store = &ctx.app.store;
-    let current = store.collection_version(&ctx.tenant.id, cal.id())?;
     let initial = s.sync_token.trim().is_empty();
+    if initial && !asks_for_data(&s.props) {
+        return initial_sync_from_listing(ctx, path, cal, s).await;
+    }
+    let current = store.collection_version(&ctx.tenant.id, cal.id())?;
     let since = if initial {
         0
     } else {
@@ -213,6 +236,59 @@ async fn sync_collection(
                 );
             sink.write(&xml::Response::Status(marker))?;
         }
+        Ok(Some(node::sync_token(&ctx.tenant.id, cal.id(), token_at)))
+    })
+    .await
+}
+
+/// Whether a REPORT asks for bodies (`calendar-data`), which listings do not hold.
+fn asks_for_data(props: &PropRequest) -> bool {
+    match props {
+        PropRequest::Prop(names) => names.iter().any(|n| n.is(NS_CALDAV, "calendar-data")),
+        PropRequest::AllProp { include } => {
+            include.iter().any(|n| n.is(NS_CALDAV, "calendar-data"))
+        }
+        PropRequest::PropName => false,
+    }
+}
+
+/// An initial sync-collection from the collection's listing: every member, in
+/// the order of their last change, so that a `DAV:limit` cut leaves a token from
+/// which the rest follows.
+async fn initial_sync_from_listing(
+    ctx: &Ctx<'_>,
+    path: &DavPath,
+    cal: Calendar,
+    s: xml::SyncCollection,
+) -> Result<Response<Body>, DavError> {
+    let request_href = path.href();
+    super::stream::multistatus(ctx, move |ctx, sink| {
+        let listing = ctx.app.dav_listings.current(ctx, &cal)?;
+        let template = Template::new(
+            &cal,
+            |member| object_response(ctx, member, &s.props, None),
+            |response| sink.render(response),
+        )?;
+        let limit = s.limit.map(|l| l as usize).filter(|&l| l < listing.len());
+        let Some(limit) = limit else {
+            sink.write_bytes(listing.render(&template))?;
+            return Ok(Some(node::sync_token(
+                &ctx.tenant.id,
+                cal.id(),
+                listing.version,
+            )));
+        };
+        let mut token_at = 0;
+        for member in listing.members().take(limit) {
+            sink.write_with(|out| template.write(member, out))?;
+            token_at = member.seq;
+        }
+        let marker = xml::StatusResponse::new(request_href, xml::Status::INSUFFICIENT_STORAGE)
+            .with_error(
+                xml::PropName::new(NS_DAV, "number-of-matches-within-limits"),
+                None,
+            );
+        sink.write(&xml::Response::Status(marker))?;
         Ok(Some(node::sync_token(&ctx.tenant.id, cal.id(), token_at)))
     })
     .await

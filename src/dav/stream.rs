@@ -55,14 +55,59 @@ enum Head {
 impl Sink {
     pub fn write(&mut self, response: &xml::Response) -> Result<(), ClientGone> {
         self.writer.write_response(&mut self.buf, response);
+        self.sent()
+    }
+
+    /// A response as this document's writer would write it, without writing it.
+    pub fn render(&mut self, response: &xml::Response) -> String {
+        let mut text = String::new();
+        self.writer.write_response(&mut text, response);
+        text
+    }
+
+    /// Appends what `write` produces (responses already rendered).
+    pub fn write_with(&mut self, write: impl FnOnce(&mut String)) -> Result<(), ClientGone> {
+        write(&mut self.buf);
+        self.sent()
+    }
+
+    /// Appends responses rendered earlier, passed on without a copy.
+    pub fn write_bytes(&mut self, mut bytes: Bytes) -> Result<(), ClientGone> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if !self.buf.is_empty() {
+            let chunk = std::mem::replace(&mut self.buf, String::with_capacity(CHUNK_BYTES / 4));
+            self.start_streaming();
+            self.send(Bytes::from(chunk))?;
+        }
+        while !bytes.is_empty() {
+            let piece = bytes.split_to(bytes.len().min(CHUNK_BYTES));
+            self.start_streaming();
+            self.send(piece)?;
+        }
+        Ok(())
+    }
+
+    fn start_streaming(&mut self) {
+        if let Some(head) = self.head.take() {
+            let _ = head.send(Head::Streaming);
+        }
+    }
+
+    fn send(&mut self, chunk: Bytes) -> Result<(), ClientGone> {
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| ClientGone)
+    }
+
+    /// Hands a full chunk to the connection.
+    fn sent(&mut self) -> Result<(), ClientGone> {
         if self.buf.len() >= CHUNK_BYTES {
-            if let Some(head) = self.head.take() {
-                let _ = head.send(Head::Streaming);
-            }
-            let chunk = std::mem::replace(&mut self.buf, String::with_capacity(CHUNK_BYTES * 2));
-            self.tx
-                .blocking_send(Ok(Bytes::from(chunk)))
-                .map_err(|_| ClientGone)?;
+            self.start_streaming();
+            let chunk = std::mem::replace(
+                &mut self.buf,
+                String::with_capacity(CHUNK_BYTES + CHUNK_BYTES / 4),
+            );
+            self.send(Bytes::from(chunk))?;
         }
         Ok(())
     }

@@ -491,89 +491,144 @@ const TIMING: [&str; 8] = [
 /// An object of tasks (or journals) expands its VTODOs (VJOURNALs) the same way,
 /// DUE in place of DTEND.
 pub fn expand_to_utc_text(ics: &str, window: Span, default_zone: Tz) -> Result<String, String> {
-    let kind = [Kind::Todo, Kind::Journal]
-        .into_iter()
-        .find(|k| !ics.contains("BEGIN:VEVENT") && ics.contains(&format!("BEGIN:{}", k.name())))
-        .unwrap_or(Kind::Event);
-    let parsed = super::parse::parse_as(ics, kind).map_err(|e| e.to_string())?;
-    let (occurrences, _) = expand(
-        &parsed,
-        &ExpandOptions {
-            default_zone,
-            window,
-        },
-    );
-    let unfolded = super::parse::unfolded(ics);
-    let raw = icalendar::parser::read_calendar(&unfolded)
-        .map_err(|e| e.lines().next().unwrap_or("").to_owned())?;
-    let events: Vec<&icalendar::parser::Component<'_>> = raw
-        .components
-        .iter()
-        .filter(|c| c.name.as_str() == kind.name())
-        .collect();
-    let utc =
-        |ms: i64| super::format_utc(DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default());
-    // The zone all-day dates were placed in by the expansion.
-    let date_zone = parsed
-        .x_wr_timezone
-        .clone()
-        .unwrap_or(Zone::Iana(default_zone));
-    let mut w = super::ContentWriter::with_capacity(ics.len() * 2);
-    w.begin("VCALENDAR");
-    for p in raw
-        .properties
-        .iter()
-        .filter(|p| p.name.as_str() != "X-WR-TIMEZONE")
-    {
-        w.parsed_property(p);
-    }
-    for o in &occurrences {
-        let Some(source) = events.get(o.event) else {
-            continue;
-        };
-        w.begin(kind.name());
-        for p in source
+    Ok(ExpandPlan::new(ics)?.expand(window, default_zone))
+}
+
+/// An object prepared for [`expand_to_utc_text`] over any window: parsed once, and
+/// what every instance copies (calendar properties, the component's properties
+/// other than its timing, its sub-components) already written out. Parsing is
+/// most of an expansion, so callers keep plans of objects they expand often.
+pub struct ExpandPlan {
+    kind: Kind,
+    parsed: ParsedCalendar,
+    /// `BEGIN:VCALENDAR` and the calendar's properties.
+    head: String,
+    /// Per component of `kind`, in order: its copied properties, its sub-components.
+    components: Vec<(String, String)>,
+}
+
+impl ExpandPlan {
+    pub fn new(ics: &str) -> Result<ExpandPlan, String> {
+        let kind = [Kind::Todo, Kind::Journal]
+            .into_iter()
+            .find(|k| !ics.contains("BEGIN:VEVENT") && ics.contains(&format!("BEGIN:{}", k.name())))
+            .unwrap_or(Kind::Event);
+        let unfolded = super::parse::unfolded(ics);
+        let raw = super::parse::read(&unfolded).map_err(|e| e.to_string())?;
+        let parsed = super::parse::from_syntax(&raw, kind).map_err(|e| e.to_string())?;
+        let mut head = super::ContentWriter::with_capacity(256);
+        head.begin("VCALENDAR");
+        for p in raw
             .properties
             .iter()
-            .filter(|p| !TIMING.contains(&p.name.as_str()))
+            .filter(|p| p.name.as_str() != "X-WR-TIMEZONE")
         {
-            w.parsed_property(p);
+            head.parsed_property(p);
         }
-        // All-day instances stay dates (as stored; clients show them as all-day);
-        // timed ones are written in UTC as §9.6.5 requires.
-        let value = |ms: i64| {
-            if o.all_day {
-                let local = date_zone
-                    .to_local(DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default());
-                super::format_date(local.date())
-            } else {
-                utc(ms)
-            }
-        };
-        let date_param: &[(&str, &str)] = if o.all_day { &[("VALUE", "DATE")] } else { &[] };
-        w.raw("DTSTART", date_param, &value(o.span.start));
-        match kind {
-            Kind::Event => w.raw("DTEND", date_param, &value(o.span.end)),
-            // A task without DUE or DURATION stays without one.
-            Kind::Todo if o.span.end > o.span.start => w.raw("DUE", date_param, &value(o.span.end)),
-            Kind::Todo | Kind::Journal => {}
-        }
-        match o.recurrence_id {
-            Some(OriginalStart::Instant(ms)) => w.raw("RECURRENCE-ID", &[], &utc(ms)),
-            Some(OriginalStart::Date(d)) => w.raw(
-                "RECURRENCE-ID",
-                &[("VALUE", "DATE")],
-                &super::format_date(d),
-            ),
-            None => {}
-        }
-        for sub in &source.components {
-            w.parsed_component(sub);
-        }
-        w.end(kind.name());
+        let components = raw
+            .components
+            .iter()
+            .filter(|c| c.name.as_str() == kind.name())
+            .map(|c| {
+                let mut props = super::ContentWriter::with_capacity(ics.len());
+                for p in c
+                    .properties
+                    .iter()
+                    .filter(|p| !TIMING.contains(&p.name.as_str()))
+                {
+                    props.parsed_property(p);
+                }
+                let mut subs = super::ContentWriter::with_capacity(0);
+                for sub in &c.components {
+                    subs.parsed_component(sub);
+                }
+                (props.finish(), subs.finish())
+            })
+            .collect();
+        Ok(ExpandPlan {
+            kind,
+            parsed,
+            head: head.finish(),
+            components,
+        })
     }
-    w.end("VCALENDAR");
-    Ok(w.finish())
+
+    /// Bytes this plan holds, roughly (for cache budgets).
+    pub fn size(&self) -> usize {
+        self.head.len()
+            + self
+                .components
+                .iter()
+                .map(|(p, s)| p.len() + s.len() + 256)
+                .sum::<usize>()
+    }
+
+    /// The instances overlapping `window`, as [`expand_to_utc_text`] writes them.
+    pub fn expand(&self, window: Span, default_zone: Tz) -> String {
+        let kind = self.kind;
+        let (occurrences, _) = expand(
+            &self.parsed,
+            &ExpandOptions {
+                default_zone,
+                window,
+            },
+        );
+        let utc = |ms: i64| {
+            super::format_utc(DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default())
+        };
+        // The zone all-day dates were placed in by the expansion.
+        let date_zone = self
+            .parsed
+            .x_wr_timezone
+            .clone()
+            .unwrap_or(Zone::Iana(default_zone));
+        let copied: usize = self.components.iter().map(|(p, s)| p.len() + s.len()).sum();
+        let mut w = super::ContentWriter::with_capacity(
+            self.head.len() + copied * occurrences.len().max(1),
+        );
+        w.rendered(&self.head);
+        for o in &occurrences {
+            let Some((props, subs)) = self.components.get(o.event) else {
+                continue;
+            };
+            w.begin(kind.name());
+            w.rendered(props);
+            // All-day instances stay dates (as stored; clients show them as all-day);
+            // timed ones are written in UTC as §9.6.5 requires.
+            let value = |ms: i64| {
+                if o.all_day {
+                    let local = date_zone
+                        .to_local(DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default());
+                    super::format_date(local.date())
+                } else {
+                    utc(ms)
+                }
+            };
+            let date_param: &[(&str, &str)] = if o.all_day { &[("VALUE", "DATE")] } else { &[] };
+            w.raw("DTSTART", date_param, &value(o.span.start));
+            match kind {
+                Kind::Event => w.raw("DTEND", date_param, &value(o.span.end)),
+                // A task without DUE or DURATION stays without one.
+                Kind::Todo if o.span.end > o.span.start => {
+                    w.raw("DUE", date_param, &value(o.span.end))
+                }
+                Kind::Todo | Kind::Journal => {}
+            }
+            match o.recurrence_id {
+                Some(OriginalStart::Instant(ms)) => w.raw("RECURRENCE-ID", &[], &utc(ms)),
+                Some(OriginalStart::Date(d)) => w.raw(
+                    "RECURRENCE-ID",
+                    &[("VALUE", "DATE")],
+                    &super::format_date(d),
+                ),
+                None => {}
+            }
+            w.rendered(subs);
+            w.end(kind.name());
+        }
+        w.end("VCALENDAR");
+        w.finish()
+    }
 }
 
 #[cfg(test)]

@@ -137,8 +137,22 @@ pub fn parse(text: &str) -> Result<ParsedCalendar, ParseError> {
 /// a DTSTART are left out (with a diagnostic): they have no recurrence.
 pub fn parse_as(text: &str, kind: Kind) -> Result<ParsedCalendar, ParseError> {
     let unfolded = unfolded(text);
-    let cal = icalendar::parser::read_calendar(&unfolded)
-        .map_err(|e| ParseError::Syntax(e.lines().take(6).collect::<Vec<_>>().join(" ")))?;
+    let cal = read(&unfolded)?;
+    from_syntax(&cal, kind)
+}
+
+/// The syntax tree of [`unfolded`] text.
+pub fn read(unfolded: &str) -> Result<icalendar::parser::Calendar<'_>, ParseError> {
+    icalendar::parser::read_calendar(unfolded)
+        .map_err(|e| ParseError::Syntax(e.lines().take(6).collect::<Vec<_>>().join(" ")))
+}
+
+/// [`parse_as`] for a syntax tree already read (callers that also copy properties
+/// from the tree read the text once).
+pub fn from_syntax(
+    cal: &icalendar::parser::Calendar<'_>,
+    kind: Kind,
+) -> Result<ParsedCalendar, ParseError> {
     if cal.components.is_empty() && cal.properties.is_empty() {
         return Err(ParseError::NoCalendar);
     }

@@ -89,6 +89,11 @@ impl ContentWriter {
         self.flush_line();
     }
 
+    /// Content lines written earlier by a writer, appended as they are.
+    pub fn rendered(&mut self, lines: &str) {
+        self.out.push_str(lines);
+    }
+
     pub fn finish(self) -> String {
         self.out
     }

@@ -8,8 +8,13 @@
 //! Graph are followed verbatim but only to Graph's own origin (they carry our
 //! bearer token).
 //!
-//! Every instance is its own item and series (`series = item = id`), rendered by
-//! [`render`] into one VEVENT with the busy semantics of `showAs`.
+//! Every instance is its own item. Single events are their own series; the
+//! occurrences and exceptions of a recurring event are grouped by
+//! `seriesMasterId` into one series, rendered by [`render`] as one object: one
+//! VEVENT per instance, all with one UID, told apart by RECURRENCE-ID (the
+//! instance's `originalStart`). Graph sends `@removed` entries with an id only:
+//! the engine finds the series such an item was filed under. Busy semantics
+//! follow `showAs`.
 
 use std::collections::HashMap;
 
@@ -128,11 +133,16 @@ impl GraphApi {
                         &window.1.to_rfc3339_opts(SecondsFormat::Secs, true),
                     )
                     .finish();
-                format!(
-                    "{}/me/calendars/{}/calendarView/delta?{query}",
-                    self.base_url,
-                    path_segment(calendar_id)
-                )
+                // No calendar picked: the account's default calendar.
+                if calendar_id.trim().is_empty() {
+                    format!("{}/me/calendar/calendarView/delta?{query}", self.base_url)
+                } else {
+                    format!(
+                        "{}/me/calendars/{}/calendarView/delta?{query}",
+                        self.base_url,
+                        path_segment(calendar_id)
+                    )
+                }
             }
         };
         let prefer = format!("odata.maxpagesize={}", self.page_size);
@@ -153,8 +163,14 @@ impl GraphApi {
                     continue;
                 };
                 let body = (entry.get("@removed").is_none()).then_some(entry);
+                // Occurrences and exceptions join their series (one object, one
+                // UID); a removal names the item only, the engine finds its series.
+                let series = body
+                    .as_ref()
+                    .and_then(series_master)
+                    .map_or_else(|| id.clone(), str::to_owned);
                 let change = ItemChange {
-                    series: id.clone(),
+                    series,
                     item: id.clone(),
                     body,
                 };
@@ -305,19 +321,47 @@ fn transport_error(e: reqwest::Error) -> ProviderError {
 // ---------------------------------------------------------------------------------------------
 // Rendering
 
-/// One VCALENDAR with a VEVENT per live item; `None` when every item is cancelled
-/// or removed (nothing to store).
+/// The series an instance belongs to (`seriesMasterId` of occurrences and
+/// exceptions), if any.
+fn series_master(e: &Value) -> Option<&str> {
+    e.get("seriesMasterId")
+        .and_then(Value::as_str)
+        .filter(|m| !m.trim().is_empty())
+}
+
+/// One VCALENDAR with a VEVENT per live item of one series; `None` when every
+/// item is cancelled or removed (nothing to store). Instances of a recurring
+/// event share one UID and carry RECURRENCE-ID, so a series is one object (two
+/// objects of a calendar may not share a UID).
 pub fn render(items: &[Value], ctx: &RenderContext) -> Rendered {
     let mut w = ContentWriter::with_capacity(768 * items.len().max(1));
     w.begin("VCALENDAR");
     w.raw("VERSION", &[], "2.0");
     w.raw("PRODID", &[], PRODID);
+    let series_uid = series_uid(items);
     let mut any = false;
     for item in items {
-        any |= write_event(&mut w, item, ctx);
+        any |= write_event(&mut w, item, series_uid.as_deref(), ctx);
     }
     w.end("VCALENDAR");
     any.then(|| w.finish())
+}
+
+/// The UID of a recurring series: the `iCalUId` its instances share, or (Graph
+/// documents per-occurrence `iCalUId`s) the series master's id. `None` for a
+/// single event, which keeps its own `iCalUId`.
+fn series_uid(items: &[Value]) -> Option<String> {
+    let master = items.iter().find_map(series_master)?;
+    let mut uids = items
+        .iter()
+        .filter(|e| e.get("@removed").is_none())
+        .map(|e| e.get("iCalUId").and_then(Value::as_str).unwrap_or(""));
+    let first = uids.next().unwrap_or("");
+    if !first.trim().is_empty() && uids.all(|u| u == first) {
+        Some(first.to_owned())
+    } else {
+        Some(master.to_owned())
+    }
 }
 
 /// A `{dateTime, timeZone}` value: the wall-clock time as written and its instant.
@@ -396,8 +440,14 @@ fn booking_marker(e: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
-/// Writes one VEVENT; `false` when the item has nothing to store.
-fn write_event(w: &mut ContentWriter, e: &Value, ctx: &RenderContext) -> bool {
+/// Writes one VEVENT (with `series_uid` and a RECURRENCE-ID when it is an
+/// instance of a series); `false` when the item has nothing to store.
+fn write_event(
+    w: &mut ContentWriter,
+    e: &Value,
+    series_uid: Option<&str>,
+    ctx: &RenderContext,
+) -> bool {
     if e.get("@removed").is_some() || e.get("isCancelled").and_then(Value::as_bool) == Some(true) {
         return false;
     }
@@ -413,11 +463,11 @@ fn write_event(w: &mut ContentWriter, e: &Value, ctx: &RenderContext) -> bool {
         return false;
     };
     let end = graph_time(e.get("end"), id, ctx);
-    let uid = e
-        .get("iCalUId")
-        .and_then(Value::as_str)
+    let uid = series_uid
+        .or_else(|| e.get("iCalUId").and_then(Value::as_str))
         .filter(|u| !u.trim().is_empty())
         .unwrap_or(id);
+    let all_day = e.get("isAllDay").and_then(Value::as_bool) == Some(true);
     let stamp = timestamp(e.get("lastModifiedDateTime"))
         .or_else(|| timestamp(e.get("createdDateTime")))
         .unwrap_or(start.utc);
@@ -425,7 +475,29 @@ fn write_event(w: &mut ContentWriter, e: &Value, ctx: &RenderContext) -> bool {
     w.begin("VEVENT");
     w.text("UID", &[], uid);
     w.raw("DTSTAMP", &[], &format_utc(stamp));
-    if e.get("isAllDay").and_then(Value::as_bool) == Some(true) {
+    if series_uid.is_some() && series_master(e).is_some() {
+        // The slot the instance was generated for (stable when it is moved).
+        let original = timestamp(e.get("originalStart"));
+        if all_day {
+            let date = original
+                .map(|t| {
+                    let zone = e
+                        .get("originalStartTimeZone")
+                        .and_then(Value::as_str)
+                        .unwrap_or("UTC");
+                    zone_of(zone, id, ctx).to_local(t).date()
+                })
+                .unwrap_or(start.local.date());
+            w.raw("RECURRENCE-ID", &[("VALUE", "DATE")], &format_date(date));
+        } else {
+            w.raw(
+                "RECURRENCE-ID",
+                &[],
+                &format_utc(original.unwrap_or(start.utc)),
+            );
+        }
+    }
+    if all_day {
         // Midnight to midnight, labelled in whatever zone: the dates are the point.
         let first = start.local.date();
         let last = end

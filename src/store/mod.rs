@@ -15,6 +15,7 @@
 //! | `busy`        | tenant \0 class start source \0 object \0 n | end, busy kind   |
 //! | `conflicts`   | tenant \0 source \0 object \0 id      | [`Conflict`] (JSON)       |
 //! | `uids`        | tenant \0 source \0 UID               | object id                 |
+//! | `export_map`, `export_remote`, `export_state` | see [`export`] | booking ↔ exported event, delivery cursor |
 //!
 //! Bookings and calendar objects are each indexed by time ([`time_index`]) with
 //! their busy kind in the index value, so free/busy never decodes a record.
@@ -24,8 +25,10 @@
 //! reached the disk: callers may acknowledge it. Callers see only domain types; a
 //! second backend can implement these same methods.
 
+mod export;
 mod group_commit;
 pub mod keys;
+mod object_record;
 mod sync;
 pub mod time_index;
 
@@ -38,6 +41,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use crate::model::{Booking, BusyKind, BusySpan, CalendarObject, Conflict, Source, Span};
+pub use export::{ExportRecord, ExportState, ExternalChange, Parked};
 use keys::{decode_i64, decode_u64, encode_i64, join, prefix};
 
 /// Name of the change-log collection holding a tenant's bookings.
@@ -194,6 +198,10 @@ fn iter_json<T: for<'de> Deserialize<'de>>(
     })
 }
 
+fn decode_object(key: &[u8], raw: &[u8]) -> Result<CalendarObject, StoreError> {
+    object_record::decode(raw).map_err(|e| corrupt(key, e))
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Our own plain data types always serialise.
     serde_json::to_vec(value).expect("store records serialise to JSON")
@@ -219,6 +227,11 @@ pub struct Store {
     sync_logs: sled::Tree,
     /// Per source: encrypted OAuth tokens (`tenant \0 source`).
     secrets: sled::Tree,
+    /// Export: booking ↔ exported event, event id → booking, delivery state
+    /// (see [`export`]).
+    export_map: sled::Tree,
+    export_remote: sled::Tree,
+    export_state: sled::Tree,
     commit: Arc<group_commit::GroupCommit>,
 }
 
@@ -267,6 +280,9 @@ fn busy_id(source: &str, object: &str, n: u32) -> Vec<u8> {
     id
 }
 
+/// Memory sled may use for cached pages.
+const STORE_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new()
@@ -275,6 +291,9 @@ impl Store {
             // Durability is ours (group commit after each write); a timer flush would
             // only hide a write path that forgot to sync.
             .flush_every_ms(None)
+            // sled's default page cache is 1 GiB; the time indexes and the CalDAV
+            // listings keep hot paths off it, and the OS caches the file anyway.
+            .cache_capacity(STORE_CACHE_BYTES)
             .open()
             .map_err(|source| StoreError::Open {
                 path: dir.display().to_string(),
@@ -301,6 +320,9 @@ impl Store {
             sync_state: db.open_tree("sync_state")?,
             sync_logs: db.open_tree("sync_logs")?,
             secrets: db.open_tree("secrets")?,
+            export_map: db.open_tree("export_map")?,
+            export_remote: db.open_tree("export_remote")?,
+            export_state: db.open_tree("export_state")?,
         })
     }
 
@@ -616,6 +638,50 @@ impl Store {
         Ok(out)
     }
 
+    /// Blocking occurrences of calendar objects overlapping `window`, from the
+    /// sources `wanted` accepts, ordered by start, source and object: the busy
+    /// blocks a feed publishes. Reads the index only (never an object record) and
+    /// skips the non-blocking group, so transparent and cancelled events never show.
+    pub fn object_busy_in(
+        &self,
+        tenant: &str,
+        window: Span,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Vec<BusyEntry>, StoreError> {
+        let mut out = Vec::new();
+        time_index::for_each(
+            &self.busy,
+            &[tenant.as_bytes()],
+            &[time_index::MAIN],
+            window,
+            |span, id, payload| {
+                let kind = kind_of(payload.first());
+                let mut parts = id.splitn(3, |b| *b == keys::SEP);
+                let (Some(source), Some(object)) = (parts.next(), parts.next()) else {
+                    return;
+                };
+                let source = String::from_utf8_lossy(source);
+                if kind != BusyKind::Free && wanted(&source) {
+                    out.push(BusyEntry {
+                        span,
+                        kind,
+                        source: source.into_owned(),
+                        object: String::from_utf8_lossy(object).into_owned(),
+                    });
+                }
+            },
+        )?;
+        out.sort_by(|a, b| {
+            (a.span.start, &a.source, &a.object, a.span.end).cmp(&(
+                b.span.start,
+                &b.source,
+                &b.object,
+                b.span.end,
+            ))
+        });
+        Ok(out)
+    }
+
     /// Busy time from bookings overlapping `window` (cancelled bookings excluded).
     pub fn booking_busy(&self, tenant: &str, window: Span) -> Result<Vec<BusyEntry>, StoreError> {
         let hits = time_index::query(&self.booking_time, &[tenant.as_bytes()], window)?;
@@ -679,7 +745,10 @@ impl Store {
         id: &str,
     ) -> Result<Option<CalendarObject>, StoreError> {
         let key = join(&[tenant.as_bytes(), source.as_bytes(), id.as_bytes()]);
-        get_json(&self.objects, &key)
+        self.objects
+            .get(&key)?
+            .map(|raw| decode_object(&key, &raw))
+            .transpose()
     }
 
     /// Every object of a source, in id order.
@@ -689,10 +758,12 @@ impl Store {
         tenant: &str,
         source: &str,
     ) -> impl Iterator<Item = Result<CalendarObject, StoreError>> + use<> {
-        iter_json(
-            &self.objects,
-            &prefix(&[tenant.as_bytes(), source.as_bytes()]),
-        )
+        self.objects
+            .scan_prefix(prefix(&[tenant.as_bytes(), source.as_bytes()]))
+            .map(|item| {
+                let (key, raw) = item?;
+                decode_object(&key, &raw)
+            })
     }
 
     /// A tenant's bookings one at a time, in id order.
@@ -704,10 +775,7 @@ impl Store {
     }
 
     pub fn objects(&self, tenant: &str, source: &str) -> Result<Vec<CalendarObject>, StoreError> {
-        scan_json(
-            &self.objects,
-            &prefix(&[tenant.as_bytes(), source.as_bytes()]),
-        )
+        self.iter_objects(tenant, source).collect()
     }
 
     /// Stores an object and replaces its index entries, atomically. A
@@ -723,7 +791,7 @@ impl Store {
     ) -> Result<ObjectOutcome, StoreError> {
         let log_change = mode != ObjectWrite::Reindex;
         let key = join(&[tenant.as_bytes(), source.as_bytes(), object.id.as_bytes()]);
-        let record = encode(object);
+        let record = object_record::encode(object);
         let now = Utc::now().timestamp_millis();
         let uid_key = |uid: &str| join(&[tenant.as_bytes(), source.as_bytes(), uid.as_bytes()]);
         let result = (
@@ -744,7 +812,7 @@ impl Store {
                 }
                 let current: Option<CalendarObject> = objects
                     .get(&key)?
-                    .map(|raw| decode(&key, &raw))
+                    .map(|raw| decode_object(&key, &raw))
                     .transpose()
                     .map_err(tx_corrupt)?;
                 let holds = match (precondition, &current) {
@@ -828,7 +896,7 @@ impl Store {
                 let Some(raw) = objects.get(&key)? else {
                     return Ok(ObjectOutcome::PreconditionFailed(None));
                 };
-                let current: CalendarObject = decode(&key, &raw).map_err(tx_corrupt)?;
+                let current = decode_object(&key, &raw).map_err(tx_corrupt)?;
                 if etag.is_some_and(|e| e != current.etag) {
                     return Ok(ObjectOutcome::PreconditionFailed(Some(current.etag)));
                 }
@@ -868,6 +936,7 @@ impl Store {
         self.sources
             .remove(join(&[tenant.as_bytes(), source.as_bytes()]))?;
         self.drop_sync_data(tenant, source)?;
+        self.drop_export_data(tenant, source)?;
         self.flush().await?;
         Ok(true)
     }

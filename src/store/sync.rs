@@ -65,6 +65,46 @@ impl Store {
         Ok(())
     }
 
+    /// Stores one item unless the stored one is byte-for-byte the same; returns
+    /// whether it was written (durable with the next flush). A full listing that
+    /// changed little rewrites little.
+    pub fn put_mirror_item_if_changed(
+        &self,
+        tenant: &str,
+        source: &str,
+        series: &str,
+        item: &str,
+        body: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let key = join(&[
+            tenant.as_bytes(),
+            source.as_bytes(),
+            series.as_bytes(),
+            item.as_bytes(),
+        ]);
+        let encoded = encode(body);
+        if self
+            .mirror
+            .get(&key)?
+            .is_some_and(|old| old.as_ref() == encoded.as_slice())
+        {
+            return Ok(false);
+        }
+        self.mirror.insert(key, encoded)?;
+        Ok(true)
+    }
+
+    /// Ids of a source's calendar objects, from the keys alone (no record decoded).
+    pub fn object_ids(&self, tenant: &str, source: &str) -> Result<Vec<String>, StoreError> {
+        let scope = prefix(&[tenant.as_bytes(), source.as_bytes()]);
+        let mut out = Vec::new();
+        for key in self.objects.scan_prefix(&scope).keys() {
+            let key = key?;
+            out.push(String::from_utf8_lossy(&key[scope.len()..]).into_owned());
+        }
+        Ok(out)
+    }
+
     pub fn sync_status(&self, tenant: &str, source: &str) -> Result<SyncStatus, StoreError> {
         let key = join(&[tenant.as_bytes(), source.as_bytes()]);
         match self.sync_state.get(&key)? {

@@ -272,7 +272,7 @@ impl MultistatusWriter {
             PropContent::Raw(xml) if xml.is_empty() => out.push_str("/>"),
             PropContent::Text(text) => {
                 out.push('>');
-                out.push_str(&escape_text(text));
+                escape_into(out, text, false);
                 close(out, &qname);
             }
             PropContent::Raw(xml) => {
@@ -505,29 +505,62 @@ pub fn escape_attr(s: &str) -> Cow<'_, str> {
 }
 
 fn escape(s: &str, attr: bool) -> Cow<'_, str> {
-    let needs = |c: char| {
-        matches!(c, '&' | '<' | '>' | '\r')
-            || (attr && matches!(c, '"' | '\n' | '\t'))
-            || !is_xml_char(c)
-    };
-    if !s.chars().any(needs) {
+    if !s.bytes().any(|b| is_special(b, attr)) {
         return Cow::Borrowed(s);
     }
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\r' => out.push_str("&#13;"),
-            '"' if attr => out.push_str("&quot;"),
-            '\n' if attr => out.push_str("&#10;"),
-            '\t' if attr => out.push_str("&#9;"),
-            c if !is_xml_char(c) => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
+    let mut out = String::with_capacity(s.len() + s.len() / 16 + 16);
+    escape_into(&mut out, s, attr);
     Cow::Owned(out)
+}
+
+/// Whether a byte may need a replacement: every such byte is ASCII, except the
+/// lead byte 0xEF of U+FFFE/U+FFFF.
+fn is_special(b: u8, attr: bool) -> bool {
+    match b {
+        b'&' | b'<' | b'>' | b'\r' | 0xEF => true,
+        b'"' | b'\n' | b'\t' => attr,
+        0..0x20 => true,
+        _ => false,
+    }
+}
+
+/// [`escape`] appended to `out`; runs between special bytes are copied whole.
+fn escape_into(out: &mut String, s: &str, attr: bool) {
+    let bytes = s.as_bytes();
+    out.reserve(s.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !is_special(b, attr) {
+            i += 1;
+            continue;
+        }
+        out.push_str(&s[copied..i]);
+        let (replacement, width): (&str, usize) = match b {
+            b'&' => ("&amp;", 1),
+            b'<' => ("&lt;", 1),
+            b'>' => ("&gt;", 1),
+            b'\r' => ("&#13;", 1),
+            b'"' => ("&quot;", 1),
+            b'\n' => ("&#10;", 1),
+            b'\t' => ("&#9;", 1),
+            0xEF => {
+                // A three-byte character U+F000..U+FFFF: only U+FFFE/U+FFFF are not XML.
+                let c = s[i..].chars().next().unwrap_or('\u{FFFD}');
+                if is_xml_char(c) {
+                    (&s[i..i + c.len_utf8()], c.len_utf8())
+                } else {
+                    ("\u{FFFD}", c.len_utf8())
+                }
+            }
+            _ => ("\u{FFFD}", 1),
+        };
+        out.push_str(replacement);
+        i += width;
+        copied = i;
+    }
+    out.push_str(&s[copied..]);
 }
 
 fn is_xml_char(c: char) -> bool {

@@ -1,0 +1,367 @@
+//! What a calendar collection holds, kept in memory between requests.
+//!
+//! A Depth:1 PROPFIND or an initial sync-collection names every member with a few
+//! cheap properties (ETag, length, last change). Reading and decoding 10,000 stored
+//! objects per request for that is most of what such a request costs, so each
+//! collection's member summaries are kept here and brought up to date from the
+//! collection's change log (the same log sync-collection answers from) before each
+//! use: one range read when nothing changed, one record per changed member
+//! otherwise. Nothing is cached that the change log does not invalidate.
+//!
+//! Answers are written through a [`Template`]: the generic property code renders
+//! one response for a placeholder member, and each real member is that text with
+//! its href and values spliced in. The output is therefore byte for byte what the
+//! generic path writes, at the cost of a copy per member.
+//!
+//! What this does not hold: bodies (`calendar-data` requests read the store).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::error::DavError;
+use super::node::{self, Calendar, Ctx, Node};
+use super::xml;
+use crate::model::BOOKINGS_SOURCE;
+
+/// Collections kept at once; the least recently used one goes first.
+const MAX_COLLECTIONS: usize = 64;
+/// Memory for rendered member lists, over all collections. A collection whose
+/// rendering does not fit is rendered afresh on each request instead.
+const RENDERED_BUDGET_BYTES: usize = 24 * 1024 * 1024;
+/// Renderings kept per collection (PROPFIND and sync-collection ask differently).
+const RENDERINGS_PER_LISTING: usize = 2;
+
+/// One member as listed: everything a listing answer needs, pre-escaped.
+#[derive(Debug)]
+pub struct Member {
+    /// Resource name in the collection (`{id}.ics` for bookings).
+    pub name: String,
+    /// Sequence number of the member's last change.
+    pub seq: u64,
+    pub etag: String,
+    pub length: usize,
+    pub last_modified: String,
+    /// The XML-escaped href, ETag, length and date, as spliced into answers.
+    href_xml: String,
+    etag_xml: String,
+    length_xml: String,
+    modified_xml: String,
+}
+
+impl Member {
+    fn new(ctx: &Ctx<'_>, name: String, seq: u64, member: &Node) -> Result<Member, DavError> {
+        let etag = member.etag(ctx)?.unwrap_or_default();
+        let length = member.body(ctx).map_or(0, |b| b.len());
+        let last_modified = match member.prop(ctx, &xml::PropName::dav("getlastmodified"))? {
+            Some(xml::PropContent::Text(date)) => date,
+            _ => String::new(),
+        };
+        let href = member.href(ctx);
+        Ok(Member {
+            href_xml: xml::escape_text(&href).into_owned(),
+            etag_xml: xml::escape_text(&etag).into_owned(),
+            length_xml: length.to_string(),
+            modified_xml: xml::escape_text(&last_modified).into_owned(),
+            name,
+            seq,
+            etag,
+            length,
+            last_modified,
+        })
+    }
+
+    /// A stand-in whose values are markers, for rendering a [`Template`].
+    fn placeholder() -> Member {
+        Member {
+            name: "placeholder.ics".into(),
+            seq: 0,
+            etag: marker(Slot::Etag),
+            length: 0,
+            last_modified: marker(Slot::Modified),
+            href_xml: String::new(),
+            etag_xml: String::new(),
+            length_xml: marker(Slot::Length),
+            modified_xml: String::new(),
+        }
+    }
+
+    /// Text for the `getcontentlength` property.
+    pub fn length_text(&self) -> &str {
+        &self.length_xml
+    }
+}
+
+/// A collection's members at one version of its change log.
+pub struct Listing {
+    /// Sequence number of the newest change reflected here.
+    pub version: u64,
+    /// Members by the id their changes are logged under.
+    by_id: HashMap<String, u64>,
+    /// Members in the order they last changed (what sync-collection reports in).
+    by_seq: BTreeMap<u64, Arc<Member>>,
+    /// Every member written through a template, by the template's text: a client
+    /// polling an unchanged calendar gets the same bytes without a re-render.
+    rendered: Mutex<Vec<(String, Bytes)>>,
+    budget: Arc<AtomicUsize>,
+}
+
+impl Drop for Listing {
+    fn drop(&mut self) {
+        if let Ok(rendered) = self.rendered.get_mut() {
+            let held: usize = rendered.iter().map(|(_, b)| b.len()).sum();
+            self.budget.fetch_sub(held, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Listing {
+    /// Members, oldest change first.
+    pub fn members(&self) -> impl Iterator<Item = &Arc<Member>> {
+        self.by_seq.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_seq.is_empty()
+    }
+
+    /// Every member's answer through `template`, oldest change first, rendered
+    /// once per version of the collection while memory allows.
+    pub fn render(&self, template: &Template) -> Bytes {
+        let key = template.signature();
+        if let Ok(rendered) = self.rendered.lock()
+            && let Some((_, bytes)) = rendered.iter().find(|(k, _)| *k == key)
+        {
+            return bytes.clone();
+        }
+        let mut out = String::with_capacity(self.len() * template.estimate());
+        for member in self.members() {
+            template.write(member, &mut out);
+        }
+        let bytes = Bytes::from(out);
+        let fits = self
+            .budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                (used + bytes.len() <= RENDERED_BUDGET_BYTES).then_some(used + bytes.len())
+            })
+            .is_ok();
+        if fits && let Ok(mut rendered) = self.rendered.lock() {
+            if rendered.len() >= RENDERINGS_PER_LISTING {
+                let (_, evicted) = rendered.remove(0);
+                self.budget.fetch_sub(evicted.len(), Ordering::Relaxed);
+            }
+            rendered.push((key, bytes.clone()));
+        } else if fits {
+            self.budget.fetch_sub(bytes.len(), Ordering::Relaxed);
+        }
+        bytes
+    }
+}
+
+struct Cached {
+    listing: Arc<Listing>,
+    used: Instant,
+}
+
+/// The listings of recently listed collections.
+#[derive(Default)]
+pub struct Listings {
+    cache: Mutex<HashMap<(String, String), Cached>>,
+    /// Bytes of renderings held by all listings.
+    rendered_bytes: Arc<AtomicUsize>,
+}
+
+impl Listings {
+    /// The collection's members, brought up to date with its change log.
+    pub fn current(&self, ctx: &Ctx<'_>, cal: &Calendar) -> Result<Arc<Listing>, DavError> {
+        let key = (ctx.tenant.id.clone(), cal.id().to_owned());
+        let cached = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).map(|e| Arc::clone(&e.listing)));
+        let since = cached.as_ref().map_or(0, |l| l.version);
+        let changes = ctx
+            .app
+            .store
+            .changes_since(&ctx.tenant.id, cal.id(), since)?;
+        let listing = match cached {
+            Some(unchanged) if changes.is_empty() => unchanged,
+            base => Arc::new(apply(
+                ctx,
+                cal,
+                base.as_deref(),
+                since,
+                changes,
+                &self.rendered_bytes,
+            )?),
+        };
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(
+                key,
+                Cached {
+                    listing: Arc::clone(&listing),
+                    used: Instant::now(),
+                },
+            );
+            if cache.len() > MAX_COLLECTIONS
+                && let Some(oldest) = cache
+                    .iter()
+                    .min_by_key(|(_, e)| e.used)
+                    .map(|(k, _)| k.clone())
+            {
+                cache.remove(&oldest);
+            }
+        }
+        Ok(listing)
+    }
+}
+
+/// `base` (at `since`) with `changes` applied: members re-read, the removed dropped.
+fn apply(
+    ctx: &Ctx<'_>,
+    cal: &Calendar,
+    base: Option<&Listing>,
+    since: u64,
+    changes: Vec<crate::store::Change>,
+    budget: &Arc<AtomicUsize>,
+) -> Result<Listing, DavError> {
+    let mut listing = Listing {
+        version: since,
+        by_id: base.map(|b| b.by_id.clone()).unwrap_or_default(),
+        by_seq: base.map(|b| b.by_seq.clone()).unwrap_or_default(),
+        rendered: Mutex::new(Vec::new()),
+        budget: Arc::clone(budget),
+    };
+    // The last change of each member decides.
+    let mut latest: HashMap<String, (u64, bool)> = HashMap::new();
+    for change in changes {
+        listing.version = listing.version.max(change.seq);
+        latest.insert(change.id, (change.seq, change.deleted));
+    }
+    for (id, (seq, deleted)) in latest {
+        if let Some(old) = listing.by_id.remove(&id) {
+            listing.by_seq.remove(&old);
+        }
+        if deleted {
+            continue;
+        }
+        let resource = resource_name(cal, &id);
+        // Gone again since the log was read: the next change says so.
+        let Ok(member) = node::object(ctx, cal.clone(), &resource) else {
+            continue;
+        };
+        let member = Member::new(ctx, resource, seq, &member)?;
+        listing.by_id.insert(id, seq);
+        listing.by_seq.insert(seq, Arc::new(member));
+    }
+    Ok(listing)
+}
+
+/// The resource name of a logged member id.
+pub fn resource_name(cal: &Calendar, id: &str) -> String {
+    match cal.id() {
+        BOOKINGS_SOURCE => format!("{id}.ics"),
+        _ => id.to_owned(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Href,
+    Etag,
+    Length,
+    Modified,
+}
+
+const SLOTS: [Slot; 4] = [Slot::Href, Slot::Etag, Slot::Length, Slot::Modified];
+
+/// Private-use code points: never escaped, never in a property name or fixed value.
+fn marker(slot: Slot) -> String {
+    format!("\u{E000}{}\u{E001}", slot as u8)
+}
+
+enum Part {
+    Text(String),
+    Value(Slot),
+}
+
+/// One member's answer with holes for its href and values.
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+impl Template {
+    /// Renders `respond` for a placeholder member of `cal` through `render` (the
+    /// document's writer) and cuts the text at the placeholder's values.
+    pub fn new(
+        cal: &Calendar,
+        respond: impl FnOnce(&Node) -> Result<xml::PropstatResponse, DavError>,
+        render: impl FnOnce(&xml::Response) -> String,
+    ) -> Result<Template, DavError> {
+        let placeholder = Node::Member(cal.clone(), Arc::new(Member::placeholder()));
+        let mut response = respond(&placeholder)?;
+        response.href = marker(Slot::Href);
+        let mut text = render(&xml::Response::Props(response)).as_str().to_owned();
+        let mut parts = Vec::new();
+        loop {
+            let next = SLOTS
+                .iter()
+                .filter_map(|&s| text.find(&marker(s)).map(|at| (at, s)))
+                .min_by_key(|(at, _)| *at);
+            let Some((at, slot)) = next else {
+                parts.push(Part::Text(text));
+                break;
+            };
+            let rest = text.split_off(at);
+            parts.push(Part::Text(text));
+            parts.push(Part::Value(slot));
+            text = rest[marker(slot).len()..].to_owned();
+        }
+        Ok(Template { parts })
+    }
+
+    /// The template's text: equal texts give equal answers for equal members.
+    fn signature(&self) -> String {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(text) => text.clone(),
+                Part::Value(slot) => marker(*slot),
+            })
+            .collect()
+    }
+
+    /// Bytes one member's answer takes, roughly.
+    fn estimate(&self) -> usize {
+        let fixed: usize = self
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(text) => text.len(),
+                Part::Value(_) => 40,
+            })
+            .sum();
+        fixed + 16
+    }
+
+    /// Appends `member`'s answer to `out`.
+    pub fn write(&self, member: &Member, out: &mut String) {
+        for part in &self.parts {
+            out.push_str(match part {
+                Part::Text(text) => text,
+                Part::Value(Slot::Href) => &member.href_xml,
+                Part::Value(Slot::Etag) => &member.etag_xml,
+                Part::Value(Slot::Length) => &member.length_xml,
+                Part::Value(Slot::Modified) => &member.modified_xml,
+            });
+        }
+    }
+}

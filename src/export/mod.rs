@@ -1,0 +1,1098 @@
+//! Booking export: every booking of a tenant pushed to each of its exporting
+//! Google / Microsoft sources (`direction = "export"` or `"both"`), following
+//! every change, without duplicates or lost updates.
+//!
+//! What lives here:
+//! - the **deliverer** ([`deliverer`]): one task for all sources, woken after each
+//!   booking change and by retry deadlines;
+//! - **reconciliation** of one booking with one source: the booking's latest state
+//!   against the stored mapping (event id, exported ETag), giving insert, patch,
+//!   delete or nothing;
+//! - the hooks the import path calls for sources that also import
+//!   ([`recognise`], [`observe_import`]): loop prevention and external moves;
+//! - purge on disconnect ([`purge`]) and what the API shows ([`booking_exports`],
+//!   [`source_status`]).
+//!
+//! Event content and markers are in [`event`]; provider write clients in
+//! [`target`]; the mapping and cursors in `store::export`.
+//!
+//! **Outbox.** There is no separate queue: the bookings change log, appended in
+//! the same sled transaction as every booking write, is the durable outbox. Each
+//! source keeps a cursor into it. A pass reads entries after the cursor, takes
+//! each booking id once (the latest state wins, so an update can never overtake
+//! its create, and a delete of a never-exported booking sends nothing),
+//! reconciles up to [`GOOGLE_CONCURRENCY`] / [`GRAPH_CONCURRENCY`] bookings at a
+//! time, then moves the cursor past the longest prefix of entries whose bookings
+//! are done. Retryable failures back the source off (Retry-After when given,
+//! else exponential with full jitter); throttling (429, Retry-After) stops the
+//! pass at once, a single failed request (500, timeout) lets the rest of the
+//! batch go on;
+//! permanent ones (403, target calendar gone, 400) park the booking at that
+//! revision, in the sync log and the source status, until it changes again or a
+//! manual `POST …/sync` retries it.
+//!
+//! **Recovery.** Before a create is sent, the mapping records `create_pending`
+//! durably; if we crash between the provider's answer and storing the event id,
+//! the next pass looks the marked event up (`find_by_marker`) instead of creating
+//! a second one. Graph creates also carry a `transactionId` derived from the
+//! booking, which Graph deduplicates.
+
+pub mod event;
+pub mod target;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{StreamExt, stream};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::app::App;
+use crate::bookings::{BookingError, BookingPatch, ConflictPolicy, UpdateMode};
+use crate::config::TenantConfig;
+use crate::model::{Booking, BookingStatus, BookingTime, Source, Span, SyncLog};
+use crate::providers::{ProviderError, ProviderKind};
+use crate::store::{ExportRecord, ExportState, ExternalChange, Parked, StoreError};
+use event::ExportEvent;
+use target::{ExportTarget, GoogleTarget, GraphTarget, Patched, Target};
+
+/// Bookings in flight per Google source.
+pub const GOOGLE_CONCURRENCY: usize = 8;
+/// Bookings in flight per Microsoft source (Outlook allows 4 concurrent requests
+/// per mailbox, REFERENCE.md §3.7).
+pub const GRAPH_CONCURRENCY: usize = 4;
+/// Change-log entries read per batch.
+const BATCH: usize = 512;
+/// Backoff after retryable failures: full jitter over `base · 2^(n-1)`, capped.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(64);
+/// The deliverer looks again at least this often (sources added over the API,
+/// connections finished).
+const IDLE_LOOK: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("source \"{0}\" does not exist")]
+    UnknownSource(String),
+    #[error(
+        "source \"{0}\" does not export; set direction = \"export\" or \"both\" to push bookings to it"
+    )]
+    NotExporting(String),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type SourceLock = Arc<tokio::sync::Mutex<()>>;
+
+/// Shared state of the exporter; lives in [`App`].
+pub struct Exporter {
+    /// One delivery (or purge) per source at a time.
+    locks: Mutex<HashMap<(String, String), SourceLock>>,
+    /// Pokes the deliverer (sources changed, connections made, manual runs).
+    wake: tokio::sync::Notify,
+}
+
+impl Default for Exporter {
+    fn default() -> Self {
+        Exporter::new()
+    }
+}
+
+impl Exporter {
+    pub fn new() -> Self {
+        Exporter {
+            locks: Mutex::new(HashMap::new()),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn lock_for(&self, tenant: &str, source: &str) -> SourceLock {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            locks
+                .entry((tenant.to_owned(), source.to_owned()))
+                .or_default(),
+        )
+    }
+
+    /// Waits until no delivery of the source runs, and keeps others out while the
+    /// guard lives (for removing the source).
+    pub async fn quiesce(&self, tenant: &str, source: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.lock_for(tenant, source).lock_owned().await
+    }
+}
+
+/// Whether a source is pushed to.
+pub fn exports(source: &Source) -> bool {
+    source
+        .remote
+        .as_ref()
+        .is_some_and(|r| r.enabled && r.direction.exports() && r.kind != ProviderKind::Ics)
+}
+
+/// The deliverer: runs every exporting source that has work and is not backing
+/// off, then sleeps until a booking changes, something pokes it, or the next
+/// retry is due.
+pub async fn deliverer(app: Arc<App>) {
+    let changed = app.bookings.change_signal();
+    loop {
+        let now = Utc::now();
+        let mut next: Option<DateTime<Utc>> = None;
+        let mut passes = JoinSet::new();
+        for tenant in &app.config.tenants {
+            let sources = match app.store.sources(&tenant.id) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "exporter cannot list sources");
+                    continue;
+                }
+            };
+            for source in sources.into_iter().filter(exports) {
+                let state = app
+                    .store
+                    .export_state(&tenant.id, &source.id)
+                    .unwrap_or_default();
+                if let Some(at) = state.retry_at
+                    && at > now
+                {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                    continue;
+                }
+                let status = app
+                    .store
+                    .sync_status(&tenant.id, &source.id)
+                    .unwrap_or_default();
+                if status.needs_reauth || !status.connected {
+                    continue;
+                }
+                let app = Arc::clone(&app);
+                let tenant = tenant.clone();
+                passes.spawn(async move {
+                    match deliver(&app, &tenant, &source.id, false).await {
+                        Ok(pass) => pass.retry_at,
+                        Err(e) => {
+                            warn!(tenant = %tenant.id, source = %source.id, error = %e, "export pass failed");
+                            Some(Utc::now() + chrono::Duration::seconds(5))
+                        }
+                    }
+                });
+            }
+        }
+        while let Some(done) = passes.join_next().await {
+            if let Ok(Some(at)) = done {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        let pause = next
+            .map(|n| (n - Utc::now()).to_std().unwrap_or_default())
+            .unwrap_or(IDLE_LOOK)
+            .clamp(Duration::from_millis(20), IDLE_LOOK);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = changed.notified() => {}
+            _ = app.export.wake.notified() => {}
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone)]
+pub struct Pass {
+    pub created: u32,
+    pub updated: u32,
+    pub deleted: u32,
+    pub parked: u32,
+    /// The first permanent error of the pass.
+    pub parked_error: Option<String>,
+    /// Set when the pass stopped on a retryable error.
+    pub retry_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+/// What reconciling one booking did.
+#[derive(Debug)]
+enum Outcome {
+    Created,
+    Updated,
+    Deleted,
+    Unchanged,
+    Parked(String),
+}
+
+/// Everything a reconciliation needs, shared by the bookings in flight.
+struct Ctx<'a> {
+    app: &'a App,
+    tenant: String,
+    source: String,
+    privacy: crate::model::ExportPrivacy,
+    target: Target,
+    window: Span,
+    /// Retry parked bookings too (a manual run).
+    retry_parked: bool,
+}
+
+fn target_for(app: &App, tenant: &str, source: &Source) -> Result<Target, ProviderError> {
+    let Some(remote) = &source.remote else {
+        return Err(ProviderError::Permanent("not an external source".into()));
+    };
+    let config = match remote.kind {
+        ProviderKind::Google => app.config.providers.google.as_ref(),
+        ProviderKind::Microsoft => app.config.providers.microsoft.as_ref(),
+        ProviderKind::Ics => None,
+    }
+    .ok_or_else(|| {
+        ProviderError::Permanent(format!(
+            "no [providers.{}] application is configured; add one to export to this source",
+            remote.kind.name()
+        ))
+    })?;
+    let session = Arc::new(crate::connect::session(
+        app,
+        tenant,
+        &source.id,
+        remote.kind,
+    )?);
+    let http = app.sync.api_http.clone();
+    Ok(match remote.kind {
+        ProviderKind::Microsoft => Target::Graph(GraphTarget::new(
+            http,
+            session,
+            &config.api_base,
+            &remote.target,
+        )),
+        _ => Target::Google(GoogleTarget::new(
+            http,
+            session,
+            &config.api_base,
+            &remote.target,
+        )),
+    })
+}
+
+/// One delivery pass over a source: everything after its cursor, batch by batch.
+pub async fn deliver(
+    app: &App,
+    tenant: &TenantConfig,
+    source_id: &str,
+    retry_parked: bool,
+) -> Result<Pass, ExportError> {
+    let lock = app.export.lock_for(&tenant.id, source_id);
+    let _guard = lock.lock().await;
+    let (t, s) = (tenant.id.as_str(), source_id);
+    let source = app
+        .store
+        .source(t, s)?
+        .ok_or_else(|| ExportError::UnknownSource(s.to_owned()))?;
+    if !exports(&source) {
+        return Err(ExportError::NotExporting(s.to_owned()));
+    }
+    let mut pass = Pass::default();
+    let mut state = app.store.export_state(t, s)?;
+    let target_id = source.remote.as_ref().map(|r| r.target.clone());
+    if state.target != target_id {
+        if state.target.is_some() {
+            // Pointed at another calendar: export everything there afresh; the
+            // events in the old calendar stay, as on a disconnect.
+            info!(
+                tenant = t,
+                source = s,
+                "export target changed; starting over"
+            );
+            app.store.forget_export_mappings(t, s)?;
+        }
+        state = ExportState {
+            target: target_id,
+            ..ExportState::default()
+        };
+        app.store.put_export_state(t, s, &state)?;
+    }
+    if app
+        .store
+        .booking_changes_after(t, state.cursor, 1)?
+        .is_empty()
+        && !retry_parked
+    {
+        return Ok(pass);
+    }
+    let started = Utc::now();
+    let clock = std::time::Instant::now();
+    let concurrency = match source.remote.as_ref().map(|r| r.kind) {
+        Some(ProviderKind::Microsoft) => GRAPH_CONCURRENCY,
+        _ => GOOGLE_CONCURRENCY,
+    };
+    let target = match target_for(app, t, &source) {
+        Ok(target) => target,
+        Err(e) => {
+            fail(app, t, s, &mut state, &mut pass, &e)?;
+            app.store.flush().await?;
+            return Ok(pass);
+        }
+    };
+    let ctx = Ctx {
+        app,
+        tenant: t.to_owned(),
+        source: s.to_owned(),
+        privacy: source
+            .remote
+            .as_ref()
+            .map(|r| r.privacy)
+            .unwrap_or_default(),
+        target,
+        window: app.config.horizon.window(Utc::now()),
+        retry_parked,
+    };
+    let mut stop: Option<ProviderError> = None;
+    loop {
+        let changes = app.store.booking_changes_after(t, state.cursor, BATCH)?;
+        let Some(last) = changes.last().map(|c| c.seq) else {
+            break;
+        };
+        // Each booking once, in order of first appearance.
+        let mut order = Vec::new();
+        let mut seen = HashSet::new();
+        for c in &changes {
+            if seen.insert(c.id.as_str()) {
+                order.push(c.id.clone());
+            }
+        }
+        let mut done: HashSet<String> = HashSet::new();
+        // After a retryable failure nothing new starts; what is in flight ends.
+        let stopping = AtomicBool::new(false);
+        let ctx = &ctx;
+        let stopping = &stopping;
+        let mut results = stream::iter(order)
+            .map(|id| async move {
+                if stopping.load(Ordering::Relaxed) {
+                    return (id, None);
+                }
+                let outcome = reconcile(ctx, &id).await;
+                if let Err(ExportError::Provider(e)) = &outcome
+                    && stops_pass(e)
+                {
+                    stopping.store(true, Ordering::Relaxed);
+                }
+                (id, Some(outcome))
+            })
+            .buffer_unordered(concurrency);
+        while let Some((id, outcome)) = results.next().await {
+            let Some(outcome) = outcome else { continue };
+            match outcome {
+                Ok(o) => {
+                    match o {
+                        Outcome::Created => pass.created += 1,
+                        Outcome::Updated => pass.updated += 1,
+                        Outcome::Deleted => pass.deleted += 1,
+                        Outcome::Unchanged => {}
+                        Outcome::Parked(msg) => {
+                            pass.parked += 1;
+                            warn!(tenant = t, source = s, booking = %id, error = %msg, "export parked");
+                            pass.parked_error.get_or_insert(msg);
+                        }
+                    }
+                    done.insert(id);
+                }
+                Err(ExportError::Provider(e)) => {
+                    // Throttling wins over a single failed request.
+                    if stop
+                        .as_ref()
+                        .is_none_or(|s| !stops_pass(s) && stops_pass(&e))
+                    {
+                        stop = Some(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // Past every entry whose booking is done, up to the first that is not.
+        let mut cursor = state.cursor;
+        for c in &changes {
+            if !done.contains(&c.id) {
+                break;
+            }
+            cursor = c.seq;
+        }
+        let advanced = cursor > state.cursor;
+        state.cursor = cursor;
+        app.store.put_export_state(t, s, &state)?;
+        app.store.flush().await?;
+        if stop.is_some() || cursor < last || !advanced {
+            break;
+        }
+        // Removed or switched off meanwhile: stop here.
+        if !app.store.source(t, s)?.is_some_and(|x| exports(&x)) {
+            break;
+        }
+    }
+    if retry_parked {
+        retry_parked_records(&ctx, &mut pass).await?;
+    }
+    state.delivered += u64::from(pass.created + pass.updated + pass.deleted);
+    match stop {
+        Some(e) => fail(app, t, s, &mut state, &mut pass, &e)?,
+        None => {
+            state.consecutive_failures = 0;
+            state.retry_at = None;
+            state.last_success = Some(Utc::now());
+            if let Some(msg) = &pass.parked_error {
+                state.last_error = Some(format!(
+                    "{msg} ({} booking(s) not exported; they are retried when they change or on POST …/sync)",
+                    pass.parked
+                ));
+                state.last_error_at = Some(Utc::now());
+            }
+        }
+    }
+    app.store.put_export_state(t, s, &state)?;
+    let worked = pass.created + pass.updated + pass.deleted + pass.parked > 0;
+    if worked || pass.error.is_some() {
+        let log = SyncLog {
+            started,
+            duration_ms: clock.elapsed().as_millis() as u64,
+            mode: "export".into(),
+            created: pass.created,
+            updated: pass.updated,
+            deleted: pass.deleted,
+            error: pass
+                .error
+                .clone()
+                .or_else(|| state.last_error.clone().filter(|_| pass.parked > 0)),
+        };
+        app.store.append_sync_log(t, s, &log)?;
+        info!(
+            tenant = t,
+            source = s,
+            created = pass.created,
+            updated = pass.updated,
+            deleted = pass.deleted,
+            parked = pass.parked,
+            "bookings exported"
+        );
+    }
+    app.store.flush().await?;
+    Ok(pass)
+}
+
+/// Whether a failure concerns the whole source (throttling, lost grant), so no
+/// further request should start; other failures concern one request and the
+/// rest of the batch goes on (the source backs off after the pass).
+fn stops_pass(e: &ProviderError) -> bool {
+    match e {
+        ProviderError::Retryable { retry_after, .. } => {
+            retry_after.is_some() || target::is_throttled(e)
+        }
+        ProviderError::Reauth(_) => true,
+        _ => false,
+    }
+}
+
+/// Records a failure that stopped a pass: back off (retryable) or wait for a
+/// person (reauth, permanent failures of the whole source).
+fn fail(
+    app: &App,
+    t: &str,
+    s: &str,
+    state: &mut ExportState,
+    pass: &mut Pass,
+    e: &ProviderError,
+) -> Result<(), StoreError> {
+    // Backoff grows only while nothing gets through.
+    let progressed = pass.created + pass.updated + pass.deleted > 0;
+    state.consecutive_failures = if progressed {
+        1
+    } else {
+        state.consecutive_failures.saturating_add(1)
+    };
+    state.last_error = Some(e.to_string());
+    state.last_error_at = Some(Utc::now());
+    let delay = match e {
+        ProviderError::Retryable {
+            retry_after: Some(d),
+            ..
+        } => *d,
+        ProviderError::Reauth(_) => {
+            let mut status = app.store.sync_status(t, s)?;
+            status.needs_reauth = true;
+            status.last_error = Some(e.to_string());
+            app.store.put_sync_status(t, s, &status)?;
+            MAX_BACKOFF
+        }
+        _ => backoff(state.consecutive_failures),
+    };
+    let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+    // A lost grant waits for the person to reconnect (needs_reauth), not a clock.
+    if !matches!(e, ProviderError::Reauth(_)) {
+        state.retry_at = Some(at);
+        pass.retry_at = Some(at);
+    }
+    pass.error = Some(e.to_string());
+    warn!(tenant = t, source = s, error = %e, retry_in_ms = delay.as_millis() as u64, "export paused");
+    Ok(())
+}
+
+/// Full jitter over `FIRST_BACKOFF · 2^(failures-1)`, capped at [`MAX_BACKOFF`].
+fn backoff(failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(10);
+    let ceiling = (FIRST_BACKOFF * factor).min(MAX_BACKOFF);
+    let ms = ceiling.as_millis() as u64;
+    Duration::from_millis(rand::random_range(ms / 4..=ms.max(1)))
+}
+
+/// Manual retry: every parked booking of the source once more.
+async fn retry_parked_records(ctx: &Ctx<'_>, pass: &mut Pass) -> Result<(), ExportError> {
+    let parked: Vec<String> = ctx
+        .app
+        .store
+        .export_records(&ctx.tenant, &ctx.source)?
+        .into_iter()
+        .filter(|(_, r)| r.parked.is_some())
+        .map(|(id, _)| id)
+        .collect();
+    for id in parked {
+        match reconcile(ctx, &id).await? {
+            Outcome::Created => pass.created += 1,
+            Outcome::Updated => pass.updated += 1,
+            Outcome::Deleted => pass.deleted += 1,
+            Outcome::Unchanged => {}
+            Outcome::Parked(msg) => {
+                pass.parked += 1;
+                pass.parked_error.get_or_insert(msg);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Brings one booking's event in line with the booking's current state.
+/// `Err(Provider)` only for failures worth retrying (or reauth); permanent ones
+/// park the booking and answer `Parked`.
+async fn reconcile(ctx: &Ctx<'_>, id: &str) -> Result<Outcome, ExportError> {
+    let store = &ctx.app.store;
+    let (t, s) = (ctx.tenant.as_str(), ctx.source.as_str());
+    let booking = store.booking(t, id)?;
+    let mut rec = store.export_record(t, s, id)?.unwrap_or_default();
+    let etag = booking.as_ref().map(|b| b.etag.clone());
+    if !ctx.retry_parked && rec.parked.as_ref().is_some_and(|p| p.etag == etag) {
+        return Ok(Outcome::Unchanged);
+    }
+    let live = booking
+        .as_ref()
+        .filter(|b| b.status != BookingStatus::Cancelled);
+    let result = match live {
+        Some(b) => put_event(ctx, b, &mut rec).await,
+        None => remove_event(ctx, id, &mut rec).await,
+    };
+    match result {
+        Ok(outcome) => {
+            rec.parked = None;
+            save(ctx, id, booking.is_some(), &rec)?;
+            Ok(outcome)
+        }
+        Err(ProviderError::Permanent(msg)) => {
+            rec.parked = Some(Parked {
+                etag,
+                error: msg.clone(),
+                at: Utc::now(),
+            });
+            save(ctx, id, true, &rec)?;
+            Ok(Outcome::Parked(msg))
+        }
+        Err(e) => {
+            // Keep what was learnt (create_pending, a new event id) for the retry.
+            save(ctx, id, true, &rec)?;
+            Err(e.into())
+        }
+    }
+}
+
+/// Stores a record, or forgets it when there is nothing left to remember.
+fn save(
+    ctx: &Ctx<'_>,
+    id: &str,
+    booking_exists: bool,
+    rec: &ExportRecord,
+) -> Result<(), StoreError> {
+    let empty = rec.remote_id.is_none() && !rec.create_pending && rec.parked.is_none();
+    let keep = !empty || booking_exists;
+    ctx.app
+        .store
+        .put_export_record(&ctx.tenant, &ctx.source, id, keep.then_some(rec))
+}
+
+fn event_of(ctx: &Ctx<'_>, b: &Booking, rec: &ExportRecord) -> ExportEvent {
+    event::build(
+        b,
+        &ctx.source,
+        ctx.privacy,
+        &ctx.app.config.public_url,
+        rec.generation,
+    )
+}
+
+/// Live booking: patch its event, or create it (after looking for one a crash
+/// may have left behind).
+async fn put_event(
+    ctx: &Ctx<'_>,
+    b: &Booking,
+    rec: &mut ExportRecord,
+) -> Result<Outcome, ProviderError> {
+    let ev = event_of(ctx, b, rec);
+    if let Some(remote) = rec.remote_id.clone() {
+        if rec.exported_etag.as_deref() == Some(b.etag.as_str()) {
+            return Ok(Outcome::Unchanged);
+        }
+        match ctx.target.patch(&remote, &ev).await? {
+            Patched::Done => {
+                rec.exported_etag = Some(b.etag.clone());
+                rec.exported_span = Some(b.span());
+                return Ok(Outcome::Updated);
+            }
+            // Deleted by someone in the external calendar: create it again.
+            Patched::Gone => {
+                rec.remote_id = None;
+                rec.exported_etag = None;
+                rec.exported_span = None;
+                rec.generation = rec.generation.wrapping_add(1);
+            }
+        }
+    }
+    if !b.span().overlaps(&ctx.window) && !rec.create_pending {
+        // Outside the horizon and never exported: nothing to show.
+        return Ok(Outcome::Unchanged);
+    }
+    let ev = event_of(ctx, b, rec);
+    if rec.create_pending {
+        let found = ctx.target.find_by_marker(&ev.marker).await?;
+        if let Some((first, extra)) = found.split_first() {
+            for dup in extra {
+                ctx.target.delete(dup).await?;
+            }
+            rec.remote_id = Some(first.clone());
+            rec.create_pending = false;
+            return match ctx.target.patch(first, &ev).await? {
+                Patched::Done => {
+                    rec.exported_etag = Some(b.etag.clone());
+                    rec.exported_span = Some(b.span());
+                    Ok(Outcome::Created)
+                }
+                Patched::Gone => {
+                    rec.remote_id = None;
+                    Err(ProviderError::retryable(
+                        "the recovered event vanished while being updated",
+                    ))
+                }
+            };
+        }
+    }
+    // Durable before the request: a crash after the provider's answer is then
+    // recovered by find_by_marker above, not answered with a second event.
+    rec.create_pending = true;
+    ctx.app
+        .store
+        .put_export_record(&ctx.tenant, &ctx.source, &b.id, Some(rec))
+        .map_err(|e| ProviderError::retryable(format!("storage: {e}")))?;
+    ctx.app
+        .store
+        .flush()
+        .await
+        .map_err(|e| ProviderError::retryable(format!("storage: {e}")))?;
+    let remote = ctx.target.insert(&ev).await?;
+    rec.remote_id = Some(remote);
+    rec.create_pending = false;
+    rec.exported_etag = Some(b.etag.clone());
+    rec.exported_span = Some(b.span());
+    rec.external = None;
+    Ok(Outcome::Created)
+}
+
+/// Deleted or cancelled booking: delete its event if there is one.
+async fn remove_event(
+    ctx: &Ctx<'_>,
+    id: &str,
+    rec: &mut ExportRecord,
+) -> Result<Outcome, ProviderError> {
+    let mut deleted = false;
+    if let Some(remote) = rec.remote_id.clone() {
+        ctx.target.delete(&remote).await?;
+        deleted = true;
+    }
+    if rec.create_pending {
+        // A create may have landed before a crash: find it by its marker.
+        let marker = event::marker(&ctx.tenant, id);
+        for found in ctx.target.find_by_marker(&marker).await? {
+            ctx.target.delete(&found).await?;
+            deleted = true;
+        }
+    }
+    let was_exported = rec.remote_id.is_some() || rec.create_pending;
+    rec.remote_id = None;
+    rec.create_pending = false;
+    rec.exported_etag = None;
+    rec.exported_span = None;
+    rec.external = None;
+    if was_exported {
+        rec.generation = rec.generation.wrapping_add(1);
+    }
+    Ok(if deleted {
+        Outcome::Deleted
+    } else {
+        Outcome::Unchanged
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Import side: our own events coming back, and external moves
+
+/// Marks the items of a series that are our own exported events, so rendering
+/// makes them transparent (they must not count twice, nor conflict with their
+/// own booking). Google items carry the marker already; Graph's delta cannot
+/// expand extended properties, so there the stored event id or our
+/// `transactionId` says it. Returns the booking the series shows, if any.
+pub fn recognise(
+    app: &App,
+    tenant: &str,
+    source: &Source,
+    items: &mut [Value],
+) -> Result<Option<String>, StoreError> {
+    let Some(remote) = &source.remote else {
+        return Ok(None);
+    };
+    let mut found = None;
+    for item in items.iter_mut() {
+        let Some(id) = item.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        let by_marker = match remote.kind {
+            ProviderKind::Google => item
+                .pointer("/extendedProperties/private/gatewayBookingId")
+                .and_then(Value::as_str)
+                .and_then(|m| event::booking_of_marker(tenant, m))
+                .map(str::to_owned),
+            _ => None,
+        };
+        let by_transaction = item
+            .get("transactionId")
+            .and_then(Value::as_str)
+            .and_then(|tx| event::booking_of_transaction(tenant, &source.id, tx))
+            .map(str::to_owned);
+        let booking = match by_marker.or(by_transaction) {
+            Some(b) => Some(b),
+            None => app.store.exported_booking(tenant, &source.id, id)?,
+        };
+        let Some(booking) = booking else { continue };
+        let marker = event::marker(tenant, &booking);
+        match remote.kind {
+            ProviderKind::Microsoft => {
+                item["singleValueExtendedProperties"] =
+                    json!([{"id": target::GRAPH_MARKER_PROPERTY, "value": marker}]);
+            }
+            _ => {
+                if item
+                    .get("extendedProperties")
+                    .is_none_or(|e| !e.is_object())
+                {
+                    item["extendedProperties"] = json!({});
+                }
+                if item["extendedProperties"]
+                    .get("private")
+                    .is_none_or(|p| !p.is_object())
+                {
+                    item["extendedProperties"]["private"] = json!({});
+                }
+                item["extendedProperties"]["private"][target::GOOGLE_MARKER] = json!(marker);
+            }
+        }
+        found = Some(booking);
+    }
+    Ok(found)
+}
+
+/// After an imported series that shows one of our bookings was stored: if the
+/// event's time is neither the booking's nor what we last exported, someone
+/// moved it in the external calendar. The move is recorded on the booking's
+/// export record (shown with the booking) and, when the tenant accepts external
+/// moves, applied to the booking with the usual conflict check.
+pub async fn observe_import(
+    app: &App,
+    tenant: &TenantConfig,
+    source: &str,
+    series: &str,
+    booking_id: &str,
+) -> Result<(), ExportError> {
+    let (t, s) = (tenant.id.as_str(), source);
+    let Some(object) = app.store.object(t, s, series)? else {
+        return Ok(());
+    };
+    // A single event: one occurrence is its time.
+    let [occurrence] = object.occurrences.as_slice() else {
+        return Ok(());
+    };
+    let remote_span = occurrence.span;
+    let Some(booking) = app.store.booking(t, booking_id)? else {
+        return Ok(());
+    };
+    if booking.status == BookingStatus::Cancelled {
+        return Ok(());
+    }
+    let Some(mut rec) = app.store.export_record(t, s, booking_id)? else {
+        return Ok(());
+    };
+    let in_step = remote_span == booking.span() || Some(remote_span) == rec.exported_span;
+    if in_step {
+        if rec.external.is_some() && remote_span == booking.span() {
+            rec.external = None;
+            app.store.put_export_record(t, s, booking_id, Some(&rec))?;
+        }
+        return Ok(());
+    }
+    if rec.external.as_ref().is_some_and(|x| x.span == remote_span) {
+        return Ok(()); // already seen
+    }
+    let (outcome, detail) = if tenant.accept_external_moves {
+        match move_booking(app, tenant, &booking, remote_span).await {
+            Ok(()) => ("applied", None),
+            Err(reason) => ("rejected", Some(reason)),
+        }
+    } else {
+        ("reported", None)
+    };
+    info!(
+        tenant = t,
+        source = s,
+        booking = booking_id,
+        outcome,
+        "exported event moved externally"
+    );
+    // Re-read: applying the move changed the booking (and nothing else may have).
+    let mut rec = app.store.export_record(t, s, booking_id)?.unwrap_or(rec);
+    if outcome == "applied" {
+        rec.exported_span = Some(remote_span);
+    }
+    rec.external = Some(ExternalChange {
+        detected: Utc::now(),
+        span: remote_span,
+        outcome: outcome.into(),
+        detail,
+    });
+    app.store.put_export_record(t, s, booking_id, Some(&rec))?;
+    Ok(())
+}
+
+/// Moves a booking to `span`, keeping its kind of time; the reason when refused.
+async fn move_booking(
+    app: &App,
+    tenant: &TenantConfig,
+    booking: &Booking,
+    span: Span,
+) -> Result<(), String> {
+    let at = |ms: i64| {
+        DateTime::<Utc>::from_timestamp_millis(ms)
+            .map(|t| t.with_timezone(&booking.time_zone))
+            .ok_or_else(|| "the external time is out of range".to_owned())
+    };
+    let (start, end) = (at(span.start)?, at(span.end)?);
+    let (start, end) = match booking.time {
+        BookingTime::Timed { .. } => (start.to_rfc3339(), end.to_rfc3339()),
+        BookingTime::AllDay { .. } => (
+            start.date_naive().format("%Y-%m-%d").to_string(),
+            end.date_naive().format("%Y-%m-%d").to_string(),
+        ),
+    };
+    let patch = BookingPatch {
+        start: Some(start),
+        end: Some(end),
+        ..BookingPatch::default()
+    };
+    match app
+        .bookings
+        .update(
+            tenant,
+            &booking.id,
+            &patch,
+            UpdateMode::Merge,
+            Some(&booking.etag),
+            ConflictPolicy::Refuse,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(BookingError::Conflict(found)) => Err(format!(
+            "the new time overlaps {} other busy entr{}; the booking keeps its time",
+            found.len(),
+            if found.len() == 1 { "y" } else { "ies" }
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Disconnect, manual runs, what the API shows
+
+/// Deletes every event exported to the source (`DELETE …/sources/{id}?purge=true`),
+/// then keeps deliveries out until the returned guard is dropped (the caller
+/// removes the source meanwhile). Stops at the first failure, leaving the rest
+/// recorded so the purge can be retried.
+pub async fn purge(
+    app: &App,
+    tenant: &TenantConfig,
+    source: &Source,
+) -> Result<(usize, tokio::sync::OwnedMutexGuard<()>), ExportError> {
+    let guard = app.export.quiesce(&tenant.id, &source.id).await;
+    let (t, s) = (tenant.id.as_str(), source.id.as_str());
+    let records = app.store.export_records(t, s)?;
+    if records
+        .iter()
+        .all(|(_, r)| r.remote_id.is_none() && !r.create_pending)
+    {
+        return Ok((0, guard));
+    }
+    let target = target_for(app, t, source)?;
+    let mut removed = 0;
+    for (booking, mut rec) in records {
+        if let Some(remote) = rec.remote_id.take() {
+            target.delete(&remote).await?;
+            removed += 1;
+        }
+        if rec.create_pending {
+            for found in target.find_by_marker(&event::marker(t, &booking)).await? {
+                target.delete(&found).await?;
+                removed += 1;
+            }
+        }
+        app.store.put_export_record(t, s, &booking, None)?;
+    }
+    app.store.flush().await?;
+    Ok((removed, guard))
+}
+
+/// `POST …/sources/{id}/sync` of an exporting source: a delivery pass now, parked
+/// bookings included; its log entry.
+pub async fn sync_now(
+    app: &App,
+    tenant: &TenantConfig,
+    source_id: &str,
+) -> Result<SyncLog, ExportError> {
+    let started = Utc::now();
+    let clock = std::time::Instant::now();
+    let pass = deliver(app, tenant, source_id, true).await?;
+    Ok(SyncLog {
+        started,
+        duration_ms: clock.elapsed().as_millis() as u64,
+        mode: "export".into(),
+        created: pass.created,
+        updated: pass.updated,
+        deleted: pass.deleted,
+        error: pass.error.or(pass.parked_error),
+    })
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn span_json(span: Span) -> Value {
+    let at = |ms| DateTime::<Utc>::from_timestamp_millis(ms).map(|t| ts(&t));
+    json!({"start": at(span.start), "end": at(span.end)})
+}
+
+/// How a booking stands with each exporting source, for its JSON.
+pub fn booking_exports(
+    app: &App,
+    tenant: &TenantConfig,
+    booking: &Booking,
+) -> Result<Vec<Value>, StoreError> {
+    let mut out = Vec::new();
+    for source in app.store.sources(&tenant.id)? {
+        if !source
+            .remote
+            .as_ref()
+            .is_some_and(|r| r.direction.exports())
+        {
+            continue;
+        }
+        let rec = app
+            .store
+            .export_record(&tenant.id, &source.id, &booking.id)?
+            .unwrap_or_default();
+        let state = if rec.parked.is_some() {
+            "failed"
+        } else if booking.status == BookingStatus::Cancelled {
+            if rec.remote_id.is_some() {
+                "pending"
+            } else {
+                "removed"
+            }
+        } else if rec.remote_id.is_some()
+            && rec.exported_etag.as_deref() == Some(booking.etag.as_str())
+        {
+            "exported"
+        } else {
+            "pending"
+        };
+        out.push(json!({
+            "source": source.id,
+            "event_id": rec.remote_id,
+            "state": state,
+            "error": rec.parked.as_ref().map(|p| p.error.clone()),
+            "external_change": rec.external.as_ref().map(|x| json!({
+                "detected": ts(&x.detected),
+                "external_time": span_json(x.span),
+                "outcome": x.outcome,
+                "detail": x.detail,
+            })),
+        }));
+    }
+    Ok(out)
+}
+
+/// The `export` part of a source's status.
+pub fn source_status(app: &App, tenant: &str, source: &Source) -> Result<Value, StoreError> {
+    if !source
+        .remote
+        .as_ref()
+        .is_some_and(|r| r.direction.exports())
+    {
+        return Ok(Value::Null);
+    }
+    let state = app.store.export_state(tenant, &source.id)?;
+    let pending = app
+        .store
+        .booking_changes_after(tenant, state.cursor, usize::MAX)?
+        .len();
+    Ok(json!({
+        "privacy": source.remote.as_ref().map(|r| r.privacy),
+        "pending_changes": pending,
+        "delivered": state.delivered,
+        "failed_bookings": app.store.export_parked_count(tenant, &source.id)?,
+        "last_success": state.last_success.as_ref().map(ts),
+        "last_error": state.last_error,
+        "last_error_at": state.last_error_at.as_ref().map(ts),
+        "retry_at": state.retry_at.as_ref().map(ts),
+        "consecutive_failures": state.consecutive_failures,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        for _ in 0..50 {
+            assert!(backoff(1) <= FIRST_BACKOFF);
+            assert!(backoff(3) <= FIRST_BACKOFF * 4);
+            assert!(backoff(30) <= MAX_BACKOFF);
+            assert!(backoff(30) >= MAX_BACKOFF / 4);
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! How a [`CalendarObject`] is laid out on disk.
+//!
+//! The iCalendar text is most of an object and what reads want (GET, multiget,
+//! calendar-query with data); inside a JSON record it would be a string full of
+//! escaped line ends that every read has to unescape. So a record is a small JSON
+//! head (everything else) followed by the text as raw bytes:
+//!
+//! ```text
+//! 0x01 | head length (u32 LE) | head JSON
+//!      | occurrence count (u32 LE) | count × (start i64 LE, end i64 LE, kind u8)
+//!      | iCalendar text (UTF-8)
+//! ```
+//!
+//! Occurrences are binary too: a daily series holds hundreds of them.
+//!
+//! Records written before this layout are plain JSON (they start with `{`) and
+//! are still read.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{BusySpan, CalendarObject, Span};
+
+use super::{kind_byte, kind_of};
+
+/// First byte of a record in this layout (JSON records start with `{`).
+const LAYOUT_V1: u8 = 0x01;
+
+#[derive(Serialize)]
+struct HeadOut<'a> {
+    id: &'a str,
+    uid: &'a Option<String>,
+    etag: &'a str,
+    updated: &'a DateTime<Utc>,
+    recurring: bool,
+    diagnostics: &'a [String],
+}
+
+#[derive(Deserialize)]
+struct HeadIn {
+    id: String,
+    uid: Option<String>,
+    etag: String,
+    updated: DateTime<Utc>,
+    recurring: bool,
+    diagnostics: Vec<String>,
+}
+
+/// Bytes of one occurrence.
+const OCCURRENCE_BYTES: usize = 17;
+
+pub fn encode(object: &CalendarObject) -> Vec<u8> {
+    let head = HeadOut {
+        id: &object.id,
+        uid: &object.uid,
+        etag: &object.etag,
+        updated: &object.updated,
+        recurring: object.recurring,
+        diagnostics: &object.diagnostics,
+    };
+    // Our own plain data always serialises.
+    let head = serde_json::to_vec(&head).expect("object heads serialise to JSON");
+    let occurrences = object.occurrences.len() * OCCURRENCE_BYTES;
+    let mut out = Vec::with_capacity(9 + head.len() + occurrences + object.ics.len());
+    out.push(LAYOUT_V1);
+    out.extend_from_slice(&(head.len() as u32).to_le_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&(object.occurrences.len() as u32).to_le_bytes());
+    for o in &object.occurrences {
+        out.extend_from_slice(&o.span.start.to_le_bytes());
+        out.extend_from_slice(&o.span.end.to_le_bytes());
+        out.push(kind_byte(o.kind));
+    }
+    out.extend_from_slice(object.ics.as_bytes());
+    out
+}
+
+/// Why a record could not be read.
+pub fn decode(raw: &[u8]) -> Result<CalendarObject, String> {
+    match raw.first() {
+        Some(&LAYOUT_V1) => {}
+        Some(b'{') => return serde_json::from_slice(raw).map_err(|e| e.to_string()),
+        _ => return Err("unknown record layout".into()),
+    }
+    let head_end = 5 + read_u32(raw, 1)? as usize;
+    let head: HeadIn = serde_json::from_slice(raw.get(5..head_end).ok_or("truncated record head")?)
+        .map_err(|e| e.to_string())?;
+    let count = read_u32(raw, head_end)? as usize;
+    let spans_start = head_end + 4;
+    let spans_end = count
+        .checked_mul(OCCURRENCE_BYTES)
+        .and_then(|n| n.checked_add(spans_start))
+        .filter(|&end| end <= raw.len())
+        .ok_or("truncated occurrences")?;
+    let occurrences = raw[spans_start..spans_end]
+        .chunks_exact(OCCURRENCE_BYTES)
+        .map(|o| {
+            let i64_at = |at: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&o[at..at + 8]);
+                i64::from_le_bytes(b)
+            };
+            BusySpan {
+                span: Span::new(i64_at(0), i64_at(8)),
+                kind: kind_of(o.get(16)),
+            }
+        })
+        .collect();
+    let ics = std::str::from_utf8(&raw[spans_end..]).map_err(|e| e.to_string())?;
+    Ok(CalendarObject {
+        id: head.id,
+        uid: head.uid,
+        ics: ics.to_owned(),
+        etag: head.etag,
+        updated: head.updated,
+        recurring: head.recurring,
+        diagnostics: head.diagnostics,
+        occurrences,
+    })
+}
+
+fn read_u32(raw: &[u8], at: usize) -> Result<u32, String> {
+    let bytes: [u8; 4] = raw
+        .get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("truncated record")?;
+    Ok(u32::from_le_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BusyKind, Span};
+
+    fn object() -> CalendarObject {
+        CalendarObject {
+            id: "a.ics".into(),
+            uid: Some("u-1".into()),
+            ics: "BEGIN:VCALENDAR\r\nSUMMARY:caf\u{e9} \"x\"\r\nEND:VCALENDAR\r\n".into(),
+            etag: "\"e1\"".into(),
+            updated: DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
+            recurring: true,
+            diagnostics: vec!["unknown zone".into()],
+            occurrences: vec![
+                BusySpan {
+                    span: Span::new(1, 2),
+                    kind: BusyKind::Busy,
+                },
+                BusySpan {
+                    span: Span::new(-5, 1_800_000_000_000),
+                    kind: BusyKind::Free,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let o = object();
+        let raw = encode(&o);
+        assert_eq!(raw[0], LAYOUT_V1);
+        assert_eq!(decode(&raw), Ok(o));
+    }
+
+    #[test]
+    fn reads_json_records_written_before() {
+        let o = object();
+        let raw = serde_json::to_vec(&o).unwrap_or_default();
+        assert_eq!(decode(&raw), Ok(o));
+    }
+
+    #[test]
+    fn truncated_records_are_errors_not_panics() {
+        let raw = encode(&object());
+        for cut in [0, 1, 3, 5, 12, 90, 100] {
+            assert!(decode(&raw[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}

@@ -1,0 +1,801 @@
+//! Booking export end to end (issue 6): bookings made over the API appear in the
+//! mock Google / Microsoft calendars and follow every change; retries honour
+//! Retry-After; permanent failures are parked and reported; our own events are
+//! recognised when the same calendar is imported; external moves are reported
+//! (or applied); disconnecting keeps or purges the exported events.
+
+mod common;
+mod export_support;
+#[path = "common/providers/mod.rs"]
+mod providers;
+
+use std::time::{Duration, Instant};
+
+use export_support::{Gw, Provider, SOURCE, Setup, call, connect, drained, slot, source, until};
+use providers::Fault;
+use providers::google::GoogleMock;
+use providers::graph::{DEFAULT_CALENDAR_ID, GraphMock};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn google(setup: impl FnOnce(&mut Setup)) -> (GoogleMock, Gw) {
+    let g = GoogleMock::start().await;
+    let mut s = Setup::google(&g);
+    setup(&mut s);
+    let gw = Gw::start(&s).await;
+    connect(&gw.client, &gw.base, Provider::Google).await;
+    (g, gw)
+}
+
+async fn graph(setup: impl FnOnce(&mut Setup)) -> (GraphMock, Gw) {
+    let m = GraphMock::start().await;
+    let mut s = Setup::microsoft(&m, DEFAULT_CALENDAR_ID);
+    setup(&mut s);
+    let gw = Gw::start(&s).await;
+    connect(&gw.client, &gw.base, Provider::Microsoft).await;
+    (m, gw)
+}
+
+async fn create(gw: &Gw, body: &Value) -> Value {
+    let (status, b) = call(&gw.client, &gw.base, Method::POST, "/bookings", Some(body)).await;
+    assert_eq!(status, 201, "{b}");
+    b
+}
+
+async fn patch(gw: &Gw, id: &str, body: &Value) -> Value {
+    let (status, b) = call(
+        &gw.client,
+        &gw.base,
+        Method::PATCH,
+        &format!("/bookings/{id}"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 200, "{b}");
+    b
+}
+
+async fn booking(gw: &Gw, id: &str) -> Value {
+    let (status, b) = call(
+        &gw.client,
+        &gw.base,
+        Method::GET,
+        &format!("/bookings/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{b}");
+    b
+}
+
+/// Runs the source's import now (waiting out a scheduled run in progress).
+async fn import_now(gw: &Gw, mode: &str) {
+    until("a manual import", WAIT, || async {
+        let (status, log) = call(
+            &gw.client,
+            &gw.base,
+            Method::POST,
+            &format!("/sources/{SOURCE}/sync?mode={mode}"),
+            None,
+        )
+        .await;
+        match status {
+            200 => Ok(()),
+            409 if log["type"]
+                .as_str()
+                .is_some_and(|t| t.contains("sync-running")) =>
+            {
+                Err(log.to_string())
+            }
+            _ => panic!("import failed: {status} {log}"),
+        }
+    })
+    .await;
+}
+
+fn marker(id: &str) -> String {
+    format!("salon/{id}")
+}
+
+/// Live Google events carrying our marker for `id`.
+fn google_events(g: &GoogleMock, id: &str) -> Vec<Value> {
+    g.events_with_private_property(&g.primary_id(), "gatewayBookingId", &marker(id))
+}
+
+fn graph_marker(e: &Value) -> Option<String> {
+    e.get("singleValueExtendedProperties")?
+        .as_array()?
+        .iter()
+        .find(|p| {
+            p["id"]
+                .as_str()
+                .is_some_and(|i| i.to_ascii_lowercase().contains("gatewaybookingid"))
+        })?["value"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn graph_events(m: &GraphMock, id: &str) -> Vec<Value> {
+    m.live_events(DEFAULT_CALENDAR_ID)
+        .into_iter()
+        .filter(|e| graph_marker(e).as_deref() == Some(marker(id).as_str()))
+        .collect()
+}
+
+async fn google_event_when(
+    g: &GoogleMock,
+    id: &str,
+    what: &str,
+    check: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    until(what, WAIT, || async {
+        let events = google_events(g, id);
+        if check(&events) {
+            Ok(())
+        } else {
+            Err(format!("{events:?}"))
+        }
+    })
+    .await;
+    google_events(g, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_create_move_edit_cancel_delete() {
+    let (g, gw) = google(|_| {}).await;
+    let b = create(&gw, &slot(1, 10, 45, "Haircut")).await;
+    let id = b["id"].as_str().expect("id").to_owned();
+
+    let events = google_event_when(&g, &id, "the insert", |e| e.len() == 1).await;
+    let e = &events[0];
+    assert_eq!(e["summary"], "Haircut (Colour)");
+    assert_eq!(e["location"], "Chair 2");
+    assert_eq!(e["start"]["timeZone"], "Europe/Paris");
+    assert_eq!(e["start"]["dateTime"], "2026-12-01T10:00:00+01:00");
+    assert_eq!(e["end"]["dateTime"], "2026-12-01T10:45:00+01:00");
+    let description = e["description"].as_str().expect("description");
+    assert!(description.contains("ana@example.com"), "{description}");
+    assert!(description.contains("Allergic to ammonia"), "{description}");
+    assert!(
+        description.contains(&format!(
+            "http://gateway.test/api/v1/tenants/salon/bookings/{id}"
+        )),
+        "{description}"
+    );
+    assert_eq!(
+        e["extendedProperties"]["private"]["gatewaySource"],
+        json!(SOURCE)
+    );
+    let event_id = e["id"].as_str().expect("event id").to_owned();
+    let inserts = || {
+        g.api_requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/events"))
+            .count()
+    };
+    assert_eq!(inserts(), 1);
+    // Visible on the booking.
+    drained(&gw.client, &gw.base, WAIT).await;
+    let shown = booking(&gw, &id).await;
+    assert_eq!(shown["exports"][0]["state"], "exported", "{shown}");
+    assert_eq!(shown["exports"][0]["event_id"], json!(event_id));
+
+    // Move and edit: the same event follows.
+    patch(
+        &gw,
+        &id,
+        &json!({"start": "2026-12-01T14:00:00+01:00", "end": "2026-12-01T15:00:00+01:00", "title": "Cut & colour"}),
+    )
+    .await;
+    let events = google_event_when(&g, &id, "the move", |e| {
+        e.len() == 1 && e[0]["start"]["dateTime"] == "2026-12-01T14:00:00+01:00"
+    })
+    .await;
+    assert_eq!(events[0]["id"], json!(event_id), "patched, not re-created");
+    assert_eq!(events[0]["summary"], "Cut & colour (Colour)");
+    assert_eq!(events[0]["end"]["dateTime"], "2026-12-01T15:00:00+01:00");
+
+    // Cancel: the event goes; confirm again: a new one comes.
+    patch(&gw, &id, &json!({"status": "cancelled"})).await;
+    google_event_when(&g, &id, "the cancellation", |e| e.is_empty()).await;
+    patch(&gw, &id, &json!({"status": "confirmed"})).await;
+    let events = google_event_when(&g, &id, "the re-creation", |e| e.len() == 1).await;
+    assert_ne!(events[0]["id"], json!(event_id));
+
+    // Delete: gone; nothing is left over.
+    let (status, _) = call(
+        &gw.client,
+        &gw.base,
+        Method::DELETE,
+        &format!("/bookings/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    google_event_when(&g, &id, "the deletion", |e| e.is_empty()).await;
+    drained(&gw.client, &gw.base, WAIT).await;
+    assert!(g.live_events(&g.primary_id()).is_empty());
+
+    // A booking created and cancelled before delivery costs nothing remotely
+    // (both changes are coalesced into its latest state) — or at worst a create
+    // and its delete; never a leftover.
+    let b2 = create(&gw, &slot(2, 9, 30, "Quick")).await;
+    let id2 = b2["id"].as_str().expect("id").to_owned();
+    patch(&gw, &id2, &json!({"status": "cancelled"})).await;
+    drained(&gw.client, &gw.base, WAIT).await;
+    assert!(google_events(&g, &id2).is_empty());
+    let log = call(
+        &gw.client,
+        &gw.base,
+        Method::GET,
+        &format!("/sources/{SOURCE}/logs"),
+        None,
+    )
+    .await
+    .1;
+    assert!(
+        log["logs"]
+            .as_array()
+            .expect("logs")
+            .iter()
+            .any(|l| l["mode"] == "export" && l["created"].as_u64() >= Some(1)),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_privacy_hides_customer_details() {
+    let (g, gw) = google(|s| s.privacy = "busy").await;
+    let b = create(&gw, &slot(3, 10, 60, "Root canal")).await;
+    let id = b["id"].as_str().expect("id").to_owned();
+    let events = google_event_when(&g, &id, "the insert", |e| e.len() == 1).await;
+    let text = events[0].to_string();
+    assert_eq!(events[0]["summary"], "Busy");
+    for private in [
+        "Root canal",
+        "Ana Lima",
+        "ana@example.com",
+        "+33 6",
+        "Chair 2",
+        "ammonia",
+        "Colour",
+    ] {
+        assert!(!text.contains(private), "{private} leaked: {text}");
+    }
+    assert_eq!(events[0]["start"]["dateTime"], "2026-12-03T10:00:00+01:00");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_honour_retry_after_and_survive_500() {
+    let (g, gw) = google(|_| {}).await;
+    // The first insert is throttled with Retry-After: 2 s.
+    g.faults().push(Fault::status_retry_after(429, "2"));
+    let started = Instant::now();
+    let b = create(&gw, &slot(4, 10, 30, "Throttled")).await;
+    let id = b["id"].as_str().expect("id").to_owned();
+    google_event_when(&g, &id, "the insert after 429", |e| e.len() == 1).await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(2), "retried after {waited:?}");
+    let status = source(&gw.client, &gw.base).await;
+    assert!(
+        status["status"]["export"]["consecutive_failures"] == json!(0),
+        "{status}"
+    );
+
+    // Two 500s: retried with backoff, delivered once.
+    g.faults().push_n(2, Fault::status(500));
+    let b = create(&gw, &slot(4, 14, 30, "Flaky")).await;
+    let id = b["id"].as_str().expect("id").to_owned();
+    google_event_when(&g, &id, "the insert after 500s", |e| e.len() == 1).await;
+    drained(&gw.client, &gw.base, WAIT).await;
+    assert_eq!(g.live_events(&g.primary_id()).len(), 2);
+    let posts = g
+        .api_requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/events"))
+        .count();
+    // 429 then the insert; 500, then (the create may have landed) a lookup by
+    // marker that meets the second 500, another lookup, and the insert.
+    assert_eq!(posts, 4);
+    let lookups = g
+        .api_requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.query_param("privateExtendedProperty").is_some())
+        .count();
+    assert_eq!(lookups, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_target_calendar_parks_bookings_and_says_so() {
+    let (g, gw) = google(|_| {}).await;
+    let first = create(&gw, &slot(7, 10, 30, "Before")).await;
+    let first = first["id"].as_str().expect("id").to_owned();
+    google_event_when(&g, &first, "the first insert", |e| e.len() == 1).await;
+
+    g.remove_calendar(&g.primary_id());
+    let b = create(&gw, &slot(7, 11, 30, "Lost")).await;
+    let id = b["id"].as_str().expect("id").to_owned();
+    until("the booking to be parked", WAIT, || async {
+        let s = source(&gw.client, &gw.base).await;
+        if s["status"]["export"]["failed_bookings"] == json!(1) {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    let s = source(&gw.client, &gw.base).await;
+    let error = s["status"]["last_error"]
+        .as_str()
+        .expect("an error")
+        .to_owned();
+    assert!(error.contains("404"), "{error}");
+    assert!(error.contains("calendar"), "{error}");
+    assert_eq!(s["status"]["export"]["pending_changes"], json!(0), "{s}");
+    let shown = booking(&gw, &id).await;
+    assert_eq!(shown["exports"][0]["state"], "failed", "{shown}");
+    let logs = call(
+        &gw.client,
+        &gw.base,
+        Method::GET,
+        &format!("/sources/{SOURCE}/logs"),
+        None,
+    )
+    .await
+    .1;
+    assert!(
+        logs["logs"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("404")),
+        "{logs}"
+    );
+
+    // Not retried forever: another booking costs one more attempt, the parked one none.
+    let attempts = |g: &GoogleMock| {
+        g.api_requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/events"))
+            .count()
+    };
+    let before = attempts(&g);
+    let b2 = create(&gw, &slot(7, 15, 30, "Also lost")).await;
+    assert!(b2["id"].is_string());
+    until("the second booking to be parked", WAIT, || async {
+        let s = source(&gw.client, &gw.base).await;
+        if s["status"]["export"]["failed_bookings"] == json!(2) {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    assert_eq!(attempts(&g), before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_directions_count_our_events_once_and_report_external_moves() {
+    let (g, gw) = google(|s| s.direction = "both").await;
+    let b = create(&gw, &slot(8, 10, 60, "Perm")).await;
+    let id = b["id"].as_str().expect("id").to_owned();
+    let events = google_event_when(&g, &id, "the insert", |e| e.len() == 1).await;
+    drained(&gw.client, &gw.base, WAIT).await;
+
+    // Import the same calendar: our event comes back.
+    import_now(&gw, "full").await;
+    let range = "start=2026-12-08T00:00:00Z&end=2026-12-09T00:00:00Z";
+    let (status, fb) = call(
+        &gw.client,
+        &gw.base,
+        Method::GET,
+        &format!("/freebusy?{range}&detail=true"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{fb}");
+    let busy = fb["busy"].as_array().expect("busy");
+    assert_eq!(busy.len(), 1, "{fb}");
+    assert_eq!(
+        busy[0]["sources"].as_array().map(Vec::len),
+        Some(1),
+        "counted once: {fb}"
+    );
+    assert_eq!(busy[0]["sources"][0]["source"], "bookings", "{fb}");
+    // The event was imported (so this is not vacuous), as transparent time.
+    assert_eq!(source(&gw.client, &gw.base).await["events"], 1);
+    let (_, conflicts) = call(
+        &gw.client,
+        &gw.base,
+        Method::GET,
+        "/conflicts?status=all",
+        None,
+    )
+    .await;
+    assert_eq!(conflicts["conflicts"], json!([]), "{conflicts}");
+
+    // Moving the booking re-exports; the import sees our own change, not an external one.
+    patch(
+        &gw,
+        &id,
+        &json!({"start": "2026-12-08T11:00:00+01:00", "end": "2026-12-08T12:00:00+01:00"}),
+    )
+    .await;
+    google_event_when(&g, &id, "the move", |e| {
+        e.len() == 1 && e[0]["start"]["dateTime"] == "2026-12-08T11:00:00+01:00"
+    })
+    .await;
+    import_now(&gw, "incremental").await;
+    let shown = booking(&gw, &id).await;
+    assert_eq!(
+        shown["exports"][0]["external_change"],
+        Value::Null,
+        "{shown}"
+    );
+
+    // Someone drags the event in Google: reported, booking unchanged.
+    let event_id = events[0]["id"].as_str().expect("event id");
+    g.patch_event(
+        &g.primary_id(),
+        event_id,
+        json!({"start": {"dateTime": "2026-12-08T15:00:00+01:00", "timeZone": "Europe/Paris"},
+               "end": {"dateTime": "2026-12-08T16:00:00+01:00", "timeZone": "Europe/Paris"}}),
+    );
+    import_now(&gw, "incremental").await;
+    let shown = booking(&gw, &id).await;
+    let change = &shown["exports"][0]["external_change"];
+    assert_eq!(change["outcome"], "reported", "{shown}");
+    assert_eq!(change["external_time"]["start"], "2026-12-08T14:00:00.000Z");
+    assert_eq!(shown["start"], "2026-12-08T11:00:00+01:00");
+    // Still counted once, at the booking's time.
+    let (_, fb) = call(
+        &gw.client,
+        &gw.base,
+        Method::GET,
+        &format!("/freebusy?{range}&detail=true"),
+        None,
+    )
+    .await;
+    assert_eq!(fb["busy"].as_array().map(Vec::len), Some(1), "{fb}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_external_moves_move_the_booking_with_the_conflict_check() {
+    let (g, gw) = google(|s| {
+        s.direction = "both";
+        s.accept_external_moves = true;
+    })
+    .await;
+    let b = create(&gw, &slot(9, 10, 60, "Movable")).await;
+    let id = b["id"].as_str().expect("id").to_owned();
+    let other = create(&gw, &slot(9, 16, 60, "Fixed")).await;
+    assert!(other["id"].is_string());
+    let events = google_event_when(&g, &id, "the insert", |e| e.len() == 1).await;
+    drained(&gw.client, &gw.base, WAIT).await;
+    let sync = || import_now(&gw, "incremental");
+    sync().await;
+    let event_id = events[0]["id"].as_str().expect("id");
+    let move_to = |h: u32| {
+        json!({"start": {"dateTime": format!("2026-12-09T{h}:00:00+01:00"), "timeZone": "Europe/Paris"},
+               "end": {"dateTime": format!("2026-12-09T{}:00:00+01:00", h + 1), "timeZone": "Europe/Paris"}})
+    };
+    // Onto free time: applied.
+    g.patch_event(&g.primary_id(), event_id, move_to(13));
+    sync().await;
+    let shown = booking(&gw, &id).await;
+    assert_eq!(shown["start"], "2026-12-09T13:00:00+01:00", "{shown}");
+    assert_eq!(shown["exports"][0]["external_change"]["outcome"], "applied");
+    // The applied move is exported back (same time) before the next drag.
+    drained(&gw.client, &gw.base, WAIT).await;
+    // Onto the other booking: refused, reported.
+    g.patch_event(&g.primary_id(), event_id, move_to(16));
+    sync().await;
+    let shown = booking(&gw, &id).await;
+    assert_eq!(shown["start"], "2026-12-09T13:00:00+01:00", "{shown}");
+    assert_eq!(
+        shown["exports"][0]["external_change"]["outcome"], "rejected",
+        "{shown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_keeps_exported_events_unless_purged() {
+    // Keep.
+    let (g, gw) = google(|_| {}).await;
+    let b = create(&gw, &slot(10, 10, 30, "Kept")).await;
+    let id = b["id"].as_str().expect("id").to_owned();
+    google_event_when(&g, &id, "the insert", |e| e.len() == 1).await;
+    drained(&gw.client, &gw.base, WAIT).await;
+    let (status, _) = call(
+        &gw.client,
+        &gw.base,
+        Method::DELETE,
+        &format!("/sources/{SOURCE}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    // Later changes are not exported any more.
+    patch(&gw, &id, &json!({"title": "Changed after disconnect"})).await;
+    create(&gw, &slot(10, 14, 30, "After")).await;
+    let requests = g.api_requests().len();
+    // No delivery pass can run for the source any more (the deliverer runs only
+    // what deliver accepts), and none ran.
+    let app = gw.app();
+    let tenant = app.tenant("salon").expect("salon");
+    let refused = calgate::export::deliver(app, tenant, SOURCE, false).await;
+    assert!(
+        matches!(refused, Err(calgate::export::ExportError::UnknownSource(_))),
+        "{refused:?}"
+    );
+    assert_eq!(g.api_requests().len(), requests);
+    let events = google_events(&g, &id);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["summary"], "Kept (Colour)");
+
+    // Purge.
+    let (g, gw) = google(|_| {}).await;
+    for h in [10, 11, 12] {
+        create(&gw, &slot(11, h, 30, "Purged")).await;
+    }
+    until("three inserts", WAIT, || async {
+        match g.live_events(&g.primary_id()).len() {
+            3 => Ok(()),
+            n => Err(format!("{n} events")),
+        }
+    })
+    .await;
+    drained(&gw.client, &gw.base, WAIT).await;
+    let (status, body) = call(
+        &gw.client,
+        &gw.base,
+        Method::DELETE,
+        &format!("/sources/{SOURCE}?purge=true"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    assert!(g.live_events(&g.primary_id()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_create_move_cancel_and_import_loop() {
+    let (m, gw) = graph(|s| s.direction = "both").await;
+    let b = create(&gw, &slot(14, 10, 45, "Beard trim")).await;
+    let id = b["id"].as_str().expect("id").to_owned();
+    until("the Graph create", WAIT, || async {
+        match graph_events(&m, &id).len() {
+            1 => Ok(()),
+            n => Err(format!("{n} events")),
+        }
+    })
+    .await;
+    let e = graph_events(&m, &id).remove(0);
+    assert_eq!(e["subject"], "Beard trim (Colour)");
+    assert_eq!(e["start"]["timeZone"], "Europe/Paris");
+    assert!(
+        e["start"]["dateTime"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2026-12-14T10:00:00")),
+        "{e}"
+    );
+    assert_eq!(e["showAs"], "busy");
+    assert_eq!(e["isReminderOn"], false);
+    assert!(
+        e["transactionId"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("calgate-") && t.ends_with(&id)),
+        "{e}"
+    );
+    assert!(
+        e["body"]["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("ana@example.com"))
+    );
+    let event_id = e["id"].as_str().expect("id").to_owned();
+
+    // Import the same calendar: delta has no extended properties; the event is
+    // recognised by its id / transactionId and not counted twice.
+    import_now(&gw, "full").await;
+    let range = "start=2026-12-14T00:00:00Z&end=2026-12-15T00:00:00Z";
+    let (_, fb) = call(
+        &gw.client,
+        &gw.base,
+        Method::GET,
+        &format!("/freebusy?{range}&detail=true"),
+        None,
+    )
+    .await;
+    assert_eq!(fb["busy"].as_array().map(Vec::len), Some(1), "{fb}");
+    assert_eq!(
+        fb["busy"][0]["sources"].as_array().map(Vec::len),
+        Some(1),
+        "{fb}"
+    );
+    assert_eq!(fb["busy"][0]["sources"][0]["source"], "bookings", "{fb}");
+    assert_eq!(source(&gw.client, &gw.base).await["events"], 1);
+
+    patch(
+        &gw,
+        &id,
+        &json!({"start": "2026-12-14T15:00:00+01:00", "end": "2026-12-14T15:45:00+01:00"}),
+    )
+    .await;
+    until("the Graph update", WAIT, || async {
+        let e = graph_events(&m, &id);
+        match e.first().and_then(|e| e["start"]["dateTime"].as_str()) {
+            Some(t) if t.starts_with("2026-12-14T15:00:00") && e.len() == 1 => Ok(()),
+            _ => Err(format!("{e:?}")),
+        }
+    })
+    .await;
+    assert_eq!(graph_events(&m, &id)[0]["id"], json!(event_id));
+
+    patch(&gw, &id, &json!({"status": "cancelled"})).await;
+    until("the Graph delete", WAIT, || async {
+        match graph_events(&m, &id).len() {
+            0 => Ok(()),
+            n => Err(format!("{n} events")),
+        }
+    })
+    .await;
+    // Throttled with a fractional Retry-After, then delivered.
+    m.faults().push(Fault::status_retry_after(429, "0.3"));
+    patch(&gw, &id, &json!({"status": "confirmed"})).await;
+    until("the Graph re-create", WAIT, || async {
+        match graph_events(&m, &id).len() {
+            1 => Ok(()),
+            n => Err(format!("{n} events")),
+        }
+    })
+    .await;
+    drained(&gw.client, &gw.base, WAIT).await;
+    assert_eq!(m.live_events(DEFAULT_CALENDAR_ID).len(), 1);
+}
+
+/// Starts the real binary on `config`; (child, base URL).
+fn spawn_gateway(config: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_file_name("server.log"))
+        .expect("log file");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_calgate"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("calgate starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("listening line");
+    let base = line
+        .trim()
+        .strip_prefix("calgate listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (child, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_the_provider_created_the_event_leaves_exactly_one() {
+    let g = GoogleMock::start().await;
+    let setup = Setup::google(&g);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, setup.config_text(&dir.path().join("data"))).expect("config");
+    let client = export_support::client();
+
+    let (mut child, base) = spawn_gateway(&config);
+    connect(&client, &base, Provider::Google).await;
+    // The provider creates events at once but answers only after 5 s.
+    g.set_latency(Duration::from_secs(5));
+    let (status, b) = call(
+        &client,
+        &base,
+        Method::POST,
+        "/bookings",
+        Some(&slot(15, 10, 30, "Crash")),
+    )
+    .await;
+    assert_eq!(status, 201, "{b}");
+    let id = b["id"].as_str().expect("id").to_owned();
+    until("the provider to hold the event", WAIT, || async {
+        match google_events(&g, &id).len() {
+            1 => Ok(()),
+            n => Err(format!("{n} events")),
+        }
+    })
+    .await;
+    // The insert succeeded remotely; its answer (the event id) is still on the way.
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    g.set_latency(Duration::ZERO);
+    let remote_id = google_events(&g, &id)[0]["id"].clone();
+    g.clear_requests();
+
+    let (mut child, base) = spawn_gateway(&config);
+    drained(&client, &base, WAIT).await;
+    let (_, shown) = call(
+        &client,
+        &base,
+        Method::GET,
+        &format!("/bookings/{id}"),
+        None,
+    )
+    .await;
+    child.kill().expect("stop");
+    child.wait().expect("reaped");
+    let events = google_events(&g, &id);
+    assert_eq!(events.len(), 1, "no second event: {events:?}");
+    assert_eq!(g.live_events(&g.primary_id()).len(), 1);
+    assert_eq!(shown["exports"][0]["event_id"], remote_id, "{shown}");
+    assert_eq!(shown["exports"][0]["state"], "exported", "{shown}");
+    let requests = g.api_requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "GET" && r.query_param("privateExtendedProperty").is_some()),
+        "recovered by marker lookup"
+    );
+    assert!(
+        !requests.iter().any(|r| r.method == "POST"),
+        "no second insert"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pointing_the_source_at_another_calendar_exports_there_afresh() {
+    let (g, gw) = google(|_| {}).await;
+    let team = "team#rota@group.calendar.google.com";
+    g.add_calendar(team, "Team rota", "Europe/Paris", "owner");
+    let b = create(&gw, &slot(16, 10, 30, "Moving house")).await;
+    let id = b["id"].as_str().expect("id").to_owned();
+    google_event_when(&g, &id, "the insert", |e| e.len() == 1).await;
+    drained(&gw.client, &gw.base, WAIT).await;
+
+    // What PATCH …/sources/{id} {"calendar": …} stores.
+    let app = gw.app();
+    let mut source = app
+        .store
+        .source("salon", SOURCE)
+        .expect("store")
+        .expect("source");
+    if let Some(remote) = source.remote.as_mut() {
+        remote.target = team.to_owned();
+    }
+    app.store.put_source("salon", &source).expect("stored");
+    app.export.wake();
+
+    until("the booking in the new calendar", WAIT, || async {
+        match g
+            .events_with_private_property(team, "gatewayBookingId", &marker(&id))
+            .len()
+        {
+            1 => Ok(()),
+            n => Err(format!("{n} events")),
+        }
+    })
+    .await;
+    // The old calendar keeps its event (as on a disconnect); later changes go to
+    // the new calendar only.
+    assert_eq!(google_events(&g, &id).len(), 1);
+    patch(&gw, &id, &json!({"title": "Moved"})).await;
+    until("the edit in the new calendar", WAIT, || async {
+        let e = g.events_with_private_property(team, "gatewayBookingId", &marker(&id));
+        match e.first().map(|e| e["summary"].clone()) {
+            Some(s) if s == "Moved (Colour)" && e.len() == 1 => Ok(()),
+            _ => Err(format!("{e:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        google_events(&g, &id)[0]["summary"],
+        "Moving house (Colour)"
+    );
+}

@@ -1304,6 +1304,55 @@ async fn listings_and_expansions_follow_every_change() {
         second
     );
 
+    // Multiget answers from the stored text: the new version, 404 for the deleted,
+    // the same bytes whichever properties are asked beside calendar-data.
+    let multiget = |props: &str| {
+        report_body(&format!(
+            r#"<C:calendar-multiget xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop>{props}</D:prop><D:href>{cal}ev1.ics</D:href><D:href>{cal}ev0.ics</D:href><D:href>{cal}ev2.ics</D:href></C:calendar-multiget>"#
+        ))
+    };
+    let (status, _, fast) = dav
+        .send(
+            "REPORT",
+            cal,
+            None,
+            &multiget("<D:getetag/><C:calendar-data/>"),
+        )
+        .await;
+    assert_eq!(status, 207);
+    assert_eq!(hrefs_and_etags(&fast).len(), 2, "{fast}");
+    assert!(
+        fast.contains(&format!("<d:getetag>{new_etag}</d:getetag>")),
+        "{fast}"
+    );
+    assert!(fast.contains("SUMMARY:Dentist, moved&#13;"), "{fast}");
+    assert!(
+        fast.contains(&format!(
+            "<d:href>{cal}ev0.ics</d:href><d:status>HTTP/1.1 404 Not Found</d:status>"
+        )),
+        "{fast}"
+    );
+    let (_, _, general) = dav
+        .send(
+            "REPORT",
+            cal,
+            None,
+            &multiget("<D:getetag/><C:calendar-data/><D:getcontenttype/>"),
+        )
+        .await;
+    let data = |body: &str| -> Vec<String> {
+        body.split("<cal:calendar-data>")
+            .skip(1)
+            .filter_map(|d| d.split("</cal:calendar-data>").next().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(data(&fast), data(&general));
+    assert_eq!(data(&fast).len(), 2);
+    assert!(
+        general.contains("<d:getcontenttype>text/calendar"),
+        "{general}"
+    );
+
     // Bookings: an API move changes the member's ETag in the next listing.
     let (status, created, etag) = s
         .create(&booking("2026-12-07", "10:00", "11:00", "Cut"))

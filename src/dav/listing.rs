@@ -50,6 +50,8 @@ pub struct Member {
     etag_xml: String,
     length_xml: String,
     modified_xml: String,
+    /// Only a template's placeholder has a body (a marker); listings hold none.
+    pub body: Option<String>,
 }
 
 impl Member {
@@ -66,6 +68,7 @@ impl Member {
             etag_xml: xml::escape_text(&etag).into_owned(),
             length_xml: length.to_string(),
             modified_xml: xml::escape_text(&last_modified).into_owned(),
+            body: None,
             name,
             seq,
             etag,
@@ -86,6 +89,7 @@ impl Member {
             etag_xml: String::new(),
             length_xml: marker(Slot::Length),
             modified_xml: String::new(),
+            body: Some(marker(Slot::Data)),
         }
     }
 
@@ -273,15 +277,24 @@ pub fn resource_name(cal: &Calendar, id: &str) -> String {
     }
 }
 
+/// A value a [`Template`] leaves open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
+pub enum Slot {
     Href,
     Etag,
     Length,
     Modified,
+    /// `calendar-data` (as stored, not expanded).
+    Data,
 }
 
-const SLOTS: [Slot; 4] = [Slot::Href, Slot::Etag, Slot::Length, Slot::Modified];
+const SLOTS: [Slot; 5] = [
+    Slot::Href,
+    Slot::Etag,
+    Slot::Length,
+    Slot::Modified,
+    Slot::Data,
+];
 
 /// Private-use code points: never escaped, never in a property name or fixed value.
 fn marker(slot: Slot) -> String {
@@ -352,16 +365,35 @@ impl Template {
         fixed + 16
     }
 
+    /// Whether the answer needs no value but those in `slots`.
+    pub fn needs_only(&self, slots: &[Slot]) -> bool {
+        self.parts.iter().all(|p| match p {
+            Part::Text(_) => true,
+            Part::Value(slot) => slots.contains(slot),
+        })
+    }
+
     /// Appends `member`'s answer to `out`.
     pub fn write(&self, member: &Member, out: &mut String) {
+        self.write_with(out, |slot, out| {
+            out.push_str(match slot {
+                Slot::Href => &member.href_xml,
+                Slot::Etag => &member.etag_xml,
+                Slot::Length => &member.length_xml,
+                Slot::Modified => &member.modified_xml,
+                // Listings hold no bodies: a template asking for one is not used on them.
+                Slot::Data => "",
+            })
+        });
+    }
+
+    /// Appends an answer whose values `value` writes (XML-escaped) into `out`.
+    pub fn write_with(&self, out: &mut String, mut value: impl FnMut(Slot, &mut String)) {
         for part in &self.parts {
-            out.push_str(match part {
-                Part::Text(text) => text,
-                Part::Value(Slot::Href) => &member.href_xml,
-                Part::Value(Slot::Etag) => &member.etag_xml,
-                Part::Value(Slot::Length) => &member.length_xml,
-                Part::Value(Slot::Modified) => &member.modified_xml,
-            });
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Value(slot) => value(*slot, out),
+            }
         }
     }
 }

@@ -204,6 +204,7 @@ impl Node {
                 _ => crate::feeds::render_booking(ctx.tenant, b),
             }),
             Node::Object(_, o) => Some(o.ics.clone()),
+            Node::Member(_, m) => m.body.clone(),
             _ => None,
         }
     }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::error::DavError;
-use super::listing::Template;
+use super::listing::{Slot, Template};
 use super::node::{self, Calendar, Ctx, Node};
 use super::paths::{self, DavPath};
 use super::xml::{
@@ -127,46 +127,92 @@ fn multiget(ctx: &Ctx<'_>, m: xml::CalendarMultiget) -> Result<Response<Body>, D
     let mut out = writer.begin();
     // Room for typical objects, so the answer is not copied as it grows.
     out.reserve(m.hrefs.len() * 2048);
-    // Hrefs usually share one calendar: look it up once.
-    let mut calendars: Vec<(String, Calendar)> = Vec::new();
-    let mut resolve = |path: DavPath| -> Option<Node> {
-        let DavPath::Object(tenant, cal, name) = &path else {
-            return node::resolve(ctx, &path).ok();
-        };
-        if *tenant != ctx.tenant.id {
-            return None;
-        }
-        let calendar = match calendars.iter().find(|(id, _)| id == cal) {
-            Some((_, c)) => c.clone(),
-            None => {
-                let c = node::calendar(ctx, cal).ok()?;
-                calendars.push((cal.clone(), c.clone()));
-                c
-            }
-        };
-        node::object(ctx, calendar, name).ok()
-    };
+    // Hrefs usually share one calendar: look it up once, with the template its
+    // objects are answered through when the stored text is all they need.
+    let mut calendars: Vec<(String, Calendar, Option<Template>)> = Vec::new();
+    let stored_text_will_do = m.calendar_data.as_ref().is_none_or(|d| d.expand.is_none());
     for href in &m.hrefs {
-        let found = paths::href_segments(href)
-            .and_then(|segs| DavPath::parse(&segs.iter().map(String::as_str).collect::<Vec<_>>()))
-            .and_then(&mut resolve)
-            .filter(|n| !n.is_collection());
-        let response = match found {
+        let path = paths::href_segments(href)
+            .and_then(|segs| DavPath::parse(&segs.iter().map(String::as_str).collect::<Vec<_>>()));
+        let found = match path {
+            Some(DavPath::Object(tenant, cal, name)) if tenant == ctx.tenant.id => {
+                let at = match calendars.iter().position(|(id, _, _)| *id == cal) {
+                    Some(at) => at,
+                    None => {
+                        let Ok(calendar) = node::calendar(ctx, &cal) else {
+                            writer.write_response(&mut out, &not_found(href));
+                            continue;
+                        };
+                        let template = match &calendar {
+                            Calendar::Source(_) if stored_text_will_do => {
+                                let template = Template::new(
+                                    &calendar,
+                                    |member| {
+                                        object_response(
+                                            ctx,
+                                            member,
+                                            &m.props,
+                                            m.calendar_data.as_ref(),
+                                        )
+                                    },
+                                    |response| {
+                                        let mut text = String::new();
+                                        writer.write_response(&mut text, response);
+                                        text
+                                    },
+                                )?;
+                                template
+                                    .needs_only(&[Slot::Href, Slot::Etag, Slot::Data])
+                                    .then_some(template)
+                            }
+                            _ => None,
+                        };
+                        calendars.push((cal.clone(), calendar, template));
+                        calendars.len() - 1
+                    }
+                };
+                let (_, calendar, template) = &calendars[at];
+                if let Some(template) = template {
+                    match ctx
+                        .app
+                        .store
+                        .object_text(&ctx.tenant.id, calendar.id(), &name)?
+                    {
+                        Some(text) => template.write_with(&mut out, |slot, out| match slot {
+                            Slot::Href => xml::escape_text_into(
+                                out,
+                                &paths::object_href(&ctx.tenant.id, calendar.id(), &name),
+                            ),
+                            Slot::Etag => xml::escape_text_into(out, &text.etag),
+                            Slot::Data => xml::escape_text_into(out, &text.ics),
+                            Slot::Length | Slot::Modified => {}
+                        }),
+                        None => writer.write_response(&mut out, &not_found(href)),
+                    }
+                    continue;
+                }
+                node::object(ctx, calendar.clone(), &name).ok()
+            }
+            Some(DavPath::Object(..)) | None => None,
+            Some(other) => node::resolve(ctx, &other).ok(),
+        };
+        let response = match found.filter(|n| !n.is_collection()) {
             Some(n) => xml::Response::Props(object_response(
                 ctx,
                 &n,
                 &m.props,
                 m.calendar_data.as_ref(),
             )?),
-            None => xml::Response::Status(xml::StatusResponse::new(
-                href.clone(),
-                xml::Status::NOT_FOUND,
-            )),
+            None => not_found(href),
         };
         writer.write_response(&mut out, &response);
     }
     out.push_str(&writer.end(None));
     Ok(super::multistatus(out))
+}
+
+fn not_found(href: &str) -> xml::Response {
+    xml::Response::Status(xml::StatusResponse::new(href, xml::Status::NOT_FOUND))
 }
 
 /// Parses our token for this collection; None when it is not one of ours for it.

@@ -207,6 +207,12 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("store records serialise to JSON")
 }
 
+/// An object's ETag and text as stored (see [`Store::object_text`]).
+pub struct ObjectText {
+    pub etag: String,
+    pub ics: String,
+}
+
 #[derive(Clone)]
 pub struct Store {
     bookings: sled::Tree,
@@ -749,6 +755,37 @@ impl Store {
             .get(&key)?
             .map(|raw| decode_object(&key, &raw))
             .transpose()
+    }
+
+    /// An object's ETag and iCalendar text, read without decoding the rest of its
+    /// record (occurrences, diagnostics).
+    pub fn object_text(
+        &self,
+        tenant: &str,
+        source: &str,
+        id: &str,
+    ) -> Result<Option<ObjectText>, StoreError> {
+        let key = join(&[tenant.as_bytes(), source.as_bytes(), id.as_bytes()]);
+        let Some(raw) = self.objects.get(&key)? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            match object_record::etag_and_text_offset(&raw).map_err(|e| corrupt(&key, e))? {
+                Some((etag, start)) => ObjectText {
+                    etag,
+                    ics: std::str::from_utf8(&raw[start..])
+                        .map_err(|e| corrupt(&key, e))?
+                        .to_owned(),
+                },
+                None => {
+                    let object = decode_object(&key, &raw)?;
+                    ObjectText {
+                        etag: object.etag,
+                        ics: object.ics,
+                    }
+                }
+            },
+        ))
     }
 
     /// Every object of a source, in id order.

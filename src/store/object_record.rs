@@ -119,6 +119,30 @@ pub fn decode(raw: &[u8]) -> Result<CalendarObject, String> {
     })
 }
 
+#[derive(Deserialize)]
+struct HeadEtag {
+    etag: String,
+}
+
+/// A record's ETag and the offset of its iCalendar text (not checked to be UTF-8),
+/// without decoding the rest (multiget wants only those). None for JSON records.
+pub fn etag_and_text_offset(raw: &[u8]) -> Result<Option<(String, usize)>, String> {
+    if raw.first() != Some(&LAYOUT_V1) {
+        return Ok(None);
+    }
+    let head_end = 5 + read_u32(raw, 1)? as usize;
+    let head: HeadEtag =
+        serde_json::from_slice(raw.get(5..head_end).ok_or("truncated record head")?)
+            .map_err(|e| e.to_string())?;
+    let count = read_u32(raw, head_end)? as usize;
+    let text_start = count
+        .checked_mul(OCCURRENCE_BYTES)
+        .and_then(|n| n.checked_add(head_end + 4))
+        .filter(|&end| end <= raw.len())
+        .ok_or("truncated occurrences")?;
+    Ok(Some((head.etag, text_start)))
+}
+
 fn read_u32(raw: &[u8], at: usize) -> Result<u32, String> {
     let bytes: [u8; 4] = raw
         .get(at..at + 4)
@@ -160,6 +184,25 @@ mod tests {
         let raw = encode(&o);
         assert_eq!(raw[0], LAYOUT_V1);
         assert_eq!(decode(&raw), Ok(o));
+    }
+
+    #[test]
+    fn etag_and_text_are_read_alone() {
+        let o = object();
+        let raw = encode(&o);
+        let (etag, at) = etag_and_text_offset(&raw)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        assert_eq!(etag, o.etag);
+        assert_eq!(&raw[at..], o.ics.as_bytes());
+        let json = serde_json::to_vec(&o).unwrap_or_default();
+        assert_eq!(etag_and_text_offset(&json), Ok(None));
+        assert!(etag_and_text_offset(&raw[..20]).is_err());
+        assert!(
+            etag_and_text_offset(&raw[..at - 1]).is_err(),
+            "occurrences cut"
+        );
     }
 
     #[test]

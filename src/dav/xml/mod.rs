@@ -50,5 +50,5 @@ pub use time::{Period, TimeRange, UtcDateTime};
 pub use value::{PropValue, XmlAttr, XmlElement};
 pub use write::{
     MultistatusWriter, Precondition, PropContent, Propstat, PropstatResponse, Response, Status,
-    StatusResponse, error_body, escape_attr, escape_text, href_list, multistatus,
+    StatusResponse, error_body, escape_attr, escape_text, escape_text_into, href_list, multistatus,
 };

@@ -498,6 +498,11 @@ pub fn escape_text(s: &str) -> Cow<'_, str> {
     escape(s, false)
 }
 
+/// [`escape_text`] appended to `out`, without an intermediate string.
+pub fn escape_text_into(out: &mut String, s: &str) {
+    escape_into(out, s, false);
+}
+
 /// Escapes an attribute value: as [`escape_text`], plus `"` and tab/LF as references (they
 /// would otherwise be normalised to spaces by the reader).
 pub fn escape_attr(s: &str) -> Cow<'_, str> {
@@ -505,7 +510,12 @@ pub fn escape_attr(s: &str) -> Cow<'_, str> {
 }
 
 fn escape(s: &str, attr: bool) -> Cow<'_, str> {
-    if !s.bytes().any(|b| is_special(b, attr)) {
+    let special = if attr {
+        &SPECIAL_IN_ATTR
+    } else {
+        &SPECIAL_IN_TEXT
+    };
+    if !s.bytes().any(|b| special[b as usize]) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + s.len() / 16 + 16);
@@ -513,52 +523,67 @@ fn escape(s: &str, attr: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Whether a byte may need a replacement: every such byte is ASCII, except the
-/// lead byte 0xEF of U+FFFE/U+FFFF.
-fn is_special(b: u8, attr: bool) -> bool {
-    match b {
-        b'&' | b'<' | b'>' | b'\r' | 0xEF => true,
-        b'"' | b'\n' | b'\t' => attr,
-        0..0x20 => true,
-        _ => false,
+/// Bytes that may need a replacement: every such byte is ASCII, except the lead
+/// byte 0xEF of U+FFFE/U+FFFF. A table, because calendar-data is escaped byte by
+/// byte on every REPORT.
+const fn special_bytes(attr: bool) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
     }
+    table[b'\t' as usize] = attr;
+    table[b'\n' as usize] = attr;
+    table[b'"' as usize] = attr;
+    table[b'&' as usize] = true;
+    table[b'<' as usize] = true;
+    table[b'>' as usize] = true;
+    table[0xEF] = true;
+    table
 }
+
+static SPECIAL_IN_TEXT: [bool; 256] = special_bytes(false);
+static SPECIAL_IN_ATTR: [bool; 256] = special_bytes(true);
 
 /// [`escape`] appended to `out`; runs between special bytes are copied whole.
 fn escape_into(out: &mut String, s: &str, attr: bool) {
-    let bytes = s.as_bytes();
-    out.reserve(s.len());
+    let special = if attr {
+        &SPECIAL_IN_ATTR
+    } else {
+        &SPECIAL_IN_TEXT
+    };
+    out.reserve(s.len() + s.len() / 16);
     let mut copied = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if !is_special(b, attr) {
-            i += 1;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        if !special[b as usize] || i < copied {
             continue;
         }
-        out.push_str(&s[copied..i]);
-        let (replacement, width): (&str, usize) = match b {
-            b'&' => ("&amp;", 1),
-            b'<' => ("&lt;", 1),
-            b'>' => ("&gt;", 1),
-            b'\r' => ("&#13;", 1),
-            b'"' => ("&quot;", 1),
-            b'\n' => ("&#10;", 1),
-            b'\t' => ("&#9;", 1),
+        let replacement = match b {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'\r' => "&#13;",
+            b'"' => "&quot;",
+            b'\n' => "&#10;",
+            b'\t' => "&#9;",
             0xEF => {
                 // A three-byte character U+F000..U+FFFF: only U+FFFE/U+FFFF are not XML.
-                let c = s[i..].chars().next().unwrap_or('\u{FFFD}');
-                if is_xml_char(c) {
-                    (&s[i..i + c.len_utf8()], c.len_utf8())
-                } else {
-                    ("\u{FFFD}", c.len_utf8())
+                match s[i..].chars().next() {
+                    Some(c) if !is_xml_char(c) => {
+                        out.push_str(&s[copied..i]);
+                        out.push('\u{FFFD}');
+                        copied = i + c.len_utf8();
+                    }
+                    _ => {}
                 }
+                continue;
             }
-            _ => ("\u{FFFD}", 1),
+            _ => "\u{FFFD}",
         };
+        out.push_str(&s[copied..i]);
         out.push_str(replacement);
-        i += width;
-        copied = i;
+        copied = i + 1;
     }
     out.push_str(&s[copied..]);
 }

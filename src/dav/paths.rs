@@ -36,6 +36,14 @@ pub fn escape(segment: &str) -> String {
     utf8_percent_encode(segment, SEGMENT).to_string()
 }
 
+/// [`escape`] appended to `out`. The result needs no XML escaping (`&`, `<` and
+/// `>` are percent-encoded).
+pub fn push_escaped(out: &mut String, segment: &str) {
+    for piece in utf8_percent_encode(segment, SEGMENT) {
+        out.push_str(piece);
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DavPath {
     Root,

@@ -129,14 +129,14 @@ fn multiget(ctx: &Ctx<'_>, m: xml::CalendarMultiget) -> Result<Response<Body>, D
     out.reserve(m.hrefs.len() * 2048);
     // Hrefs usually share one calendar: look it up once, with the template its
     // objects are answered through when the stored text is all they need.
-    let mut calendars: Vec<(String, Calendar, Option<Template>)> = Vec::new();
+    let mut calendars: Vec<(String, Calendar, Option<Template>, String)> = Vec::new();
     let stored_text_will_do = m.calendar_data.as_ref().is_none_or(|d| d.expand.is_none());
     for href in &m.hrefs {
         let path = paths::href_segments(href)
             .and_then(|segs| DavPath::parse(&segs.iter().map(String::as_str).collect::<Vec<_>>()));
         let found = match path {
             Some(DavPath::Object(tenant, cal, name)) if tenant == ctx.tenant.id => {
-                let at = match calendars.iter().position(|(id, _, _)| *id == cal) {
+                let at = match calendars.iter().position(|(id, ..)| *id == cal) {
                     Some(at) => at,
                     None => {
                         let Ok(calendar) = node::calendar(ctx, &cal) else {
@@ -167,11 +167,13 @@ fn multiget(ctx: &Ctx<'_>, m: xml::CalendarMultiget) -> Result<Response<Body>, D
                             }
                             _ => None,
                         };
-                        calendars.push((cal.clone(), calendar, template));
+                        let href = paths::calendar_href(&ctx.tenant.id, calendar.id());
+                        let href = xml::escape_text(&href).into_owned();
+                        calendars.push((cal.clone(), calendar, template, href));
                         calendars.len() - 1
                     }
                 };
-                let (_, calendar, template) = &calendars[at];
+                let (_, calendar, template, calendar_href) = &calendars[at];
                 if let Some(template) = template {
                     match ctx
                         .app
@@ -179,10 +181,10 @@ fn multiget(ctx: &Ctx<'_>, m: xml::CalendarMultiget) -> Result<Response<Body>, D
                         .object_text(&ctx.tenant.id, calendar.id(), &name)?
                     {
                         Some(text) => template.write_with(&mut out, |slot, out| match slot {
-                            Slot::Href => xml::escape_text_into(
-                                out,
-                                &paths::object_href(&ctx.tenant.id, calendar.id(), &name),
-                            ),
+                            Slot::Href => {
+                                out.push_str(calendar_href);
+                                paths::push_escaped(out, &name);
+                            }
                             Slot::Etag => xml::escape_text_into(out, &text.etag),
                             Slot::Data => xml::escape_text_into(out, &text.ics),
                             Slot::Length | Slot::Modified => {}

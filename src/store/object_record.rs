@@ -6,15 +6,16 @@
 //! head (everything else) followed by the text as raw bytes:
 //!
 //! ```text
-//! 0x01 | head length (u32 LE) | head JSON
+//! 0x02 | ETag length (u16 LE) | ETag | head length (u32 LE) | head JSON
 //!      | occurrence count (u32 LE) | count × (start i64 LE, end i64 LE, kind u8)
 //!      | iCalendar text (UTF-8)
 //! ```
 //!
-//! Occurrences are binary too: a daily series holds hundreds of them.
+//! The ETag comes first so that multiget can read it and the text without any
+//! JSON; occurrences are binary because a daily series holds hundreds of them.
 //!
-//! Records written before this layout are plain JSON (they start with `{`) and
-//! are still read.
+//! Also read: `0x01` records (the same without the leading ETag, which is in the
+//! head) and plain JSON records (they start with `{`), from earlier versions.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -23,14 +24,15 @@ use crate::model::{BusySpan, CalendarObject, Span};
 
 use super::{kind_byte, kind_of};
 
-/// First byte of a record in this layout (JSON records start with `{`).
+/// First byte of a record in the current layout.
+const LAYOUT_V2: u8 = 0x02;
+/// The layout before the ETag was moved out of the head.
 const LAYOUT_V1: u8 = 0x01;
 
 #[derive(Serialize)]
 struct HeadOut<'a> {
     id: &'a str,
     uid: &'a Option<String>,
-    etag: &'a str,
     updated: &'a DateTime<Utc>,
     recurring: bool,
     diagnostics: &'a [String],
@@ -40,7 +42,9 @@ struct HeadOut<'a> {
 struct HeadIn {
     id: String,
     uid: Option<String>,
-    etag: String,
+    /// Only in `0x01` records.
+    #[serde(default)]
+    etag: Option<String>,
     updated: DateTime<Utc>,
     recurring: bool,
     diagnostics: Vec<String>,
@@ -53,16 +57,20 @@ pub fn encode(object: &CalendarObject) -> Vec<u8> {
     let head = HeadOut {
         id: &object.id,
         uid: &object.uid,
-        etag: &object.etag,
         updated: &object.updated,
         recurring: object.recurring,
         diagnostics: &object.diagnostics,
     };
     // Our own plain data always serialises.
     let head = serde_json::to_vec(&head).expect("object heads serialise to JSON");
+    let etag = object.etag.as_bytes();
+    // ETags are ours (a quoted digest), far below 64 KiB.
+    let etag_len = u16::try_from(etag.len()).expect("ETags are short");
     let occurrences = object.occurrences.len() * OCCURRENCE_BYTES;
-    let mut out = Vec::with_capacity(9 + head.len() + occurrences + object.ics.len());
-    out.push(LAYOUT_V1);
+    let mut out = Vec::with_capacity(11 + etag.len() + head.len() + occurrences + object.ics.len());
+    out.push(LAYOUT_V2);
+    out.extend_from_slice(&etag_len.to_le_bytes());
+    out.extend_from_slice(etag);
     out.extend_from_slice(&(head.len() as u32).to_le_bytes());
     out.extend_from_slice(&head);
     out.extend_from_slice(&(object.occurrences.len() as u32).to_le_bytes());
@@ -75,24 +83,65 @@ pub fn encode(object: &CalendarObject) -> Vec<u8> {
     out
 }
 
-/// Why a record could not be read.
-pub fn decode(raw: &[u8]) -> Result<CalendarObject, String> {
-    match raw.first() {
-        Some(&LAYOUT_V1) => {}
-        Some(b'{') => return serde_json::from_slice(raw).map_err(|e| e.to_string()),
+/// A binary record cut into its parts (none of them decoded).
+struct Parts<'a> {
+    /// None in `0x01` records (the ETag is in the head).
+    etag: Option<&'a str>,
+    head: &'a [u8],
+    occurrences: &'a [u8],
+    text_start: usize,
+}
+
+/// None for JSON records.
+fn parts(raw: &[u8]) -> Result<Option<Parts<'_>>, String> {
+    let (etag, head_len_at) = match raw.first() {
+        Some(&LAYOUT_V2) => {
+            let len = u16::from_le_bytes(
+                raw.get(1..3)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or("truncated record")?,
+            ) as usize;
+            let etag = raw.get(3..3 + len).ok_or("truncated ETag")?;
+            let etag = std::str::from_utf8(etag).map_err(|e| e.to_string())?;
+            (Some(etag), 3 + len)
+        }
+        Some(&LAYOUT_V1) => (None, 1),
+        Some(b'{') => return Ok(None),
         _ => return Err("unknown record layout".into()),
-    }
-    let head_end = 5 + read_u32(raw, 1)? as usize;
-    let head: HeadIn = serde_json::from_slice(raw.get(5..head_end).ok_or("truncated record head")?)
-        .map_err(|e| e.to_string())?;
+    };
+    let head_start = head_len_at + 4;
+    let head_end = head_start + read_u32(raw, head_len_at)? as usize;
+    let head = raw
+        .get(head_start..head_end)
+        .ok_or("truncated record head")?;
     let count = read_u32(raw, head_end)? as usize;
     let spans_start = head_end + 4;
-    let spans_end = count
+    let text_start = count
         .checked_mul(OCCURRENCE_BYTES)
         .and_then(|n| n.checked_add(spans_start))
         .filter(|&end| end <= raw.len())
         .ok_or("truncated occurrences")?;
-    let occurrences = raw[spans_start..spans_end]
+    Ok(Some(Parts {
+        etag,
+        head,
+        occurrences: &raw[spans_start..text_start],
+        text_start,
+    }))
+}
+
+/// Why a record could not be read.
+pub fn decode(raw: &[u8]) -> Result<CalendarObject, String> {
+    let Some(parts) = parts(raw)? else {
+        return serde_json::from_slice(raw).map_err(|e| e.to_string());
+    };
+    let head: HeadIn = serde_json::from_slice(parts.head).map_err(|e| e.to_string())?;
+    let etag = match (parts.etag, head.etag) {
+        (Some(etag), _) => etag.to_owned(),
+        (None, Some(etag)) => etag,
+        (None, None) => return Err("record without an ETag".into()),
+    };
+    let occurrences = parts
+        .occurrences
         .chunks_exact(OCCURRENCE_BYTES)
         .map(|o| {
             let i64_at = |at: usize| {
@@ -106,12 +155,12 @@ pub fn decode(raw: &[u8]) -> Result<CalendarObject, String> {
             }
         })
         .collect();
-    let ics = std::str::from_utf8(&raw[spans_end..]).map_err(|e| e.to_string())?;
+    let ics = std::str::from_utf8(&raw[parts.text_start..]).map_err(|e| e.to_string())?;
     Ok(CalendarObject {
         id: head.id,
         uid: head.uid,
         ics: ics.to_owned(),
-        etag: head.etag,
+        etag,
         updated: head.updated,
         recurring: head.recurring,
         diagnostics: head.diagnostics,
@@ -119,28 +168,11 @@ pub fn decode(raw: &[u8]) -> Result<CalendarObject, String> {
     })
 }
 
-#[derive(Deserialize)]
-struct HeadEtag {
-    etag: String,
-}
-
 /// A record's ETag and the offset of its iCalendar text (not checked to be UTF-8),
-/// without decoding the rest (multiget wants only those). None for JSON records.
+/// without decoding the rest (multiget wants only those). None for records of
+/// earlier layouts, which the caller decodes whole.
 pub fn etag_and_text_offset(raw: &[u8]) -> Result<Option<(String, usize)>, String> {
-    if raw.first() != Some(&LAYOUT_V1) {
-        return Ok(None);
-    }
-    let head_end = 5 + read_u32(raw, 1)? as usize;
-    let head: HeadEtag =
-        serde_json::from_slice(raw.get(5..head_end).ok_or("truncated record head")?)
-            .map_err(|e| e.to_string())?;
-    let count = read_u32(raw, head_end)? as usize;
-    let text_start = count
-        .checked_mul(OCCURRENCE_BYTES)
-        .and_then(|n| n.checked_add(head_end + 4))
-        .filter(|&end| end <= raw.len())
-        .ok_or("truncated occurrences")?;
-    Ok(Some((head.etag, text_start)))
+    Ok(parts(raw)?.and_then(|p| Some((p.etag?.to_owned(), p.text_start))))
 }
 
 fn read_u32(raw: &[u8], at: usize) -> Result<u32, String> {
@@ -182,7 +214,7 @@ mod tests {
     fn round_trips() {
         let o = object();
         let raw = encode(&o);
-        assert_eq!(raw[0], LAYOUT_V1);
+        assert_eq!(raw[0], LAYOUT_V2);
         assert_eq!(decode(&raw), Ok(o));
     }
 
@@ -203,6 +235,28 @@ mod tests {
             etag_and_text_offset(&raw[..at - 1]).is_err(),
             "occurrences cut"
         );
+    }
+
+    #[test]
+    fn reads_records_of_the_first_binary_layout() {
+        let o = object();
+        let head = serde_json::json!({
+            "id": o.id, "uid": o.uid, "etag": o.etag, "updated": o.updated,
+            "recurring": o.recurring, "diagnostics": o.diagnostics,
+        })
+        .to_string();
+        let mut raw = vec![LAYOUT_V1];
+        raw.extend_from_slice(&(head.len() as u32).to_le_bytes());
+        raw.extend_from_slice(head.as_bytes());
+        let v2 = encode(&o);
+        let Ok(Some(p)) = parts(&v2) else {
+            panic!("v2 record has parts");
+        };
+        raw.extend_from_slice(&((p.occurrences.len() / OCCURRENCE_BYTES) as u32).to_le_bytes());
+        raw.extend_from_slice(p.occurrences);
+        raw.extend_from_slice(o.ics.as_bytes());
+        assert_eq!(decode(&raw), Ok(o));
+        assert_eq!(etag_and_text_offset(&raw), Ok(None));
     }
 
     #[test]

@@ -181,6 +181,31 @@ impl Api {
         }
     }
 
+    /// DELETE of an event; one already gone (404/410) counts as deleted.
+    async fn delete(&self, url: reqwest::Url) -> Result<(), ProviderError> {
+        let answer = self.send(Method::DELETE, url, None).await?;
+        match answer.status.as_u16() {
+            200..=299 => Ok(()),
+            _ if answer.gone() => Ok(()),
+            _ => Err(answer.error()),
+        }
+    }
+
+    /// The items of a listing (`field` holds the array), the calendar's absence
+    /// (404/410) reported as such.
+    async fn list(&self, url: reqwest::Url, field: &str) -> Result<Vec<Value>, ProviderError> {
+        let answer = self.send(Method::GET, url, None).await?;
+        match answer.status.as_u16() {
+            200..=299 => {}
+            404 | 410 => return Err(calendar_gone(self.provider, &answer)),
+            _ => return Err(answer.error()),
+        }
+        Ok(match answer.json()?.get_mut(field).map(Value::take) {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        })
+    }
+
     fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<reqwest::Url, ProviderError> {
         let mut url = reqwest::Url::parse(&format!("{}{path}", self.base)).map_err(|e| {
             ProviderError::Permanent(format!(
@@ -320,12 +345,7 @@ impl ExportTarget for GoogleTarget {
     async fn delete(&self, id: &str) -> Result<(), ProviderError> {
         let path = format!("{}/{}", self.events_path(), path_segment(id));
         let url = self.api.url(&path, &[("sendUpdates", "none")])?;
-        let answer = self.api.send(Method::DELETE, url, None).await?;
-        match answer.status.as_u16() {
-            200..=299 => Ok(()),
-            _ if answer.gone() => Ok(()),
-            _ => Err(answer.error()),
-        }
+        self.api.delete(url).await
     }
 
     async fn find_by_marker(&self, marker: &str) -> Result<Vec<String>, ProviderError> {
@@ -338,24 +358,14 @@ impl ExportTarget for GoogleTarget {
                 ("maxResults", "50"),
             ],
         )?;
-        let answer = self.api.send(Method::GET, url, None).await?;
-        match answer.status.as_u16() {
-            200..=299 => {}
-            404 | 410 => return Err(calendar_gone(self.api.provider, &answer)),
-            _ => return Err(answer.error()),
-        }
-        let page = answer.json()?;
-        Ok(page
-            .get("items")
-            .and_then(Value::as_array)
-            .map(|items| {
-                items
-                    .iter()
-                    .filter(|e| e.get("status").and_then(Value::as_str) != Some("cancelled"))
-                    .filter_map(|e| e.get("id").and_then(Value::as_str).map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(self
+            .api
+            .list(url, "items")
+            .await?
+            .iter()
+            .filter(|e| e.get("status").and_then(Value::as_str) != Some("cancelled"))
+            .filter_map(|e| e.get("id").and_then(Value::as_str).map(str::to_owned))
+            .collect())
     }
 }
 
@@ -456,12 +466,7 @@ impl ExportTarget for GraphTarget {
         let url = self
             .api
             .url(&format!("/me/events/{}", path_segment(id)), &[])?;
-        let answer = self.api.send(Method::DELETE, url, None).await?;
-        match answer.status.as_u16() {
-            200..=299 => Ok(()),
-            _ if answer.gone() => Ok(()),
-            _ => Err(answer.error()),
-        }
+        self.api.delete(url).await
     }
 
     async fn find_by_marker(&self, marker: &str) -> Result<Vec<String>, ProviderError> {
@@ -473,22 +478,12 @@ impl ExportTarget for GraphTarget {
             &format!("{}/events", self.calendar_path()),
             &[("$filter", filter.as_str())],
         )?;
-        let answer = self.api.send(Method::GET, url, None).await?;
-        match answer.status.as_u16() {
-            200..=299 => {}
-            404 | 410 => return Err(calendar_gone(self.api.provider, &answer)),
-            _ => return Err(answer.error()),
-        }
-        let page = answer.json()?;
-        Ok(page
-            .get("value")
-            .and_then(Value::as_array)
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|e| e.get("id").and_then(Value::as_str).map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(self
+            .api
+            .list(url, "value")
+            .await?
+            .iter()
+            .filter_map(|e| e.get("id").and_then(Value::as_str).map(str::to_owned))
+            .collect())
     }
 }

@@ -799,3 +799,54 @@ async fn pointing_the_source_at_another_calendar_exports_there_afresh() {
         "Moving house (Colour)"
     );
 }
+
+/// Bookings written by a CalDAV client are exported like API ones: the PUT that
+/// creates, the PUT that moves, the DELETE that removes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookings_written_over_caldav_are_exported() {
+    let (g, gw) = google(|_| {}).await;
+    let href = format!("{}/dav/calendars/salon/bookings/from-phone.ics", gw.base);
+    let event = |start: &str, end: &str| {
+        format!(
+            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Test//EN\r\nBEGIN:VEVENT\r\nUID:from-phone-1\r\nDTSTAMP:20261101T000000Z\r\nDTSTART;TZID=Europe/Paris:{start}\r\nDTEND;TZID=Europe/Paris:{end}\r\nSUMMARY:Beard trim\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+        )
+    };
+    let put = |body: String| {
+        gw.client
+            .put(&href)
+            .basic_auth("ana", Some("secret"))
+            .header("content-type", "text/calendar; charset=utf-8")
+            .body(body)
+            .send()
+    };
+    let created = put(event("20261203T100000", "20261203T103000"))
+        .await
+        .expect("PUT sent");
+    assert_eq!(created.status(), 201);
+    let events = google_event_when(&g, "from-phone", "the insert", |e| e.len() == 1).await;
+    assert_eq!(events[0]["start"]["dateTime"], "2026-12-03T10:00:00+01:00");
+    assert_eq!(events[0]["summary"], "Beard trim");
+    let event_id = events[0]["id"].clone();
+
+    let moved = put(event("20261203T160000", "20261203T163000"))
+        .await
+        .expect("PUT sent");
+    assert_eq!(moved.status(), 204);
+    let events = google_event_when(&g, "from-phone", "the move", |e| {
+        e.len() == 1 && e[0]["start"]["dateTime"] == "2026-12-03T16:00:00+01:00"
+    })
+    .await;
+    assert_eq!(events[0]["id"], event_id, "patched, not re-created");
+
+    let deleted = gw
+        .client
+        .delete(&href)
+        .basic_auth("ana", Some("secret"))
+        .send()
+        .await
+        .expect("DELETE sent");
+    assert_eq!(deleted.status(), 204);
+    google_event_when(&g, "from-phone", "the deletion", |e| e.is_empty()).await;
+    drained(&gw.client, &gw.base, WAIT).await;
+    assert!(g.live_events(&g.primary_id()).is_empty());
+}

@@ -29,6 +29,9 @@ use crate::model::BOOKINGS_SOURCE;
 
 /// Collections kept at once; the least recently used one goes first.
 const MAX_COLLECTIONS: usize = 64;
+/// Members kept over all collections (a member costs a few hundred bytes). The
+/// collection just listed always stays, however large.
+const MAX_MEMBERS: usize = 60_000;
 /// Memory for rendered member lists, over all collections. A collection whose
 /// rendering does not fit is rendered afresh on each request instead.
 const RENDERED_BUDGET_BYTES: usize = 24 * 1024 * 1024;
@@ -215,12 +218,19 @@ impl Listings {
                     used: Instant::now(),
                 },
             );
-            if cache.len() > MAX_COLLECTIONS
-                && let Some(oldest) = cache
+            let over = |cache: &HashMap<(String, String), Cached>| {
+                cache.len() > MAX_COLLECTIONS
+                    || cache.values().map(|e| e.listing.len()).sum::<usize>() > MAX_MEMBERS
+            };
+            while cache.len() > 1 && over(&cache) {
+                let Some(oldest) = cache
                     .iter()
+                    .filter(|(_, e)| !Arc::ptr_eq(&e.listing, &listing))
                     .min_by_key(|(_, e)| e.used)
                     .map(|(k, _)| k.clone())
-            {
+                else {
+                    break;
+                };
                 cache.remove(&oldest);
             }
         }

@@ -1400,3 +1400,70 @@ async fn listings_and_expansions_follow_every_change() {
     assert!(!body.contains("Stand-up"), "{body}");
     assert_eq!(body.matches("SUMMARY:Retro").count(), 2, "{body}");
 }
+
+/// GET on a calendar collection: the whole calendar as one VCALENDAR (what a
+/// subscription to the collection's URL reads), time zones written once, with
+/// the collection's ETag; bookings as events too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collection_is_one_calendar_on_get() {
+    let s = TestServer::start().await;
+    let dav = Dav { s: &s, user: "ana" };
+    let cal = "/dav/calendars/salon/staff/";
+    assert_eq!(dav.send("MKCALENDAR", cal, None, "").await.0, 201);
+    let zone = "BEGIN:VTIMEZONE\r\nTZID:Europe/Paris\r\nBEGIN:STANDARD\r\nDTSTART:19701025T030000\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\n";
+    for i in 0..3 {
+        let ics = EVENT
+            .replace("dentist-1", &format!("ev-{i}"))
+            .replace("BEGIN:VEVENT", &format!("{zone}BEGIN:VEVENT"));
+        assert_eq!(dav.put(&format!("{cal}ev{i}.ics"), &ics, None).await.0, 201);
+    }
+    let (status, headers, body) = dav.send("GET", cal, None, "").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/calendar; charset=utf-8");
+    assert!(body.starts_with("BEGIN:VCALENDAR\r\n"), "{body}");
+    assert!(body.ends_with("END:VCALENDAR\r\n"), "{body}");
+    assert_eq!(body.matches("BEGIN:VCALENDAR").count(), 1);
+    assert_eq!(body.matches("BEGIN:VTIMEZONE").count(), 1, "{body}");
+    assert_eq!(body.matches("BEGIN:VEVENT").count(), 3);
+    assert_eq!(
+        body.matches("BEGIN:VALARM").count(),
+        3,
+        "components kept whole"
+    );
+    for i in 0..3 {
+        assert!(body.contains(&format!("UID:ev-{i}\r\n")), "{body}");
+    }
+    let (_, _, propfind) = dav
+        .send(
+            "PROPFIND",
+            cal,
+            Some("0"),
+            r#"<D:propfind xmlns:D="DAV:"><D:prop><D:getetag/></D:prop></D:propfind>"#,
+        )
+        .await;
+    let etag = headers["etag"].to_str().unwrap_or_default();
+    assert!(
+        propfind.contains(&format!("<d:getetag>{etag}</d:getetag>")),
+        "{etag} in {propfind}"
+    );
+    // Valid for a third-party parser too.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("whole.ics");
+    std::fs::write(&file, &body).expect("written");
+    let out = common::run_python("count_events.py", &[file.to_str().unwrap_or_default()]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3", "{out:?}");
+
+    let (status, headers, body) = dav.send("HEAD", cal, None, "").await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, ""));
+    assert_eq!(headers["etag"].to_str().unwrap_or_default(), etag);
+
+    let (status, created, _) = s
+        .create(&booking("2026-12-07", "10:00", "11:00", "Cut"))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let (_, _, bookings) = dav
+        .send("GET", "/dav/calendars/salon/bookings/", None, "")
+        .await;
+    assert_eq!(bookings.matches("BEGIN:VEVENT").count(), 1, "{bookings}");
+    assert!(bookings.contains("SUMMARY:Cut"), "{bookings}");
+}

@@ -90,7 +90,7 @@ pub async fn serve(app: &Arc<App>, req: Request<Incoming>, segments: &[&str]) ->
     let result = match req.method().as_str() {
         "PROPFIND" => propfind(&ctx, &path, req).await,
         "PROPPATCH" => proppatch(&ctx, &path, req).await,
-        "GET" | "HEAD" => get(&ctx, &path, req.method() == Method::HEAD),
+        "GET" | "HEAD" => get(&ctx, &path, req.method() == Method::HEAD).await,
         "PUT" => put(&ctx, &path, req).await,
         "POST" if matches!(path, DavPath::Outbox(_)) => match node::resolve(&ctx, &path) {
             Ok(_) => match body(&ctx, req).await {
@@ -262,8 +262,11 @@ fn propstats(
     Ok(response)
 }
 
-fn get(ctx: &Ctx<'_>, path: &DavPath, head: bool) -> Result<Response<Body>, DavError> {
+async fn get(ctx: &Ctx<'_>, path: &DavPath, head: bool) -> Result<Response<Body>, DavError> {
     let node = node::resolve(ctx, path)?;
+    if let Node::Calendar(cal) = &node {
+        return whole_calendar(ctx, cal, head).await;
+    }
     let Some(text) = node.body(ctx) else {
         let mut resp = Response::new(full(
             "This is a CalDAV collection; use a calendar client.\n",
@@ -286,6 +289,55 @@ fn get(ctx: &Ctx<'_>, path: &DavPath, head: bool) -> Result<Response<Body>, DavE
         && let Ok(v) = HeaderValue::from_str(&etag)
     {
         h.insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+/// GET of a calendar collection: all its objects as one VCALENDAR (what
+/// subscribing to, or downloading, the collection's URL expects), streamed.
+async fn whole_calendar(
+    ctx: &Ctx<'_>,
+    cal: &Calendar,
+    head: bool,
+) -> Result<Response<Body>, DavError> {
+    let etag = Node::Calendar(cal.clone()).etag(ctx)?;
+    let mut resp = if head {
+        let mut resp = Response::new(empty());
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/calendar; charset=utf-8"),
+        );
+        resp
+    } else {
+        let name = match &node::Node::Calendar(cal.clone())
+            .prop(ctx, &xml::PropName::dav("displayname"))?
+        {
+            Some(xml::PropContent::Text(name)) => name.clone(),
+            _ => cal.id().to_owned(),
+        };
+        let mut begin = crate::ical::ContentWriter::with_capacity(256);
+        begin.begin("VCALENDAR");
+        begin.raw("VERSION", &[], "2.0");
+        begin.text("PRODID", &[], crate::feeds::PRODID);
+        begin.text("X-WR-CALNAME", &[], &name);
+        let collection = Node::Calendar(cal.clone());
+        stream::calendar(ctx, begin.finish(), move |ctx, sink| {
+            let mut zones = std::collections::HashSet::new();
+            collection.for_each_child(ctx, &mut |member| {
+                if let Some(text) = member.body(ctx) {
+                    sink.write_with(|out| {
+                        crate::ical::merge::append_components(&text, out, &mut zones)
+                    })?;
+                }
+                Ok(())
+            })
+        })
+        .await?
+    };
+    if let Some(etag) = etag
+        && let Ok(v) = HeaderValue::from_str(&etag)
+    {
+        resp.headers_mut().insert(header::ETAG, v);
     }
     Ok(resp)
 }

@@ -28,6 +28,7 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// What a producer writes its responses into.
 pub struct Sink {
+    framing: Framing,
     writer: xml::MultistatusWriter,
     buf: String,
     tx: mpsc::Sender<Result<Bytes, BoxError>>,
@@ -42,6 +43,15 @@ impl From<ClientGone> for DavError {
     fn from(_: ClientGone) -> DavError {
         DavError::new(StatusCode::BAD_REQUEST, "the client closed the connection")
     }
+}
+
+/// What the streamed document is.
+enum Framing {
+    /// A 207 multistatus: responses written with the sink's XML writer.
+    Multistatus,
+    /// One VCALENDAR (a whole collection as `text/calendar`): its components are
+    /// written as text, this closes it.
+    Calendar,
 }
 
 enum Head {
@@ -113,7 +123,10 @@ impl Sink {
     }
 
     fn finish(mut self, sync_token: Option<&str>) {
-        self.buf.push_str(&self.writer.end(sync_token));
+        match self.framing {
+            Framing::Multistatus => self.buf.push_str(&self.writer.end(sync_token)),
+            Framing::Calendar => self.buf.push_str("END:VCALENDAR\r\n"),
+        }
         match self.head.take() {
             Some(head) => {
                 let _ = head.send(Head::Complete(self.buf));
@@ -128,6 +141,47 @@ impl Sink {
 /// A 207 Multi-Status whose responses `produce` writes; it returns the sync token
 /// to close the answer with, if any.
 pub async fn multistatus<F>(ctx: &Ctx<'_>, produce: F) -> Result<Response<Body>, DavError>
+where
+    F: FnOnce(&Ctx<'_>, &mut Sink) -> Result<Option<String>, DavError> + Send + 'static,
+{
+    let begin = xml::MultistatusWriter::new().begin();
+    let mut resp = stream(ctx, Framing::Multistatus, begin, produce).await?;
+    *resp.status_mut() = StatusCode::MULTI_STATUS;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+/// A 200 `text/calendar` answer: `begin` (`BEGIN:VCALENDAR` and the calendar's
+/// properties), the components `produce` writes with [`Sink::write_with`], and
+/// `END:VCALENDAR`.
+pub async fn calendar<F>(
+    ctx: &Ctx<'_>,
+    begin: String,
+    produce: F,
+) -> Result<Response<Body>, DavError>
+where
+    F: FnOnce(&Ctx<'_>, &mut Sink) -> Result<(), DavError> + Send + 'static,
+{
+    let mut resp = stream(ctx, Framing::Calendar, begin, |ctx, sink| {
+        produce(ctx, sink).map(|()| None)
+    })
+    .await?;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/calendar; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+async fn stream<F>(
+    ctx: &Ctx<'_>,
+    framing: Framing,
+    begin: String,
+    produce: F,
+) -> Result<Response<Body>, DavError>
 where
     F: FnOnce(&Ctx<'_>, &mut Sink) -> Result<Option<String>, DavError> + Send + 'static,
 {
@@ -146,10 +200,10 @@ where
             user: &user,
             tenant,
         };
-        let writer = xml::MultistatusWriter::new();
         let mut sink = Sink {
-            buf: writer.begin(),
-            writer,
+            framing,
+            buf: begin,
+            writer: xml::MultistatusWriter::new(),
             tx,
             head: Some(head_tx),
         };
@@ -161,7 +215,7 @@ where
                 }
                 // An error frame makes the connection cut the answer short.
                 None => {
-                    warn!(error = %e, "multistatus aborted after it started streaming");
+                    warn!(error = %e, "answer aborted after it started streaming");
                     let _ = sink.tx.blocking_send(Err(e.to_string().into()));
                 }
             },
@@ -173,11 +227,5 @@ where
         Ok(Head::Failed(e)) => return Err(e),
         Err(_) => return Err(DavError::internal("the answer could not be produced")),
     };
-    let mut resp = Response::new(body);
-    *resp.status_mut() = StatusCode::MULTI_STATUS;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/xml; charset=utf-8"),
-    );
-    Ok(resp)
+    Ok(Response::new(body))
 }

@@ -14,6 +14,7 @@
 pub mod expand;
 pub mod freebusy;
 pub mod matching;
+pub mod merge;
 pub mod parse;
 pub mod vtimezone;
 pub mod windows_zones;

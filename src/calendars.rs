@@ -77,6 +77,15 @@ pub enum Imported {
     Unchanged,
 }
 
+/// An import batch parsed and expanded, not yet written
+/// ([`CalendarService::prepare_imports`]).
+pub struct PreparedImports {
+    results: Vec<Result<Imported, CalendarError>>,
+    /// (index in the batch, whether it is new) of each object to write.
+    pending: Vec<(usize, bool)>,
+    objects: Vec<CalendarObject>,
+}
+
 #[derive(Clone)]
 pub struct CalendarService {
     store: Store,
@@ -201,6 +210,100 @@ impl CalendarService {
         } else {
             Imported::Created
         })
+    }
+
+    /// [`CalendarService::import_object`] for many objects of one source
+    /// (`(object id, text)` pairs with distinct ids): [`prepare_imports`] then
+    /// [`commit_imports`]. Durable after the caller's [`Store::flush`].
+    ///
+    /// [`prepare_imports`]: CalendarService::prepare_imports
+    /// [`commit_imports`]: CalendarService::commit_imports
+    pub async fn import_batch(
+        &self,
+        tenant: &TenantConfig,
+        source: &Source,
+        objects: &[(String, String)],
+    ) -> Result<Vec<Result<Imported, CalendarError>>, CalendarError> {
+        let prepared = self.prepare_imports(tenant, source, objects)?;
+        self.commit_imports(tenant, source, prepared).await
+    }
+
+    /// The CPU-bound half of an import batch, which writes nothing (callers may
+    /// run it on a blocking thread while the previous batch commits): texts equal
+    /// to the stored ones are left alone, the rest are parsed and expanded.
+    pub fn prepare_imports(
+        &self,
+        tenant: &TenantConfig,
+        source: &Source,
+        objects: &[(String, String)],
+    ) -> Result<PreparedImports, CalendarError> {
+        let now = Utc::now();
+        let mut prepared = PreparedImports {
+            results: Vec::with_capacity(objects.len()),
+            pending: Vec::new(),
+            objects: Vec::new(),
+        };
+        for (i, (id, ics)) in objects.iter().enumerate() {
+            // The text alone: the stored record's occurrences are not needed.
+            let existing = self.store.object_text(&tenant.id, &source.id, id)?;
+            if existing.as_ref().is_some_and(|o| o.ics == *ics) {
+                prepared.results.push(Ok(Imported::Unchanged));
+                continue;
+            }
+            match self.materialize(tenant, source, id, ics, now) {
+                Ok(object) => {
+                    // Replaced by the write's outcome in `commit_imports`.
+                    prepared.results.push(Ok(Imported::Unchanged));
+                    prepared.pending.push((i, existing.is_none()));
+                    prepared.objects.push(object);
+                }
+                Err(e) => prepared.results.push(Err(e)),
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// Writes a prepared batch in one store transaction and checks its conflicts
+    /// together (conflict records are durable on return, the objects after the
+    /// caller's [`Store::flush`]). One result per object of the batch, in order;
+    /// an object that cannot be read, or whose UID another object holds, fails
+    /// alone.
+    pub async fn commit_imports(
+        &self,
+        tenant: &TenantConfig,
+        source: &Source,
+        prepared: PreparedImports,
+    ) -> Result<Vec<Result<Imported, CalendarError>>, CalendarError> {
+        let PreparedImports {
+            mut results,
+            pending,
+            objects,
+        } = prepared;
+        let outcomes = self
+            .store
+            .put_objects_batched(&tenant.id, &source.id, &objects)?;
+        let mut written = Vec::with_capacity(objects.len());
+        for (((i, created), object), outcome) in pending.into_iter().zip(&objects).zip(outcomes) {
+            results[i] = match outcome {
+                ObjectOutcome::Written(_) => {
+                    written.push(object);
+                    Ok(if created {
+                        Imported::Created
+                    } else {
+                        Imported::Updated
+                    })
+                }
+                // Not written: say so rather than report (and conflict-check) it.
+                ObjectOutcome::UidConflict(owner) => Err(CalendarError::UidConflict(owner)),
+                ObjectOutcome::PreconditionFailed(current) => {
+                    Err(CalendarError::PreconditionFailed { current })
+                }
+            };
+        }
+        self.conflicts
+            .objects_changed(tenant, &source.id, &written)
+            .await?;
+        Ok(results)
     }
 
     /// Removes an imported object in a batch; durable after the caller's flush.

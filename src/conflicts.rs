@@ -40,6 +40,16 @@ pub struct ConflictTracker {
     http: reqwest::Client,
 }
 
+/// The span from the first blocking occurrence's start to the last one's end.
+fn blocking_envelope(object: &CalendarObject) -> Option<Span> {
+    object
+        .occurrences
+        .iter()
+        .filter(|b| b.kind != BusyKind::Free)
+        .map(|b| b.span)
+        .reduce(|a, b| Span::new(a.start.min(b.start), a.end.max(b.end)))
+}
+
 fn conflict_id(tenant: &str, booking: &str, source: &str, object: &str, span: Span) -> String {
     let digest = Sha256::digest(format!(
         "{tenant}\0{booking}\0{source}\0{object}\0{}",
@@ -70,6 +80,69 @@ impl ConflictTracker {
     ) -> Result<(), StoreError> {
         // One index query over the object's whole extent, then matching in memory:
         // a recurring object has hundreds of occurrences.
+        let bookings = match object.and_then(blocking_envelope) {
+            Some(span) => self.store.booking_busy(&tenant.id, span)?,
+            None => Vec::new(),
+        };
+        let (changed, fresh) = self.reconcile(tenant, source, object_id, object, &bookings)?;
+        self.store.put_conflicts(&tenant.id, &changed).await?;
+        self.announce_all(tenant, fresh);
+        Ok(())
+    }
+
+    /// [`ConflictTracker::object_changed`] for a batch of objects of one source
+    /// that were just written (an import): one bookings query over the whole
+    /// batch's extent and one read of the source's open conflicts, instead of a
+    /// query per object; an object that overlaps no booking and had no open
+    /// conflict needs nothing more. Conflict records of the batch are stored
+    /// together (durable when this returns), then announced.
+    pub async fn objects_changed(
+        self: &Arc<Self>,
+        tenant: &TenantConfig,
+        source: &str,
+        objects: &[&CalendarObject],
+    ) -> Result<(), StoreError> {
+        let envelope = objects
+            .iter()
+            .filter_map(|o| blocking_envelope(o))
+            .reduce(|a, b| Span::new(a.start.min(b.start), a.end.max(b.end)));
+        let bookings = match envelope {
+            Some(span) => self.store.booking_busy(&tenant.id, span)?,
+            None => Vec::new(),
+        };
+        let open = self.store.objects_in_open_conflicts(&tenant.id, source)?;
+        if bookings.is_empty() && open.is_empty() {
+            return Ok(());
+        }
+        let mut changed = Vec::new();
+        let mut fresh = Vec::new();
+        for object in objects {
+            let (c, f) = self.reconcile(tenant, source, &object.id, Some(object), &bookings)?;
+            changed.extend(c);
+            fresh.extend(f);
+        }
+        self.store.put_conflicts(&tenant.id, &changed).await?;
+        self.announce_all(tenant, fresh);
+        Ok(())
+    }
+
+    fn announce_all(self: &Arc<Self>, tenant: &TenantConfig, fresh: Vec<Conflict>) {
+        for c in fresh {
+            tracing::info!(tenant = %tenant.id, conflict = %c.id, booking = %c.booking_id, source = %c.source, "booking conflict detected");
+            self.announce(tenant, c);
+        }
+    }
+
+    /// The conflict records `object` changes, given (at least) the bookings that
+    /// overlap its extent, ordered by start: (every changed record, the new ones).
+    fn reconcile(
+        &self,
+        tenant: &TenantConfig,
+        source: &str,
+        object_id: &str,
+        object: Option<&CalendarObject>,
+        bookings: &[crate::store::BusyEntry],
+    ) -> Result<(Vec<Conflict>, Vec<Conflict>), StoreError> {
         let busy: Vec<_> = object
             .map(|o| {
                 o.occurrences
@@ -78,14 +151,6 @@ impl ConflictTracker {
                     .collect()
             })
             .unwrap_or_default();
-        let envelope = busy
-            .iter()
-            .map(|b| b.span)
-            .reduce(|a, b| Span::new(a.start.min(b.start), a.end.max(b.end)));
-        let bookings = match envelope {
-            Some(span) => self.store.booking_busy(&tenant.id, span)?,
-            None => Vec::new(),
-        };
         // `bookings` is ordered by start: only those starting in
         // [b.start - longest, b.end) can overlap occurrence b.
         let longest = bookings
@@ -148,12 +213,7 @@ impl ConflictTracker {
             fresh.push(c.clone());
             changed.push(c);
         }
-        self.store.put_conflicts(&tenant.id, &changed).await?;
-        for c in fresh {
-            tracing::info!(tenant = %tenant.id, conflict = %c.id, booking = %c.booking_id, source = %c.source, "booking conflict detected");
-            self.announce(tenant, c);
-        }
-        Ok(())
+        Ok((changed, fresh))
     }
 
     /// Resolves a booking's open conflicts that no longer overlap it (after a move,

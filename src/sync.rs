@@ -10,7 +10,7 @@
 //! What the items mean is the providers' business ([`crate::providers`]); the
 //! HTTP API over this is in [`crate::api::sources`].
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::app::App;
-use crate::calendars::{CalendarError, Imported};
+use crate::calendars::{CalendarError, Imported, PreparedImports};
 use crate::config::TenantConfig;
 use crate::model::{Source, SyncLog};
 use crate::providers::fetch::{AllowList, FetchLimits, SafeClient};
@@ -32,6 +32,10 @@ use crate::store::StoreError;
 const MAX_BACKOFF: Duration = Duration::from_secs(60 * 60);
 /// First pause after a failure.
 const FIRST_BACKOFF: Duration = Duration::from_secs(30);
+/// Objects imported per store transaction (and conflict check): large enough to
+/// pay the per-transaction cost rarely, small enough to keep a run's memory and
+/// its hold on the store's writers short.
+const IMPORT_BATCH: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -290,6 +294,9 @@ async fn apply(
     let store = &app.store;
     let (t, s) = (tenant.id.as_str(), source.id.as_str());
     let mut affected = BTreeSet::new();
+    // A full listing's items by series and item (as the mirror now holds them),
+    // so its series are rendered without reading the mirror back.
+    let mut listed: Option<HashMap<String, BTreeMap<String, serde_json::Value>>> = None;
     let cursor = match fetched {
         Fetched::Unchanged { cursor } => return Ok((Applied::default(), cursor)),
         Fetched::Full { items, cursor } => {
@@ -306,20 +313,14 @@ async fn apply(
             // Only items that differ from the mirror are written, and only their
             // series re-rendered: a full listing (every iCal fetch, a 410 resync)
             // that changed little costs little beyond reading it.
-            for change in &items {
-                let changed = match &change.body {
-                    Some(body) => store.put_mirror_item_if_changed(
-                        t,
-                        s,
-                        &change.series,
-                        &change.item,
-                        body,
-                    )?,
-                    None => {
-                        store.put_mirror_item(t, s, &change.series, &change.item, None)?;
-                        true
-                    }
-                };
+            let changed = store.put_mirror_items_if_changed(
+                t,
+                s,
+                items
+                    .iter()
+                    .map(|i| (i.series.as_str(), i.item.as_str(), i.body.as_ref())),
+            )?;
+            for (change, changed) in items.iter().zip(changed) {
                 if changed {
                     affected.insert(change.series.clone());
                 }
@@ -339,6 +340,16 @@ async fn apply(
                     affected.insert(id.to_owned());
                 }
             }
+            let mut by_series: HashMap<String, BTreeMap<String, serde_json::Value>> =
+                HashMap::new();
+            for change in items {
+                let entry = by_series.entry(change.series).or_default();
+                match change.body {
+                    Some(body) => entry.insert(change.item, body),
+                    None => entry.remove(&change.item),
+                };
+            }
+            listed = Some(by_series);
             cursor
         }
         Fetched::Delta { changes, cursor } => {
@@ -371,20 +382,80 @@ async fn apply(
         }
     };
     let kind = source.remote.as_ref().map(|r| r.kind);
+    let mut applied = Applied::default();
+    // Batches are pipelined: while one is parsed and expanded on a blocking
+    // thread, the previous one is written and the next one rendered.
+    let affected: Vec<String> = affected.into_iter().collect();
+    let mut in_flight: Option<InFlight> = None;
+    for chunk in affected.chunks(IMPORT_BATCH) {
+        // Each series' items, and the booking it is an export of.
+        let mut series_items: Vec<(String, Vec<serde_json::Value>)> =
+            Vec::with_capacity(chunk.len());
+        let mut own_bookings: Vec<Option<String>> = Vec::with_capacity(chunk.len());
+        for series in chunk {
+            let mut items = match listed.as_mut() {
+                Some(listed) => listed
+                    .remove(series.as_str())
+                    .map(|items| items.into_values().collect())
+                    .unwrap_or_default(),
+                None => store.mirror_series(t, s, series)?,
+            };
+            // Our own exported events come back here: mark them (loop prevention).
+            own_bookings.push(crate::export::recognise(app, t, source, &mut items)?);
+            series_items.push((series.clone(), items));
+        }
+        let (calendars, tenant_copy, source_copy) =
+            (app.calendars.clone(), tenant.clone(), source.clone());
+        let prepared = tokio::task::spawn_blocking(move || {
+            render_and_prepare(&calendars, &tenant_copy, &source_copy, kind, series_items)
+        });
+        if let Some(previous) = in_flight.replace(InFlight {
+            prepared,
+            own_bookings,
+        }) {
+            commit_batch(app, tenant, source, previous, &mut applied).await?;
+        }
+    }
+    if let Some(last) = in_flight.take() {
+        commit_batch(app, tenant, source, last, &mut applied).await?;
+    }
+    Ok((applied, cursor))
+}
+
+/// An import batch being rendered, parsed and expanded.
+struct InFlight {
+    prepared: tokio::task::JoinHandle<Result<Prepared, CalendarError>>,
+    /// Per series of the batch, the booking it is an export of.
+    own_bookings: Vec<Option<String>>,
+}
+
+/// A batch ready to be written.
+struct Prepared {
+    /// The rendered series (their objects in `objects`), as indexes of the batch.
+    rendered: Vec<(usize, String)>,
+    /// Series with nothing left to show: their objects go.
+    gone: Vec<String>,
+    objects: PreparedImports,
+}
+
+/// Renders a batch's series and parses and expands them: the CPU-bound part of an
+/// import, which reads the store but writes nothing.
+fn render_and_prepare(
+    calendars: &crate::calendars::CalendarService,
+    tenant: &TenantConfig,
+    source: &Source,
+    kind: Option<ProviderKind>,
+    series_items: Vec<(String, Vec<serde_json::Value>)>,
+) -> Result<Prepared, CalendarError> {
     let ctx = RenderContext {
         default_zone: tenant.timezone,
-        source: s,
+        source: &source.id,
     };
-    let mut applied = Applied::default();
-    let exports = source
-        .remote
-        .as_ref()
-        .is_some_and(|r| r.direction.exports());
-    for series in affected {
-        let mut items = store.mirror_series(t, s, &series)?;
-        // Our own exported events come back here: mark them (loop prevention).
-        let own_booking = crate::export::recognise(app, t, source, &mut items)?;
-        let rendered = if items.is_empty() {
+    let mut rendered = Vec::with_capacity(series_items.len());
+    let mut texts = Vec::with_capacity(series_items.len());
+    let mut gone = Vec::new();
+    for (i, (series, items)) in series_items.into_iter().enumerate() {
+        let text = if items.is_empty() {
             None
         } else {
             match kind {
@@ -393,43 +464,81 @@ async fn apply(
                 Some(ProviderKind::Ics) | None => providers::ics::render(&items, &ctx),
             }
         };
-        match rendered {
-            Some(ics) => match app
-                .calendars
-                .import_object(tenant, source, &series, &ics)
-                .await
-            {
-                Ok(imported) => {
-                    match imported {
-                        Imported::Created => applied.created += 1,
-                        Imported::Updated => applied.updated += 1,
-                        Imported::Unchanged => {}
-                    }
-                    if let Some(booking) = own_booking.as_deref().filter(|_| exports)
-                        && let Err(e) =
-                            crate::export::observe_import(app, tenant, s, &series, booking).await
-                    {
-                        warn!(tenant = t, source = s, series = %series, error = %e, "external change check failed");
-                    }
-                }
-                // One unreadable event must not stop the rest of the calendar.
-                Err(
-                    e @ (CalendarError::Invalid(_)
-                    | CalendarError::UnsupportedComponent { .. }
-                    | CalendarError::UidConflict(_)),
-                ) => {
-                    warn!(tenant = t, source = s, series = %series, error = %e, "imported event skipped");
-                }
-                Err(e) => return Err(e.into()),
-            },
-            None => {
-                if app.calendars.remove_imported(tenant, s, &series).await? {
-                    applied.deleted += 1;
-                }
+        match text {
+            Some(ics) => {
+                rendered.push((i, series.clone()));
+                texts.push((series, ics));
             }
+            None => gone.push(series),
         }
     }
-    Ok((applied, cursor))
+    let objects = calendars.prepare_imports(tenant, source, &texts)?;
+    Ok(Prepared {
+        rendered,
+        gone,
+        objects,
+    })
+}
+
+/// Writes a prepared batch and counts what it did.
+async fn commit_batch(
+    app: &App,
+    tenant: &TenantConfig,
+    source: &Source,
+    batch: InFlight,
+    applied: &mut Applied,
+) -> Result<(), SyncError> {
+    let (t, s) = (tenant.id.as_str(), source.id.as_str());
+    let exports = source
+        .remote
+        .as_ref()
+        .is_some_and(|r| r.direction.exports());
+    let prepared = match batch.prepared.await {
+        Ok(prepared) => prepared?,
+        // A panic while parsing stays a panic, as when it ran on this task; the
+        // task is never cancelled.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    for series in &prepared.gone {
+        if app.calendars.remove_imported(tenant, s, series).await? {
+            applied.deleted += 1;
+        }
+    }
+    let results = app
+        .calendars
+        .commit_imports(tenant, source, prepared.objects)
+        .await?;
+    for ((i, series), result) in prepared.rendered.iter().zip(results) {
+        match result {
+            Ok(imported) => {
+                match imported {
+                    Imported::Created => applied.created += 1,
+                    Imported::Updated => applied.updated += 1,
+                    Imported::Unchanged => {}
+                }
+                if let Some(booking) = batch
+                    .own_bookings
+                    .get(*i)
+                    .and_then(Option::as_deref)
+                    .filter(|_| exports)
+                    && let Err(e) =
+                        crate::export::observe_import(app, tenant, s, series, booking).await
+                {
+                    warn!(tenant = t, source = s, series = %series, error = %e, "external change check failed");
+                }
+            }
+            // One unreadable event must not stop the rest of the calendar.
+            Err(
+                e @ (CalendarError::Invalid(_)
+                | CalendarError::UnsupportedComponent { .. }
+                | CalendarError::UidConflict(_)),
+            ) => {
+                warn!(tenant = t, source = s, series = %series, error = %e, "imported event skipped");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 fn put_items(

@@ -317,9 +317,12 @@ async fn a_deleted_target_calendar_parks_bookings_and_says_so() {
     g.remove_calendar(&g.primary_id());
     let b = create(&gw, &slot(7, 11, 30, "Lost")).await;
     let id = b["id"].as_str().expect("id").to_owned();
-    until("the booking to be parked", WAIT, || async {
+    // The parking and the status are written at different moments of a pass.
+    until("the booking to be parked and reported", WAIT, || async {
         let s = source(&gw.client, &gw.base).await;
-        if s["status"]["export"]["failed_bookings"] == json!(1) {
+        if s["status"]["export"]["failed_bookings"] == json!(1)
+            && s["status"]["last_error"].is_string()
+        {
             Ok(())
         } else {
             Err(s.to_string())
@@ -336,21 +339,27 @@ async fn a_deleted_target_calendar_parks_bookings_and_says_so() {
     assert_eq!(s["status"]["export"]["pending_changes"], json!(0), "{s}");
     let shown = booking(&gw, &id).await;
     assert_eq!(shown["exports"][0]["state"], "failed", "{shown}");
-    let logs = call(
-        &gw.client,
-        &gw.base,
-        Method::GET,
-        &format!("/sources/{SOURCE}/logs"),
-        None,
-    )
-    .await
-    .1;
-    assert!(
-        logs["logs"][0]["error"]
+    // The log entry is written just after the status.
+    until("the log entry", WAIT, || async {
+        let logs = call(
+            &gw.client,
+            &gw.base,
+            Method::GET,
+            &format!("/sources/{SOURCE}/logs"),
+            None,
+        )
+        .await
+        .1;
+        if logs["logs"][0]["error"]
             .as_str()
-            .is_some_and(|e| e.contains("404")),
-        "{logs}"
-    );
+            .is_some_and(|e| e.contains("404"))
+        {
+            Ok(())
+        } else {
+            Err(logs.to_string())
+        }
+    })
+    .await;
 
     // Not retried forever: another booking costs one more attempt, the parked one none.
     let attempts = |g: &GoogleMock| {

@@ -2,13 +2,15 @@
 //! SIGTERM, config errors at start, and `hash-password`.
 
 mod common;
+#[path = "common/providers/mod.rs"]
+mod providers;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use common::{SALON_KEY, config_text};
+use common::{Extra, SALON_KEY, config_text, config_text_with};
 use tokio::sync::Mutex;
 
 const BIN: &str = env!("CARGO_BIN_EXE_calgate");
@@ -135,6 +137,112 @@ async fn acknowledged_bookings_survive_kill_9() {
         "{} of {} acknowledged bookings lost after kill -9",
         missing.len(),
         acknowledged.len()
+    );
+}
+
+/// An iCal import is written in batches (several store transactions, one disk
+/// sync at the end of the run): once the sync request is answered, every event,
+/// its busy time and the conflict it raised are on disk, whatever happens next.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acknowledged_feed_import_survives_kill_9() {
+    // Several import batches; one event an hour from 2030-05-01T00:00Z.
+    const EVENTS: usize = 700;
+    let feed = providers::ics::IcsMock::start().await;
+    feed.set_feed("/team.ics", providers::ics::generated_feed(EVENTS));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    let extra = Extra {
+        server: "fetch_allow = [\"127.0.0.1/32\"]".into(),
+        salon: format!(
+            "[[tenant.source]]\nid = \"team-feed\"\nname = \"Team feed\"\nkind = \"ics\"\nurl = \"{}\"\nenabled = false\n",
+            feed.url("/team.ics")
+        ),
+    };
+    std::fs::write(
+        &config,
+        config_text_with(&dir.path().join("data"), "127.0.0.1:0", None, &extra),
+    )
+    .unwrap();
+    let (mut child, base) = spawn_server(&config);
+    let client = common::http_client();
+    let api = |base: &str, path: &str| format!("{base}/api/v1/tenants/salon{path}");
+
+    // A booking the 35th event (2030-05-02 10:00–11:00 UTC) will overlap.
+    let resp = client
+        .post(api(&base, "/bookings"))
+        .bearer_auth(SALON_KEY)
+        .json(&serde_json::json!({
+            "start": "2030-05-02T10:15:00Z",
+            "end": "2030-05-02T10:45:00Z",
+            "title": "Cut",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let booking: serde_json::Value = resp.json().await.unwrap();
+
+    let resp = client
+        .post(api(&base, "/sources/team-feed/sync?mode=full"))
+        .bearer_auth(SALON_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let log: serde_json::Value = resp.json().await.unwrap();
+    // Acknowledged: kill at once.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(log["created"], EVENTS, "{log}");
+
+    let (mut child, base) = spawn_server(&config);
+    // The busy time of every event: one block from the first to the last.
+    let resp = client
+        .get(api(
+            &base,
+            "/freebusy?start=2030-04-30T00:00:00Z&end=2030-06-30T00:00:00Z&sources=team-feed",
+        ))
+        .bearer_auth(SALON_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let busy: serde_json::Value = resp.json().await.unwrap();
+    let blocks = busy["busy"].as_array().unwrap();
+    assert_eq!(blocks.len(), 1, "{busy}");
+    assert_eq!(blocks[0]["start"], "2030-05-01T00:00:00Z", "{busy}");
+    assert_eq!(blocks[0]["end"], "2030-05-30T04:00:00Z", "{busy}");
+    // The conflict with the booking.
+    let resp = client
+        .get(api(&base, "/conflicts?status=open"))
+        .bearer_auth(SALON_KEY)
+        .send()
+        .await
+        .unwrap();
+    let open: serde_json::Value = resp.json().await.unwrap();
+    let open = open["conflicts"].as_array().unwrap().clone();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["booking_id"], booking["id"]);
+    assert_eq!(open[0]["source"], "team-feed");
+    // Every object and mirror item: a full resync finds nothing to do.
+    let resp = client
+        .post(api(&base, "/sources/team-feed/sync?mode=full"))
+        .bearer_auth(SALON_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let log: serde_json::Value = resp.json().await.unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        (&log["created"], &log["updated"], &log["deleted"]),
+        (
+            &serde_json::json!(0),
+            &serde_json::json!(0),
+            &serde_json::json!(0)
+        ),
+        "{log}"
     );
 }
 

@@ -258,3 +258,140 @@ async fn scheduler_syncs_and_api_manages_sources() {
         .unwrap();
     assert_eq!(resp.status(), 409);
 }
+
+/// Answers 200 to every webhook call and hands each body to the test.
+async fn webhook_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let tx = tx.clone();
+                        async move {
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(hyper::body::Bytes::new()),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (url, rx)
+}
+
+async fn open_conflicts(s: &TestServer) -> Vec<Value> {
+    let (status, body) = api(s, reqwest::Method::GET, "/conflicts?status=open").await;
+    assert_eq!(status, 200, "{body}");
+    body["conflicts"].as_array().expect("conflicts").clone()
+}
+
+/// A large feed is imported in batches (one store transaction and one conflict
+/// check per batch): imported events that land on bookings are still recorded
+/// and announced, moving one away still resolves its conflict and frees its old
+/// slot, and events far from any booking raise nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn batched_import_raises_and_resolves_conflicts() {
+    // One event an hour from 2030-05-01T00:00Z: several import batches.
+    const EVENTS: usize = 600;
+    let (hook, mut hooks) = webhook_receiver().await;
+    let feed = IcsMock::start().await;
+    let body = String::from_utf8(providers::ics::generated_feed(EVENTS)).unwrap();
+    feed.set_feed("/team.ics", body.clone());
+    let s =
+        TestServer::start_with_webhook_and_extra(&hook, extra(&feed.url("/team.ics"), false)).await;
+    // Overlaps event 34 (2030-05-02 10:00-11:00 UTC), and event 500 (2030-05-21
+    // 20:00-21:00 UTC), which lands in another batch.
+    let mut bookings = Vec::new();
+    for (start, end) in [
+        ("2030-05-02T10:15:00Z", "2030-05-02T10:45:00Z"),
+        ("2030-05-21T20:30:00Z", "2030-05-21T20:50:00Z"),
+    ] {
+        let (status, b, _) = s
+            .create(&serde_json::json!({"start": start, "end": end, "title": "Cut"}))
+            .await;
+        assert_eq!(status, 201, "{b}");
+        bookings.push(b["id"].as_str().unwrap().to_owned());
+    }
+
+    let (status, log) = sync(&s, "full").await;
+    assert_eq!(status, 200, "{log}");
+    assert_eq!(log["created"], EVENTS, "{log}");
+    let open = open_conflicts(&s).await;
+    assert_eq!(open.len(), 2, "{open:?}");
+    let mut booked: Vec<&str> = open
+        .iter()
+        .map(|c| c["booking_id"].as_str().unwrap_or_default())
+        .collect();
+    booked.sort();
+    let mut expected_bookings: Vec<&str> = bookings.iter().map(String::as_str).collect();
+    expected_bookings.sort();
+    assert_eq!(booked, expected_bookings, "{open:?}");
+    assert!(open.iter().all(|c| c["source"] == SOURCE), "{open:?}");
+    let spans: Vec<(&str, &str)> = open
+        .iter()
+        .map(|c| (c["start"].as_str().unwrap(), c["end"].as_str().unwrap()))
+        .collect();
+    assert!(
+        spans.contains(&("2030-05-02T10:15:00Z", "2030-05-02T10:45:00Z"))
+            && spans.contains(&("2030-05-21T20:30:00Z", "2030-05-21T20:50:00Z")),
+        "{spans:?}"
+    );
+    // Both announced.
+    for _ in 0..2 {
+        let call = tokio::time::timeout(std::time::Duration::from_secs(20), hooks.recv())
+            .await
+            .expect("webhook called")
+            .expect("receiver open");
+        assert!(call.contains("booking.conflict"), "{call}");
+    }
+
+    // Event 34 moves to July: its conflict resolves, its old hour is free.
+    let moved = body.replace(
+        "DTSTART:20300502T100000Z\r\nDTEND:20300502T110000Z",
+        "DTSTART:20300701T100000Z\r\nDTEND:20300701T110000Z",
+    );
+    assert_ne!(moved, body);
+    feed.set_feed("/team.ics", moved);
+    let (status, log) = sync(&s, "incremental").await;
+    assert_eq!(status, 200, "{log}");
+    assert_eq!(
+        (&log["created"], &log["updated"], &log["deleted"]),
+        (&Value::from(0), &Value::from(1), &Value::from(0)),
+        "{log}"
+    );
+    let open = open_conflicts(&s).await;
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["booking_id"], bookings[1].as_str());
+    let (status, fb) = api(
+        &s,
+        reqwest::Method::GET,
+        &format!("/freebusy?start=2030-05-02T00:00:00Z&end=2030-05-03T00:00:00Z&sources={SOURCE}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{fb}");
+    let blocks: Vec<(&str, &str)> = fb["busy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["start"].as_str().unwrap(), b["end"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        blocks,
+        [
+            ("2030-05-02T00:00:00Z", "2030-05-02T10:00:00Z"),
+            ("2030-05-02T11:00:00Z", "2030-05-03T00:00:00Z")
+        ],
+        "{fb}"
+    );
+}

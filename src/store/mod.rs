@@ -862,26 +862,7 @@ impl Store {
                 if !holds {
                     return Ok(ObjectOutcome::PreconditionFailed(current.map(|c| c.etag)));
                 }
-                if let Some(old) = &current {
-                    remove_busy(busy, tenant, source, &old.id, &old.occurrences)?;
-                    if let Some(uid) = &old.uid {
-                        uids.remove(uid_key(uid))?;
-                    }
-                }
-                if let Some(uid) = &object.uid {
-                    uids.insert(uid_key(uid), object.id.as_bytes())?;
-                }
-                for (n, b) in object.occurrences.iter().enumerate() {
-                    busy.insert(
-                        time_index::entry_key_in(
-                            &[tenant.as_bytes()],
-                            busy_group(b.kind),
-                            b.span,
-                            &busy_id(source, &object.id, n as u32),
-                        ),
-                        time_index::entry_value(b.span, &[kind_byte(b.kind)]),
-                    )?;
-                }
+                swap_object_index(busy, uids, tenant, source, current.as_ref(), object)?;
                 objects.insert(key.as_slice(), record.as_slice())?;
                 let version = if log_change {
                     record_change(changes, meta, tenant, source, &object.id, false, now)?
@@ -996,6 +977,24 @@ impl Store {
         )
     }
 
+    /// Ids of a source's objects that are part of an open (unresolved) conflict.
+    pub fn objects_in_open_conflicts(
+        &self,
+        tenant: &str,
+        source: &str,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        iter_json::<Conflict>(
+            &self.conflicts,
+            &prefix(&[tenant.as_bytes(), source.as_bytes()]),
+        )
+        .filter_map(|c| match c {
+            Ok(c) if c.resolved.is_some() => None,
+            Ok(c) => Some(Ok(c.object_id)),
+            Err(e) => Some(Err(e)),
+        })
+        .collect()
+    }
+
     /// Every conflict of a tenant (open and closed), in id order.
     pub fn conflicts(&self, tenant: &str) -> Result<Vec<Conflict>, StoreError> {
         scan_json(&self.conflicts, &prefix(&[tenant.as_bytes()]))
@@ -1043,6 +1042,40 @@ impl Store {
 }
 
 /// Removes an object's busy-index entries, as recorded in its `busy` list.
+/// Inside a transaction: drops the busy entries and UID of `old` (the object's
+/// previous version, if any) and records those of `object`.
+fn swap_object_index(
+    busy: &TransactionalTree,
+    uids: &TransactionalTree,
+    tenant: &str,
+    source: &str,
+    old: Option<&CalendarObject>,
+    object: &CalendarObject,
+) -> TxResult<()> {
+    let uid_key = |uid: &str| join(&[tenant.as_bytes(), source.as_bytes(), uid.as_bytes()]);
+    if let Some(old) = old {
+        remove_busy(busy, tenant, source, &old.id, &old.occurrences)?;
+        if let Some(uid) = &old.uid {
+            uids.remove(uid_key(uid))?;
+        }
+    }
+    if let Some(uid) = &object.uid {
+        uids.insert(uid_key(uid), object.id.as_bytes())?;
+    }
+    for (n, b) in object.occurrences.iter().enumerate() {
+        busy.insert(
+            time_index::entry_key_in(
+                &[tenant.as_bytes()],
+                busy_group(b.kind),
+                b.span,
+                &busy_id(source, &object.id, n as u32),
+            ),
+            time_index::entry_value(b.span, &[kind_byte(b.kind)]),
+        )?;
+    }
+    Ok(())
+}
+
 fn remove_busy(
     busy: &TransactionalTree,
     tenant: &str,

@@ -2,9 +2,24 @@
 //! status and log, and its encrypted OAuth tokens. What the items mean is the
 //! providers' business; when to sync, the sync engine's.
 
+use sled::Transactional;
+
 use super::keys::{join, prefix};
-use super::{Store, StoreError, decode, encode, iter_json};
-use crate::model::{SyncLog, SyncStatus};
+use super::{
+    ObjectOutcome, Store, StoreError, decode, decode_object, encode, iter_json, record_change,
+    settled, swap_object_index, tx_corrupt,
+};
+use crate::model::{CalendarObject, SyncLog, SyncStatus};
+
+/// Key of one mirrored provider item.
+fn mirror_key(tenant: &str, source: &str, series: &str, item: &str) -> Vec<u8> {
+    join(&[
+        tenant.as_bytes(),
+        source.as_bytes(),
+        series.as_bytes(),
+        item.as_bytes(),
+    ])
+}
 
 /// Runs kept per source in its log.
 pub const SYNC_LOG_LIMIT: usize = 100;
@@ -52,12 +67,7 @@ impl Store {
         item: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<(), StoreError> {
-        let key = join(&[
-            tenant.as_bytes(),
-            source.as_bytes(),
-            series.as_bytes(),
-            item.as_bytes(),
-        ]);
+        let key = mirror_key(tenant, source, series, item);
         match body {
             Some(value) => self.mirror.insert(key, encode(value))?,
             None => self.mirror.remove(key)?,
@@ -76,12 +86,7 @@ impl Store {
         item: &str,
         body: &serde_json::Value,
     ) -> Result<bool, StoreError> {
-        let key = join(&[
-            tenant.as_bytes(),
-            source.as_bytes(),
-            series.as_bytes(),
-            item.as_bytes(),
-        ]);
+        let key = mirror_key(tenant, source, series, item);
         let encoded = encode(body);
         if self
             .mirror
@@ -92,6 +97,101 @@ impl Store {
         }
         self.mirror.insert(key, encoded)?;
         Ok(true)
+    }
+
+    /// Stores many imported objects of one source in one transaction: each is
+    /// written as [`Store::put_object`] would with [`Precondition::None`] and
+    /// [`ObjectWrite::BatchedChange`] (record, busy index, UID, a change-log entry
+    /// and a version bump per object), but the batch commits atomically and pays
+    /// the transaction's cost once. An object whose UID another object of the
+    /// source holds is not written ([`ObjectOutcome::UidConflict`]). Durable after
+    /// the caller's [`Store::flush`].
+    ///
+    /// [`Precondition::None`]: super::Precondition::None
+    /// [`ObjectWrite::BatchedChange`]: super::ObjectWrite::BatchedChange
+    pub fn put_objects_batched(
+        &self,
+        tenant: &str,
+        source: &str,
+        objects: &[CalendarObject],
+    ) -> Result<Vec<ObjectOutcome>, StoreError> {
+        if objects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Vec<u8>> = objects
+            .iter()
+            .map(|o| join(&[tenant.as_bytes(), source.as_bytes(), o.id.as_bytes()]))
+            .collect();
+        let records: Vec<Vec<u8>> = objects.iter().map(super::object_record::encode).collect();
+        let now = chrono::Utc::now().timestamp_millis();
+        let uid_key = |uid: &str| join(&[tenant.as_bytes(), source.as_bytes(), uid.as_bytes()]);
+        let result = (
+            &self.objects,
+            &self.busy,
+            &self.changes,
+            &self.meta,
+            &self.uids,
+        )
+            .transaction(|(tx_objects, busy, changes, meta, uids)| {
+                let mut outcomes = Vec::with_capacity(objects.len());
+                for ((object, key), record) in objects.iter().zip(&keys).zip(&records) {
+                    if let Some(uid) = &object.uid
+                        && let Some(owner) = uids.get(uid_key(uid))?
+                        && owner.as_ref() != object.id.as_bytes()
+                    {
+                        outcomes.push(ObjectOutcome::UidConflict(
+                            String::from_utf8_lossy(&owner).into_owned(),
+                        ));
+                        continue;
+                    }
+                    let old = match tx_objects.get(key)? {
+                        Some(raw) => Some(decode_object(key, &raw).map_err(tx_corrupt)?),
+                        None => None,
+                    };
+                    swap_object_index(busy, uids, tenant, source, old.as_ref(), object)?;
+                    tx_objects.insert(key.as_slice(), record.as_slice())?;
+                    let version =
+                        record_change(changes, meta, tenant, source, &object.id, false, now)?;
+                    outcomes.push(ObjectOutcome::Written(version));
+                }
+                Ok(outcomes)
+            });
+        settled(result)
+    }
+
+    /// [`Store::put_mirror_item_if_changed`] for many items (`None`: remove, which
+    /// counts as a change), written in one batch; returns per item whether it
+    /// was written (durable with the next flush).
+    pub fn put_mirror_items_if_changed<'i>(
+        &self,
+        tenant: &str,
+        source: &str,
+        items: impl IntoIterator<Item = (&'i str, &'i str, Option<&'i serde_json::Value>)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut changed = Vec::new();
+        for (series, item, body) in items {
+            let key = mirror_key(tenant, source, series, item);
+            match body {
+                Some(body) => {
+                    let encoded = encode(body);
+                    let same = self
+                        .mirror
+                        .get(&key)?
+                        .is_some_and(|old| old.as_ref() == encoded.as_slice());
+                    if !same {
+                        batch.insert(key, encoded);
+                    }
+                    changed.push(!same);
+                }
+                None => {
+                    batch.remove(key);
+                    changed.push(true);
+                }
+            }
+        }
+        self.mirror.apply_batch(batch)?;
+        Ok(changed)
     }
 
     /// Ids of a source's calendar objects, from the keys alone (no record decoded).

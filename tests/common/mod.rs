@@ -169,6 +169,11 @@ impl TestServer {
         Self::start_full(tempfile::tempdir().expect("temp dir"), None, extra).await
     }
 
+    /// [`TestServer::start_with_extra`] whose salon tenant POSTs conflicts to `webhook`.
+    pub async fn start_with_webhook_and_extra(webhook: &str, extra: Extra) -> TestServer {
+        Self::start_full(tempfile::tempdir().expect("temp dir"), Some(webhook), extra).await
+    }
+
     async fn start_with(dir: tempfile::TempDir, webhook: Option<&str>) -> TestServer {
         Self::start_full(dir, webhook, Extra::default()).await
     }

@@ -277,16 +277,22 @@ async fn sync_collection(
     super::stream::multistatus(ctx, move |ctx, sink| {
         write_sync_members(ctx, &cal, &s, &ordered, sink)?;
         if truncated {
-            let marker = xml::StatusResponse::new(request_href, xml::Status::INSUFFICIENT_STORAGE)
-                .with_error(
-                    xml::PropName::new(NS_DAV, "number-of-matches-within-limits"),
-                    None,
-                );
-            sink.write(&xml::Response::Status(marker))?;
+            sink.write(&truncation_marker(request_href))?;
         }
         Ok(Some(node::sync_token(&ctx.tenant.id, cal.id(), token_at)))
     })
     .await
+}
+
+/// The 507 on the request-URI that tells a client a sync answer was cut at its
+/// `DAV:limit` (RFC 6578 §3.6); the token that closes the answer continues it.
+fn truncation_marker(request_href: String) -> xml::Response {
+    xml::Response::Status(
+        xml::StatusResponse::new(request_href, xml::Status::INSUFFICIENT_STORAGE).with_error(
+            xml::PropName::new(NS_DAV, "number-of-matches-within-limits"),
+            None,
+        ),
+    )
 }
 
 /// Whether a REPORT asks for bodies (`calendar-data`), which listings do not hold.
@@ -331,12 +337,7 @@ async fn initial_sync_from_listing(
             sink.write_with(|out| template.write(member, out))?;
             token_at = member.seq;
         }
-        let marker = xml::StatusResponse::new(request_href, xml::Status::INSUFFICIENT_STORAGE)
-            .with_error(
-                xml::PropName::new(NS_DAV, "number-of-matches-within-limits"),
-                None,
-            );
-        sink.write(&xml::Response::Status(marker))?;
+        sink.write(&truncation_marker(request_href))?;
         Ok(Some(node::sync_token(&ctx.tenant.id, cal.id(), token_at)))
     })
     .await

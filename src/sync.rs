@@ -144,6 +144,7 @@ impl SyncEngine {
             for (series, item) in app.store.mirror_keys(t, s)? {
                 app.store.put_mirror_item(t, s, &series, &item, None)?;
             }
+            app.store.put_feed_digests(t, s, None)?;
             let mut status = app.store.sync_status(t, s)?;
             status.cursor = Cursor::default();
             status.next_run = None;
@@ -249,15 +250,47 @@ impl SyncEngine {
         cursor: &Cursor,
         mode: FetchMode,
     ) -> Result<(Applied, Cursor), SyncError> {
-        let fetched = match self.fetch(app, tenant, source, cursor, mode).await {
+        let (t, s) = (tenant.id.as_str(), source.id.as_str());
+        let is_feed = source
+            .remote
+            .as_ref()
+            .is_some_and(|r| r.kind == ProviderKind::Ics);
+        // What the last applied feed looked like: its unchanged events are not
+        // split again. A forced full sync ignores them.
+        let known = if is_feed && mode == FetchMode::Incremental {
+            app.store
+                .feed_digests(t, s)?
+                .and_then(|raw| providers::ics::FeedDigests::decode(&raw))
+        } else {
+            None
+        };
+        let got = match self.fetch(app, tenant, source, cursor, mode, known).await {
             // The provider forgot our cursor: start over from scratch.
             Err(ProviderError::CursorExpired) if mode == FetchMode::Incremental => {
-                self.fetch(app, tenant, source, cursor, FetchMode::Full)
+                self.fetch(app, tenant, source, cursor, FetchMode::Full, None)
                     .await?
             }
             other => other?,
         };
-        apply(app, tenant, source, fetched).await
+        let touches_mirror = !matches!(got.fetched, Fetched::Unchanged { .. });
+        if is_feed && touches_mirror {
+            // The digests describe the mirror: forget them until the run has
+            // applied the whole feed (a failed run leaves none, and the next one
+            // splits everything).
+            app.store.put_feed_digests(t, s, None)?;
+        }
+        let listing = FeedListing {
+            kept: got.kept.into_iter().collect(),
+            removed: got.removed,
+        };
+        let result = apply(app, tenant, source, got.fetched, &listing).await?;
+        if is_feed
+            && touches_mirror
+            && let Some(digests) = got.digests
+        {
+            app.store.put_feed_digests(t, s, Some(&digests.encode()))?;
+        }
+        Ok(result)
     }
 
     async fn fetch(
@@ -267,7 +300,8 @@ impl SyncEngine {
         source: &Source,
         cursor: &Cursor,
         mode: FetchMode,
-    ) -> Result<Fetched, ProviderError> {
+        known: Option<providers::ics::FeedDigests>,
+    ) -> Result<providers::ics::FeedFetch, ProviderError> {
         let Some(remote) = &source.remote else {
             return Err(ProviderError::Permanent("not an external source".into()));
         };
@@ -275,13 +309,30 @@ impl SyncEngine {
             ProviderKind::Ics => {
                 // After a permanent redirect the feed lives at the new URL.
                 let url = cursor.url.as_deref().unwrap_or(&remote.target);
-                providers::ics::fetch(&self.feeds, url, cursor, mode).await
+                providers::ics::fetch_with_digests(&self.feeds, url, cursor, mode, known).await
             }
             ProviderKind::Google | ProviderKind::Microsoft => {
-                crate::connect::fetch(app, tenant, source, cursor, mode).await
+                let fetched = crate::connect::fetch(app, tenant, source, cursor, mode).await?;
+                Ok(providers::ics::FeedFetch {
+                    fetched,
+                    kept: Vec::new(),
+                    removed: None,
+                    digests: None,
+                })
             }
         }
     }
+}
+
+/// What an iCal feed's digests said about its full listing (empty otherwise).
+#[derive(Default)]
+struct FeedListing {
+    /// Series (each one item of the same id) still listed, unchanged, though not
+    /// among the items: the mirror keeps them as they are.
+    kept: HashSet<String>,
+    /// When the listing is a delta against the mirror (its items the new and
+    /// changed series, all the others `kept`): the series the feed no longer has.
+    removed: Option<Vec<String>>,
 }
 
 /// Applies a fetch to the mirror and the calendar, in one batch.
@@ -290,7 +341,9 @@ async fn apply(
     tenant: &TenantConfig,
     source: &Source,
     fetched: Fetched,
+    listing: &FeedListing,
 ) -> Result<(Applied, Cursor), SyncError> {
+    let kept = &listing.kept;
     let store = &app.store;
     let (t, s) = (tenant.id.as_str(), source.id.as_str());
     let mut affected = BTreeSet::new();
@@ -299,13 +352,33 @@ async fn apply(
     let mut listed: Option<HashMap<String, BTreeMap<String, serde_json::Value>>> = None;
     let cursor = match fetched {
         Fetched::Unchanged { cursor } => return Ok((Applied::default(), cursor)),
+        Fetched::Full { items, cursor } if listing.removed.is_some() => {
+            // The digests matched: the mirror holds the last feed's series, the
+            // kept ones unchanged; only the others are written and rendered
+            // (all of them, so one whose earlier import did not finish heals).
+            for series in listing.removed.iter().flatten() {
+                store.put_mirror_item(t, s, series, series, None)?;
+                affected.insert(series.clone());
+            }
+            store.put_mirror_items_if_changed(
+                t,
+                s,
+                items
+                    .iter()
+                    .map(|i| (i.series.as_str(), i.item.as_str(), i.body.as_ref())),
+            )?;
+            affected.extend(items.iter().map(|i| i.series.clone()));
+            listed = Some(group_by_series(items));
+            cursor
+        }
         Fetched::Full { items, cursor } => {
             let fresh: HashSet<(&str, &str)> = items
                 .iter()
                 .map(|i| (i.series.as_str(), i.item.as_str()))
                 .collect();
             for (series, item) in store.mirror_keys(t, s)? {
-                if !fresh.contains(&(series.as_str(), item.as_str())) {
+                let still_kept = series == item && kept.contains(&series);
+                if !still_kept && !fresh.contains(&(series.as_str(), item.as_str())) {
                     store.put_mirror_item(t, s, &series, &item, None)?;
                     affected.insert(series);
                 }
@@ -329,7 +402,11 @@ async fn apply(
             // series without an object are rendered again (a run that stopped
             // between mirror and import, an event skipped before).
             let objects: HashSet<String> = store.object_ids(t, s)?.into_iter().collect();
-            let series: HashSet<&str> = items.iter().map(|i| i.series.as_str()).collect();
+            let series: HashSet<&str> = items
+                .iter()
+                .map(|i| i.series.as_str())
+                .chain(kept.iter().map(String::as_str))
+                .collect();
             for id in &objects {
                 if !series.contains(id.as_str()) {
                     affected.insert(id.clone());
@@ -340,16 +417,7 @@ async fn apply(
                     affected.insert(id.to_owned());
                 }
             }
-            let mut by_series: HashMap<String, BTreeMap<String, serde_json::Value>> =
-                HashMap::new();
-            for change in items {
-                let entry = by_series.entry(change.series).or_default();
-                match change.body {
-                    Some(body) => entry.insert(change.item, body),
-                    None => entry.remove(&change.item),
-                };
-            }
-            listed = Some(by_series);
+            listed = Some(group_by_series(items));
             cursor
         }
         Fetched::Delta { changes, cursor } => {
@@ -393,12 +461,13 @@ async fn apply(
             Vec::with_capacity(chunk.len());
         let mut own_bookings: Vec<Option<String>> = Vec::with_capacity(chunk.len());
         for series in chunk {
-            let mut items = match listed.as_mut() {
-                Some(listed) => listed
-                    .remove(series.as_str())
-                    .map(|items| items.into_values().collect())
-                    .unwrap_or_default(),
-                None => store.mirror_series(t, s, series)?,
+            let mut items = match listed.as_mut().and_then(|l| l.remove(series.as_str())) {
+                Some(items) => items.into_values().collect(),
+                // Kept unchanged (not listed again): the mirror has it.
+                None if listed.is_none() || kept.contains(series) => {
+                    store.mirror_series(t, s, series)?
+                }
+                None => Vec::new(),
             };
             // Our own exported events come back here: mark them (loop prevention).
             own_bookings.push(crate::export::recognise(app, t, source, &mut items)?);
@@ -420,6 +489,19 @@ async fn apply(
         commit_batch(app, tenant, source, last, &mut applied).await?;
     }
     Ok((applied, cursor))
+}
+
+/// A full listing's items by series and item (as the mirror now holds them).
+fn group_by_series(items: Vec<ItemChange>) -> HashMap<String, BTreeMap<String, serde_json::Value>> {
+    let mut by_series: HashMap<String, BTreeMap<String, serde_json::Value>> = HashMap::new();
+    for change in items {
+        let entry = by_series.entry(change.series).or_default();
+        match change.body {
+            Some(body) => entry.insert(change.item, body),
+            None => entry.remove(&change.item),
+        };
+    }
+    by_series
 }
 
 /// An import batch being rendered, parsed and expanded.

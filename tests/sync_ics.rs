@@ -395,3 +395,142 @@ async fn batched_import_raises_and_resolves_conflicts() {
         "{fb}"
     );
 }
+
+/// An LF-only feed with folded lines in a fake zone of fixed `offset` hours:
+/// a weekly series (a UID folded across lines, one instance moved by a
+/// RECURRENCE-ID override at the end of the feed) and one-hour single events
+/// `(uid, day, hour)`, all in May 2030.
+fn digest_feed(offset: i64, singles: &[(&str, u32, u32)]) -> String {
+    let mut f = format!(
+        "BEGIN:VCALENDAR\nPRODID:-//test//digests//EN\nVERSION:2.0\n\
+BEGIN:VTIMEZONE\nTZID:Test/Zone\nBEGIN:STANDARD\nTZOFFSETFROM:+{offset:02}00\nTZOFFSETTO:+{offset:02}00\n\
+DTSTART:19700101T000000\nEND:STANDARD\nEND:VTIMEZONE\n\
+BEGIN:VEVENT\nUID:weekly-with-a-long-\n uid-folded@example.test\nDTSTAMP:20300101T000000Z\n\
+DTSTART;TZID=Test/Zone:20300506T090000\nDTEND;TZID=Test/Zone:20300506T100000\n\
+RRULE:FREQ=WEEKLY;COUNT=4\nSUMMARY:Weekly \n folded\nEND:VEVENT\n"
+    );
+    for (uid, day, hour) in singles {
+        f.push_str(&format!(
+            "BEGIN:VEVENT\nUID:{uid}\nDTSTAMP:20300101T000000Z\n\
+DTSTART;TZID=Test/Zone:203005{day:02}T{hour:02}0000\n\
+DTEND;TZID=Test/Zone:203005{day:02}T{:02}0000\nSUMMARY:Single {uid}\nEND:VEVENT\n",
+            hour + 1
+        ));
+    }
+    f.push_str(
+        "BEGIN:VEVENT\nUID:weekly-with-a-long-uid-folded@example.test\nDTSTAMP:20300101T000000Z\n\
+RECURRENCE-ID;TZID=Test/Zone:20300513T090000\nDTSTART;TZID=Test/Zone:20300513T140000\n\
+DTEND;TZID=Test/Zone:20300513T150000\nSUMMARY:Moved\nEND:VEVENT\nEND:VCALENDAR\n",
+    );
+    f
+}
+
+/// The busy blocks [`digest_feed`] should give, in UTC.
+fn digest_busy(offset: i64, singles: &[(&str, u32, u32)]) -> Vec<(String, String)> {
+    let mut local: Vec<(u32, u32)> = vec![(6, 9), (13, 14), (20, 9), (27, 9)];
+    local.extend(singles.iter().map(|(_, day, hour)| (*day, *hour)));
+    let mut out: Vec<(String, String)> = local
+        .into_iter()
+        .map(|(day, hour)| {
+            let start = chrono::NaiveDate::from_ymd_opt(2030, 5, day)
+                .and_then(|d| d.and_hms_opt(hour, 0, 0))
+                .expect("valid date")
+                - chrono::TimeDelta::hours(offset);
+            let end = start + chrono::TimeDelta::hours(1);
+            let f = |t: chrono::NaiveDateTime| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            (f(start), f(end))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn counts(log: &Value) -> (u64, u64, u64) {
+    let n = |k: &str| log[k].as_u64().unwrap_or(u64::MAX);
+    (n("created"), n("updated"), n("deleted"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn incremental_feed_syncs_skip_unchanged_events_and_apply_every_change() {
+    let feed = IcsMock::start().await;
+    let first = [("a", 1, 9), ("b", 2, 9), ("c", 3, 9)];
+    feed.set_feed("/team.ics", digest_feed(2, &first));
+    let s = TestServer::start_with_extra(extra(
+        &feed.webcal_url("/team.ics").replace("webcal://", "http://"),
+        false,
+    ))
+    .await;
+    let (status, log) = sync(&s, "incremental").await;
+    assert_eq!(status, 200, "{log}");
+    assert_eq!(counts(&log), (4, 0, 0), "{log}");
+    assert_eq!(busy(&s).await, digest_busy(2, &first));
+
+    // One event moved, one removed, one added; the rest (the folded series
+    // with its override among them) untouched.
+    let second = [("a", 1, 9), ("b", 2, 15), ("d", 4, 9)];
+    feed.set_feed("/team.ics", digest_feed(2, &second));
+    let (_, log) = sync(&s, "incremental").await;
+    assert_eq!(counts(&log), (1, 1, 1), "{log}");
+    assert_eq!(busy(&s).await, digest_busy(2, &second));
+
+    // Only the override of the series changes: the series is updated.
+    let moved = digest_feed(2, &second)
+        .replace("20300513T140000", "20300513T160000")
+        .replace("20300513T150000", "20300513T170000");
+    feed.set_feed("/team.ics", moved.clone());
+    let (_, log) = sync(&s, "incremental").await;
+    assert_eq!(counts(&log), (0, 1, 0), "{log}");
+    let mut expected: Vec<(String, String)> = digest_busy(2, &second)
+        .into_iter()
+        .map(|(a, b)| {
+            if a == "2030-05-13T12:00:00Z" {
+                ("2030-05-13T14:00:00Z".into(), "2030-05-13T15:00:00Z".into())
+            } else {
+                (a, b)
+            }
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(busy(&s).await, expected);
+
+    // The same events with CRLF line ends and other folds: nothing to do.
+    let crlf = moved
+        .replace("SUMMARY:Weekly \n folded", "SUMMARY:Weekly fol\n ded")
+        .replace('\n', "\r\n");
+    feed.set_feed("/team.ics", crlf);
+    let (_, log) = sync(&s, "incremental").await;
+    assert_eq!(counts(&log), (0, 0, 0), "{log}");
+    assert_eq!(busy(&s).await, expected);
+
+    // The zone changes: every event is rendered again and moves.
+    feed.set_feed("/team.ics", digest_feed(3, &second));
+    let (_, log) = sync(&s, "incremental").await;
+    assert_eq!(counts(&log), (0, 4, 0), "{log}");
+    assert_eq!(busy(&s).await, digest_busy(3, &second));
+
+    // A failed run keeps the cache; the next one still applies the changes.
+    feed.faults().push(Fault::Status {
+        status: 503,
+        retry_after: None,
+    });
+    let third = [("a", 1, 9), ("d", 4, 9), ("e", 5, 9)];
+    feed.set_feed("/team.ics", digest_feed(3, &third));
+    let (status, _) = sync(&s, "incremental").await;
+    assert_eq!(status, 502);
+    assert_eq!(busy(&s).await, digest_busy(3, &second));
+    let (_, log) = sync(&s, "incremental").await;
+    assert_eq!(counts(&log), (1, 0, 1), "{log}");
+    assert_eq!(busy(&s).await, digest_busy(3, &third));
+
+    // Across a restart, and a forced full sync finds nothing new.
+    let s = s.restart().await;
+    let fourth = [("a", 1, 10), ("d", 4, 9), ("e", 5, 9)];
+    feed.set_feed("/team.ics", digest_feed(3, &fourth));
+    let (_, log) = sync(&s, "incremental").await;
+    assert_eq!(counts(&log), (0, 1, 0), "{log}");
+    assert_eq!(busy(&s).await, digest_busy(3, &fourth));
+    feed.touch("/team.ics");
+    let (_, log) = sync(&s, "full").await;
+    assert_eq!(counts(&log), (0, 0, 0), "{log}");
+    assert_eq!(busy(&s).await, digest_busy(3, &fourth));
+}

@@ -44,6 +44,44 @@ pub async fn fetch(
     cursor: &Cursor,
     mode: FetchMode,
 ) -> Result<Fetched, ProviderError> {
+    Ok(fetch_with_digests(client, url, cursor, mode, None)
+        .await?
+        .fetched)
+}
+
+/// What [`fetch_with_digests`] brought back.
+#[derive(Debug)]
+pub struct FeedFetch {
+    /// A [`Fetched::Full`] lists only the UIDs that are new or changed since
+    /// `known`; the ones in `kept` are still in the feed, unchanged.
+    pub fetched: Fetched,
+    /// UIDs (series and item) still in the feed exactly as when `known` was taken.
+    pub kept: Vec<String>,
+    /// When the feed was compared with `known` (its feed-level parts unchanged):
+    /// the UIDs `known` listed that the feed no longer has. The listing is then
+    /// a delta against `known`: its items are the new and changed UIDs.
+    pub removed: Option<Vec<String>>,
+    /// The digests of this feed, to keep with the mirror once it is applied
+    /// (`None`: not worth keeping; the next sync splits the whole feed again).
+    pub digests: Option<FeedDigests>,
+}
+
+/// [`fetch`], skipping the UIDs whose raw text is unchanged since `known` (the
+/// digests kept from the last applied feed): only the new and changed UIDs are
+/// parsed and rendered (see [`split_with`]).
+pub async fn fetch_with_digests(
+    client: &SafeClient,
+    url: &str,
+    cursor: &Cursor,
+    mode: FetchMode,
+    known: Option<FeedDigests>,
+) -> Result<FeedFetch, ProviderError> {
+    let unchanged = |cursor| FeedFetch {
+        fetched: Fetched::Unchanged { cursor },
+        kept: Vec::new(),
+        removed: None,
+        digests: None,
+    };
     let mut headers: Vec<(HeaderName, String)> = vec![(ACCEPT, ACCEPT_FEED.to_owned())];
     if mode == FetchMode::Incremental {
         if let Some(etag) = cursor.etag.as_ref().filter(|v| !v.is_empty()) {
@@ -67,15 +105,13 @@ pub async fn fetch(
     };
     let status = resp.status;
     if status == StatusCode::NOT_MODIFIED {
-        return Ok(Fetched::Unchanged {
-            cursor: Cursor {
-                token: None,
-                etag: header(ETAG).or_else(|| cursor.etag.clone()),
-                last_modified: header(LAST_MODIFIED).or_else(|| cursor.last_modified.clone()),
-                body_sha256: cursor.body_sha256.clone(),
-                url: next_url,
-            },
-        });
+        return Ok(unchanged(Cursor {
+            token: None,
+            etag: header(ETAG).or_else(|| cursor.etag.clone()),
+            last_modified: header(LAST_MODIFIED).or_else(|| cursor.last_modified.clone()),
+            body_sha256: cursor.body_sha256.clone(),
+            url: next_url,
+        }));
     }
     if !status.is_success() {
         return Err(status_failure(&resp, &shown));
@@ -95,10 +131,10 @@ pub async fn fetch(
         url: next_url,
     };
     if mode == FetchMode::Incremental && cursor.body_sha256 == new_cursor.body_sha256 {
-        return Ok(Fetched::Unchanged { cursor: new_cursor });
+        return Ok(unchanged(new_cursor));
     }
     let body = resp.body.clone();
-    let items = tokio::task::spawn_blocking(move || split(&body))
+    let split = tokio::task::spawn_blocking(move || split_with(&body, known.as_ref()))
         .await
         .map_err(|e| ProviderError::retryable(format!("{shown}: feed parsing stopped: {e}")))?
         .map_err(|e| match e {
@@ -112,9 +148,14 @@ pub async fn fetch(
             },
             other => other,
         })?;
-    Ok(Fetched::Full {
-        items,
-        cursor: new_cursor,
+    Ok(FeedFetch {
+        fetched: Fetched::Full {
+            items: split.items,
+            cursor: new_cursor,
+        },
+        kept: split.kept,
+        removed: split.removed,
+        digests: split.digests,
     })
 }
 
@@ -320,8 +361,91 @@ fn referenced_zones(c: &Component<'_>, out: &mut Vec<String>) {
     }
 }
 
+/// Bump when [`split`]'s output for the same feed changes: digests kept by an
+/// older version then no longer match, and the next sync renders everything.
+const SPLIT_VERSION: &[u8] = b"calgate-ics-split-1";
+
+/// Digest of one UID's raw (unfolded) VEVENT texts, in feed order.
+type UidDigest = [u8; 16];
+
+/// What a feed looked like when it was last applied: a digest of its
+/// feed-level parts (calendar properties, VTIMEZONEs, [`SPLIT_VERSION`]) and one
+/// per UID of its raw VEVENT texts. Only UIDs that were rendered into an item
+/// (their events parsed, and the parser read the UID the line scan found) are
+/// listed, so an unchanged UID here is one whose item the mirror holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedDigests {
+    feed: [u8; 32],
+    uids: HashMap<String, UidDigest>,
+}
+
+const DIGESTS_MAGIC: &[u8; 4] = b"CGD1";
+
+impl FeedDigests {
+    /// UIDs listed.
+    pub fn len(&self) -> usize {
+        self.uids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.uids.is_empty()
+    }
+
+    /// `magic, feed digest, then per UID: u32 length, UID, digest`.
+    pub fn encode(&self) -> Vec<u8> {
+        let size: usize = self.uids.keys().map(|u| u.len() + 20).sum();
+        let mut out = Vec::with_capacity(36 + size);
+        out.extend_from_slice(DIGESTS_MAGIC);
+        out.extend_from_slice(&self.feed);
+        for (uid, digest) in &self.uids {
+            out.extend_from_slice(&(uid.len() as u32).to_le_bytes());
+            out.extend_from_slice(uid.as_bytes());
+            out.extend_from_slice(digest);
+        }
+        out
+    }
+
+    /// `None` for anything [`FeedDigests::encode`] did not write.
+    pub fn decode(mut raw: &[u8]) -> Option<FeedDigests> {
+        raw = raw.strip_prefix(DIGESTS_MAGIC)?;
+        let feed: [u8; 32] = raw.get(..32)?.try_into().ok()?;
+        raw = &raw[32..];
+        let mut uids = HashMap::new();
+        while !raw.is_empty() {
+            let len = u32::from_le_bytes(raw.get(..4)?.try_into().ok()?) as usize;
+            let uid = std::str::from_utf8(raw.get(4..4 + len)?).ok()?;
+            let digest: UidDigest = raw.get(4 + len..4 + len + 16)?.try_into().ok()?;
+            uids.insert(uid.to_owned(), digest);
+            raw = &raw[4 + len + 16..];
+        }
+        Some(FeedDigests { feed, uids })
+    }
+}
+
+/// A split feed: the items of new and changed UIDs, the unchanged UIDs, and the
+/// digests to keep (see [`split_with`]).
+#[derive(Debug)]
+pub struct Split {
+    pub items: Vec<ItemChange>,
+    pub kept: Vec<String>,
+    /// See [`FeedFetch::removed`].
+    pub removed: Option<Vec<String>>,
+    pub digests: Option<FeedDigests>,
+}
+
 /// Splits a feed body into one item per UID (see the module docs).
 pub fn split(body: &[u8]) -> Result<Vec<ItemChange>, ProviderError> {
+    Ok(split_with(body, None)?.items)
+}
+
+/// [`split`], skipping the UIDs `known` says are unchanged: a line scan finds
+/// each VEVENT's UID (the `UID` line at the event's own level) and digests the
+/// raw text of each UID's events; when the feed-level parts are as in `known`,
+/// a UID whose digest matches is not parsed or rendered but listed in `kept`.
+/// Everything is split as before when there is nothing to compare with, the
+/// feed-level parts changed, or the scan is unsure (a `UID` line with
+/// parameters, two of them in one event) — or disagrees with the parser.
+pub fn split_with(body: &[u8], known: Option<&FeedDigests>) -> Result<Split, ProviderError> {
     let text = unfold(body);
     let outline = outline(&text);
     if !outline.complete {
@@ -336,7 +460,148 @@ pub fn split(body: &[u8]) -> Result<Vec<ItemChange>, ProviderError> {
             "the feed has {event_count} events, more than the {MAX_EVENTS} accepted"
         )));
     }
+    // Without a trustworthy scan, every event is split and parsed.
+    let split_everything = || Split {
+        items: split_blocks(&outline, None).0,
+        kept: Vec::new(),
+        removed: None,
+        digests: None,
+    };
+    let Some(scanned) = scan_uids(&outline) else {
+        return Ok(split_everything());
+    };
+    let feed = feed_digest(&outline);
+    // Per UID, in feed order: its digest over its events' raw text.
+    let mut hashers: HashMap<&str, Sha256> = HashMap::with_capacity(scanned.len());
+    for (block, uid) in outline.blocks.iter().zip(&scanned) {
+        if let Some(uid) = uid {
+            let h = hashers.entry(uid.as_str()).or_default();
+            h.update((block.text.len() as u64).to_le_bytes());
+            h.update(block.text.as_bytes());
+        }
+    }
+    let digests: HashMap<&str, UidDigest> = hashers
+        .into_iter()
+        .map(|(uid, h)| {
+            let full = h.finalize();
+            let mut d = [0u8; 16];
+            d.copy_from_slice(&full[..16]);
+            (uid, d)
+        })
+        .collect();
+    let known = known.filter(|k| k.feed == feed);
+    let unchanged = |uid: &str| {
+        known.is_some_and(|k| k.uids.get(uid).is_some_and(|d| Some(d) == digests.get(uid)))
+    };
+    let selected: Vec<bool> = scanned
+        .iter()
+        .map(|uid| uid.as_deref().is_some_and(|u| !unchanged(u)))
+        .collect();
+    let (items, parsed) = split_blocks(&outline, Some(&selected));
+    // The parser must read the UIDs the scan found; if not, trust the parser.
+    let agrees = parsed
+        .iter()
+        .zip(&scanned)
+        .all(|(parsed, scanned)| parsed.is_none() || parsed == scanned);
+    if !agrees {
+        return Ok(split_everything());
+    }
+    let mut kept = Vec::new();
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for uid in scanned.iter().flatten() {
+        if seen.insert(uid.as_str()) && unchanged(uid) {
+            kept.push(uid.clone());
+        }
+    }
+    let mut uids: HashMap<String, UidDigest> = HashMap::with_capacity(kept.len() + items.len());
+    for uid in kept.iter().chain(items.iter().map(|i| &i.series)) {
+        if let Some(d) = digests.get(uid.as_str()) {
+            uids.insert(uid.clone(), *d);
+        }
+    }
+    let removed = known.map(|k| {
+        k.uids
+            .keys()
+            .filter(|uid| !uids.contains_key(uid.as_str()))
+            .cloned()
+            .collect()
+    });
+    Ok(Split {
+        items,
+        kept,
+        removed,
+        digests: Some(FeedDigests { feed, uids }),
+    })
+}
 
+/// Digest of what every item of the feed shares: calendar properties and
+/// VTIMEZONEs (and the splitter's version).
+fn feed_digest(outline: &Outline<'_>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(SPLIT_VERSION);
+    for line in &outline.properties {
+        h.update((line.len() as u64).to_le_bytes());
+        h.update(line.as_bytes());
+    }
+    for block in outline.blocks.iter().filter(|b| b.name == "VTIMEZONE") {
+        h.update((block.text.len() as u64).to_le_bytes());
+        h.update(block.text.as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// The UID each top-level block would get from [`split_blocks`] (`None` for
+/// blocks that are not VEVENTs), found by a line scan: the `UID:` line at the
+/// event's own level, trimmed, or the synthetic UID when there is none or it is
+/// empty. `None` when a VEVENT is ambiguous to a line scan (a `UID` line with
+/// parameters or odd spacing, two `UID` lines).
+fn scan_uids(outline: &Outline<'_>) -> Option<Vec<Option<String>>> {
+    let mut out = Vec::with_capacity(outline.blocks.len());
+    for block in &outline.blocks {
+        if block.name != "VEVENT" {
+            out.push(None);
+            continue;
+        }
+        let mut depth = 0usize;
+        let mut uid: Option<&str> = None;
+        for line in block.text.split("\r\n") {
+            if delimiter(line, "BEGIN:").is_some() {
+                depth += 1;
+            } else if delimiter(line, "END:").is_some() {
+                depth = depth.saturating_sub(1);
+            } else if depth == 1 {
+                let name_end = line.find([':', ';']).unwrap_or(line.len());
+                let name = &line[..name_end];
+                if !name.trim().eq_ignore_ascii_case("UID") {
+                    continue;
+                }
+                if name.len() != 3 || line.as_bytes().get(3) != Some(&b':') || uid.is_some() {
+                    return None;
+                }
+                uid = Some(line[4..].trim());
+            }
+        }
+        out.push(Some(match uid.filter(|u| !u.is_empty()) {
+            Some(uid) => uid.to_owned(),
+            None => synthetic_uid(block),
+        }));
+    }
+    Some(out)
+}
+
+/// Stable across fetches while the event stays the same.
+fn synthetic_uid(block: &Block<'_>) -> String {
+    let digest = hex::encode(Sha256::digest(block.text.as_bytes()));
+    format!("calgate-{}@feed", &digest[..32])
+}
+
+/// Renders the VEVENT blocks of `outline` (all, or those `selected` by index)
+/// into one item per UID; also returns, per block, the UID the parser read
+/// (`None` for blocks not rendered or unreadable).
+fn split_blocks(
+    outline: &Outline<'_>,
+    selected: Option<&[bool]>,
+) -> (Vec<ItemChange>, Vec<Option<String>>) {
     let mut prodid = None;
     let mut calscale = None;
     let mut x_wr_timezone = None;
@@ -349,10 +614,11 @@ pub fn split(body: &[u8]) -> Result<Vec<ItemChange>, ProviderError> {
         }
     }
 
+    let mut parsed_uids: Vec<Option<String>> = vec![None; outline.blocks.len()];
     let mut zones: HashMap<String, Component<'_>> = HashMap::new();
     // (uid, synthetic, event) in feed order
-    let mut events: Vec<(String, bool, Component<'_>)> = Vec::with_capacity(event_count);
-    for block in &outline.blocks {
+    let mut events: Vec<(String, bool, Component<'_>)> = Vec::new();
+    for (index, block) in outline.blocks.iter().enumerate() {
         match block.name.as_str() {
             "VTIMEZONE" => {
                 if let Some(c) = parse_block(block)
@@ -362,16 +628,16 @@ pub fn split(body: &[u8]) -> Result<Vec<ItemChange>, ProviderError> {
                 }
             }
             "VEVENT" => {
+                if selected.is_some_and(|s| !s.get(index).copied().unwrap_or(false)) {
+                    continue;
+                }
                 if let Some(c) = parse_block(block) {
-                    match prop_value(&c, "UID").filter(|u| !u.is_empty()) {
-                        Some(uid) => events.push((uid.to_owned(), false, c)),
-                        None => {
-                            // Stable across fetches while the event stays the same.
-                            let digest = hex::encode(Sha256::digest(block.text.as_bytes()));
-                            let uid = format!("calgate-{}@feed", &digest[..32]);
-                            events.push((uid, true, c));
-                        }
-                    }
+                    let (uid, synthetic) = match prop_value(&c, "UID").filter(|u| !u.is_empty()) {
+                        Some(uid) => (uid.to_owned(), false),
+                        None => (synthetic_uid(block), true),
+                    };
+                    parsed_uids[index] = Some(uid.clone());
+                    events.push((uid, synthetic, c));
                 }
             }
             _ => {}
@@ -438,7 +704,7 @@ pub fn split(body: &[u8]) -> Result<Vec<ItemChange>, ProviderError> {
             body: Some(Value::String(w.finish())),
         });
     }
-    Ok(items)
+    (items, parsed_uids)
 }
 
 #[cfg(test)]
@@ -631,5 +897,158 @@ END:VCALENDAR\n";
             Some("BEGIN:VCALENDAR")
         );
         assert_eq!(render(&[], &ctx), None);
+    }
+
+    /// A small LF-only feed in a fake zone (`offset` in winter and summer), with
+    /// folded lines (a UID folded across lines among them), a weekly series with
+    /// a moved instance, and the given single events `(uid, day, hour)`.
+    fn digest_feed(offset: &str, singles: &[(&str, u32, u32)]) -> String {
+        let mut f = format!(
+            "BEGIN:VCALENDAR\nPRODID:-//test//digests//EN\nVERSION:2.0\nX-WR-TIMEZONE:Test/Zone\n\
+BEGIN:VTIMEZONE\nTZID:Test/Zone\nBEGIN:STANDARD\nTZOFFSETFROM:{offset}\nTZOFFSETTO:{offset}\n\
+DTSTART:19700101T000000\nEND:STANDARD\nEND:VTIMEZONE\n\
+BEGIN:VEVENT\nUID:weekly-with-a-long-\n uid-folded@example.test\nDTSTART;TZID=Test/Zone:20300506T090000\n\
+DTEND;TZID=Test/Zone:20300506T100000\nRRULE:FREQ=WEEKLY;COUNT=4\nSUMMARY:Weekly \n folded summary\nEND:VEVENT\n"
+        );
+        for (uid, day, hour) in singles {
+            f.push_str(&format!(
+                "BEGIN:VEVENT\nUID:{uid}\nDTSTART;TZID=Test/Zone:203005{day:02}T{hour:02}0000\n\
+DTEND;TZID=Test/Zone:203005{day:02}T{:02}3000\nSUMMARY:Single {uid}\n\
+BEGIN:VALARM\nACTION:DISPLAY\nUID:alarm-{uid}\nTRIGGER:-PT5M\nEND:VALARM\nEND:VEVENT\n",
+                hour
+            ));
+        }
+        // The moved instance comes after the other events, as exporters do.
+        f.push_str(
+            "BEGIN:VEVENT\nUID:weekly-with-a-long-uid-folded@example.test\n\
+RECURRENCE-ID;TZID=Test/Zone:20300513T090000\nDTSTART;TZID=Test/Zone:20300513T110000\n\
+DTEND;TZID=Test/Zone:20300513T120000\nSUMMARY:Moved\nEND:VEVENT\nEND:VCALENDAR\n",
+        );
+        f
+    }
+
+    fn texts(items: &[ItemChange]) -> std::collections::BTreeMap<String, String> {
+        items
+            .iter()
+            .map(|i| {
+                let text = i.body.as_ref().and_then(Value::as_str).unwrap_or_default();
+                (i.series.clone(), text.to_owned())
+            })
+            .collect()
+    }
+
+    /// Splits `next` against the digests of `previous` and checks that the kept
+    /// items of `previous` plus the new ones are exactly what a full split of
+    /// `next` gives.
+    fn split_against(previous: &str, next: &str) -> Split {
+        let before = split_with(previous.as_bytes(), None).unwrap();
+        let known = before.digests.clone().unwrap();
+        // Stored and read back as the sync engine does.
+        let known = FeedDigests::decode(&known.encode()).unwrap();
+        let after = split_with(next.as_bytes(), Some(&known)).unwrap();
+        let mut assembled = texts(&before.items);
+        assembled.retain(|uid, _| after.kept.contains(uid));
+        assembled.extend(texts(&after.items));
+        assert_eq!(assembled, texts(&split(next.as_bytes()).unwrap()));
+        after
+    }
+
+    #[test]
+    fn unchanged_uids_are_kept_and_changed_ones_split_again() {
+        let old = digest_feed("+0200", &[("a", 1, 9), ("b", 2, 9), ("c", 3, 9)]);
+        // b moved, c removed, d added.
+        let new = digest_feed("+0200", &[("a", 1, 9), ("b", 2, 14), ("d", 4, 9)]);
+        let series = "weekly-with-a-long-uid-folded@example.test";
+        let s = split_against(&old, &new);
+        let changed: Vec<&str> = s.items.iter().map(|i| i.series.as_str()).collect();
+        assert_eq!(changed, ["b", "d"]);
+        let mut kept = s.kept.clone();
+        kept.sort();
+        assert_eq!(kept, ["a", series]);
+        assert_eq!(s.removed, Some(vec!["c".to_owned()]));
+        assert_eq!(s.digests.as_ref().map(FeedDigests::len), Some(4));
+
+        // The same feed again: nothing to split, nothing removed.
+        let s = split_against(&new, &new);
+        assert!(s.items.is_empty(), "{:?}", s.items);
+        assert_eq!(s.kept.len(), 4);
+        assert_eq!(s.removed, Some(Vec::new()));
+
+        // An override changing changes its whole series (master included).
+        let moved = new.replace(
+            "DTSTART;TZID=Test/Zone:20300513T110000",
+            "DTSTART;TZID=Test/Zone:20300513T150000",
+        );
+        let s = split_against(&new, &moved);
+        assert_eq!(texts(&s.items).keys().collect::<Vec<_>>(), [series]);
+        assert_eq!(
+            texts(&s.items)[series].matches("BEGIN:VEVENT").count(),
+            2,
+            "master and override travel together"
+        );
+
+        // The same events refolded and with CRLF line ends read the same.
+        let crlf = new
+            .replace("SUMMARY:Weekly \n folded", "SUMMARY:Weekly f\r\n olded")
+            .replace('\n', "\r\n")
+            .replace("\r\r\n", "\r\n");
+        let s = split_against(&new, &crlf);
+        assert!(s.items.is_empty(), "{:?}", s.items);
+    }
+
+    #[test]
+    fn a_changed_zone_or_calendar_property_splits_everything_again() {
+        let singles = [("a", 1, 9), ("b", 2, 9)];
+        let old = digest_feed("+0200", &singles);
+        let s = split_against(&old, &digest_feed("+0300", &singles));
+        assert_eq!(s.items.len(), 3);
+        assert!(s.kept.is_empty());
+        assert_eq!(s.removed, None);
+        let renamed = old.replace("PRODID:-//test//digests//EN", "PRODID:-//test//other//EN");
+        let s = split_against(&old, &renamed);
+        assert_eq!((s.items.len(), s.kept.len(), s.removed), (3, 0, None));
+    }
+
+    #[test]
+    fn uid_lines_a_scan_cannot_read_fall_back_to_the_parser() {
+        let old = digest_feed("+0200", &[("a", 1, 9)]);
+        let odd = old.replace("UID:a\n", "UID;X-NOTE=\"x:y\":a\n");
+        let known = split_with(old.as_bytes(), None).unwrap().digests.unwrap();
+        let s = split_with(odd.as_bytes(), Some(&known)).unwrap();
+        assert_eq!((s.items.len(), s.kept.len()), (2, 0));
+        assert!(s.removed.is_none() && s.digests.is_none());
+        assert_eq!(texts(&s.items), texts(&split(odd.as_bytes()).unwrap()));
+    }
+
+    #[test]
+    fn quirky_fixture_feeds_are_kept_whole_when_unchanged() {
+        for name in [
+            "google_style.ics",
+            "outlook_style.ics",
+            "quirks_lf_only.ics",
+        ] {
+            let body = fixture(name);
+            let first = split_with(&body, None).unwrap();
+            let known = first
+                .digests
+                .clone()
+                .unwrap_or_else(|| panic!("{name}: no digests"));
+            assert_eq!(known.len(), first.items.len(), "{name}");
+            let again = split_with(&body, Some(&known)).unwrap();
+            assert!(again.items.is_empty(), "{name}: {:?}", again.items);
+            assert_eq!(again.kept.len(), first.items.len(), "{name}");
+            assert_eq!(again.removed, Some(Vec::new()), "{name}");
+        }
+    }
+
+    #[test]
+    fn digests_round_trip_and_reject_garbage() {
+        let feed = digest_feed("+0200", &[("a", 1, 9), ("ü-b", 2, 9)]);
+        let d = split_with(feed.as_bytes(), None).unwrap().digests.unwrap();
+        assert_eq!(FeedDigests::decode(&d.encode()), Some(d.clone()));
+        let raw = d.encode();
+        assert_eq!(FeedDigests::decode(&raw[..raw.len() - 1]), None);
+        assert_eq!(FeedDigests::decode(b"nope"), None);
+        assert_eq!(FeedDigests::decode(b""), None);
     }
 }

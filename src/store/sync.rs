@@ -21,6 +21,11 @@ fn mirror_key(tenant: &str, source: &str, series: &str, item: &str) -> Vec<u8> {
     ])
 }
 
+/// Key of a source's feed digests, next to its status (`tenant \0 source \0 digests`).
+fn feed_digests_key(tenant: &str, source: &str) -> Vec<u8> {
+    join(&[tenant.as_bytes(), source.as_bytes(), b"feed-digests"])
+}
+
 /// Runs kept per source in its log.
 pub const SYNC_LOG_LIMIT: usize = 100;
 
@@ -205,6 +210,33 @@ impl Store {
         Ok(out)
     }
 
+    /// The source's feed digests as last stored ([`Store::put_feed_digests`]).
+    pub fn feed_digests(&self, tenant: &str, source: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .sync_state
+            .get(feed_digests_key(tenant, source))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Stores (`Some`) or forgets (`None`) what the last applied iCal feed of a
+    /// source looked like (opaque to the store: see
+    /// [`crate::providers::ics::FeedDigests`]); durable with the next flush. They
+    /// describe the mirror, so a run forgets them before it changes the mirror
+    /// and stores new ones only once it applied the whole feed.
+    pub fn put_feed_digests(
+        &self,
+        tenant: &str,
+        source: &str,
+        digests: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let key = feed_digests_key(tenant, source);
+        match digests {
+            Some(raw) => self.sync_state.insert(key, raw)?,
+            None => self.sync_state.remove(key)?,
+        };
+        Ok(())
+    }
+
     pub fn sync_status(&self, tenant: &str, source: &str) -> Result<SyncStatus, StoreError> {
         let key = join(&[tenant.as_bytes(), source.as_bytes()]);
         match self.sync_state.get(&key)? {
@@ -312,6 +344,7 @@ impl Store {
         }
         let key = join(&[tenant.as_bytes(), source.as_bytes()]);
         self.sync_state.remove(&key)?;
+        self.sync_state.remove(feed_digests_key(tenant, source))?;
         self.secrets.remove(&key)?;
         Ok(())
     }

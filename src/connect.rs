@@ -30,6 +30,13 @@ pub struct PendingAuthorizations {
     by_state: Mutex<HashMap<String, Pending>>,
 }
 
+impl PendingAuthorizations {
+    /// The map; a panic elsewhere while it was held leaves it usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
+        self.by_state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 struct Pending {
     tenant: String,
     source: String,
@@ -92,12 +99,7 @@ pub fn start(
     kind: ProviderKind,
 ) -> Result<String, ProviderError> {
     let pending = oauth::authorize(&endpoints(app, kind)?)?;
-    let mut by_state = app
-        .sync
-        .pending
-        .by_state
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut by_state = app.sync.pending.lock();
     by_state.retain(|_, p| p.started.elapsed() < STATE_LIFETIME);
     by_state.insert(
         pending.state.clone(),
@@ -120,15 +122,7 @@ pub async fn callback(
     state: &str,
     code: &str,
 ) -> Result<Connected, ConnectError> {
-    let pending = {
-        let mut by_state = app
-            .sync
-            .pending
-            .by_state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        by_state.remove(state)
-    };
+    let pending = app.sync.pending.lock().remove(state);
     let Some(pending) =
         pending.filter(|p| p.started.elapsed() < STATE_LIFETIME && p.provider == kind)
     else {

@@ -220,6 +220,24 @@ pub struct Pass {
     pub error: Option<String>,
 }
 
+impl Pass {
+    /// Counts what reconciling one booking did; the reason, when it was parked.
+    fn count(&mut self, outcome: Outcome) -> Option<String> {
+        match outcome {
+            Outcome::Created => self.created += 1,
+            Outcome::Updated => self.updated += 1,
+            Outcome::Deleted => self.deleted += 1,
+            Outcome::Unchanged => {}
+            Outcome::Parked(msg) => {
+                self.parked += 1;
+                self.parked_error.get_or_insert_with(|| msg.clone());
+                return Some(msg);
+            }
+        }
+        None
+    }
+}
+
 /// What reconciling one booking did.
 #[derive(Debug)]
 enum Outcome {
@@ -389,16 +407,8 @@ pub async fn deliver(
             let Some(outcome) = outcome else { continue };
             match outcome {
                 Ok(o) => {
-                    match o {
-                        Outcome::Created => pass.created += 1,
-                        Outcome::Updated => pass.updated += 1,
-                        Outcome::Deleted => pass.deleted += 1,
-                        Outcome::Unchanged => {}
-                        Outcome::Parked(msg) => {
-                            pass.parked += 1;
-                            warn!(tenant = t, source = s, booking = %id, error = %msg, "export parked");
-                            pass.parked_error.get_or_insert(msg);
-                        }
+                    if let Some(msg) = pass.count(o) {
+                        warn!(tenant = t, source = s, booking = %id, error = %msg, "export parked");
                     }
                     done.insert(id);
                 }
@@ -559,16 +569,7 @@ async fn retry_parked_records(ctx: &Ctx<'_>, pass: &mut Pass) -> Result<(), Expo
         .map(|(id, _)| id)
         .collect();
     for id in parked {
-        match reconcile(ctx, &id).await? {
-            Outcome::Created => pass.created += 1,
-            Outcome::Updated => pass.updated += 1,
-            Outcome::Deleted => pass.deleted += 1,
-            Outcome::Unchanged => {}
-            Outcome::Parked(msg) => {
-                pass.parked += 1;
-                pass.parked_error.get_or_insert(msg);
-            }
-        }
+        pass.count(reconcile(ctx, &id).await?);
     }
     Ok(())
 }

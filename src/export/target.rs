@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use super::event::ExportEvent;
 use crate::model::BookingTime;
 use crate::providers::oauth::Session;
-use crate::providers::{ProviderError, TokenSource, path_segment, status_error};
+use crate::providers::{
+    ProviderError, TokenSource, api_transport_error, path_segment, status_error,
+};
 
 /// Graph single-value extended property of our marker (PS_PUBLIC_STRINGS set).
 pub const GRAPH_MARKER_PROPERTY: &str =
@@ -155,7 +157,7 @@ impl Api {
             let resp = req
                 .send()
                 .await
-                .map_err(|e| transport_error(self.provider, e))?;
+                .map_err(|e| api_transport_error(self.provider, e))?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED {
                 if refreshed {
@@ -172,7 +174,7 @@ impl Api {
             let body = resp
                 .bytes()
                 .await
-                .map_err(|e| transport_error(self.provider, e))?;
+                .map_err(|e| api_transport_error(self.provider, e))?;
             return Ok(Answer {
                 status,
                 retry_after,
@@ -218,18 +220,6 @@ impl Api {
         }
         Ok(url)
     }
-}
-
-fn transport_error(provider: &str, e: reqwest::Error) -> ProviderError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    // URLs carry calendar and event ids only, but keep logs free of them anyway.
-    ProviderError::retryable(format!("{provider}: {what} ({})", e.without_url()))
 }
 
 fn id_of(v: &Value) -> Result<String, ProviderError> {

@@ -628,7 +628,7 @@ fn find_refused<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a Refused> {
 }
 
 /// An error and its causes, without the URL reqwest would print.
-fn chain(e: &reqwest::Error) -> String {
+pub(crate) fn chain(e: &reqwest::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut cur = e.source();
     while let Some(err) = cur {

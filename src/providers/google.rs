@@ -257,11 +257,7 @@ fn too_many_pages() -> ProviderError {
 }
 
 fn transport_error(e: reqwest::Error) -> ProviderError {
-    if e.is_builder() {
-        ProviderError::Permanent(format!("bad Google API request: {}", e.without_url()))
-    } else {
-        ProviderError::retryable(format!("Google API unreachable: {}", e.without_url()))
-    }
+    super::api_transport_error("Google Calendar API", e)
 }
 
 fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {

@@ -295,27 +295,7 @@ fn take_values(page: &mut Value) -> Result<Vec<Value>, ProviderError> {
 }
 
 fn transport_error(e: reqwest::Error) -> ProviderError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    // Graph URLs carry ids and delta tokens: leave them out.
-    let e = e.without_url();
-    let mut detail = Vec::new();
-    let mut cur = std::error::Error::source(&e);
-    while let Some(err) = cur {
-        detail.push(err.to_string());
-        cur = err.source();
-    }
-    let detail = if detail.is_empty() {
-        e.to_string()
-    } else {
-        detail.join(": ")
-    };
-    ProviderError::retryable(format!("Microsoft Graph: {what} ({detail})"))
+    super::api_transport_error("Microsoft Graph", e)
 }
 
 // ---------------------------------------------------------------------------------------------

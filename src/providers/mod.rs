@@ -166,6 +166,23 @@ pub struct RenderContext<'a> {
 /// (e.g. only cancelled instances whose master is gone).
 pub type Rendered = Option<String>;
 
+/// A request to a provider's API (`api`: "Google", "Microsoft Graph") that got no
+/// answer: retryable, with the cause but not the URL (it carries calendar ids and
+/// sync tokens). A request we could not even build is our bug: permanent.
+pub fn api_transport_error(api: &str, e: reqwest::Error) -> ProviderError {
+    if e.is_builder() {
+        return ProviderError::Permanent(format!("bad {api} request: {}", fetch::chain(&e)));
+    }
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    ProviderError::retryable(format!("{api}: {what} ({})", fetch::chain(&e)))
+}
+
 /// Percent-encodes one URL path segment (ids contain `@`, `#`, `/`, `+`, `=`).
 pub fn path_segment(id: &str) -> String {
     percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
@@ -208,5 +225,42 @@ pub fn status_error(
             }
         }
         _ => ProviderError::Permanent(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No answer at all is worth retrying, and the message names the API and the
+    /// cause but not the URL (calendar ids, sync tokens).
+    #[tokio::test]
+    async fn an_unreachable_api_is_a_retryable_error_without_the_url() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(9);
+        let url =
+            format!("http://127.0.0.1:{closed}/calendars/secret-calendar-id/events?syncToken=tok");
+        // The server installs the TLS provider at start; this test builds its own client.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let Err(e) = reqwest::Client::new().get(&url).send().await else {
+            panic!("nothing listens on port {closed}");
+        };
+        match api_transport_error("Google Calendar API", e) {
+            ProviderError::Retryable {
+                message,
+                retry_after,
+            } => {
+                assert!(
+                    message.starts_with("Google Calendar API: cannot connect"),
+                    "{message}"
+                );
+                assert!(!message.contains("secret-calendar-id"), "{message}");
+                assert!(!message.contains("tok"), "{message}");
+                assert_eq!(retry_after, None);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

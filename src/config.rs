@@ -126,6 +126,21 @@ pub struct TenantConfig {
     /// Exported events moved in the external calendar move their booking (with
     /// the usual conflict check); otherwise the move is only reported.
     pub accept_external_moves: bool,
+    /// Who delivers invitations between the tenant's CalDAV users.
+    pub scheduling: Scheduling,
+}
+
+/// Who schedules (RFC 6638): `scheduling = "server" | "client"` on a tenant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Scheduling {
+    /// The gateway advertises `calendar-auto-schedule`: it delivers invitations,
+    /// replies and cancellations between the tenant's users (their scheduling
+    /// inboxes) and records SCHEDULE-STATUS; clients then send none themselves.
+    #[default]
+    Server,
+    /// Nothing is advertised and nothing delivered: calendar clients send their
+    /// own (e-mail) invitations, and objects are stored exactly as written.
+    Client,
 }
 
 #[derive(Clone)]
@@ -167,6 +182,9 @@ pub struct UserConfig {
     pub username: String,
     /// argon2 PHC string, as printed by `calgate hash-password`.
     pub password_hash: String,
+    /// The user's e-mail address: one of their calendar user addresses, so
+    /// attendees picked from an address book reach them.
+    pub email: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -313,6 +331,7 @@ struct RawTenant {
     #[serde(default)]
     source: Vec<RawSource>,
     accept_external_moves: Option<bool>,
+    scheduling: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,6 +348,7 @@ struct RawWebhook {
 struct RawUser {
     username: String,
     password_hash: String,
+    email: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -553,11 +573,30 @@ impl Validator<'_> {
                 ));
             }
             self.hash(&key(&format!("user[{j}].password_hash")), &u.password_hash)?;
+            let email = match u.email {
+                None => None,
+                Some(email) => {
+                    Some(self.email(&key(&format!("user[{j}].email")), email, &users)?)
+                }
+            };
             users.push(UserConfig {
                 username: u.username,
                 password_hash: u.password_hash,
+                email,
             });
         }
+        let scheduling = match raw.scheduling.as_deref() {
+            None | Some("server") => Scheduling::Server,
+            Some("client") => Scheduling::Client,
+            Some(other) => {
+                return Err(self.invalid(
+                    key("scheduling"),
+                    format!(
+                        "\"{other}\" is neither \"server\" (the gateway delivers invitations between the tenant's users) nor \"client\" (calendar clients send their own invitations)"
+                    ),
+                ));
+            }
+        };
         let mut api_keys = Vec::new();
         for (j, k) in raw.api_key.into_iter().enumerate() {
             self.label(&key(&format!("api_key[{j}].name")), &k.name)?;
@@ -633,6 +672,7 @@ impl Validator<'_> {
         }
         Ok(TenantConfig {
             sources,
+            scheduling,
             accept_external_moves: raw.accept_external_moves.unwrap_or(false),
             id: raw.id,
             name,
@@ -853,6 +893,44 @@ impl Validator<'_> {
         Ok(hours)
     }
 
+    /// A user's e-mail address: `name@domain`, unique among the tenant's users
+    /// (attendees are found by it). Kept as written; compared without case.
+    fn email(
+        &self,
+        key: &str,
+        email: String,
+        others: &[UserConfig],
+    ) -> Result<String, ConfigError> {
+        let plain = email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+            && email.len() <= 254
+            && !email
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "<>:;,\"".contains(c));
+        if !plain {
+            return Err(self.invalid(
+                key,
+                format!("\"{email}\" is not an e-mail address such as \"anna@salon.example\""),
+            ));
+        }
+        let taken = others.iter().find(|u| {
+            u.email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(&email))
+        });
+        if let Some(owner) = taken {
+            return Err(self.invalid(
+                key,
+                format!(
+                    "\"{email}\" is already the address of user \"{}\"; each user needs their own",
+                    owner.username
+                ),
+            ));
+        }
+        Ok(email)
+    }
+
     fn label(&self, key: &str, value: &str) -> Result<(), ConfigError> {
         if is_identifier(value) {
             Ok(())
@@ -1040,6 +1118,42 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn scheduling_and_emails_parse_and_are_checked() {
+        let tenant = |extra: &str, users: &str| {
+            parse(&format!(
+                "[[tenant]]\nid=\"a\"\ntimezone=\"UTC\"\n{extra}\n{users}"
+            ))
+        };
+        let user = |name: &str, email: &str| {
+            format!(
+                "[[tenant.user]]\nusername=\"{name}\"\npassword_hash=\"{HASH}\"\nemail=\"{email}\"\n"
+            )
+        };
+        let c = tenant("", "").unwrap();
+        assert_eq!(c.tenants[0].scheduling, Scheduling::Server, "the default");
+        let c = tenant("scheduling = \"client\"", &user("x", "X@Salon.example")).unwrap();
+        assert_eq!(c.tenants[0].scheduling, Scheduling::Client);
+        assert_eq!(
+            c.tenants[0].users[0].email.as_deref(),
+            Some("X@Salon.example")
+        );
+        let err = tenant("scheduling = \"auto\"", "").unwrap_err().to_string();
+        assert!(err.contains("tenant[0].scheduling"), "{err}");
+        assert!(
+            err.contains("\"server\"") && err.contains("\"client\""),
+            "{err}"
+        );
+        let err = tenant("", &user("x", "not an address"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tenant[0].user[0].email"), "{err}");
+        let twice = user("x", "a@b.example") + &user("y", "A@B.example");
+        let err = tenant("", &twice).unwrap_err().to_string();
+        assert!(err.contains("tenant[0].user[1].email"), "{err}");
+        assert!(err.contains("user \"x\""), "{err}");
     }
 
     #[test]

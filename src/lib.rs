@@ -11,7 +11,7 @@
 //! - [`ical`]: iCalendar writing (and, later, parsing and recurrence).
 //! - [`feeds`]: .ics feed rendering and caching.
 //! - [`auth`]: argon2 secrets and their verification.
-//! - [`dav`]: CalDAV (RFC 4791/4918/6578); today its pure XML layer.
+//! - [`dav`]: CalDAV (RFC 4791/4918/6578) and scheduling between users (RFC 6638).
 //! - [`api`]: the JSON booking API handlers.
 //! - [`http`]: hyper server, routing, problem+json, conditional requests.
 //! - [`export`]: bookings pushed to Google / Microsoft calendars (durable outbox).

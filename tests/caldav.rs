@@ -700,7 +700,8 @@ async fn caldav_server_tester_finds_no_regression() {
     let out = tokio::task::spawn_blocking(move || {
         common::run_python(
             "server_tester.py",
-            &[&base, "ana", "secret", &expected, &report],
+            // bea: a second user of the salon, for the multi-user scheduling checks.
+            &[&base, "ana", "secret", &expected, &report, "bea:secret"],
         )
     })
     .await

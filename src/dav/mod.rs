@@ -3,6 +3,8 @@
 //! - [`xml`]: the pure XML layer: request parsing and multistatus writing.
 //! - [`paths`]: the URL layout.
 //! - [`node`]: resources and their properties.
+//! - [`scheduling`]: implicit scheduling (RFC 6638): who is told what when a
+//!   meeting is written; `inbox`: the REPORTs of the scheduling inboxes.
 //! - this module: authentication and the HTTP methods.
 //!
 //! Calendars are the tenant's bookings (each booking one object) and its sources
@@ -12,12 +14,14 @@
 
 mod bookings;
 mod error;
+mod inbox;
 pub mod listing;
 pub mod node;
 mod outbox;
 pub mod paths;
 pub mod plans;
 mod report;
+mod scheduling;
 mod stream;
 pub mod xml;
 
@@ -28,9 +32,10 @@ use hyper::body::Incoming;
 
 use crate::app::{App, UserPrincipal};
 use crate::calendars::CalendarError;
+use crate::config::Scheduling;
 use crate::http::{Body, empty, full, if_match};
 use crate::model::{BOOKINGS_SOURCE, Source};
-use crate::store::Precondition;
+use crate::store::{InboxDelete, Precondition};
 pub use error::DavError;
 use node::{Calendar, Ctx, Node};
 use paths::DavPath;
@@ -38,20 +43,37 @@ use xml::{
     NS_APPLE_ICAL, NS_CALDAV, NS_DAV, PropContent, PropName, PropPatchOp, PropRequest, PropValue,
 };
 
-/// What OPTIONS advertises: WebDAV class 1 and 3, CalDAV, extended MKCOL. The
-/// outbox answers free/busy requests, but invitations (auto-schedule) are not
-/// implemented, so that class is not claimed.
+/// What OPTIONS advertises: WebDAV class 1 and 3, CalDAV, extended MKCOL.
 pub const DAV_CLASSES: &str = "1, 3, calendar-access, extended-mkcol";
+/// [`DAV_CLASSES`] for users of tenants the server schedules for (RFC 6638).
+pub const DAV_CLASSES_SCHEDULING: &str =
+    "1, 3, calendar-access, extended-mkcol, calendar-auto-schedule";
 pub const ALLOW: &str =
     "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, MKCALENDAR, MKCOL, REPORT";
 const REALM: &str = "Basic realm=\"calgate\", charset=\"UTF-8\"";
 
 /// `OPTIONS` anywhere: what this server speaks (no authentication needed, so
-/// clients probing before logging in learn that CalDAV is here).
-pub fn options() -> Response<Body> {
+/// clients probing before logging in learn that CalDAV is here). Callers who
+/// send their credentials also learn whether the server schedules for their
+/// tenant (`calendar-auto-schedule`): clients then send no invitations themselves.
+pub async fn options(app: &App, headers: &HeaderMap) -> Response<Body> {
+    let schedules = headers.contains_key(header::AUTHORIZATION)
+        && match authenticate(app, headers).await {
+            Ok(user) => app
+                .tenant(&user.tenant)
+                .is_some_and(|t| t.scheduling == Scheduling::Server),
+            Err(_) => false,
+        };
     let mut resp = Response::new(empty());
     let h = resp.headers_mut();
-    h.insert("dav", HeaderValue::from_static(DAV_CLASSES));
+    h.insert(
+        "dav",
+        HeaderValue::from_static(if schedules {
+            DAV_CLASSES_SCHEDULING
+        } else {
+            DAV_CLASSES
+        }),
+    );
     h.insert(header::ALLOW, HeaderValue::from_static(ALLOW));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
     resp
@@ -70,7 +92,7 @@ pub fn well_known() -> Response<Body> {
 /// when a client probes `/` with PROPFIND.
 pub async fn serve(app: &Arc<App>, req: Request<Incoming>, segments: &[&str]) -> Response<Body> {
     if req.method() == Method::OPTIONS {
-        return options();
+        return options(app, req.headers()).await;
     }
     let user = match authenticate(app, req.headers()).await {
         Ok(user) => user,
@@ -103,7 +125,10 @@ pub async fn serve(app: &Arc<App>, req: Request<Incoming>, segments: &[&str]) ->
         "MKCALENDAR" | "MKCOL" => mkcalendar(&ctx, &path, req).await,
         "REPORT" => match body(&ctx, req).await {
             Ok(bytes) => match xml::parse_report(&bytes) {
-                Ok(request) => report::report(&ctx, &path, request).await,
+                Ok(request) => match &path {
+                    DavPath::Inbox(user) => inbox::report(&ctx, user, request),
+                    _ => report::report(&ctx, &path, request).await,
+                },
                 Err(e) => Err(bad_xml(e)),
             },
             Err(e) => Err(e),
@@ -200,10 +225,18 @@ async fn propfind(
     if depth == 1
         && let Node::Calendar(cal) = &node
     {
-        // A calendar may hold thousands of members: stream them, from its listing.
+        // A calendar may hold thousands of members: stream them, from its listing
+        // unless what is asked comes from their bodies (Schedule-Tags).
         let cal = cal.clone();
+        let from_bodies = scheduling::asks_schedule_tag(ctx, &request);
         return stream::multistatus(ctx, move |ctx, sink| {
             sink.write(&xml::Response::Props(propstats(ctx, &node, &request)?))?;
+            if from_bodies {
+                node.for_each_child(ctx, &mut |member| {
+                    Ok(sink.write(&xml::Response::Props(propstats(ctx, &member, &request)?))?)
+                })?;
+                return Ok(None);
+            }
             let listing = ctx.app.dav_listings.current(ctx, &cal)?;
             let template = listing::Template::new(
                 &cal,
@@ -278,8 +311,15 @@ async fn get(ctx: &Ctx<'_>, path: &DavPath, head: bool) -> Result<Response<Body>
         return Ok(resp);
     };
     let len = text.len();
+    let schedule_tag = match node {
+        Node::Booking(_) | Node::Object(..) => scheduling::schedule_tag_header(ctx, &text),
+        _ => None,
+    };
     let mut resp = Response::new(if head { empty() } else { full(text) });
     let h = resp.headers_mut();
+    if let Some(tag) = schedule_tag {
+        h.insert(scheduling::SCHEDULE_TAG, tag);
+    }
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/calendar; charset=utf-8"),
@@ -348,6 +388,11 @@ async fn put(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, DavError> {
     let DavPath::Object(_, cal_id, name) = path else {
+        if matches!(path, DavPath::Inbox(_) | DavPath::InboxItem(..)) {
+            return Err(DavError::forbidden(
+                "only the server writes to a scheduling inbox: invite people by saving the meeting in a calendar",
+            ));
+        }
         return Err(DavError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "PUT creates calendar objects inside a calendar",
@@ -360,16 +405,14 @@ async fn put(
             format!("calendar \"{cal_id}\" does not exist"),
         )
     })?;
-    let source = match cal {
-        Calendar::Bookings => None,
-        Calendar::Source(s) if s.read_only => {
-            return Err(DavError::forbidden(format!(
-                "calendar \"{}\" is imported and read-only",
-                s.id
-            )));
-        }
-        Calendar::Source(s) => Some(s),
-    };
+    if let Calendar::Source(s) = &cal
+        && s.read_only
+    {
+        return Err(DavError::forbidden(format!(
+            "calendar \"{}\" is imported and read-only",
+            s.id
+        )));
+    }
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -403,6 +446,7 @@ async fn put(
             None => Precondition::None,
         }
     };
+    let headers = req.headers().clone();
     let bytes = body(ctx, req).await?;
     let text = std::str::from_utf8(&bytes).map_err(|_| {
         DavError::caldav(
@@ -411,18 +455,50 @@ async fn put(
             "calendar data must be UTF-8",
         )
     })?;
-    let Some(source) = source else {
-        return bookings::put(ctx, name, text, &precondition).await;
+    // A scheduling plan rests on what is stored: another write first, plan again.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let current = if scheduling::enabled(ctx) {
+            scheduling::current(ctx, &cal, name)?
+        } else {
+            None
+        };
+        let plan = scheduling::plan_put(ctx, current.as_ref(), text, &headers, &precondition)?;
+        match store_object(ctx, &cal, name, &plan.text, &plan.precondition).await {
+            Err(e) if scheduling::plan_again(plan.replan, &e, attempts) => {}
+            Err(e) => return Err(e),
+            Ok(mut resp) => {
+                scheduling::deliver(ctx, &plan.deliveries).await?;
+                scheduling::finish_put(ctx, &mut resp, text, &plan.text);
+                return Ok(resp);
+            }
+        }
+    }
+}
+
+/// Writes a calendar object (a booking in the bookings calendar): 201 or 204,
+/// with its ETag.
+async fn store_object(
+    ctx: &Ctx<'_>,
+    cal: &Calendar,
+    name: &str,
+    text: &str,
+    precondition: &Precondition,
+) -> Result<Response<Body>, DavError> {
+    let source = match cal {
+        Calendar::Bookings => return bookings::put(ctx, name, text, precondition).await,
+        Calendar::Source(s) => s,
     };
     let existed = ctx
         .app
         .store
-        .object(&ctx.tenant.id, &source.id, name)?
+        .object_text(&ctx.tenant.id, &source.id, name)?
         .is_some();
     let object = ctx
         .app
         .calendars
-        .put_object(ctx.tenant, &source.id, name, text, &precondition)
+        .put_object(ctx.tenant, &source.id, name, text, precondition)
         .await
         .map_err(|e| calendar_error(ctx, &source.id, e))?;
     let mut resp = Response::new(empty());
@@ -476,22 +552,21 @@ async fn delete(
     let app = ctx.app;
     match node {
         Node::Booking(b) => {
-            app.bookings
-                .delete(ctx.tenant, &b.id, expected.as_deref())
-                .await
-                .map_err(|e| bookings::booking_error(ctx, e))?;
+            delete_object(ctx, &Calendar::Bookings, &b.id, headers, expected).await?;
         }
-        Node::Object(Calendar::Source(s), o) => {
-            if s.read_only {
-                return Err(DavError::forbidden(format!(
-                    "calendar \"{}\" is imported and read-only",
-                    s.id
-                )));
+        Node::Object(cal @ Calendar::Source(_), o) => {
+            delete_object(ctx, &cal, &o.id, headers, expected).await?;
+        }
+        Node::InboxItem(user, item) => {
+            match app
+                .store
+                .delete_inbox_item(&ctx.tenant.id, &user, &item.name, expected.as_deref())
+                .await?
+            {
+                InboxDelete::Deleted => {}
+                InboxDelete::NotFound => return Err(DavError::not_found()),
+                InboxDelete::PreconditionFailed(_) => return Err(DavError::etag_mismatch()),
             }
-            app.calendars
-                .delete_object(ctx.tenant, &s.id, &o.id, expected.as_deref())
-                .await
-                .map_err(|e| calendar_error(ctx, &s.id, e))?;
         }
         Node::Calendar(Calendar::Source(s)) => {
             app.calendars
@@ -509,6 +584,54 @@ async fn delete(
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)
+}
+
+/// Deletes an object (`id`: a booking id, or the object's resource name),
+/// cancelling the meeting for its attendees when it is one.
+async fn delete_object(
+    ctx: &Ctx<'_>,
+    cal: &Calendar,
+    id: &str,
+    headers: &HeaderMap,
+    expected: Option<String>,
+) -> Result<(), DavError> {
+    if let Calendar::Source(s) = cal
+        && s.read_only
+    {
+        return Err(DavError::forbidden(format!(
+            "calendar \"{}\" is imported and read-only",
+            s.id
+        )));
+    }
+    let app = ctx.app;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let current = if scheduling::enabled(ctx) {
+            scheduling::current(ctx, cal, id)?
+        } else {
+            None
+        };
+        let plan = scheduling::plan_delete(ctx, current.as_ref(), headers, expected.as_deref())?;
+        let etag = plan.etag.as_deref();
+        let deleted = match cal {
+            Calendar::Bookings => app
+                .bookings
+                .delete(ctx.tenant, id, etag)
+                .await
+                .map_err(|e| bookings::booking_error(ctx, e)),
+            Calendar::Source(s) => app
+                .calendars
+                .delete_object(ctx.tenant, &s.id, id, etag)
+                .await
+                .map_err(|e| calendar_error(ctx, &s.id, e)),
+        };
+        match deleted {
+            Err(e) if scheduling::plan_again(plan.replan, &e, attempts) => {}
+            Err(e) => return Err(e),
+            Ok(()) => return scheduling::deliver(ctx, &plan.deliveries).await,
+        }
+    }
 }
 
 /// MKCALENDAR (RFC 4791 §5.3.1) and extended MKCOL (RFC 5689): a staff calendar.

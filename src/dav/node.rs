@@ -1,21 +1,23 @@
 //! The DAV resources of a tenant and the properties each one has.
 //!
-//! Resources are a closed set (root, principals, home, calendars, objects), so they
-//! are an enum; each kind's properties are answered by one function, and what a
-//! kind does not have is a 404 propstat, never an error. Writes are decided by the
+//! Resources are a closed set (root, principals and their scheduling inboxes, home,
+//! calendars, objects), so they are an enum; each kind's properties are answered by
+//! one function, and what a kind does not have is a 404 propstat, never an error. Writes are decided by the
 //! handler, which refuses them on every kind that does not support them.
 
 use http::StatusCode;
 
 use super::error::DavError;
 use super::paths::{self, DavPath, OUTBOX};
+use super::scheduling;
 use super::xml::{NS_APPLE_ICAL, NS_CALDAV, NS_CALENDARSERVER, NS_DAV, PropContent, PropName};
 use std::sync::Arc;
 
 use super::listing::Member;
 use crate::app::{App, UserPrincipal};
-use crate::config::TenantConfig;
+use crate::config::{Scheduling, TenantConfig, UserConfig};
 use crate::model::{BOOKINGS_SOURCE, Booking, CalendarObject, Source};
+use crate::store::InboxItem;
 
 /// Who is asking, and in which tenant.
 pub struct Ctx<'a> {
@@ -51,6 +53,9 @@ pub enum Node {
     Root,
     Principals,
     Principal(String),
+    /// A user's scheduling inbox (RFC 6638 §2.2), and a message in it.
+    Inbox(String),
+    InboxItem(String, Box<InboxItem>),
     Home,
     Outbox,
     Calendar(Calendar),
@@ -84,6 +89,19 @@ pub fn resolve(ctx: &Ctx<'_>, path: &DavPath) -> Result<Node, DavError> {
             }
             Node::Principal(user.clone())
         }
+        DavPath::Inbox(user) => {
+            inbox_owner(ctx, user)?;
+            Node::Inbox(user.clone())
+        }
+        DavPath::InboxItem(user, name) => {
+            inbox_owner(ctx, user)?;
+            let item = ctx
+                .app
+                .store
+                .inbox_item(&ctx.tenant.id, user, name)?
+                .ok_or_else(DavError::not_found)?;
+            Node::InboxItem(user.clone(), Box::new(item))
+        }
         DavPath::Home(_) => Node::Home,
         DavPath::Outbox(_) => Node::Outbox,
         DavPath::Calendar(_, cal) => Node::Calendar(calendar(ctx, cal)?),
@@ -92,6 +110,21 @@ pub fn resolve(ctx: &Ctx<'_>, path: &DavPath) -> Result<Node, DavError> {
             object(ctx, cal, name)?
         }
     })
+}
+
+/// Inboxes exist where the server schedules, and only their owner opens them;
+/// another tenant's users are not even confirmed to exist.
+fn inbox_owner(ctx: &Ctx<'_>, user: &str) -> Result<(), DavError> {
+    let same_tenant = ctx.tenant.users.iter().any(|u| u.username == user);
+    if !same_tenant || ctx.tenant.scheduling != Scheduling::Server {
+        return Err(DavError::not_found());
+    }
+    if user != ctx.user.username {
+        return Err(DavError::forbidden(format!(
+            "only {user} may open their scheduling inbox"
+        )));
+    }
+    Ok(())
 }
 
 pub fn calendar(ctx: &Ctx<'_>, id: &str) -> Result<Calendar, DavError> {
@@ -134,6 +167,8 @@ impl Node {
             Node::Root => paths::ROOT.to_owned(),
             Node::Principals => "/dav/principals/".to_owned(),
             Node::Principal(u) => paths::principal_href(u),
+            Node::Inbox(u) => paths::inbox_href(u),
+            Node::InboxItem(u, item) => paths::inbox_item_href(u, &item.name),
             Node::Home => paths::home_href(t),
             Node::Outbox => paths::calendar_href(t, OUTBOX),
             Node::Calendar(c) => paths::calendar_href(t, c.id()),
@@ -144,7 +179,10 @@ impl Node {
     }
 
     pub fn is_collection(&self) -> bool {
-        !matches!(self, Node::Booking(_) | Node::Object(..) | Node::Member(..))
+        !matches!(
+            self,
+            Node::Booking(_) | Node::Object(..) | Node::Member(..) | Node::InboxItem(..)
+        )
     }
 
     /// Members for a Depth: 1 listing.
@@ -191,6 +229,12 @@ impl Node {
                 }
                 Ok(())
             }
+            Node::Inbox(user) => {
+                for item in store.inbox_items(&ctx.tenant.id, user)? {
+                    visit(Node::InboxItem(user.clone(), Box::new(item)))?;
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -205,6 +249,7 @@ impl Node {
             }),
             Node::Object(_, o) => Some(o.ics.clone()),
             Node::Member(_, m) => m.body.clone(),
+            Node::InboxItem(_, item) => Some(item.ics.clone()),
             _ => None,
         }
     }
@@ -214,6 +259,11 @@ impl Node {
             Node::Booking(b) => Some(b.etag.clone()),
             Node::Object(_, o) => Some(o.etag.clone()),
             Node::Member(_, m) => Some(m.etag.clone()),
+            Node::InboxItem(_, item) => Some(item.etag.clone()),
+            Node::Inbox(user) => Some(format!(
+                "\"{}\"",
+                ctx.app.store.inbox_version(&ctx.tenant.id, user)?
+            )),
             Node::Calendar(c) => Some(format!(
                 "\"{}\"",
                 ctx.app.store.collection_version(&ctx.tenant.id, c.id())?
@@ -235,6 +285,13 @@ impl Node {
             Node::Root | Node::Principals | Node::Home | Node::Outbox => {
                 names.push(dav("displayname"))
             }
+            Node::Inbox(_) => names.extend([
+                dav("displayname"),
+                dav("getetag"),
+                dav("sync-token"),
+                dav("supported-report-set"),
+                PropName::new(NS_CALENDARSERVER, "getctag"),
+            ]),
             Node::Principal(_) => names.extend([
                 dav("displayname"),
                 dav("principal-URL"),
@@ -259,12 +316,13 @@ impl Node {
                 PropName::new(NS_APPLE_ICAL, "calendar-color"),
                 PropName::new(NS_APPLE_ICAL, "calendar-order"),
             ]),
-            Node::Booking(_) | Node::Object(..) | Node::Member(..) => names.extend([
-                dav("getetag"),
-                dav("getcontenttype"),
-                dav("getcontentlength"),
-                dav("getlastmodified"),
-            ]),
+            Node::Booking(_) | Node::Object(..) | Node::Member(..) | Node::InboxItem(..) => names
+                .extend([
+                    dav("getetag"),
+                    dav("getcontenttype"),
+                    dav("getcontentlength"),
+                    dav("getlastmodified"),
+                ]),
         }
         names
     }
@@ -280,8 +338,9 @@ impl Node {
                 Node::Root | Node::Principals | Node::Home => "<d:collection/>",
                 Node::Principal(_) => "<d:principal/>",
                 Node::Outbox => "<d:collection/><cal:schedule-outbox/>",
+                Node::Inbox(_) => "<d:collection/><cal:schedule-inbox/>",
                 Node::Calendar(_) => "<d:collection/><cal:calendar/>",
-                Node::Booking(_) | Node::Object(..) | Node::Member(..) => "",
+                Node::Booking(_) | Node::Object(..) | Node::Member(..) | Node::InboxItem(..) => "",
             })),
             (NS_DAV, "current-user-principal") => Some(PropContent::hrefs(&[principal])),
             (NS_DAV, "current-user-privilege-set") => Some(PropContent::raw(privileges(self))),
@@ -292,6 +351,7 @@ impl Node {
                 Node::Principal(u) => Some(PropContent::text(u.clone())),
                 Node::Home => Some(PropContent::text(t.name.clone())),
                 Node::Outbox => Some(PropContent::text("outbox")),
+                Node::Inbox(_) => Some(PropContent::text("inbox")),
                 Node::Calendar(Calendar::Bookings) => {
                     Some(PropContent::text(format!("{} bookings", t.name)))
                 }
@@ -305,10 +365,24 @@ impl Node {
                 Some(PropContent::hrefs(&[paths::home_href(&t.id)]))
             }
             (NS_CALDAV, "calendar-user-address-set") => match self {
-                Node::Principal(u) => Some(PropContent::hrefs(&[
-                    calendar_user_address(u, &t.id),
-                    self.href(ctx),
-                ])),
+                Node::Principal(u) => t
+                    .users
+                    .iter()
+                    .find(|user| user.username == *u)
+                    .map(|user| PropContent::hrefs(&calendar_user_addresses(user, &t.id))),
+                _ => None,
+            },
+            (NS_CALDAV, "schedule-inbox-URL") => match self {
+                Node::Principal(u) if scheduling::enabled(ctx) => {
+                    Some(PropContent::hrefs(&[paths::inbox_href(u)]))
+                }
+                _ => None,
+            },
+            (NS_CALDAV, "schedule-tag") => match self {
+                Node::Booking(_) | Node::Object(..) => self
+                    .body(ctx)
+                    .and_then(|text| scheduling::schedule_tag(ctx, &text))
+                    .map(PropContent::text),
                 _ => None,
             },
             (NS_CALDAV, "schedule-outbox-URL") if matches!(self, Node::Principal(_)) => {
@@ -324,6 +398,11 @@ impl Node {
                     c.id(),
                     ctx.app.store.collection_version(&t.id, c.id())?,
                 ))),
+                Node::Inbox(user) => Some(PropContent::text(sync_token(
+                    &t.id,
+                    &inbox_collection(user),
+                    ctx.app.store.inbox_version(&t.id, user)?,
+                ))),
                 _ => None,
             },
             (NS_DAV, "supported-report-set") => match self {
@@ -332,6 +411,11 @@ impl Node {
                      <d:supported-report><d:report><cal:calendar-multiget/></d:report></d:supported-report>\
                      <d:supported-report><d:report><d:sync-collection/></d:report></d:supported-report>\
                      <d:supported-report><d:report><cal:free-busy-query/></d:report></d:supported-report>",
+                )),
+                Node::Inbox(_) => Some(PropContent::raw(
+                    "<d:supported-report><d:report><cal:calendar-query/></d:report></d:supported-report>\
+                     <d:supported-report><d:report><cal:calendar-multiget/></d:report></d:supported-report>\
+                     <d:supported-report><d:report><d:sync-collection/></d:report></d:supported-report>",
                 )),
                 _ => None,
             },
@@ -400,6 +484,9 @@ impl Node {
                 Node::Booking(b) => Some(PropContent::text(crate::http::http_date(b.updated))),
                 Node::Object(_, o) => Some(PropContent::text(crate::http::http_date(o.updated))),
                 Node::Member(_, m) => Some(PropContent::text(m.last_modified.clone())),
+                Node::InboxItem(_, item) => {
+                    Some(PropContent::text(crate::http::http_date(item.created)))
+                }
                 _ => None,
             },
             _ => None,
@@ -416,6 +503,12 @@ fn privileges(node: &Node) -> String {
         Node::Booking(_) | Node::Home => true,
         Node::Outbox => {
             return privilege("read") + "<d:privilege><cal:schedule-send/></d:privilege>";
+        }
+        // Messages are read and removed, never written.
+        Node::Inbox(_) => {
+            return privilege("read")
+                + &privilege("read-current-user-privilege-set")
+                + &privilege("unbind");
         }
         _ => false,
     };
@@ -437,6 +530,20 @@ fn privileges(node: &Node) -> String {
 /// The address other users schedule with (`mailto:` form clients expect).
 pub fn calendar_user_address(user: &str, tenant: &str) -> String {
     format!("mailto:{user}@{tenant}.calgate.invalid")
+}
+
+/// Every calendar user address of a user, the one clients should use first:
+/// their e-mail address when configured, the gateway's own, the principal URL.
+pub fn calendar_user_addresses(user: &UserConfig, tenant: &str) -> Vec<String> {
+    let mut addresses: Vec<String> = user.email.iter().map(|e| format!("mailto:{e}")).collect();
+    addresses.push(calendar_user_address(&user.username, tenant));
+    addresses.push(paths::principal_href(&user.username));
+    addresses
+}
+
+/// The change-log name of a user's inbox in sync tokens (no calendar id holds a `/`).
+pub fn inbox_collection(user: &str) -> String {
+    format!("inbox/{user}")
 }
 
 /// `urn:calgate:sync:{tenant}:{collection}:{seq}`: tied to one collection, so a

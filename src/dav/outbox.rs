@@ -1,12 +1,14 @@
 //! The scheduling outbox (RFC 6638 §5): a POSTed VFREEBUSY request is answered with
 //! a `schedule-response` holding each recipient's busy time, as Apple Calendar asks
-//! when checking availability. Recipients are users of the sender's tenant; their
-//! busy time is the tenant's (bookings and every calendar source).
+//! when checking availability. Recipients are users of the sender's tenant (by any
+//! of their calendar user addresses); their busy time is the tenant's (bookings
+//! and every calendar source). Anyone else is an invalid calendar user (3.7), so
+//! no other tenant's busy time ever shows.
 
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::error::DavError;
-use super::node::{Ctx, calendar_user_address};
+use super::node::Ctx;
 use super::xml::escape_text;
 use crate::http::{Body, full};
 use crate::ical::ContentWriter;
@@ -88,9 +90,7 @@ pub fn post(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, DavError> {
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<cal:schedule-response xmlns:d=\"DAV:\" xmlns:cal=\"urn:ietf:params:xml:ns:caldav\">",
     );
     for attendee in &attendees {
-        let known = ctx.tenant.users.iter().any(|u| {
-            calendar_user_address(&u.username, &ctx.tenant.id).eq_ignore_ascii_case(attendee)
-        });
+        let known = super::scheduling::resolve(ctx.tenant, attendee).is_some();
         xml.push_str("<cal:response><cal:recipient><d:href>");
         xml.push_str(&escape_text(attendee));
         xml.push_str("</d:href></cal:recipient>");

@@ -4,6 +4,8 @@
 //! /.well-known/caldav               -> redirect to /dav/
 //! /dav/                             root
 //! /dav/principals/{user}/           a user's principal
+//! /dav/principals/{user}/inbox/     the user's scheduling inbox (iTIP messages)
+//! /dav/principals/{user}/inbox/{m}  one message
 //! /dav/calendars/{tenant}/          the tenant's calendar home
 //! /dav/calendars/{tenant}/{cal}/    a calendar: `bookings`, or a source id
 //! /dav/calendars/{tenant}/{cal}/{o} a calendar object (`*.ics`)
@@ -14,6 +16,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 pub const ROOT: &str = "/dav/";
 pub const OUTBOX: &str = "outbox";
+pub const INBOX: &str = "inbox";
 
 /// Characters escaped in path segments we write (RFC 3986 pchar is stricter than
 /// what clients send; escaping more is always safe).
@@ -49,6 +52,10 @@ pub enum DavPath {
     Root,
     Principals,
     Principal(String),
+    /// A user's scheduling inbox.
+    Inbox(String),
+    /// A message in a user's inbox: user, resource name.
+    InboxItem(String, String),
     CalendarsRoot,
     Home(String),
     Outbox(String),
@@ -64,6 +71,10 @@ impl DavPath {
             [] => DavPath::Root,
             ["principals"] => DavPath::Principals,
             ["principals", user] => DavPath::Principal((*user).to_owned()),
+            ["principals", user, INBOX] => DavPath::Inbox((*user).to_owned()),
+            ["principals", user, INBOX, item] => {
+                DavPath::InboxItem((*user).to_owned(), (*item).to_owned())
+            }
             ["calendars"] => DavPath::CalendarsRoot,
             ["calendars", t] => DavPath::Home((*t).to_owned()),
             ["calendars", t, OUTBOX] => DavPath::Outbox((*t).to_owned()),
@@ -80,6 +91,8 @@ impl DavPath {
             DavPath::Root => ROOT.to_owned(),
             DavPath::Principals => "/dav/principals/".to_owned(),
             DavPath::Principal(u) => principal_href(u),
+            DavPath::Inbox(u) => inbox_href(u),
+            DavPath::InboxItem(u, item) => inbox_item_href(u, item),
             DavPath::CalendarsRoot => "/dav/calendars/".to_owned(),
             DavPath::Home(t) => home_href(t),
             DavPath::Outbox(t) => format!("{}{OUTBOX}/", home_href(t)),
@@ -102,6 +115,14 @@ impl DavPath {
 
 pub fn principal_href(user: &str) -> String {
     format!("/dav/principals/{}/", escape(user))
+}
+
+pub fn inbox_href(user: &str) -> String {
+    format!("{}{INBOX}/", principal_href(user))
+}
+
+pub fn inbox_item_href(user: &str, item: &str) -> String {
+    format!("{}{}", inbox_href(user), escape(item))
 }
 
 pub fn home_href(tenant: &str) -> String {
@@ -161,6 +182,13 @@ mod tests {
         assert_eq!(
             DavPath::parse(&["calendars", "demo", "outbox"]),
             Some(DavPath::Outbox("demo".into()))
+        );
+        let item = DavPath::parse(&["principals", "ana b", "inbox", "m 1.ics"]).unwrap();
+        assert_eq!(item, DavPath::InboxItem("ana b".into(), "m 1.ics".into()));
+        assert_eq!(item.href(), "/dav/principals/ana%20b/inbox/m%201.ics");
+        assert_eq!(
+            DavPath::parse(&["principals", "ana", "inbox", ""]).map(|p| p.href()),
+            Some("/dav/principals/ana/inbox/".to_owned())
         );
     }
 

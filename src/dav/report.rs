@@ -64,7 +64,7 @@ fn calendar_of(ctx: &Ctx<'_>, path: &DavPath) -> Result<Calendar, DavError> {
 }
 
 /// Propstats of one object for a REPORT, `calendar-data` included.
-fn object_response(
+pub(super) fn object_response(
     ctx: &Ctx<'_>,
     node: &Node,
     props: &PropRequest,
@@ -131,6 +131,8 @@ fn multiget(ctx: &Ctx<'_>, m: xml::CalendarMultiget) -> Result<Response<Body>, D
     // objects are answered through when the stored text is all they need.
     let mut calendars: Vec<(String, Calendar, Option<Template>, String)> = Vec::new();
     let stored_text_will_do = m.calendar_data.as_ref().is_none_or(|d| d.expand.is_none());
+    // A meeting's Schedule-Tag comes from its text: such objects are answered in full.
+    let wants_tag = super::scheduling::asks_schedule_tag(ctx, &m.props);
     for href in &m.hrefs {
         let path = paths::href_segments(href)
             .and_then(|segs| DavPath::parse(&segs.iter().map(String::as_str).collect::<Vec<_>>()));
@@ -180,33 +182,32 @@ fn multiget(ctx: &Ctx<'_>, m: xml::CalendarMultiget) -> Result<Response<Body>, D
                         .store
                         .object_text(&ctx.tenant.id, calendar.id(), &name)?
                     {
-                        Some(text) => template.write_with(&mut out, |slot, out| match slot {
-                            Slot::Href => {
-                                out.push_str(calendar_href);
-                                paths::push_escaped(out, &name);
-                            }
-                            Slot::Etag => xml::escape_text_into(out, &text.etag),
-                            Slot::Data => xml::escape_text_into(out, &text.ics),
-                            Slot::Length | Slot::Modified => {}
-                        }),
-                        None => writer.write_response(&mut out, &not_found(href)),
+                        Some(text) if wants_tag && crate::ical::itip::may_schedule(&text.ics) => {}
+                        Some(text) => {
+                            template.write_with(&mut out, |slot, out| match slot {
+                                Slot::Href => {
+                                    out.push_str(calendar_href);
+                                    paths::push_escaped(out, &name);
+                                }
+                                Slot::Etag => xml::escape_text_into(out, &text.etag),
+                                Slot::Data => xml::escape_text_into(out, &text.ics),
+                                Slot::Length | Slot::Modified => {}
+                            });
+                            continue;
+                        }
+                        None => {
+                            writer.write_response(&mut out, &not_found(href));
+                            continue;
+                        }
                     }
-                    continue;
                 }
                 node::object(ctx, calendar.clone(), &name).ok()
             }
             Some(DavPath::Object(..)) | None => None,
             Some(other) => node::resolve(ctx, &other).ok(),
         };
-        let response = match found.filter(|n| !n.is_collection()) {
-            Some(n) => xml::Response::Props(object_response(
-                ctx,
-                &n,
-                &m.props,
-                m.calendar_data.as_ref(),
-            )?),
-            None => not_found(href),
-        };
+        let found = found.filter(|n| !n.is_collection());
+        let response = member_response(ctx, found, href, &m.props, m.calendar_data.as_ref())?;
         writer.write_response(&mut out, &response);
     }
     out.push_str(&writer.end(None));
@@ -217,11 +218,67 @@ fn not_found(href: &str) -> xml::Response {
     xml::Response::Status(xml::StatusResponse::new(href, xml::Status::NOT_FOUND))
 }
 
+/// The answer for a member a REPORT names: its properties, or a 404 at `href`.
+pub(super) fn member_response(
+    ctx: &Ctx<'_>,
+    found: Option<Node>,
+    href: &str,
+    props: &PropRequest,
+    data: Option<&CalendarDataRequest>,
+) -> Result<xml::Response, DavError> {
+    Ok(match found {
+        Some(n) => xml::Response::Props(object_response(ctx, &n, props, data)?),
+        None => not_found(href),
+    })
+}
+
 /// Parses our token for this collection; None when it is not one of ours for it.
 fn token_seq(ctx: &Ctx<'_>, collection: &str, token: &str) -> Option<u64> {
     let prefix = node::sync_token(&ctx.tenant.id, collection, 0);
     let prefix = prefix.strip_suffix('0')?;
     token.strip_prefix(prefix)?.parse().ok()
+}
+
+/// Where a sync-collection of `collection` (now at `current`) starts: 0 for an
+/// initial sync, else the position in `token`; 403 `valid-sync-token` for a
+/// token that is not one of ours for it.
+pub(super) fn sync_start(
+    ctx: &Ctx<'_>,
+    collection: &str,
+    token: &str,
+    current: u64,
+) -> Result<u64, DavError> {
+    let token = token.trim();
+    if token.is_empty() {
+        return Ok(0);
+    }
+    match token_seq(ctx, collection, token) {
+        Some(seq) if seq <= current => Ok(seq),
+        _ => Err(DavError::dav(
+            StatusCode::FORBIDDEN,
+            "valid-sync-token",
+            "this sync token is not valid for this collection; sync again from scratch",
+        )),
+    }
+}
+
+/// The latest change of each member, in the order they happened, as
+/// (seq, id, deleted); an initial sync leaves the deleted out.
+pub(super) fn latest_changes(
+    changes: Vec<crate::store::Change>,
+    initial: bool,
+) -> Vec<(u64, String, bool)> {
+    let mut latest: BTreeMap<String, (u64, bool)> = BTreeMap::new();
+    for change in changes {
+        latest.insert(change.id, (change.seq, change.deleted));
+    }
+    let mut ordered: Vec<(u64, String, bool)> = latest
+        .into_iter()
+        .filter(|(_, (_, deleted))| !(initial && *deleted))
+        .map(|(id, (seq, deleted))| (seq, id, deleted))
+        .collect();
+    ordered.sort();
+    ordered
 }
 
 /// RFC 6578 with `DAV:limit`: at most `limit` members per answer; a truncated answer
@@ -238,31 +295,11 @@ async fn sync_collection(
         return initial_sync_from_listing(ctx, path, cal, s).await;
     }
     let current = store.collection_version(&ctx.tenant.id, cal.id())?;
-    let since = if initial {
-        0
-    } else {
-        match token_seq(ctx, cal.id(), s.sync_token.trim()) {
-            Some(seq) if seq <= current => seq,
-            _ => {
-                return Err(DavError::dav(
-                    StatusCode::FORBIDDEN,
-                    "valid-sync-token",
-                    "this sync token is not valid for this calendar; sync again from scratch",
-                ));
-            }
-        }
-    };
-    // The latest change per member, in the order they happened.
-    let mut latest: BTreeMap<String, (u64, bool)> = BTreeMap::new();
-    for change in store.changes_since(&ctx.tenant.id, cal.id(), since)? {
-        latest.insert(change.id, (change.seq, change.deleted));
-    }
-    let mut ordered: Vec<(u64, String, bool)> = latest
-        .into_iter()
-        .filter(|(_, (_, deleted))| !(initial && *deleted))
-        .map(|(id, (seq, deleted))| (seq, id, deleted))
-        .collect();
-    ordered.sort();
+    let since = sync_start(ctx, cal.id(), &s.sync_token, current)?;
+    let mut ordered = latest_changes(
+        store.changes_since(&ctx.tenant.id, cal.id(), since)?,
+        initial,
+    );
     let limit = s.limit.map(|l| l as usize);
     let truncated = limit.is_some_and(|l| ordered.len() > l);
     if let Some(l) = limit {
@@ -295,10 +332,13 @@ fn truncation_marker(request_href: String) -> xml::Response {
     )
 }
 
-/// Whether a REPORT asks for bodies (`calendar-data`), which listings do not hold.
+/// Whether a REPORT asks for what comes from bodies (`calendar-data`,
+/// `schedule-tag`), which listings do not hold.
 fn asks_for_data(props: &PropRequest) -> bool {
     match props {
-        PropRequest::Prop(names) => names.iter().any(|n| n.is(NS_CALDAV, "calendar-data")),
+        PropRequest::Prop(names) => names
+            .iter()
+            .any(|n| n.is(NS_CALDAV, "calendar-data") || n.is(NS_CALDAV, "schedule-tag")),
         PropRequest::AllProp { include } => {
             include.iter().any(|n| n.is(NS_CALDAV, "calendar-data"))
         }
@@ -362,21 +402,13 @@ fn write_sync_members(
         } else {
             node::object(ctx, cal.clone(), &resource).ok()
         };
-        let response = match node {
-            Some(n) => xml::Response::Props(object_response(
-                ctx,
-                &n,
-                &s.props,
-                s.calendar_data.as_ref(),
-            )?),
-            None => xml::Response::Status(xml::StatusResponse::new(href, xml::Status::NOT_FOUND)),
-        };
+        let response = member_response(ctx, node, &href, &s.props, s.calendar_data.as_ref())?;
         sink.write(&response)?;
     }
     Ok(())
 }
 
-fn millis(range: &TimeRange) -> Span {
+pub(super) fn millis(range: &TimeRange) -> Span {
     let at =
         |t: Option<xml::UtcDateTime>, default: i64| t.map_or(default, |t| t.unix_seconds() * 1000);
     Span::new(at(range.start, i64::MIN / 2), at(range.end, i64::MAX / 2))
@@ -704,14 +736,17 @@ fn principal_search(
     let mut writer = xml::MultistatusWriter::new();
     let mut out = writer.begin();
     for user in &tenant.users {
-        let address = node::calendar_user_address(&user.username, &tenant.id);
+        let addresses = node::calendar_user_addresses(user, &tenant.id);
         let values = |name: &PropName| -> Vec<&str> {
             match (name.ns.as_str(), name.name.as_str()) {
                 (NS_DAV, "displayname") => vec![user.username.as_str()],
-                (NS_CALDAV, "calendar-user-address-set") => vec![address.as_str()],
-                (NS_CALENDARSERVER, "email-address-set") => {
-                    vec![address.trim_start_matches("mailto:")]
+                (NS_CALDAV, "calendar-user-address-set") => {
+                    addresses.iter().map(String::as_str).collect()
                 }
+                (NS_CALENDARSERVER, "email-address-set") => addresses
+                    .iter()
+                    .filter_map(|a| a.strip_prefix("mailto:"))
+                    .collect(),
                 _ => Vec::new(),
             }
         };

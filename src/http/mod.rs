@@ -154,7 +154,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
     // Clients probe with OPTIONS anywhere, and PROPFIND or REPORT (principal
     // search) on "/", the URL they were given: never a 405.
     if req.method() == Method::OPTIONS {
-        return crate::dav::options();
+        return crate::dav::options(app, req.headers()).await;
     }
     let result = match segs.as_slice() {
         ["healthz"] => Ok(Response::new(full("ok\n"))),

@@ -7,12 +7,15 @@
 //! - [`writer`]: content lines with escaping and folding.
 //! - [`vtimezone`]: VTIMEZONE components from the IANA database.
 //! - [`freebusy`]: VFREEBUSY components from merged busy blocks.
+//! - [`itip`]: scheduling (RFC 5546/6638) on stored objects: participants,
+//!   Schedule-Tags, SCHEDULE-STATUS, REQUEST/REPLY/CANCEL messages.
 //! - value formatting helpers below.
 //!
 //! Nothing here knows about bookings, HTTP or storage.
 
 pub mod expand;
 pub mod freebusy;
+pub mod itip;
 pub mod matching;
 pub mod merge;
 pub mod parse;

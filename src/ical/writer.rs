@@ -89,6 +89,14 @@ impl ContentWriter {
         self.flush_line();
     }
 
+    /// A whole content line in iCalendar syntax (unfolded, without its line end),
+    /// folded as written here.
+    pub fn line(&mut self, line: &str) {
+        self.line.clear();
+        self.line.push_str(line);
+        self.flush_line();
+    }
+
     /// Content lines written earlier by a writer, appended as they are.
     pub fn rendered(&mut self, lines: &str) {
         self.out.push_str(lines);

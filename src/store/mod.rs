@@ -16,6 +16,7 @@
 //! | `conflicts`   | tenant \0 source \0 object \0 id      | [`Conflict`] (JSON)       |
 //! | `uids`        | tenant \0 source \0 UID               | object id                 |
 //! | `export_map`, `export_remote`, `export_state` | see [`export`] | booking ↔ exported event, delivery cursor |
+//! | `inbox`       | see [`inbox`]                         | scheduling inboxes        |
 //!
 //! Bookings and calendar objects are each indexed by time ([`time_index`]) with
 //! their busy kind in the index value, so free/busy never decodes a record.
@@ -27,6 +28,7 @@
 
 mod export;
 mod group_commit;
+mod inbox;
 pub mod keys;
 mod object_record;
 mod sync;
@@ -42,6 +44,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use crate::model::{Booking, BusyKind, BusySpan, CalendarObject, Conflict, Source, Span};
 pub use export::{ExportRecord, ExportState, ExternalChange, Parked};
+pub use inbox::{Delivery, INBOX_CAPACITY, InboxDelete, InboxItem};
 use keys::{decode_i64, decode_u64, encode_i64, join, prefix};
 
 /// Name of the change-log collection holding a tenant's bookings.
@@ -238,6 +241,8 @@ pub struct Store {
     export_map: sled::Tree,
     export_remote: sled::Tree,
     export_state: sled::Tree,
+    /// Scheduling inboxes (see [`inbox`]).
+    inbox: sled::Tree,
     commit: Arc<group_commit::GroupCommit>,
 }
 
@@ -329,6 +334,7 @@ impl Store {
             export_map: db.open_tree("export_map")?,
             export_remote: db.open_tree("export_remote")?,
             export_state: db.open_tree("export_state")?,
+            inbox: db.open_tree("inbox")?,
         })
     }
 
@@ -382,17 +388,7 @@ impl Store {
         since: u64,
     ) -> Result<Vec<Change>, StoreError> {
         let scope = prefix(&[tenant.as_bytes(), collection.as_bytes()]);
-        let mut from = scope.clone();
-        from.extend_from_slice(&since.saturating_add(1).to_be_bytes());
-        let mut out = Vec::new();
-        for item in self.changes.range(from..) {
-            let (key, raw) = item?;
-            if !key.starts_with(&scope) {
-                break;
-            }
-            out.push(decode(&key, &raw)?);
-        }
-        Ok(out)
+        changes_after(&self.changes, scope, since)
     }
 
     /// Inserts or replaces a booking if `precondition` holds, recording the change
@@ -1039,6 +1035,22 @@ impl Store {
         }
         Ok(removed)
     }
+}
+
+/// The changes of a log whose keys are `scope` then the big-endian seq, after
+/// `since`, oldest first.
+fn changes_after(tree: &sled::Tree, scope: Vec<u8>, since: u64) -> Result<Vec<Change>, StoreError> {
+    let mut from = scope.clone();
+    from.extend_from_slice(&since.saturating_add(1).to_be_bytes());
+    let mut out = Vec::new();
+    for item in tree.range(from..) {
+        let (key, raw) = item?;
+        if !key.starts_with(&scope) {
+            break;
+        }
+        out.push(decode(&key, &raw)?);
+    }
+    Ok(out)
 }
 
 /// Removes an object's busy-index entries, as recorded in its `busy` list.

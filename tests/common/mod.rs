@@ -44,8 +44,9 @@ fn hashes() -> &'static Hashes {
 /// Signing secret of the salon's webhook, when [`config_text_with_webhook`] sets one.
 pub const WEBHOOK_SECRET: &str = "whsec-0123456789abcdef";
 
-/// Two tenants: `salon` (Europe/Paris, a full and a busy-only feed) and `garage`
-/// (America/New_York).
+/// Two tenants: `salon` (Europe/Paris, CalDAV users `ana` and `bea`, a full and
+/// a busy-only feed) and `garage` (America/New_York, CalDAV user `gus`). Every
+/// CalDAV password is `secret`.
 pub fn config_text(data_dir: &Path, listen: &str) -> String {
     config_text_with_webhook(data_dir, listen, None)
 }
@@ -56,12 +57,18 @@ pub fn config_text_with_webhook(data_dir: &Path, listen: &str, webhook: Option<&
 }
 
 /// Configuration added to the test file: `server` at the end of `[server]` (may
-/// open further top-level tables such as `[providers.google]`), `salon` at the
-/// end of the salon tenant (e.g. `[[tenant.source]]` tables).
+/// open further top-level tables such as `[providers.google]`, or whole
+/// `[[tenant]]`s), `salon` at the end of the salon tenant (e.g.
+/// `[[tenant.source]]` tables).
 #[derive(Debug, Clone, Default)]
 pub struct Extra {
     pub server: String,
     pub salon: String,
+}
+
+/// The argon2 hash of `secret`, every test user's password.
+pub fn password_hash() -> &'static str {
+    &hashes().password
 }
 
 pub fn config_text_with(
@@ -100,6 +107,9 @@ friday = ["09:00-12:00", "13:00-17:00"]
 saturday = ["10:00-14:00"]
 [[tenant.user]]
 username = "ana"
+password_hash = "{password}"
+[[tenant.user]]
+username = "bea"
 password_hash = "{password}"
 [[tenant.api_key]]
 name = "frontdesk"

@@ -3,7 +3,10 @@
 //! Configured secrets exist only as argon2 PHC strings. Verifying argon2 costs tens of
 //! milliseconds by design, which a busy API or CalDAV client cannot pay per request, so
 //! each [`Verifier`] remembers the outcome per SHA-256 digest of the presented secret
-//! (in memory only, bounded). The expensive check runs on the blocking pool.
+//! (in memory only, bounded). The expensive check runs on the blocking pool, at most
+//! [`PARALLEL_VERIFICATIONS`] at a time over the whole process: each one takes argon2's
+//! 19 MiB of memory, so a burst of first requests (or of guessed passwords) must not
+//! multiply that.
 //!
 //! What lives elsewhere: which principal may touch which tenant is decided by the
 //! HTTP layer; this module only answers "whose secret is this?".
@@ -18,6 +21,11 @@ use sha2::{Digest, Sha256};
 
 /// How many verified (or rejected) secrets each verifier remembers before starting over.
 const CACHE_CAPACITY: usize = 4096;
+
+/// argon2 verifications running at once, over every verifier.
+const PARALLEL_VERIFICATIONS: usize = 2;
+static VERIFICATION_SLOTS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(PARALLEL_VERIFICATIONS);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -92,6 +100,12 @@ impl<P: Clone + Send + Sync + 'static> Verifier<P> {
             h.update(secret.as_bytes());
             <[u8; 32]>::from(h.finalize())
         };
+        if let Some(known) = self.lock_cache().get(&digest) {
+            return known.clone();
+        }
+        // The semaphore is never closed; were it, verifying unthrottled is still correct.
+        let _slot = VERIFICATION_SLOTS.acquire().await.ok();
+        // Concurrent requests with the same secret: the first one verified it.
         if let Some(known) = self.lock_cache().get(&digest) {
             return known.clone();
         }

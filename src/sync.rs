@@ -35,7 +35,7 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(30);
 /// Objects imported per store transaction (and conflict check): large enough to
 /// pay the per-transaction cost rarely, small enough to keep a run's memory and
 /// its hold on the store's writers short.
-const IMPORT_BATCH: usize = 256;
+const IMPORT_BATCH: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -350,6 +350,11 @@ async fn apply(
     // A full listing's items by series and item (as the mirror now holds them),
     // so its series are rendered without reading the mirror back.
     let mut listed: Option<HashMap<String, BTreeMap<String, serde_json::Value>>> = None;
+    // A full listing's mirror writes (a large batch on a first import) go on
+    // while the series are rendered and written: nothing below reads them back,
+    // and either order heals after a crash (a series without its object, or an
+    // object whose mirror item differs, is rendered again by the next run).
+    let mut mirror_written = None;
     let cursor = match fetched {
         Fetched::Unchanged { cursor } => return Ok((Applied::default(), cursor)),
         Fetched::Full { items, cursor } if listing.removed.is_some() => {
@@ -360,13 +365,14 @@ async fn apply(
                 store.put_mirror_item(t, s, series, series, None)?;
                 affected.insert(series.clone());
             }
-            store.put_mirror_items_if_changed(
+            let (writes, _) = store.mirror_changes(
                 t,
                 s,
                 items
                     .iter()
                     .map(|i| (i.series.as_str(), i.item.as_str(), i.body.as_ref())),
             )?;
+            mirror_written = Some(tokio::task::spawn_blocking(move || writes.apply()));
             affected.extend(items.iter().map(|i| i.series.clone()));
             listed = Some(group_by_series(items));
             cursor
@@ -386,13 +392,14 @@ async fn apply(
             // Only items that differ from the mirror are written, and only their
             // series re-rendered: a full listing (every iCal fetch, a 410 resync)
             // that changed little costs little beyond reading it.
-            let changed = store.put_mirror_items_if_changed(
+            let (writes, changed) = store.mirror_changes(
                 t,
                 s,
                 items
                     .iter()
                     .map(|i| (i.series.as_str(), i.item.as_str(), i.body.as_ref())),
             )?;
+            mirror_written = Some(tokio::task::spawn_blocking(move || writes.apply()));
             for (change, changed) in items.iter().zip(changed) {
                 if changed {
                     affected.insert(change.series.clone());
@@ -487,6 +494,13 @@ async fn apply(
     }
     if let Some(last) = in_flight.take() {
         commit_batch(app, tenant, source, last, &mut applied).await?;
+    }
+    if let Some(written) = mirror_written {
+        match written.await {
+            Ok(result) => result?,
+            // A panic while writing stays a panic; the task is never cancelled.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
     Ok((applied, cursor))
 }

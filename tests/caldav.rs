@@ -1265,17 +1265,17 @@ async fn listings_and_expansions_follow_every_change() {
     }
     let first = listing(dav.send("PROPFIND", cal, Some("1"), propfind).await.2);
     assert_eq!(first.len(), 3, "{first:?}");
+    // Event `n` renamed; answers the new ETag.
+    let dav = &dav;
+    let rename = |n: u32, summary: &'static str| async move {
+        let ics = EVENT
+            .replace("dentist-1", &format!("ev-{n}"))
+            .replace("Dentist", summary);
+        let (_, headers, _) = dav.put(&format!("{cal}ev{n}.ics"), &ics, None).await;
+        headers["etag"].to_str().unwrap_or_default().to_owned()
+    };
     // A change, a new member and a deletion, then the same request again.
-    let (_, headers, _) = dav
-        .put(
-            &format!("{cal}ev1.ics"),
-            &EVENT
-                .replace("dentist-1", "ev-1")
-                .replace("Dentist", "Dentist, moved"),
-            None,
-        )
-        .await;
-    let new_etag = headers["etag"].to_str().unwrap_or_default().to_owned();
+    let new_etag = rename(1, "Dentist, moved").await;
     let ics = EVENT.replace("dentist-1", "ev-9");
     assert_eq!(dav.put(&format!("{cal}ev9.ics"), &ics, None).await.0, 201);
     assert_eq!(
@@ -1312,14 +1312,8 @@ async fn listings_and_expansions_follow_every_change() {
             r#"<C:calendar-multiget xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop>{props}</D:prop><D:href>{cal}ev1.ics</D:href><D:href>{cal}ev0.ics</D:href><D:href>{cal}ev2.ics</D:href></C:calendar-multiget>"#
         ))
     };
-    let (status, _, fast) = dav
-        .send(
-            "REPORT",
-            cal,
-            None,
-            &multiget("<D:getetag/><C:calendar-data/>"),
-        )
-        .await;
+    let fast_request = multiget("<D:getetag/><C:calendar-data/>");
+    let (status, _, fast) = dav.send("REPORT", cal, None, &fast_request).await;
     assert_eq!(status, 207);
     assert_eq!(hrefs_and_etags(&fast).len(), 2, "{fast}");
     assert!(
@@ -1353,6 +1347,15 @@ async fn listings_and_expansions_follow_every_change() {
         general.contains("<d:getcontenttype>text/calendar"),
         "{general}"
     );
+    // The bodies that multiget kept in memory do not outlive a change.
+    let ev2_etag = rename(2, "Dentist, again").await;
+    let (_, _, again) = dav.send("REPORT", cal, None, &fast_request).await;
+    assert!(again.contains("SUMMARY:Dentist, again&#13;"), "{again}");
+    assert!(
+        again.contains(&format!("<d:getetag>{ev2_etag}</d:getetag>")),
+        "{again}"
+    );
+    assert!(again.contains("SUMMARY:Dentist, moved&#13;"), "{again}");
 
     // Bookings: an API move changes the member's ETag in the next listing.
     let (status, created, etag) = s
@@ -1364,6 +1367,11 @@ async fn listings_and_expansions_follow_every_change() {
     let href = format!("{bookings}{id}.ics");
     let before = listing(dav.send("PROPFIND", bookings, Some("1"), propfind).await.2);
     assert!(before.contains_key(&href), "{before:?}");
+    let booking_multiget = report_body(&format!(
+        r#"<C:calendar-multiget xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/><C:calendar-data/></D:prop><D:href>{href}</D:href></C:calendar-multiget>"#
+    ));
+    let (_, _, body) = dav.send("REPORT", bookings, None, &booking_multiget).await;
+    assert!(body.contains("T110000"), "{body}");
     let resp = s
         .client
         .patch(format!("{}/{id}", s.bookings_url("salon")))
@@ -1379,6 +1387,9 @@ async fn listings_and_expansions_follow_every_change() {
         after[&href], before[&href],
         "the moved booking has a new ETag"
     );
+    let (_, _, body) = dav.send("REPORT", bookings, None, &booking_multiget).await;
+    assert!(body.contains("T120000"), "{body}");
+    assert!(body.contains(&after[&href]), "{body}");
 
     // Expansion: the edited text is what the next expanded query shows.
     let weekly = WEEKLY.replace("Team meeting", "Stand-up");

@@ -13,11 +13,14 @@
 //! its href and values spliced in. The output is therefore byte for byte what the
 //! generic path writes, at the cost of a copy per member.
 //!
-//! What this does not hold: bodies (`calendar-data` requests read the store).
+//! Members also keep their XML-escaped body once a calendar-multiget asked for it,
+//! within a memory budget: a client fetching changed objects by href then costs a
+//! copy per object instead of a store read, a UTF-8 check and an escape. A body
+//! dies with its member, so a change (a new member) can never serve an old body.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -37,6 +40,9 @@ const MAX_MEMBERS: usize = 60_000;
 const RENDERED_BUDGET_BYTES: usize = 24 * 1024 * 1024;
 /// Renderings kept per collection (PROPFIND and sync-collection ask differently).
 const RENDERINGS_PER_LISTING: usize = 2;
+/// Memory for members' escaped bodies, over all listings. Past it, bodies are read
+/// from the store on every request, as if there were no cache.
+const BODY_BUDGET_BYTES: usize = 16 * 1024 * 1024;
 
 /// One member as listed: everything a listing answer needs, pre-escaped.
 #[derive(Debug)]
@@ -55,10 +61,28 @@ pub struct Member {
     modified_xml: String,
     /// Only a template's placeholder has a body (a marker); listings hold none.
     pub body: Option<String>,
+    /// The stored text, XML-escaped, once asked for (see [`Member::escaped_body`]).
+    body_xml: OnceLock<Arc<str>>,
+    /// Where the escaped body's bytes are counted.
+    body_budget: Arc<AtomicUsize>,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(body) = self.body_xml.get() {
+            self.body_budget.fetch_sub(body.len(), Ordering::Relaxed);
+        }
+    }
 }
 
 impl Member {
-    fn new(ctx: &Ctx<'_>, name: String, seq: u64, member: &Node) -> Result<Member, DavError> {
+    fn new(
+        ctx: &Ctx<'_>,
+        name: String,
+        seq: u64,
+        member: &Node,
+        body_budget: &Arc<AtomicUsize>,
+    ) -> Result<Member, DavError> {
         let etag = member.etag(ctx)?.unwrap_or_default();
         let length = member.body(ctx).map_or(0, |b| b.len());
         let last_modified = match member.prop(ctx, &xml::PropName::dav("getlastmodified"))? {
@@ -72,6 +96,8 @@ impl Member {
             length_xml: length.to_string(),
             modified_xml: xml::escape_text(&last_modified).into_owned(),
             body: None,
+            body_xml: OnceLock::new(),
+            body_budget: Arc::clone(body_budget),
             name,
             seq,
             etag,
@@ -93,7 +119,51 @@ impl Member {
             length_xml: marker(Slot::Length),
             modified_xml: String::new(),
             body: Some(marker(Slot::Data)),
+            body_xml: OnceLock::new(),
+            body_budget: Arc::default(),
         }
+    }
+
+    /// The member's `calendar-data` (as stored), XML-escaped: from memory when it
+    /// was asked before, else read and kept while the budget allows. None when the
+    /// object changed or went since the listing was brought up to date (the caller
+    /// then answers from the store).
+    pub fn escaped_body(
+        &self,
+        ctx: &Ctx<'_>,
+        cal: &Calendar,
+    ) -> Result<Option<Arc<str>>, DavError> {
+        if let Some(body) = self.body_xml.get() {
+            return Ok(Some(Arc::clone(body)));
+        }
+        let stored = match cal {
+            Calendar::Source(_) => ctx
+                .app
+                .store
+                .object_text(&ctx.tenant.id, cal.id(), &self.name)?
+                .map(|t| (t.etag, t.ics)),
+            Calendar::Bookings => match node::object(ctx, cal.clone(), &self.name) {
+                Ok(node) => node.etag(ctx)?.zip(node.body(ctx)),
+                Err(_) => None,
+            },
+        };
+        let Some((_, text)) = stored.filter(|(etag, _)| *etag == self.etag) else {
+            return Ok(None);
+        };
+        let mut escaped = String::with_capacity(text.len() + text.len() / 16);
+        xml::escape_text_into(&mut escaped, &text);
+        let body: Arc<str> = Arc::from(escaped);
+        let fits = self
+            .body_budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                (used + body.len() <= BODY_BUDGET_BYTES).then_some(used + body.len())
+            })
+            .is_ok();
+        if fits && self.body_xml.set(Arc::clone(&body)).is_err() {
+            // Another request kept it first: its bytes are the ones counted.
+            self.body_budget.fetch_sub(body.len(), Ordering::Relaxed);
+        }
+        Ok(Some(body))
     }
 
     /// Text for the `getcontentlength` property.
@@ -126,6 +196,15 @@ impl Drop for Listing {
 }
 
 impl Listing {
+    /// The member with resource name `name`, if the collection holds it.
+    pub fn member(&self, cal: &Calendar, name: &str) -> Option<&Arc<Member>> {
+        let id = match cal.id() {
+            BOOKINGS_SOURCE => name.strip_suffix(".ics")?,
+            _ => name,
+        };
+        self.by_id.get(id).and_then(|seq| self.by_seq.get(seq))
+    }
+
     /// Members, oldest change first.
     pub fn members(&self) -> impl Iterator<Item = &Arc<Member>> {
         self.by_seq.values()
@@ -183,17 +262,33 @@ pub struct Listings {
     cache: Mutex<HashMap<(String, String), Cached>>,
     /// Bytes of renderings held by all listings.
     rendered_bytes: Arc<AtomicUsize>,
+    /// Bytes of escaped member bodies held by all listings.
+    body_bytes: Arc<AtomicUsize>,
+    /// Held while a listing is brought up to date.
+    updating: Mutex<()>,
 }
 
 impl Listings {
     /// The collection's members, brought up to date with its change log.
     pub fn current(&self, ctx: &Ctx<'_>, cal: &Calendar) -> Result<Arc<Listing>, DavError> {
         let key = (ctx.tenant.id.clone(), cal.id().to_owned());
-        let cached = self
-            .cache
+        if let Some(cached) = self.cached(&key) {
+            let changes = ctx
+                .app
+                .store
+                .changes_since(&ctx.tenant.id, cal.id(), cached.version)?;
+            if changes.is_empty() {
+                self.keep(key, &cached);
+                return Ok(cached);
+            }
+        }
+        // One update at a time: concurrent first requests on a large collection
+        // would each read all of it, and hold it all in memory at once.
+        let _updating = self
+            .updating
             .lock()
-            .ok()
-            .and_then(|c| c.get(&key).map(|e| Arc::clone(&e.listing)));
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cached = self.cached(&key);
         let since = cached.as_ref().map_or(0, |l| l.version);
         let changes = ctx
             .app
@@ -208,33 +303,53 @@ impl Listings {
                 since,
                 changes,
                 &self.rendered_bytes,
+                &self.body_bytes,
             )?),
         };
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(
-                key,
-                Cached {
-                    listing: Arc::clone(&listing),
-                    used: Instant::now(),
-                },
-            );
-            let over = |cache: &HashMap<(String, String), Cached>| {
-                cache.len() > MAX_COLLECTIONS
-                    || cache.values().map(|e| e.listing.len()).sum::<usize>() > MAX_MEMBERS
-            };
-            while cache.len() > 1 && over(&cache) {
-                let Some(oldest) = cache
-                    .iter()
-                    .filter(|(_, e)| !Arc::ptr_eq(&e.listing, &listing))
-                    .min_by_key(|(_, e)| e.used)
-                    .map(|(k, _)| k.clone())
-                else {
-                    break;
-                };
-                cache.remove(&oldest);
-            }
-        }
+        self.keep(key, &listing);
         Ok(listing)
+    }
+
+    fn cached(&self, key: &(String, String)) -> Option<Arc<Listing>> {
+        let cache = self.cache.lock().ok()?;
+        cache.get(key).map(|e| Arc::clone(&e.listing))
+    }
+
+    /// Keeps `listing` as the latest of its collection, the least recently used
+    /// collections making room.
+    fn keep(&self, key: (String, String), listing: &Arc<Listing>) {
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        // A request that read an older version must not undo a newer one.
+        if let Some(newer) = cache.get_mut(&key)
+            && newer.listing.version > listing.version
+        {
+            newer.used = Instant::now();
+            return;
+        }
+        cache.insert(
+            key,
+            Cached {
+                listing: Arc::clone(listing),
+                used: Instant::now(),
+            },
+        );
+        let over = |cache: &HashMap<(String, String), Cached>| {
+            cache.len() > MAX_COLLECTIONS
+                || cache.values().map(|e| e.listing.len()).sum::<usize>() > MAX_MEMBERS
+        };
+        while cache.len() > 1 && over(&cache) {
+            let Some(oldest) = cache
+                .iter()
+                .filter(|(_, e)| !Arc::ptr_eq(&e.listing, listing))
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            cache.remove(&oldest);
+        }
     }
 }
 
@@ -246,6 +361,7 @@ fn apply(
     since: u64,
     changes: Vec<crate::store::Change>,
     budget: &Arc<AtomicUsize>,
+    body_budget: &Arc<AtomicUsize>,
 ) -> Result<Listing, DavError> {
     let mut listing = Listing {
         version: since,
@@ -272,7 +388,7 @@ fn apply(
         let Ok(member) = node::object(ctx, cal.clone(), &resource) else {
             continue;
         };
-        let member = Member::new(ctx, resource, seq, &member)?;
+        let member = Member::new(ctx, resource, seq, &member, body_budget)?;
         listing.by_id.insert(id, seq);
         listing.by_seq.insert(seq, Arc::new(member));
     }
@@ -385,14 +501,19 @@ impl Template {
 
     /// Appends `member`'s answer to `out`.
     pub fn write(&self, member: &Member, out: &mut String) {
+        // Listings hold no bodies: a template asking for one is not used on them.
+        self.write_with_body(member, "", out);
+    }
+
+    /// Appends `member`'s answer to `out`, with `body_xml` (escaped) as its data.
+    pub fn write_with_body(&self, member: &Member, body_xml: &str, out: &mut String) {
         self.write_with(out, |slot, out| {
             out.push_str(match slot {
                 Slot::Href => &member.href_xml,
                 Slot::Etag => &member.etag_xml,
                 Slot::Length => &member.length_xml,
                 Slot::Modified => &member.modified_xml,
-                // Listings hold no bodies: a template asking for one is not used on them.
-                Slot::Data => "",
+                Slot::Data => body_xml,
             })
         });
     }

@@ -5,11 +5,12 @@
 //! large calendar reads only the objects that can match.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::error::DavError;
-use super::listing::{Slot, Template};
+use super::listing::{Listing, Slot, Template};
 use super::node::{self, Calendar, Ctx, Node};
 use super::paths::{self, DavPath};
 use super::xml::{
@@ -122,14 +123,18 @@ fn calendar_data(
     Ok(plan.map(|p| p.expand(window, ctx.tenant.timezone)))
 }
 
+/// How a multiget answers a calendar's members from its listing.
+type FromListing = (Template, Arc<Listing>);
+
 fn multiget(ctx: &Ctx<'_>, m: xml::CalendarMultiget) -> Result<Response<Body>, DavError> {
     let mut writer = xml::MultistatusWriter::new();
     let mut out = writer.begin();
     // Room for typical objects, so the answer is not copied as it grows.
     out.reserve(m.hrefs.len() * 2048);
-    // Hrefs usually share one calendar: look it up once, with the template its
-    // objects are answered through when the stored text is all they need.
-    let mut calendars: Vec<(String, Calendar, Option<Template>, String)> = Vec::new();
+    // Hrefs usually share one calendar: look it up once, with its listing and the
+    // template its members are answered through when their stored text is all the
+    // answer needs (bodies then come from the listing's memory).
+    let mut calendars: Vec<(String, Calendar, Option<FromListing>)> = Vec::new();
     let stored_text_will_do = m.calendar_data.as_ref().is_none_or(|d| d.expand.is_none());
     // A meeting's Schedule-Tag comes from its text: such objects are answered in full.
     let wants_tag = super::scheduling::asks_schedule_tag(ctx, &m.props);
@@ -145,60 +150,48 @@ fn multiget(ctx: &Ctx<'_>, m: xml::CalendarMultiget) -> Result<Response<Body>, D
                             writer.write_response(&mut out, &not_found(href));
                             continue;
                         };
-                        let template = match &calendar {
-                            Calendar::Source(_) if stored_text_will_do => {
-                                let template = Template::new(
-                                    &calendar,
-                                    |member| {
-                                        object_response(
-                                            ctx,
-                                            member,
-                                            &m.props,
-                                            m.calendar_data.as_ref(),
-                                        )
-                                    },
-                                    |response| {
-                                        let mut text = String::new();
-                                        writer.write_response(&mut text, response);
-                                        text
-                                    },
-                                )?;
-                                template
-                                    .needs_only(&[Slot::Href, Slot::Etag, Slot::Data])
-                                    .then_some(template)
+                        let fast = if stored_text_will_do {
+                            let template = Template::new(
+                                &calendar,
+                                |member| {
+                                    object_response(ctx, member, &m.props, m.calendar_data.as_ref())
+                                },
+                                |response| {
+                                    let mut text = String::new();
+                                    writer.write_response(&mut text, response);
+                                    text
+                                },
+                            )?;
+                            match template.needs_only(&[Slot::Href, Slot::Etag, Slot::Data]) {
+                                true => {
+                                    Some((template, ctx.app.dav_listings.current(ctx, &calendar)?))
+                                }
+                                false => None,
                             }
-                            _ => None,
+                        } else {
+                            None
                         };
-                        let href = paths::calendar_href(&ctx.tenant.id, calendar.id());
-                        let href = xml::escape_text(&href).into_owned();
-                        calendars.push((cal.clone(), calendar, template, href));
+                        calendars.push((cal.clone(), calendar, fast));
                         calendars.len() - 1
                     }
                 };
-                let (_, calendar, template, calendar_href) = &calendars[at];
-                if let Some(template) = template {
-                    match ctx
-                        .app
-                        .store
-                        .object_text(&ctx.tenant.id, calendar.id(), &name)?
-                    {
-                        Some(text) if wants_tag && crate::ical::itip::may_schedule(&text.ics) => {}
-                        Some(text) => {
-                            template.write_with(&mut out, |slot, out| match slot {
-                                Slot::Href => {
-                                    out.push_str(calendar_href);
-                                    paths::push_escaped(out, &name);
-                                }
-                                Slot::Etag => xml::escape_text_into(out, &text.etag),
-                                Slot::Data => xml::escape_text_into(out, &text.ics),
-                                Slot::Length | Slot::Modified => {}
-                            });
+                let (_, calendar, fast) = &calendars[at];
+                if let Some((template, listing)) = fast {
+                    // Not a member when the request began: not found.
+                    let Some(member) = listing.member(calendar, &name) else {
+                        writer.write_response(&mut out, &not_found(href));
+                        continue;
+                    };
+                    match member.escaped_body(ctx, calendar)? {
+                        // A meeting's Schedule-Tag is asked: answered in full below
+                        // (escaping leaves the ORGANIZER name as it is).
+                        Some(body) if wants_tag && crate::ical::itip::may_schedule(&body) => {}
+                        Some(body) => {
+                            template.write_with_body(member, &body, &mut out);
                             continue;
                         }
-                        None => {
-                            writer.write_response(&mut out, &not_found(href));
-                            continue;
-                        }
+                        // Changed since the listing was read: answer from the store.
+                        None => {}
                     }
                 }
                 node::object(ctx, calendar.clone(), &name).ok()

@@ -206,12 +206,13 @@ fn unfold(body: &[u8]) -> String {
     let mut line_start = 0;
     let mut i = 0;
     while i < body.len() {
-        let b = body[i];
-        if b != b'\r' && b != b'\n' {
-            out.push(b);
-            i += 1;
-            continue;
-        }
+        // The line up to its break, copied whole.
+        let end = memchr::memchr2(b'\r', b'\n', &body[i..]).map_or(body.len(), |n| i + n);
+        out.extend_from_slice(&body[i..end]);
+        i = end;
+        let Some(&b) = body.get(i) else {
+            break;
+        };
         // A line break: CRLF, LF or a lone CR.
         i += if b == b'\r' && body.get(i + 1) == Some(&b'\n') {
             2

@@ -173,6 +173,20 @@ impl Store {
         source: &str,
         items: impl IntoIterator<Item = (&'i str, &'i str, Option<&'i serde_json::Value>)>,
     ) -> Result<Vec<bool>, StoreError> {
+        let (writes, changed) = self.mirror_changes(tenant, source, items)?;
+        writes.apply()?;
+        Ok(changed)
+    }
+
+    /// What [`Store::put_mirror_items_if_changed`] would write, and per item
+    /// whether it is a change, without writing it yet: a large batch can then be
+    /// written while the import goes on.
+    pub fn mirror_changes<'i>(
+        &self,
+        tenant: &str,
+        source: &str,
+        items: impl IntoIterator<Item = (&'i str, &'i str, Option<&'i serde_json::Value>)>,
+    ) -> Result<(MirrorWrites, Vec<bool>), StoreError> {
         let mut batch = sled::Batch::default();
         let mut changed = Vec::new();
         for (series, item, body) in items {
@@ -195,8 +209,11 @@ impl Store {
                 }
             }
         }
-        self.mirror.apply_batch(batch)?;
-        Ok(changed)
+        let writes = MirrorWrites {
+            mirror: self.mirror.clone(),
+            batch,
+        };
+        Ok((writes, changed))
     }
 
     /// Ids of a source's calendar objects, from the keys alone (no record decoded).
@@ -346,6 +363,20 @@ impl Store {
         self.sync_state.remove(&key)?;
         self.sync_state.remove(feed_digests_key(tenant, source))?;
         self.secrets.remove(&key)?;
+        Ok(())
+    }
+}
+
+/// Mirror writes prepared by [`Store::mirror_changes`]; durable with the next
+/// flush once applied.
+pub struct MirrorWrites {
+    mirror: sled::Tree,
+    batch: sled::Batch,
+}
+
+impl MirrorWrites {
+    pub fn apply(self) -> Result<(), StoreError> {
+        self.mirror.apply_batch(self.batch)?;
         Ok(())
     }
 }

@@ -89,7 +89,6 @@ pub struct Running {
 
 /// Opens the store, binds the listener and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    tune_allocator();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -180,23 +179,4 @@ async fn roll_horizon(app: Arc<App>) {
         }
         rolled_for = Some(window);
     }
-}
-
-/// The process allocator: mimalloc (its v2 line). Imports and REPORTs allocate and
-/// free many small buffers (sled nodes, parsed properties, escaped text); glibc's
-/// malloc spent about a third of an import's CPU on them (BENCHMARKS.md, issue 5).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `mi_option_purge_delay` in `mimalloc.h`.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-/// Memory freed is handed back to the system after this long unused. mimalloc's
-/// default (10 ms) made each sync run fault its pages in afresh: +50 % CPU on an
-/// incremental iCal sync, which re-reads the whole feed.
-const PURGE_DELAY_MS: std::ffi::c_long = 1000;
-
-fn tune_allocator() {
-    // SAFETY: sets a plain integer option; mimalloc reads options atomically and
-    // allows changing them at any time.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
 }

@@ -35,7 +35,7 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(30);
 /// Objects imported per store transaction (and conflict check): large enough to
 /// pay the per-transaction cost rarely, small enough to keep a run's memory and
 /// its hold on the store's writers short.
-const IMPORT_BATCH: usize = 1024;
+const IMPORT_BATCH: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {

@@ -176,8 +176,8 @@ impl Member {
 pub struct Listing {
     /// Sequence number of the newest change reflected here.
     pub version: u64,
-    /// Members by the id their changes are logged under.
-    by_id: HashMap<String, u64>,
+    /// Members by the id their changes are logged under (multiget looks them up).
+    by_id: HashMap<String, Arc<Member>>,
     /// Members in the order they last changed (what sync-collection reports in).
     by_seq: BTreeMap<u64, Arc<Member>>,
     /// Every member written through a template, by the template's text: a client
@@ -202,7 +202,7 @@ impl Listing {
             BOOKINGS_SOURCE => name.strip_suffix(".ics")?,
             _ => name,
         };
-        self.by_id.get(id).and_then(|seq| self.by_seq.get(seq))
+        self.by_id.get(id)
     }
 
     /// Members, oldest change first.
@@ -378,7 +378,7 @@ fn apply(
     }
     for (id, (seq, deleted)) in latest {
         if let Some(old) = listing.by_id.remove(&id) {
-            listing.by_seq.remove(&old);
+            listing.by_seq.remove(&old.seq);
         }
         if deleted {
             continue;
@@ -388,9 +388,9 @@ fn apply(
         let Ok(member) = node::object(ctx, cal.clone(), &resource) else {
             continue;
         };
-        let member = Member::new(ctx, resource, seq, &member, body_budget)?;
-        listing.by_id.insert(id, seq);
-        listing.by_seq.insert(seq, Arc::new(member));
+        let member = Arc::new(Member::new(ctx, resource, seq, &member, body_budget)?);
+        listing.by_id.insert(id, Arc::clone(&member));
+        listing.by_seq.insert(seq, member);
     }
     Ok(listing)
 }

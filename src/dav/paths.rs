@@ -12,6 +12,8 @@
 //! /dav/calendars/{tenant}/outbox/   the scheduling outbox (free/busy requests)
 //! ```
 
+use std::borrow::Cow;
+
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 pub const ROOT: &str = "/dav/";
@@ -139,6 +141,17 @@ pub fn object_href(tenant: &str, calendar: &str, object: &str) -> String {
 
 /// The decoded path of an href a client sent (absolute URL or path), split into
 /// segments after `/dav/`; None when it is not under `/dav/`.
+/// The decoded name of the member `href` names when it starts with
+/// `collection_href` as we write it (the usual multiget href): no path splitting.
+/// `None` for anything else, which [`href_segments`] then reads.
+pub fn member_name<'h>(href: &'h str, collection_href: &str) -> Option<Cow<'h, str>> {
+    let name = href.strip_prefix(collection_href)?;
+    if name.is_empty() || name.contains(['/', '?', '#']) {
+        return None;
+    }
+    Some(percent_encoding::percent_decode_str(name).decode_utf8_lossy())
+}
+
 pub fn href_segments(href: &str) -> Option<Vec<String>> {
     let path = match href.find("://") {
         Some(i) => {
@@ -165,6 +178,19 @@ pub fn href_segments(href: &str) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_names_under_a_known_collection() {
+        let cal = calendar_href("demo", "staff cal");
+        assert_eq!(cal, "/dav/calendars/demo/staff%20cal/");
+        let name = |href: &str| member_name(href, &cal).map(|n| n.into_owned());
+        assert_eq!(name(&format!("{cal}a%20b.ics")).as_deref(), Some("a b.ics"));
+        assert_eq!(name(&cal), None);
+        assert_eq!(name(&format!("{cal}sub/x.ics")), None);
+        assert_eq!(name(&format!("{cal}x.ics?v=1")), None);
+        assert_eq!(name("/dav/calendars/demo/other/x.ics"), None);
+        assert_eq!(name(&format!("http://h{cal}x.ics")), None);
+    }
 
     #[test]
     fn parses_and_builds() {

@@ -4,6 +4,7 @@
 //! object, recurrence expanded when the object was written), so a query over a
 //! large calendar reads only the objects that can match.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -123,82 +124,117 @@ fn calendar_data(
     Ok(plan.map(|p| p.expand(window, ctx.tenant.timezone)))
 }
 
-/// How a multiget answers a calendar's members from its listing.
-type FromListing = (Template, Arc<Listing>);
+/// A calendar a multiget names members of.
+struct Named {
+    id: String,
+    calendar: Calendar,
+    /// Its href as we write it: members' hrefs usually start with it.
+    href: String,
+    /// The template and listing its members are answered through, when their
+    /// stored text is all the answer needs (bodies then come from memory).
+    fast: Option<(Template, Arc<Listing>)>,
+}
 
 fn multiget(ctx: &Ctx<'_>, m: xml::CalendarMultiget) -> Result<Response<Body>, DavError> {
     let mut writer = xml::MultistatusWriter::new();
     let mut out = writer.begin();
     // Room for typical objects, so the answer is not copied as it grows.
     out.reserve(m.hrefs.len() * 2048);
-    // Hrefs usually share one calendar: look it up once, with its listing and the
-    // template its members are answered through when their stored text is all the
-    // answer needs (bodies then come from the listing's memory).
-    let mut calendars: Vec<(String, Calendar, Option<FromListing>)> = Vec::new();
+    // Hrefs usually share one calendar: it is looked up once.
+    let mut calendars: Vec<Named> = Vec::new();
     let stored_text_will_do = m.calendar_data.as_ref().is_none_or(|d| d.expand.is_none());
     // A meeting's Schedule-Tag comes from its text: such objects are answered in full.
     let wants_tag = super::scheduling::asks_schedule_tag(ctx, &m.props);
     for href in &m.hrefs {
-        let path = paths::href_segments(href)
-            .and_then(|segs| DavPath::parse(&segs.iter().map(String::as_str).collect::<Vec<_>>()));
-        let found = match path {
-            Some(DavPath::Object(tenant, cal, name)) if tenant == ctx.tenant.id => {
-                let at = match calendars.iter().position(|(id, ..)| *id == cal) {
-                    Some(at) => at,
-                    None => {
-                        let Ok(calendar) = node::calendar(ctx, &cal) else {
-                            writer.write_response(&mut out, &not_found(href));
-                            continue;
-                        };
-                        let fast = if stored_text_will_do {
-                            let template = Template::new(
-                                &calendar,
-                                |member| {
-                                    object_response(ctx, member, &m.props, m.calendar_data.as_ref())
-                                },
-                                |response| {
-                                    let mut text = String::new();
-                                    writer.write_response(&mut text, response);
-                                    text
-                                },
-                            )?;
-                            match template.needs_only(&[Slot::Href, Slot::Etag, Slot::Data]) {
-                                true => {
-                                    Some((template, ctx.app.dav_listings.current(ctx, &calendar)?))
+        let known = calendars
+            .iter()
+            .enumerate()
+            .find_map(|(at, c)| paths::member_name(href, &c.href).map(|name| (at, name)));
+        let (at, name) = match known {
+            Some(found) => found,
+            None => match paths::href_segments(href).and_then(|segs| {
+                DavPath::parse(&segs.iter().map(String::as_str).collect::<Vec<_>>())
+            }) {
+                Some(DavPath::Object(tenant, cal, name)) if tenant == ctx.tenant.id => {
+                    let at = match calendars.iter().position(|c| c.id == cal) {
+                        Some(at) => at,
+                        None => {
+                            let Ok(calendar) = node::calendar(ctx, &cal) else {
+                                writer.write_response(&mut out, &not_found(href));
+                                continue;
+                            };
+                            let fast = if stored_text_will_do {
+                                let template = Template::new(
+                                    &calendar,
+                                    |member| {
+                                        object_response(
+                                            ctx,
+                                            member,
+                                            &m.props,
+                                            m.calendar_data.as_ref(),
+                                        )
+                                    },
+                                    |response| {
+                                        let mut text = String::new();
+                                        writer.write_response(&mut text, response);
+                                        text
+                                    },
+                                )?;
+                                match template.needs_only(&[Slot::Href, Slot::Etag, Slot::Data]) {
+                                    true => Some((
+                                        template,
+                                        ctx.app.dav_listings.current(ctx, &calendar)?,
+                                    )),
+                                    false => None,
                                 }
-                                false => None,
-                            }
-                        } else {
-                            None
-                        };
-                        calendars.push((cal.clone(), calendar, fast));
-                        calendars.len() - 1
-                    }
-                };
-                let (_, calendar, fast) = &calendars[at];
-                if let Some((template, listing)) = fast {
-                    // Not a member when the request began: not found.
-                    let Some(member) = listing.member(calendar, &name) else {
-                        writer.write_response(&mut out, &not_found(href));
-                        continue;
-                    };
-                    match member.escaped_body(ctx, calendar)? {
-                        // A meeting's Schedule-Tag is asked: answered in full below
-                        // (escaping leaves the ORGANIZER name as it is).
-                        Some(body) if wants_tag && crate::ical::itip::may_schedule(&body) => {}
-                        Some(body) => {
-                            template.write_with_body(member, &body, &mut out);
-                            continue;
+                            } else {
+                                None
+                            };
+                            calendars.push(Named {
+                                id: cal,
+                                href: paths::calendar_href(&ctx.tenant.id, calendar.id()),
+                                calendar,
+                                fast,
+                            });
+                            calendars.len() - 1
                         }
-                        // Changed since the listing was read: answer from the store.
-                        None => {}
-                    }
+                    };
+                    (at, Cow::Owned(name))
                 }
-                node::object(ctx, calendar.clone(), &name).ok()
-            }
-            Some(DavPath::Object(..)) | None => None,
-            Some(other) => node::resolve(ctx, &other).ok(),
+                Some(DavPath::Object(..)) | None => {
+                    writer.write_response(&mut out, &not_found(href));
+                    continue;
+                }
+                Some(other) => {
+                    let found = node::resolve(ctx, &other).ok();
+                    let found = found.filter(|n| !n.is_collection());
+                    let response =
+                        member_response(ctx, found, href, &m.props, m.calendar_data.as_ref())?;
+                    writer.write_response(&mut out, &response);
+                    continue;
+                }
+            },
         };
+        let Named { calendar, fast, .. } = &calendars[at];
+        if let Some((template, listing)) = fast {
+            // Not a member when the request began: not found.
+            let Some(member) = listing.member(calendar, &name) else {
+                writer.write_response(&mut out, &not_found(href));
+                continue;
+            };
+            match member.escaped_body(ctx, calendar)? {
+                // A meeting's Schedule-Tag is asked: answered in full below
+                // (escaping leaves the ORGANIZER name as it is).
+                Some(body) if wants_tag && crate::ical::itip::may_schedule(&body) => {}
+                Some(body) => {
+                    template.write_with_body(member, &body, &mut out);
+                    continue;
+                }
+                // Changed since the listing was read: answer from the store.
+                None => {}
+            }
+        }
+        let found = node::object(ctx, calendar.clone(), &name).ok();
         let found = found.filter(|n| !n.is_collection());
         let response = member_response(ctx, found, href, &m.props, m.calendar_data.as_ref())?;
         writer.write_response(&mut out, &response);

@@ -365,14 +365,8 @@ async fn apply(
                 store.put_mirror_item(t, s, series, series, None)?;
                 affected.insert(series.clone());
             }
-            let (writes, _) = store.mirror_changes(
-                t,
-                s,
-                items
-                    .iter()
-                    .map(|i| (i.series.as_str(), i.item.as_str(), i.body.as_ref())),
-            )?;
-            mirror_written = Some(tokio::task::spawn_blocking(move || writes.apply()));
+            let (written, _) = write_mirror(store, t, s, &items)?;
+            mirror_written = Some(written);
             affected.extend(items.iter().map(|i| i.series.clone()));
             listed = Some(group_by_series(items));
             cursor
@@ -392,14 +386,8 @@ async fn apply(
             // Only items that differ from the mirror are written, and only their
             // series re-rendered: a full listing (every iCal fetch, a 410 resync)
             // that changed little costs little beyond reading it.
-            let (writes, changed) = store.mirror_changes(
-                t,
-                s,
-                items
-                    .iter()
-                    .map(|i| (i.series.as_str(), i.item.as_str(), i.body.as_ref())),
-            )?;
-            mirror_written = Some(tokio::task::spawn_blocking(move || writes.apply()));
+            let (written, changed) = write_mirror(store, t, s, &items)?;
+            mirror_written = Some(written);
             for (change, changed) in items.iter().zip(changed) {
                 if changed {
                     affected.insert(change.series.clone());
@@ -503,6 +491,27 @@ async fn apply(
         }
     }
     Ok((applied, cursor))
+}
+
+/// A mirror write running on the blocking pool.
+type MirrorWrite = tokio::task::JoinHandle<Result<(), StoreError>>;
+
+/// Starts writing a full listing's items to the mirror on the blocking pool;
+/// returns the write and, per item, whether it differs from the mirror.
+fn write_mirror(
+    store: &crate::store::Store,
+    tenant: &str,
+    source: &str,
+    items: &[ItemChange],
+) -> Result<(MirrorWrite, Vec<bool>), SyncError> {
+    let (writes, changed) = store.mirror_changes(
+        tenant,
+        source,
+        items
+            .iter()
+            .map(|i| (i.series.as_str(), i.item.as_str(), i.body.as_ref())),
+    )?;
+    Ok((tokio::task::spawn_blocking(move || writes.apply()), changed))
 }
 
 /// A full listing's items by series and item (as the mirror now holds them).

@@ -221,6 +221,24 @@ pub struct Pass {
 }
 
 impl Pass {
+    /// The sync-log entry of a pass that started at `started` (`clock` then).
+    fn log(
+        &self,
+        started: DateTime<Utc>,
+        clock: std::time::Instant,
+        error: Option<String>,
+    ) -> SyncLog {
+        SyncLog {
+            started,
+            duration_ms: clock.elapsed().as_millis() as u64,
+            mode: "export".into(),
+            created: self.created,
+            updated: self.updated,
+            deleted: self.deleted,
+            error,
+        }
+    }
+
     /// Counts what reconciling one booking did; the reason, when it was parked.
     fn count(&mut self, outcome: Outcome) -> Option<String> {
         match outcome {
@@ -466,18 +484,11 @@ pub async fn deliver(
     app.store.put_export_state(t, s, &state)?;
     let worked = pass.created + pass.updated + pass.deleted + pass.parked > 0;
     if worked || pass.error.is_some() {
-        let log = SyncLog {
-            started,
-            duration_ms: clock.elapsed().as_millis() as u64,
-            mode: "export".into(),
-            created: pass.created,
-            updated: pass.updated,
-            deleted: pass.deleted,
-            error: pass
-                .error
-                .clone()
-                .or_else(|| state.last_error.clone().filter(|_| pass.parked > 0)),
-        };
+        let error = pass
+            .error
+            .clone()
+            .or_else(|| state.last_error.clone().filter(|_| pass.parked > 0));
+        let log = pass.log(started, clock, error);
         app.store.append_sync_log(t, s, &log)?;
         info!(
             tenant = t,
@@ -986,15 +997,8 @@ pub async fn sync_now(
     let started = Utc::now();
     let clock = std::time::Instant::now();
     let pass = deliver(app, tenant, source_id, true).await?;
-    Ok(SyncLog {
-        started,
-        duration_ms: clock.elapsed().as_millis() as u64,
-        mode: "export".into(),
-        created: pass.created,
-        updated: pass.updated,
-        deleted: pass.deleted,
-        error: pass.error.or(pass.parked_error),
-    })
+    let error = pass.error.clone().or_else(|| pass.parked_error.clone());
+    Ok(pass.log(started, clock, error))
 }
 
 fn ts(t: &DateTime<Utc>) -> String {

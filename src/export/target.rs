@@ -133,6 +133,15 @@ impl Answer {
     fn gone(&self) -> bool {
         matches!(self.status.as_u16(), 404 | 410)
     }
+
+    /// What a PATCH of an event answered.
+    fn patched(&self) -> Result<Patched, ProviderError> {
+        match self.status.as_u16() {
+            200..=299 => Ok(Patched::Done),
+            _ if self.gone() => Ok(Patched::Gone),
+            _ => Err(self.error()),
+        }
+    }
 }
 
 impl Api {
@@ -321,15 +330,10 @@ impl ExportTarget for GoogleTarget {
     async fn patch(&self, id: &str, ev: &ExportEvent) -> Result<Patched, ProviderError> {
         let path = format!("{}/{}", self.events_path(), path_segment(id));
         let url = self.api.url(&path, &[("sendUpdates", "none")])?;
-        let answer = self
-            .api
+        self.api
             .send(Method::PATCH, url, Some(&google_body(ev)))
-            .await?;
-        match answer.status.as_u16() {
-            200..=299 => Ok(Patched::Done),
-            _ if answer.gone() => Ok(Patched::Gone),
-            _ => Err(answer.error()),
-        }
+            .await?
+            .patched()
     }
 
     async fn delete(&self, id: &str) -> Result<(), ProviderError> {
@@ -441,15 +445,10 @@ impl ExportTarget for GraphTarget {
         let url = self
             .api
             .url(&format!("/me/events/{}", path_segment(id)), &[])?;
-        let answer = self
-            .api
+        self.api
             .send(Method::PATCH, url, Some(&graph_body(ev)))
-            .await?;
-        match answer.status.as_u16() {
-            200..=299 => Ok(Patched::Done),
-            _ if answer.gone() => Ok(Patched::Gone),
-            _ => Err(answer.error()),
-        }
+            .await?
+            .patched()
     }
 
     async fn delete(&self, id: &str) -> Result<(), ProviderError> {

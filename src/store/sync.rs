@@ -164,23 +164,10 @@ impl Store {
         settled(result)
     }
 
-    /// [`Store::put_mirror_item_if_changed`] for many items (`None`: remove, which
-    /// counts as a change), written in one batch; returns per item whether it
-    /// was written (durable with the next flush).
-    pub fn put_mirror_items_if_changed<'i>(
-        &self,
-        tenant: &str,
-        source: &str,
-        items: impl IntoIterator<Item = (&'i str, &'i str, Option<&'i serde_json::Value>)>,
-    ) -> Result<Vec<bool>, StoreError> {
-        let (writes, changed) = self.mirror_changes(tenant, source, items)?;
-        writes.apply()?;
-        Ok(changed)
-    }
-
-    /// What [`Store::put_mirror_items_if_changed`] would write, and per item
-    /// whether it is a change, without writing it yet: a large batch can then be
-    /// written while the import goes on.
+    /// The mirror writes for many items (`None`: remove, which counts as a
+    /// change), and per item whether it differs from what the mirror holds. The
+    /// batch is written by [`MirrorWrites::apply`], so a large one can be written
+    /// while the import goes on (durable with the next flush).
     pub fn mirror_changes<'i>(
         &self,
         tenant: &str,

@@ -438,7 +438,7 @@ fn write_event(
 
 fn write_client_extras(w: &mut ContentWriter, text: &str) {
     let unfolded = ical::parse::unfolded(text);
-    let Ok(cal) = icalendar::parser::read_calendar(&unfolded) else {
+    let Ok(cal) = ical::parse::read(&unfolded) else {
         return;
     };
     let Some(event) = cal.components.iter().find(|c| c.name.as_str() == "VEVENT") else {

@@ -24,11 +24,11 @@ pub fn post(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, DavError> {
         )
     })?;
     let unfolded = crate::ical::parse::unfolded(text);
-    let cal = icalendar::parser::read_calendar(&unfolded).map_err(|e| {
+    let cal = crate::ical::parse::read(&unfolded).map_err(|e| {
         DavError::caldav(
             StatusCode::BAD_REQUEST,
             "valid-calendar-data",
-            format!("not iCalendar: {}", e.lines().next().unwrap_or("")),
+            e.to_string(),
         )
     })?;
     let method = cal

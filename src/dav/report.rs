@@ -619,7 +619,7 @@ fn other_components(
             return Ok(());
         };
         let unfolded = crate::ical::parse::unfolded(&text);
-        let Ok(parsed) = icalendar::parser::read_calendar(&unfolded) else {
+        let Ok(parsed) = crate::ical::parse::read(&unfolded) else {
             return Ok(());
         };
         let props_match = parsed
@@ -664,7 +664,7 @@ fn matches_props(ctx: &Ctx<'_>, node: &Node, filter: &CompFilter) -> bool {
         return false;
     };
     let unfolded = crate::ical::parse::unfolded(&text);
-    let Ok(cal) = icalendar::parser::read_calendar(&unfolded) else {
+    let Ok(cal) = crate::ical::parse::read(&unfolded) else {
         return false;
     };
     cal.components

@@ -27,7 +27,7 @@ pub fn component_in_range(text: &str, kind: Kind, window: Span, zone: Tz) -> boo
     }
     // Components without DTSTART have no instances; their own dates decide.
     let unfolded = parse::unfolded(text);
-    let Ok(raw) = icalendar::parser::read_calendar(&unfolded) else {
+    let Ok(raw) = parse::read(&unfolded) else {
         return false;
     };
     raw.components
@@ -41,7 +41,7 @@ pub fn component_in_range(text: &str, kind: Kind, window: Span, zone: Tz) -> boo
 /// (REPEAT/DURATION) included.
 pub fn alarm_in_range(text: &str, window: Span, zone: Tz) -> bool {
     let unfolded = parse::unfolded(text);
-    let Ok(raw) = icalendar::parser::read_calendar(&unfolded) else {
+    let Ok(raw) = parse::read(&unfolded) else {
         return false;
     };
     let alarms: Vec<Vec<Alarm>> = raw

@@ -142,9 +142,41 @@ pub fn parse_as(text: &str, kind: Kind) -> Result<ParsedCalendar, ParseError> {
 }
 
 /// The syntax tree of [`unfolded`] text.
+///
+/// The crate's plain parser reads it: its verbose twin (same grammar, errors with
+/// line numbers) allocates on every alternative it tries, which made it most of
+/// the cost of reading an event. Only text the plain parser rejects is read again
+/// by the verbose one, for the message.
 pub fn read(unfolded: &str) -> Result<icalendar::parser::Calendar<'_>, ParseError> {
-    icalendar::parser::read_calendar(unfolded)
-        .map_err(|e| ParseError::Syntax(e.lines().take(6).collect::<Vec<_>>().join(" ")))
+    let mut components = read_components(unfolded)?;
+    let root_is_calendar = components
+        .first()
+        .is_some_and(|first| first.name.as_str() == "VCALENDAR");
+    Ok(if root_is_calendar {
+        let root = components.swap_remove(0);
+        icalendar::parser::Calendar {
+            properties: root.properties,
+            components: root.components,
+        }
+    } else {
+        icalendar::parser::Calendar {
+            components,
+            properties: Vec::new(),
+        }
+    })
+}
+
+/// The top-level components of [`unfolded`] text, as [`read`] reads them.
+pub fn read_components(unfolded: &str) -> Result<Vec<Component<'_>>, ParseError> {
+    icalendar::parser::read_calendar_simple(unfolded).map_err(|_| {
+        let message = match icalendar::parser::read_components(unfolded) {
+            Err(verbose) => verbose.lines().take(6).collect::<Vec<_>>().join(" "),
+            // The two parsers share one grammar; should they ever disagree, the
+            // text is still refused, without a line number.
+            Ok(_) => "the text does not follow the iCalendar grammar".to_owned(),
+        };
+        ParseError::Syntax(message)
+    })
 }
 
 /// [`parse_as`] for a syntax tree already read (callers that also copy properties

@@ -321,15 +321,11 @@ fn split_property(line: &str) -> Option<(String, &str)> {
 }
 
 fn parse_block<'t>(block: &Block<'t>) -> Option<Component<'t>> {
-    match icalendar::parser::read_components(block.text) {
+    match crate::ical::parse::read_components(block.text) {
         Ok(mut components) if !components.is_empty() => Some(components.swap_remove(0)),
         Ok(_) => None,
         Err(e) => {
-            tracing::warn!(
-                component = %block.name,
-                error = %e.lines().take(3).collect::<Vec<_>>().join(" "),
-                "unreadable feed component skipped"
-            );
+            tracing::warn!(component = %block.name, error = %e, "unreadable feed component skipped");
             None
         }
     }

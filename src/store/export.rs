@@ -193,8 +193,9 @@ impl Store {
             if !key.starts_with(&scope) || out.len() >= limit {
                 break;
             }
-            out.push(super::decode(&key, &raw)?);
+            out.extend(super::decode_changes(&key, &raw, since)?);
         }
+        out.truncate(limit);
         Ok(out)
     }
 

@@ -257,11 +257,16 @@ pub struct BusyEntry {
 }
 
 fn kind_byte(kind: BusyKind) -> u8 {
+    kind_payload(kind)[0]
+}
+
+/// A busy kind as the one-byte payload of its index entries.
+fn kind_payload(kind: BusyKind) -> &'static [u8] {
     match kind {
-        BusyKind::Free => 0,
-        BusyKind::Tentative => 1,
-        BusyKind::Busy => 2,
-        BusyKind::Oof => 3,
+        BusyKind::Free => &[0],
+        BusyKind::Tentative => &[1],
+        BusyKind::Busy => &[2],
+        BusyKind::Oof => &[3],
     }
 }
 
@@ -283,13 +288,17 @@ fn busy_group(kind: BusyKind) -> u8 {
     }
 }
 
-/// Busy-index id of occurrence `n` of an object: `source \0 object \0 n`.
+/// Busy-index id of the entry whose first occurrence is the `n`th of an object:
+/// `source \0 object \0 n`.
 fn busy_id(source: &str, object: &str, n: u32) -> Vec<u8> {
     let mut id = join(&[source.as_bytes(), object.as_bytes()]);
     id.push(keys::SEP);
     id.extend_from_slice(&n.to_be_bytes());
     id
 }
+
+/// Meta key present once the busy index files recurring occurrences in runs.
+const BUSY_RUNS_KEY: &[u8] = b"format\0busy-runs";
 
 /// Memory sled may use for cached pages.
 const STORE_CACHE_BYTES: u64 = 32 * 1024 * 1024;
@@ -315,7 +324,7 @@ impl Store {
                 path: dir.display().to_string(),
                 source: e.into(),
             })?;
-        Ok(Store {
+        let store = Store {
             commit: Arc::new(commit),
             bookings: db.open_tree("bookings")?,
             booking_time: db.open_tree("booking_time")?,
@@ -335,7 +344,52 @@ impl Store {
             export_remote: db.open_tree("export_remote")?,
             export_state: db.open_tree("export_state")?,
             inbox: db.open_tree("inbox")?,
-        })
+        };
+        if store.index_busy_in_runs()? {
+            db.flush()?;
+        }
+        Ok(store)
+    }
+
+    /// Brings a store written before busy runs existed (every occurrence its own
+    /// entry) to the current busy index, once: its entries are rebuilt from the
+    /// object records. Whether anything was written.
+    fn index_busy_in_runs(&self) -> Result<bool, StoreError> {
+        if self.meta.get(BUSY_RUNS_KEY)?.is_some() {
+            return Ok(false);
+        }
+        // A rebuild that stopped half-way runs again: the marker comes last.
+        if !self.objects.is_empty() {
+            tracing::info!("rebuilding the busy index in runs (once, after an upgrade)");
+            self.busy.clear()?;
+            let mut batch = sled::Batch::default();
+            let mut pending = 0;
+            for item in self.objects.iter() {
+                let (key, raw) = item?;
+                let object = decode_object(&key, &raw)?;
+                let mut parts = key.splitn(3, |b| *b == keys::SEP);
+                let (Some(tenant), Some(source)) = (parts.next(), parts.next()) else {
+                    return Err(corrupt(&key, "an object key without tenant and source"));
+                };
+                let (tenant, source) = (
+                    String::from_utf8_lossy(tenant),
+                    String::from_utf8_lossy(source),
+                );
+                for (key, value) in busy_entries(&tenant, &source, &object.id, &object.occurrences)
+                {
+                    batch.insert(key, value);
+                    pending += 1;
+                }
+                // Batches of bounded size: each one holds sled's write lock.
+                if pending >= 4096 {
+                    self.busy.apply_batch(std::mem::take(&mut batch))?;
+                    pending = 0;
+                }
+            }
+            self.busy.apply_batch(batch)?;
+        }
+        self.meta.insert(BUSY_RUNS_KEY, b"1".as_slice())?;
+        Ok(true)
     }
 
     /// Makes everything written so far durable (group-committed with other writers).
@@ -480,7 +534,7 @@ impl Store {
                 bookings.insert(key.as_slice(), record.as_slice())?;
                 time.insert(
                     time_index::entry_key(&[tenant], span, booking.id.as_bytes()),
-                    time_index::entry_value(span, &[kind_byte(booking.busy_kind())]),
+                    time_index::entry_value(span, kind_payload(booking.busy_kind())),
                 )?;
                 let version = record_change(
                     changes,
@@ -1048,12 +1102,11 @@ fn changes_after(tree: &sled::Tree, scope: Vec<u8>, since: u64) -> Result<Vec<Ch
         if !key.starts_with(&scope) {
             break;
         }
-        out.push(decode(&key, &raw)?);
+        out.extend(decode_changes(&key, &raw, since)?);
     }
     Ok(out)
 }
 
-/// Removes an object's busy-index entries, as recorded in its `busy` list.
 /// Inside a transaction: drops the busy entries and UID of `old` (the object's
 /// previous version, if any) and records those of `object`.
 fn swap_object_index(
@@ -1074,20 +1127,13 @@ fn swap_object_index(
     if let Some(uid) = &object.uid {
         uids.insert(uid_key(uid), object.id.as_bytes())?;
     }
-    for (n, b) in object.occurrences.iter().enumerate() {
-        busy.insert(
-            time_index::entry_key_in(
-                &[tenant.as_bytes()],
-                busy_group(b.kind),
-                b.span,
-                &busy_id(source, &object.id, n as u32),
-            ),
-            time_index::entry_value(b.span, &[kind_byte(b.kind)]),
-        )?;
+    for (key, value) in busy_entries(tenant, source, &object.id, &object.occurrences) {
+        busy.insert(key, value)?;
     }
     Ok(())
 }
 
+/// Removes an object's busy-index entries, as recorded in its occurrences.
 fn remove_busy(
     busy: &TransactionalTree,
     tenant: &str,
@@ -1095,15 +1141,31 @@ fn remove_busy(
     object: &str,
     spans: &[BusySpan],
 ) -> TxResult<()> {
-    for (n, b) in spans.iter().enumerate() {
-        busy.remove(time_index::entry_key_in(
-            &[tenant.as_bytes()],
-            busy_group(b.kind),
-            b.span,
-            &busy_id(source, object, n as u32),
-        ))?;
+    for (key, _) in busy_entries(tenant, source, object, spans) {
+        busy.remove(key)?;
     }
     Ok(())
+}
+
+/// The busy-index entries (key, value) of an object's occurrences: a recurring
+/// event's are packed into runs ([`time_index::entries`]).
+fn busy_entries(
+    tenant: &str,
+    source: &str,
+    object: &str,
+    spans: &[BusySpan],
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let intervals: Vec<time_index::Interval<'_>> = spans
+        .iter()
+        .map(|b| time_index::Interval {
+            group: busy_group(b.kind),
+            span: b.span,
+            payload: kind_payload(b.kind),
+        })
+        .collect();
+    time_index::entries(&[tenant.as_bytes()], &intervals, |n| {
+        busy_id(source, object, n as u32)
+    })
 }
 
 /// The result of a transaction that only aborts for corruption.
@@ -1141,26 +1203,228 @@ fn record_change(
     deleted: bool,
     now_ms: i64,
 ) -> TxResult<TenantVersion> {
+    let versions = record_changes(changes, meta, tenant, collection, &[(id, deleted)], now_ms)?;
+    Ok(versions[0])
+}
+
+/// [`record_change`] for many objects of one collection written together: each
+/// gets its own version, and the log one entry (keyed by the last version) for
+/// all of them, so a large import writes one log entry per batch.
+fn record_changes(
+    changes: &TransactionalTree,
+    meta: &TransactionalTree,
+    tenant: &str,
+    collection: &str,
+    ids: &[(&str, bool)],
+    now_ms: i64,
+) -> TxResult<Vec<TenantVersion>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let version_key = join(&[b"version", tenant.as_bytes()]);
     let previous = meta
         .get(&version_key)?
         .map(|raw| decode_version(&raw))
         .unwrap_or_default();
-    let version = TenantVersion {
-        seq: previous.seq + 1,
-        // Never move backwards, even if the clock does.
-        modified_ms: now_ms.max(previous.modified_ms),
-    };
-    let mut raw = version.seq.to_be_bytes().to_vec();
-    raw.extend_from_slice(&encode_i64(version.modified_ms));
+    // Never move backwards, even if the clock does.
+    let modified_ms = now_ms.max(previous.modified_ms);
+    let versions: Vec<TenantVersion> = (1..=ids.len() as u64)
+        .map(|n| TenantVersion {
+            seq: previous.seq + n,
+            modified_ms,
+        })
+        .collect();
+    let last = versions[versions.len() - 1];
+    let mut raw = last.seq.to_be_bytes().to_vec();
+    raw.extend_from_slice(&encode_i64(last.modified_ms));
     meta.insert(version_key, raw)?;
     let mut change_key = prefix(&[tenant.as_bytes(), collection.as_bytes()]);
-    change_key.extend_from_slice(&version.seq.to_be_bytes());
-    let change = Change {
-        seq: version.seq,
-        id: id.to_owned(),
-        deleted,
+    change_key.extend_from_slice(&last.seq.to_be_bytes());
+    let logged: Vec<Change> = ids
+        .iter()
+        .zip(&versions)
+        .map(|((id, deleted), version)| Change {
+            seq: version.seq,
+            id: (*id).to_owned(),
+            deleted: *deleted,
+        })
+        .collect();
+    let entry = match logged.as_slice() {
+        [one] => encode(one),
+        _ => encode(&logged),
     };
-    changes.insert(change_key, encode(&change))?;
-    Ok(version)
+    changes.insert(change_key, entry)?;
+    Ok(versions)
+}
+
+/// A change-log entry: one change, or the changes of a batch ([`record_changes`]).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LoggedChanges {
+    One(Change),
+    Batch(Vec<Change>),
+}
+
+/// The changes of one change-log entry after `since`.
+fn decode_changes(key: &[u8], raw: &[u8], since: u64) -> Result<Vec<Change>, StoreError> {
+    let changes = match decode::<LoggedChanges>(key, raw)? {
+        LoggedChanges::One(change) => vec![change],
+        LoggedChanges::Batch(changes) => changes,
+    };
+    Ok(changes.into_iter().filter(|c| c.seq > since).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::BusySpan;
+
+    const DAY: i64 = 86_400_000;
+
+    /// A weekly event with `weeks` occurrences from `first_day`, one of them free.
+    fn weekly(id: &str, first_day: i64, weeks: i64) -> CalendarObject {
+        CalendarObject {
+            id: id.into(),
+            uid: Some(format!("{id}@test")),
+            ics: String::new(),
+            etag: format!("\"{id}-{first_day}\""),
+            updated: Utc::now(),
+            recurring: true,
+            diagnostics: Vec::new(),
+            occurrences: (0..weeks)
+                .map(|w| BusySpan {
+                    span: Span::new(
+                        (first_day + 7 * w) * DAY,
+                        (first_day + 7 * w) * DAY + DAY / 24,
+                    ),
+                    kind: if w == 3 {
+                        BusyKind::Free
+                    } else {
+                        BusyKind::Busy
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    fn busy_starts(store: &Store) -> Vec<i64> {
+        let mut spans: Vec<i64> = store
+            .busy_spans("t", Span::new(-1000 * DAY, 1000 * DAY), None)
+            .unwrap()
+            .into_iter()
+            .map(|(span, _)| span.start / DAY)
+            .collect();
+        spans.sort();
+        spans
+    }
+
+    #[tokio::test]
+    async fn recurring_busy_time_is_indexed_in_runs_and_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let object = weekly("series", 0, 20);
+        store
+            .put_object("t", "s", &object, &Precondition::None, ObjectWrite::Change)
+            .await
+            .unwrap();
+        let expected: Vec<i64> = (0..20).filter(|w| *w != 3).map(|w| 7 * w).collect();
+        assert_eq!(busy_starts(&store), expected);
+        assert!(
+            store.busy.len() < 10,
+            "20 occurrences in {} entries",
+            store.busy.len()
+        );
+        // Moved by a day: the old runs go, none left behind.
+        store
+            .put_object(
+                "t",
+                "s",
+                &weekly("series", 1, 20),
+                &Precondition::None,
+                ObjectWrite::Change,
+            )
+            .await
+            .unwrap();
+        let moved: Vec<i64> = expected.iter().map(|d| d + 1).collect();
+        assert_eq!(busy_starts(&store), moved);
+        store.delete_object("t", "s", "series", None).await.unwrap();
+        assert!(store.busy.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_runs_is_reindexed_once_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let object = weekly("series", 0, 12);
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .put_object("t", "s", &object, &Precondition::None, ObjectWrite::Change)
+                .await
+                .unwrap();
+            // Rewrite the index as the previous release filed it: one entry per
+            // occurrence, and no format marker.
+            store.busy.clear().unwrap();
+            for (n, b) in object.occurrences.iter().enumerate() {
+                store
+                    .busy
+                    .insert(
+                        time_index::entry_key_in(
+                            &[b"t"],
+                            busy_group(b.kind),
+                            b.span,
+                            &busy_id("s", "series", n as u32),
+                        ),
+                        time_index::entry_value(b.span, kind_payload(b.kind)),
+                    )
+                    .unwrap();
+            }
+            store.meta.remove(BUSY_RUNS_KEY).unwrap();
+            store.flush().await.unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let expected: Vec<i64> = (0..12).filter(|w| *w != 3).map(|w| 7 * w).collect();
+        assert_eq!(busy_starts(&store), expected, "each occurrence once");
+        // The rebuilt entries are the ones a change removes.
+        store.delete_object("t", "s", "series", None).await.unwrap();
+        assert!(store.busy.is_empty(), "no entry of the old layout left");
+    }
+
+    #[tokio::test]
+    async fn a_batch_logs_one_entry_with_a_version_per_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let objects: Vec<CalendarObject> = (0..3).map(|n| weekly(&format!("e{n}"), n, 1)).collect();
+        let outcomes = store.put_objects_batched("t", "s", &objects).unwrap();
+        let seqs: Vec<u64> = outcomes
+            .iter()
+            .map(|o| match o {
+                ObjectOutcome::Written(v) => v.seq,
+                other => panic!("not written: {other:?}"),
+            })
+            .collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(store.changes.len(), 1, "one log entry for the batch");
+        assert_eq!(store.collection_version("t", "s").unwrap(), 3);
+        let after = |since| {
+            store
+                .changes_since("t", "s", since)
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.seq, c.id))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            after(0),
+            [(1, "e0".into()), (2, "e1".into()), (3, "e2".into())]
+        );
+        assert_eq!(after(2), [(3, "e2".to_owned())], "a token inside the batch");
+        assert!(after(3).is_empty());
+        // A single write after it logs on its own and follows on.
+        store.delete_object("t", "s", "e1", None).await.unwrap();
+        let last = store.changes_since("t", "s", 3).unwrap();
+        assert_eq!(
+            (last[0].seq, last[0].id.as_str(), last[0].deleted),
+            (4, "e1", true)
+        );
+    }
 }

@@ -6,8 +6,8 @@ use sled::Transactional;
 
 use super::keys::{join, prefix};
 use super::{
-    ObjectOutcome, Store, StoreError, decode, decode_object, encode, iter_json, record_change,
-    settled, swap_object_index, tx_corrupt,
+    ObjectOutcome, Store, StoreError, TenantVersion, decode, decode_object, encode, iter_json,
+    record_changes, settled, swap_object_index, tx_corrupt,
 };
 use crate::model::{CalendarObject, SyncLog, SyncStatus};
 
@@ -139,6 +139,8 @@ impl Store {
         )
             .transaction(|(tx_objects, busy, changes, meta, uids)| {
                 let mut outcomes = Vec::with_capacity(objects.len());
+                // (index in `outcomes`, object id) of each object written.
+                let mut written = Vec::with_capacity(objects.len());
                 for ((object, key), record) in objects.iter().zip(&keys).zip(&records) {
                     if let Some(uid) = &object.uid
                         && let Some(owner) = uids.get(uid_key(uid))?
@@ -155,9 +157,14 @@ impl Store {
                     };
                     swap_object_index(busy, uids, tenant, source, old.as_ref(), object)?;
                     tx_objects.insert(key.as_slice(), record.as_slice())?;
-                    let version =
-                        record_change(changes, meta, tenant, source, &object.id, false, now)?;
-                    outcomes.push(ObjectOutcome::Written(version));
+                    written.push((outcomes.len(), (object.id.as_str(), false)));
+                    // Replaced by the version once the batch's changes are logged.
+                    outcomes.push(ObjectOutcome::Written(TenantVersion::default()));
+                }
+                let ids: Vec<(&str, bool)> = written.iter().map(|(_, change)| *change).collect();
+                let versions = record_changes(changes, meta, tenant, source, &ids, now)?;
+                for ((i, _), version) in written.iter().zip(versions) {
+                    outcomes[*i] = ObjectOutcome::Written(version);
                 }
                 Ok(outcomes)
             });
@@ -174,9 +181,15 @@ impl Store {
         source: &str,
         items: impl IntoIterator<Item = (&'i str, &'i str, Option<&'i serde_json::Value>)>,
     ) -> Result<(MirrorWrites, Vec<bool>), StoreError> {
+        let mut batches = Vec::new();
         let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
         let mut changed = Vec::new();
         for (series, item, body) in items {
+            if in_batch == MIRROR_BATCH {
+                batches.push(std::mem::take(&mut batch));
+                in_batch = 0;
+            }
             let key = mirror_key(tenant, source, series, item);
             match body {
                 Some(body) => {
@@ -187,18 +200,21 @@ impl Store {
                         .is_some_and(|old| old.as_ref() == encoded.as_slice());
                     if !same {
                         batch.insert(key, encoded);
+                        in_batch += 1;
                     }
                     changed.push(!same);
                 }
                 None => {
                     batch.remove(key);
+                    in_batch += 1;
                     changed.push(true);
                 }
             }
         }
+        batches.push(batch);
         let writes = MirrorWrites {
             mirror: self.mirror.clone(),
-            batch,
+            batches,
         };
         Ok((writes, changed))
     }
@@ -354,16 +370,23 @@ impl Store {
     }
 }
 
+/// Items per mirror batch: sled holds its write lock, which every reader of the
+/// store waits for, while it applies one.
+const MIRROR_BATCH: usize = 256;
+
 /// Mirror writes prepared by [`Store::mirror_changes`]; durable with the next
-/// flush once applied.
+/// flush once applied. Applied in several batches: a run that stops half-way
+/// leaves items that differ from the provider, which the next run writes again.
 pub struct MirrorWrites {
     mirror: sled::Tree,
-    batch: sled::Batch,
+    batches: Vec<sled::Batch>,
 }
 
 impl MirrorWrites {
     pub fn apply(self) -> Result<(), StoreError> {
-        self.mirror.apply_batch(self.batch)?;
+        for batch in self.batches {
+            self.mirror.apply_batch(batch)?;
+        }
         Ok(())
     }
 }

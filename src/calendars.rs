@@ -224,18 +224,20 @@ impl CalendarService {
         source: &Source,
         objects: &[(String, String)],
     ) -> Result<Vec<Result<Imported, CalendarError>>, CalendarError> {
-        let prepared = self.prepare_imports(tenant, source, objects)?;
+        let prepared = self.prepare_imports(tenant, source, objects, |_| true)?;
         self.commit_imports(tenant, source, prepared).await
     }
 
     /// The CPU-bound half of an import batch, which writes nothing (callers may
     /// run it on a blocking thread while the previous batch commits): texts equal
-    /// to the stored ones are left alone, the rest are parsed and expanded.
+    /// to the stored ones are left alone, the rest are parsed and expanded. Ids
+    /// `may_exist` rules out are taken as new without a look-up.
     pub fn prepare_imports(
         &self,
         tenant: &TenantConfig,
         source: &Source,
         objects: &[(String, String)],
+        may_exist: impl Fn(&str) -> bool,
     ) -> Result<PreparedImports, CalendarError> {
         let now = Utc::now();
         let mut prepared = PreparedImports {
@@ -245,7 +247,11 @@ impl CalendarService {
         };
         for (i, (id, ics)) in objects.iter().enumerate() {
             // The text alone: the stored record's occurrences are not needed.
-            let existing = self.store.object_text(&tenant.id, &source.id, id)?;
+            let existing = if may_exist(id) {
+                self.store.object_text(&tenant.id, &source.id, id)?
+            } else {
+                None
+            };
             if existing.as_ref().is_some_and(|o| o.ics == *ics) {
                 prepared.results.push(Ok(Imported::Unchanged));
                 continue;

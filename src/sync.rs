@@ -355,6 +355,10 @@ async fn apply(
     // and either order heals after a crash (a series without its object, or an
     // object whose mirror item differs, is rendered again by the next run).
     let mut mirror_written = None;
+    // The source's objects before the run, when a full listing read them: the
+    // others are new, and need no look-up before they are written (a look-up
+    // waits while another batch commits).
+    let mut existing: Option<Arc<HashSet<String>>> = None;
     let cursor = match fetched {
         Fetched::Unchanged { cursor } => return Ok((Applied::default(), cursor)),
         Fetched::Full { items, cursor } if listing.removed.is_some() => {
@@ -412,6 +416,7 @@ async fn apply(
                     affected.insert(id.to_owned());
                 }
             }
+            existing = Some(Arc::new(objects));
             listed = Some(group_by_series(items));
             cursor
         }
@@ -468,10 +473,19 @@ async fn apply(
             own_bookings.push(crate::export::recognise(app, t, source, &mut items)?);
             series_items.push((series.clone(), items));
         }
-        let (calendars, tenant_copy, source_copy) =
-            (app.calendars.clone(), tenant.clone(), source.clone());
+        let (calendars, tenant_copy, source_copy, existing) = (
+            app.calendars.clone(),
+            tenant.clone(),
+            source.clone(),
+            existing.clone(),
+        );
         let prepared = tokio::task::spawn_blocking(move || {
-            render_and_prepare(&calendars, &tenant_copy, &source_copy, kind, series_items)
+            let batch = Batch {
+                kind,
+                series_items,
+                existing: existing.as_deref(),
+            };
+            render_and_prepare(&calendars, &tenant_copy, &source_copy, batch)
         });
         if let Some(previous) = in_flight.replace(InFlight {
             prepared,
@@ -543,15 +557,28 @@ struct Prepared {
     objects: PreparedImports,
 }
 
+/// One import batch to render and prepare.
+struct Batch<'a> {
+    kind: Option<ProviderKind>,
+    /// Each series' items.
+    series_items: Vec<(String, Vec<serde_json::Value>)>,
+    /// The source's objects, when known: a series not among them is new.
+    existing: Option<&'a HashSet<String>>,
+}
+
 /// Renders a batch's series and parses and expands them: the CPU-bound part of an
 /// import, which reads the store but writes nothing.
 fn render_and_prepare(
     calendars: &crate::calendars::CalendarService,
     tenant: &TenantConfig,
     source: &Source,
-    kind: Option<ProviderKind>,
-    series_items: Vec<(String, Vec<serde_json::Value>)>,
+    batch: Batch<'_>,
 ) -> Result<Prepared, CalendarError> {
+    let Batch {
+        kind,
+        series_items,
+        existing,
+    } = batch;
     let ctx = RenderContext {
         default_zone: tenant.timezone,
         source: &source.id,
@@ -577,7 +604,9 @@ fn render_and_prepare(
             None => gone.push(series),
         }
     }
-    let objects = calendars.prepare_imports(tenant, source, &texts)?;
+    let objects = calendars.prepare_imports(tenant, source, &texts, |id| {
+        existing.is_none_or(|e| e.contains(id))
+    })?;
     Ok(Prepared {
         rendered,
         gone,

@@ -625,6 +625,8 @@ fn max(v: &[f64]) -> f64 {
 }
 
 fn main() {
+    // As the server binary does.
+    calgate::limit_malloc_arenas();
     calgate::install_crypto_provider();
     let reps: usize = std::env::var("CALGATE_BENCH_REPS")
         .ok()

@@ -45,6 +45,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    calgate::limit_malloc_arenas();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve {

@@ -95,6 +95,20 @@ async fn import_now(gw: &Gw, mode: &str) {
     .await;
 }
 
+/// Free/busy with contributors for `range` (a query string's start and end).
+async fn freebusy_detail(gw: &Gw, range: &str) -> Value {
+    let (status, fb) = call(
+        &gw.client,
+        &gw.base,
+        Method::GET,
+        &format!("/freebusy?{range}&detail=true"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{fb}");
+    fb
+}
+
 fn marker(id: &str) -> String {
     format!("salon/{id}")
 }
@@ -394,15 +408,7 @@ async fn both_directions_count_our_events_once_and_report_external_moves() {
     // Import the same calendar: our event comes back.
     import_now(&gw, "full").await;
     let range = "start=2026-12-08T00:00:00Z&end=2026-12-09T00:00:00Z";
-    let (status, fb) = call(
-        &gw.client,
-        &gw.base,
-        Method::GET,
-        &format!("/freebusy?{range}&detail=true"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{fb}");
+    let fb = freebusy_detail(&gw, range).await;
     let busy = fb["busy"].as_array().expect("busy");
     assert_eq!(busy.len(), 1, "{fb}");
     assert_eq!(
@@ -457,15 +463,37 @@ async fn both_directions_count_our_events_once_and_report_external_moves() {
     assert_eq!(change["external_time"]["start"], "2026-12-08T14:00:00.000Z");
     assert_eq!(shown["start"], "2026-12-08T11:00:00+01:00");
     // Still counted once, at the booking's time.
-    let (_, fb) = call(
-        &gw.client,
-        &gw.base,
-        Method::GET,
-        &format!("/freebusy?{range}&detail=true"),
-        None,
-    )
-    .await;
+    let fb = freebusy_detail(&gw, range).await;
     assert_eq!(fb["busy"].as_array().map(Vec::len), Some(1), "{fb}");
+
+    // Someone duplicates the event in Google (the copy keeps our marker) and
+    // puts it later that day: the copy is their event, busy in its own right,
+    // and not a move of the booking.
+    let mut copy = g.event(&g.primary_id(), event_id).expect("our event");
+    for field in ["id", "iCalUID", "etag"] {
+        copy[field] = Value::Null;
+    }
+    copy["start"] = json!({"dateTime": "2026-12-08T17:00:00+01:00", "timeZone": "Europe/Paris"});
+    copy["end"] = json!({"dateTime": "2026-12-08T18:00:00+01:00", "timeZone": "Europe/Paris"});
+    let copy_id = g.put_event(&g.primary_id(), copy);
+    assert_ne!(copy_id, event_id);
+    assert_eq!(
+        google_events(&g, &id).len(),
+        2,
+        "the copy carries the marker"
+    );
+    import_now(&gw, "incremental").await;
+    let fb = freebusy_detail(&gw, range).await;
+    let busy = fb["busy"].as_array().expect("busy");
+    assert_eq!(busy.len(), 2, "{fb}");
+    assert_eq!(busy[1]["start"], "2026-12-08T16:00:00Z", "{fb}");
+    assert_eq!(busy[1]["sources"][0]["source"], SOURCE, "{fb}");
+    let shown = booking(&gw, &id).await;
+    assert_eq!(
+        shown["exports"][0]["external_change"]["external_time"]["start"],
+        "2026-12-08T14:00:00.000Z",
+        "the copy is not taken for a move: {shown}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -607,14 +635,7 @@ async fn graph_create_move_cancel_and_import_loop() {
     // recognised by its id / transactionId and not counted twice.
     import_now(&gw, "full").await;
     let range = "start=2026-12-14T00:00:00Z&end=2026-12-15T00:00:00Z";
-    let (_, fb) = call(
-        &gw.client,
-        &gw.base,
-        Method::GET,
-        &format!("/freebusy?{range}&detail=true"),
-        None,
-    )
-    .await;
+    let fb = freebusy_detail(&gw, range).await;
     assert_eq!(fb["busy"].as_array().map(Vec::len), Some(1), "{fb}");
     assert_eq!(
         fb["busy"][0]["sources"].as_array().map(Vec::len),

@@ -798,7 +798,28 @@ pub fn recognise(
             .and_then(|tx| event::booking_of_transaction(tenant, &source.id, tx))
             .map(str::to_owned);
         let booking = match by_marker.or(by_transaction) {
-            Some(b) => Some(b),
+            // The marker travels with copies of our event (a duplicated event in
+            // Google keeps its extended properties): it is ours only if the
+            // booking is not known to be exported as another event. With no
+            // event id stored yet (a create whose answer was lost) the marker
+            // is all there is.
+            Some(b) => {
+                let exported_as = app
+                    .store
+                    .export_record(tenant, &source.id, &b)?
+                    .and_then(|r| r.remote_id);
+                if exported_as.is_some_and(|e| e != id) {
+                    // Someone's copy: it blocks time like any of their events.
+                    if let Some(private) = item
+                        .pointer_mut("/extendedProperties/private")
+                        .and_then(Value::as_object_mut)
+                    {
+                        private.remove(target::GOOGLE_MARKER);
+                    }
+                    continue;
+                }
+                Some(b)
+            }
             None => app.store.exported_booking(tenant, &source.id, id)?,
         };
         let Some(booking) = booking else { continue };

@@ -479,6 +479,37 @@ async fn dropped_attendees_are_cancelled_and_plain_events_stay_as_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_calendar_cancels_its_meetings() {
+    let s = TestServer::start().await;
+    let ana = User { s: &s, name: "ana" };
+    let bea = User { s: &s, name: "bea" };
+    ana.make_calendar(TEAM).await;
+    for (uid, hour) in [("first", 9), ("second", 11)] {
+        let put = ana
+            .put(&format!("{TEAM}{uid}.ics"), &meeting(uid, uid, hour), &[])
+            .await;
+        assert_eq!(put.status, 201, "{}", put.body);
+    }
+    assert_eq!(bea.inbox().await.len(), 2, "two invitations");
+
+    let deleted = ana.send("DELETE", TEAM, &[], "").await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    let messages = bea.inbox().await;
+    let mut cancelled: Vec<&str> = messages
+        .iter()
+        .filter(|(_, m)| m.contains("METHOD:CANCEL\r\n"))
+        .filter_map(|(_, m)| {
+            ["first", "second"]
+                .into_iter()
+                .find(|u| m.contains(&format!("UID:{u}\r\n")))
+        })
+        .collect();
+    cancelled.sort();
+    assert_eq!(cancelled, ["first", "second"], "{messages:?}");
+    assert!(ana.inbox().await.is_empty(), "nothing for the organizer");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn inboxes_are_private_and_only_the_server_writes_them() {
     let s = TestServer::start().await;
     let ana = User { s: &s, name: "ana" };

@@ -569,10 +569,13 @@ async fn delete(
             }
         }
         Node::Calendar(Calendar::Source(s)) => {
+            // Each meeting in it is cancelled, as deleting it alone would.
+            let deliveries = scheduling::calendar_cancellations(ctx, &s)?;
             app.calendars
                 .delete_source(ctx.tenant, &s.id)
                 .await
                 .map_err(|e| calendar_error(ctx, &s.id, e))?;
+            scheduling::deliver(ctx, &deliveries).await?;
         }
         Node::Calendar(Calendar::Bookings) => {
             return Err(node::read_only(

@@ -35,6 +35,7 @@ use super::paths;
 use crate::config::{Scheduling, TenantConfig, UserConfig};
 use crate::http::Body;
 use crate::ical::itip::{self, Agent, Method, Party, Stamp, Statuses, status};
+use crate::model::Source;
 use crate::store::{Delivery, Precondition};
 
 /// The response header carrying a Schedule-Tag (RFC 6638 §8.2).
@@ -386,6 +387,20 @@ pub fn plan_delete(
         replan: pinned && expected.is_none(),
         deliveries,
     })
+}
+
+/// The CANCELs that deleting a whole staff calendar sends: those of deleting
+/// each of its meetings. An imported calendar holds other people's events and
+/// sends none.
+pub fn calendar_cancellations(ctx: &Ctx<'_>, source: &Source) -> Result<Vec<Delivery>, DavError> {
+    if !enabled(ctx) || source.read_only {
+        return Ok(Vec::new());
+    }
+    let objects = ctx.app.store.objects(&ctx.tenant.id, &source.id)?;
+    Ok(objects
+        .iter()
+        .flat_map(|object| cancellations(ctx, &object.ics))
+        .collect())
 }
 
 /// A CANCEL for each attendee of a meeting organized in the tenant who is a

@@ -515,14 +515,11 @@ pub fn split_with(body: &[u8], known: Option<&FeedDigests>) -> Result<Split, Pro
     if !agrees {
         return Ok(split_everything());
     }
-    let kept: Vec<String> = groups
-        .iter()
-        .filter(|(_, _, unchanged)| *unchanged)
-        .map(|(uid, _, _)| (*uid).to_owned())
-        .collect();
-    let mut uids: HashMap<String, UidDigest> = HashMap::with_capacity(kept.len() + items.len());
+    let mut kept = Vec::new();
+    let mut uids: HashMap<String, UidDigest> = HashMap::with_capacity(groups.len());
     for (uid, digest, unchanged) in &groups {
         if *unchanged {
+            kept.push((*uid).to_owned());
             uids.insert((*uid).to_owned(), *digest);
         }
     }

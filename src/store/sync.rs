@@ -139,8 +139,9 @@ impl Store {
         )
             .transaction(|(tx_objects, busy, changes, meta, uids)| {
                 let mut outcomes = Vec::with_capacity(objects.len());
-                // (index in `outcomes`, object id) of each object written.
-                let mut written = Vec::with_capacity(objects.len());
+                // Each object written: its place in `outcomes`, and its change.
+                let mut written_at = Vec::with_capacity(objects.len());
+                let mut written: Vec<(&str, bool)> = Vec::with_capacity(objects.len());
                 for ((object, key), record) in objects.iter().zip(&keys).zip(&records) {
                     if let Some(uid) = &object.uid
                         && let Some(owner) = uids.get(uid_key(uid))?
@@ -157,14 +158,14 @@ impl Store {
                     };
                     swap_object_index(busy, uids, tenant, source, old.as_ref(), object)?;
                     tx_objects.insert(key.as_slice(), record.as_slice())?;
-                    written.push((outcomes.len(), (object.id.as_str(), false)));
+                    written_at.push(outcomes.len());
+                    written.push((object.id.as_str(), false));
                     // Replaced by the version once the batch's changes are logged.
                     outcomes.push(ObjectOutcome::Written(TenantVersion::default()));
                 }
-                let ids: Vec<(&str, bool)> = written.iter().map(|(_, change)| *change).collect();
-                let versions = record_changes(changes, meta, tenant, source, &ids, now)?;
-                for ((i, _), version) in written.iter().zip(versions) {
-                    outcomes[*i] = ObjectOutcome::Written(version);
+                let versions = record_changes(changes, meta, tenant, source, &written, now)?;
+                for (i, version) in written_at.into_iter().zip(versions) {
+                    outcomes[i] = ObjectOutcome::Written(version);
                 }
                 Ok(outcomes)
             });

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::config::TenantConfig;
 use crate::conflicts::ConflictTracker;
-use crate::ical::expand::{ExpandOptions, expand};
+use crate::ical::expand::{ExpandOptions, OverBudget, expand_within_budget};
 use crate::ical::parse::{self, ParseError};
 use crate::model::{BOOKINGS_SOURCE, BusyKind, BusySpan, CalendarObject, Source, Span};
 use crate::store::{ObjectOutcome, ObjectWrite, Precondition, Store, StoreError};
@@ -64,6 +64,10 @@ pub enum CalendarError {
     PreconditionFailed { current: Option<String> },
     #[error("another object of this calendar ({0}) already has this UID")]
     UidConflict(String),
+    #[error("the calendar data is over the gateway's limits: {0}")]
+    OverBudget(#[from] OverBudget),
+    #[error("expanding the calendar data failed: {0}")]
+    Expansion(String),
 
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -147,7 +151,13 @@ impl CalendarService {
             .store
             .source(&tenant.id, source_id)?
             .ok_or_else(|| CalendarError::UnknownSource(source_id.to_owned()))?;
-        let object = self.materialize(tenant, &source, object_id, ics, Utc::now())?;
+        let object = materialize_off_thread(
+            Materializer::of(self, tenant, Budgeted::Refuse),
+            source,
+            object_id.to_owned(),
+            ics.to_owned(),
+        )
+        .await?;
         match self
             .store
             .put_object(
@@ -186,7 +196,13 @@ impl CalendarService {
         if existing.as_ref().is_some_and(|o| o.ics == ics) {
             return Ok(Imported::Unchanged);
         }
-        let object = self.materialize(tenant, source, object_id, ics, Utc::now())?;
+        let object = materialize_off_thread(
+            Materializer::of(self, tenant, Budgeted::Refuse),
+            source.clone(),
+            object_id.to_owned(),
+            ics.to_owned(),
+        )
+        .await?;
         // Not written when another object holds the UID: say so rather than
         // report (and conflict-check) an object that is not stored.
         if let ObjectOutcome::UidConflict(owner) = self
@@ -239,7 +255,7 @@ impl CalendarService {
         objects: &[(String, String)],
         may_exist: impl Fn(&str) -> bool,
     ) -> Result<PreparedImports, CalendarError> {
-        let now = Utc::now();
+        let materializer = Materializer::of(self, tenant, Budgeted::Refuse);
         let mut prepared = PreparedImports {
             results: Vec::with_capacity(objects.len()),
             pending: Vec::new(),
@@ -256,7 +272,7 @@ impl CalendarService {
                 prepared.results.push(Ok(Imported::Unchanged));
                 continue;
             }
-            match self.materialize(tenant, source, id, ics, now) {
+            match materializer.materialize(source, id, ics) {
                 Ok(object) => {
                     // Replaced by the write's outcome in `commit_imports`.
                     prepared.results.push(Ok(Imported::Unchanged));
@@ -366,14 +382,29 @@ impl CalendarService {
         only_recurring: bool,
         force: bool,
     ) -> Result<usize, CalendarError> {
-        let now = Utc::now();
+        // Stored objects are kept: one over today's limits is indexed as far as
+        // its budget goes, never refused (nor does it stop the others).
+        let materializer = Materializer::of(self, tenant, Budgeted::Cap);
         let mut changed = 0;
         for source in self.store.sources(&tenant.id)? {
             for old in self.store.objects(&tenant.id, &source.id)? {
                 if only_recurring && !old.recurring {
                     continue;
                 }
-                let mut fresh = self.materialize(tenant, &source, &old.id, &old.ics, now)?;
+                let mut fresh = match materialize_off_thread(
+                    materializer.clone(),
+                    source.clone(),
+                    old.id.clone(),
+                    old.ics.clone(),
+                )
+                .await
+                {
+                    Ok(fresh) => fresh,
+                    Err(e) => {
+                        tracing::warn!(tenant = %tenant.id, source = %source.id, object = %old.id, error = %e, "stored object not re-expanded");
+                        continue;
+                    }
+                };
                 if !force && fresh.occurrences == old.occurrences {
                     continue;
                 }
@@ -406,20 +437,52 @@ impl CalendarService {
         self.store.flush().await?;
         Ok(changed)
     }
+}
+
+/// What to do with an object over its expansion budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Budgeted {
+    /// Refuse it (a client's write, an import): the writer is told why.
+    Refuse,
+    /// Index what the budget allows (an object already stored).
+    Cap,
+}
+
+/// Everything [`Materializer::materialize`] needs, owned, so that the CPU-bound
+/// work can run on a blocking thread.
+#[derive(Clone)]
+struct Materializer {
+    zone: chrono_tz::Tz,
+    window: Span,
+    budgeted: Budgeted,
+    now: DateTime<Utc>,
+}
+
+impl Materializer {
+    fn of(service: &CalendarService, tenant: &TenantConfig, budgeted: Budgeted) -> Materializer {
+        let now = Utc::now();
+        Materializer {
+            zone: tenant.timezone,
+            window: service.horizon.window(now),
+            budgeted,
+            now,
+        }
+    }
 
     /// Parses `ics` and computes its blocking occurrences within the horizon.
     fn materialize(
         &self,
-        tenant: &TenantConfig,
         source: &Source,
         object_id: &str,
         ics: &str,
-        now: DateTime<Utc>,
     ) -> Result<CalendarObject, CalendarError> {
         let parsed = parse::parse(ics).map_err(|e| match e {
             ParseError::Syntax(msg) => CalendarError::Invalid(msg),
             ParseError::NoCalendar => CalendarError::Invalid(e.to_string()),
         })?;
+        if self.budgeted == Budgeted::Refuse && !parsed.errors.is_empty() {
+            return Err(CalendarError::Invalid(parsed.errors.join("; ")));
+        }
         // Every component of the object must be one the calendar holds.
         let accepted = source.component_set();
         let mut found: Vec<&str> = parsed.other_components.iter().map(String::as_str).collect();
@@ -438,14 +501,22 @@ impl CalendarService {
             });
         }
         let opts = ExpandOptions {
-            default_zone: tenant.timezone,
-            window: self.horizon.window(now),
+            default_zone: self.zone,
+            window: self.window,
         };
-        let (occurrences, mut diagnostics) = expand(&parsed, &opts);
-        diagnostics.splice(0..0, parsed.diagnostics.iter().cloned());
+        let expansion = expand_within_budget(&parsed, &opts);
+        let mut diagnostics = parsed.diagnostics.clone();
+        diagnostics.extend(expansion.diagnostics);
+        if let Some(over) = expansion.over_budget {
+            if self.budgeted == Budgeted::Refuse {
+                return Err(over.into());
+            }
+            diagnostics.push(format!("{over}; only the first occurrences are indexed"));
+        }
         // Every occurrence is indexed (CalDAV time-range queries match transparent
         // and cancelled events too); in a transparent source none of them blocks.
-        let occurrences = occurrences
+        let occurrences = expansion
+            .occurrences
             .iter()
             .map(|o| BusySpan {
                 span: o.span,
@@ -461,7 +532,7 @@ impl CalendarService {
             uid: parsed.events.first().map(|e| e.uid.clone()),
             ics: ics.to_owned(),
             etag: format!("\"{}\"", hex::encode(&Sha256::digest(ics.as_bytes())[..12])),
-            updated: now,
+            updated: self.now,
             recurring: parsed
                 .events
                 .iter()
@@ -470,4 +541,18 @@ impl CalendarService {
             occurrences,
         })
     }
+}
+
+/// [`Materializer::materialize`] on a blocking thread: parsing and expanding an
+/// object is CPU work, bounded by its budget but still too long to hold one of
+/// the few async workers every other tenant's requests run on.
+async fn materialize_off_thread(
+    materializer: Materializer,
+    source: Source,
+    object_id: String,
+    ics: String,
+) -> Result<CalendarObject, CalendarError> {
+    tokio::task::spawn_blocking(move || materializer.materialize(&source, &object_id, &ics))
+        .await
+        .map_err(|e| CalendarError::Expansion(e.to_string()))?
 }

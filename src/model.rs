@@ -600,4 +600,23 @@ pub struct SyncLog {
     pub deleted: u32,
     /// Set when the run failed; the cache was left as it was.
     pub error: Option<String>,
+    /// Events the run left out (unreadable, over the gateway's limits), each
+    /// with the reason; at most [`SyncLog::MAX_SKIPPED`] are named.
+    #[serde(default)]
+    pub skipped: Vec<SkippedItem>,
+    /// How many were left out in all.
+    #[serde(default)]
+    pub skipped_total: u32,
+}
+
+impl SyncLog {
+    pub const MAX_SKIPPED: usize = 50;
+}
+
+/// An imported event a sync run did not store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedItem {
+    /// The series (the provider's event id, or the feed's UID).
+    pub series: String,
+    pub reason: String,
 }

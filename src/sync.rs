@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use crate::app::App;
 use crate::calendars::{CalendarError, Imported, PreparedImports};
 use crate::config::TenantConfig;
-use crate::model::{Source, SyncLog};
+use crate::model::{SkippedItem, Source, SyncLog};
 use crate::providers::fetch::{AllowList, FetchLimits, SafeClient};
 use crate::providers::{
     self, Cursor, FetchMode, Fetched, ItemChange, ProviderError, ProviderKind, RenderContext,
@@ -68,11 +68,25 @@ pub struct SyncEngine {
 }
 
 /// Counts of one run.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Applied {
     created: u32,
     updated: u32,
     deleted: u32,
+    skipped: Vec<SkippedItem>,
+    skipped_total: u32,
+}
+
+impl Applied {
+    fn skip(&mut self, series: &str, reason: String) {
+        self.skipped_total += 1;
+        if self.skipped.len() < SyncLog::MAX_SKIPPED {
+            self.skipped.push(SkippedItem {
+                series: series.to_owned(),
+                reason,
+            });
+        }
+    }
 }
 
 /// Releases a source's run slot when the run ends, however it ends.
@@ -200,6 +214,8 @@ impl SyncEngine {
             updated: 0,
             deleted: 0,
             error: None,
+            skipped: Vec::new(),
+            skipped_total: 0,
         };
         let interval = Duration::from_secs(u64::from(remote.interval_minutes) * 60);
         let outcome = match result {
@@ -207,6 +223,8 @@ impl SyncEngine {
                 log.created = applied.created;
                 log.updated = applied.updated;
                 log.deleted = applied.deleted;
+                log.skipped = applied.skipped;
+                log.skipped_total = applied.skipped_total;
                 status.cursor = cursor;
                 status.last_success = Some(Utc::now());
                 status.last_error = None;
@@ -665,9 +683,11 @@ async fn commit_batch(
             Err(
                 e @ (CalendarError::Invalid(_)
                 | CalendarError::UnsupportedComponent { .. }
-                | CalendarError::UidConflict(_)),
+                | CalendarError::UidConflict(_)
+                | CalendarError::OverBudget(_)),
             ) => {
                 warn!(tenant = t, source = s, series = %series, error = %e, "imported event skipped");
+                applied.skip(series, e.to_string());
             }
             Err(e) => return Err(e.into()),
         }

@@ -299,6 +299,8 @@ fn log_json(log: &SyncLog) -> Value {
         "updated": log.updated,
         "deleted": log.deleted,
         "error": log.error,
+        "skipped": log.skipped,
+        "skipped_total": log.skipped_total,
     })
 }
 

@@ -537,6 +537,18 @@ fn calendar_error(ctx: &Ctx<'_>, source: &str, e: CalendarError) -> DavError {
             StatusCode::CONFLICT,
             format!("calendar \"{s}\" does not exist"),
         ),
+        CalendarError::OverBudget(over) => DavError::caldav(
+            StatusCode::FORBIDDEN,
+            // RFC 4791 §5.2.8 names the limit on instances; the other limits
+            // (RRULE lines, dates, components) make the object unacceptable here.
+            if over.is_instances() {
+                "max-instances"
+            } else {
+                "valid-calendar-object-resource"
+            },
+            over.to_string(),
+        ),
+        e @ CalendarError::Expansion(_) => DavError::internal(e),
         CalendarError::Store(e) => DavError::internal(e),
     }
 }

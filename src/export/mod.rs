@@ -236,6 +236,8 @@ impl Pass {
             updated: self.updated,
             deleted: self.deleted,
             error,
+            skipped: Vec::new(),
+            skipped_total: 0,
         }
     }
 

@@ -7,7 +7,7 @@
 //! rules and its reading of floating times in the *server's* zone. RDATE, EXDATE
 //! and RECURRENCE-ID (including RANGE=THISANDFUTURE) are applied here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
@@ -22,8 +22,73 @@ use crate::model::{BusyKind, Span, start_of_day};
 const WINDOW_MIN_MS: i64 = -2_208_988_800_000;
 const WINDOW_MAX_MS: i64 = 7_289_654_400_000;
 
-/// Most instances one series may produce inside one window.
-pub const MAX_INSTANCES_PER_SERIES: usize = 20_000;
+/// Most occurrences one object (all its series, RRULE and RDATE lines and
+/// overrides together) may have inside one window: the CalDAV `max-instances`.
+pub const MAX_INSTANCES: usize = 20_000;
+/// Most RRULE lines one component may carry (RFC 5545 expects one).
+pub const MAX_RRULES: usize = 4;
+/// Most RDATE or EXDATE values one component may carry.
+pub const MAX_DATES: usize = 10_000;
+/// Most components (a series, its overrides, other series) one object may hold.
+pub const MAX_COMPONENTS: usize = 5_000;
+/// Most rule instances expansion may step through for one object, including the
+/// ones before the window that it cannot skip arithmetically (a rule with COUNT
+/// and BY parts, a monthly or yearly rule): a bound on CPU per object.
+pub const MAX_RULE_STEPS: usize = 200_000;
+
+/// Why an object is over its expansion budget. Writers refuse such an object;
+/// readers of stored objects get the occurrences found within the budget.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OverBudget {
+    #[error(
+        "the object has more than {MAX_INSTANCES} occurrences in the indexed window; end the rule sooner (COUNT or UNTIL) or use a longer INTERVAL"
+    )]
+    Instances,
+    #[error(
+        "event {uid:?} has {found} RRULE lines; at most {MAX_RRULES} are accepted (RFC 5545 expects one)"
+    )]
+    Rules { uid: String, found: usize },
+    #[error("event {uid:?} has {found} RDATE or EXDATE values; at most {MAX_DATES} are accepted")]
+    Dates { uid: String, found: usize },
+    #[error(
+        "the object has {found} components; at most {MAX_COMPONENTS} (series and their overrides) are accepted"
+    )]
+    Components { found: usize },
+    #[error(
+        "event {uid:?}: its rule takes more than {MAX_RULE_STEPS} steps to expand; start the series later (DTSTART) or simplify the rule"
+    )]
+    Steps { uid: String },
+}
+
+impl OverBudget {
+    /// Whether the limit is the number of instances (CalDAV `max-instances`).
+    pub fn is_instances(&self) -> bool {
+        matches!(self, OverBudget::Instances | OverBudget::Steps { .. })
+    }
+}
+
+/// An expansion's result.
+#[derive(Debug, Default)]
+pub struct Expansion {
+    /// Ordered by start; when over budget, those found within it.
+    pub occurrences: Vec<Occurrence>,
+    pub diagnostics: Vec<String>,
+    /// Set when the object exceeded a limit (the first one met).
+    pub over_budget: Option<OverBudget>,
+}
+
+/// What an expansion of one object may still spend.
+struct Budget {
+    instances: usize,
+    steps: usize,
+    over: Option<OverBudget>,
+}
+
+impl Budget {
+    fn exceed(&mut self, why: OverBudget) {
+        self.over.get_or_insert(why);
+    }
+}
 
 /// What the expansion needs to know besides the calendar.
 #[derive(Debug, Clone, Copy)]
@@ -111,12 +176,33 @@ impl Frame {
         }
     }
 
+    /// The instants an instance at `local` lasting `duration` takes.
+    fn span(&self, local: NaiveDateTime, duration: Duration) -> Span {
+        let start = self.instant(local);
+        let mut end = self.instant(shifted(local, duration));
+        if end < start || (end == start && duration > Duration::zero()) {
+            // The start fell into a DST gap and moved past the local end: keep the
+            // event's length rather than collapsing or inverting it.
+            end = start.saturating_add(duration.num_milliseconds());
+        }
+        Span::new(start, end)
+    }
+
     fn original(&self, local: NaiveDateTime) -> OriginalStart {
         if self.all_day {
             OriginalStart::Date(local.date())
         } else {
             OriginalStart::Instant(self.zone.to_utc(local).timestamp_millis())
         }
+    }
+}
+
+/// Whether an occurrence taking `span` is in `window` (an instant, when it is one).
+fn inside(span: Span, window: Span) -> bool {
+    if span.start == span.end {
+        span.start >= window.start && span.start < window.end
+    } else {
+        span.overlaps(&window)
     }
 }
 
@@ -165,8 +251,22 @@ fn local_duration(e: &VEvent, frame: &Frame) -> Duration {
     }
 }
 
-/// All occurrences of every event in `cal` overlapping the window, ordered by start.
+/// All occurrences of every event in `cal` overlapping the window, ordered by
+/// start, and what could not be honoured; an object over budget is cut short and
+/// says so in the diagnostics (see [`expand_within_budget`]).
 pub fn expand(cal: &ParsedCalendar, opts: &ExpandOptions) -> (Vec<Occurrence>, Vec<String>) {
+    let mut expansion = expand_within_budget(cal, opts);
+    if let Some(over) = expansion.over_budget.take() {
+        expansion
+            .diagnostics
+            .push(format!("{over}; the rest are ignored"));
+    }
+    (expansion.occurrences, expansion.diagnostics)
+}
+
+/// [`expand`] within the object's budget ([`MAX_INSTANCES`] and the other
+/// limits): whatever the object says, the work done is bounded.
+pub fn expand_within_budget(cal: &ParsedCalendar, opts: &ExpandOptions) -> Expansion {
     let zones = Zones {
         floating: cal
             .x_wr_timezone
@@ -178,10 +278,22 @@ pub fn expand(cal: &ParsedCalendar, opts: &ExpandOptions) -> (Vec<Occurrence>, V
             .unwrap_or(Zone::Iana(chrono_tz::UTC)),
         default: opts.default_zone,
     };
+    let mut budget = Budget {
+        instances: MAX_INSTANCES,
+        steps: MAX_RULE_STEPS,
+        over: None,
+    };
+    let mut events: &[VEvent] = &cal.events;
+    if events.len() > MAX_COMPONENTS {
+        budget.exceed(OverBudget::Components {
+            found: events.len(),
+        });
+        events = &events[..MAX_COMPONENTS];
+    }
     let mut diagnostics = Vec::new();
     let mut by_uid: HashMap<&str, Vec<&VEvent>> = HashMap::new();
     let mut order = Vec::new();
-    for e in &cal.events {
+    for e in events {
         by_uid
             .entry(e.uid.as_str())
             .or_insert_with(|| {
@@ -192,17 +304,63 @@ pub fn expand(cal: &ParsedCalendar, opts: &ExpandOptions) -> (Vec<Occurrence>, V
     }
     let mut out = Vec::new();
     for uid in order {
-        let events = &by_uid[uid];
-        let master = events.iter().find(|e| e.recurrence_id.is_none()).copied();
-        let overrides: Vec<&VEvent> = events
-            .iter()
-            .filter(|e| e.recurrence_id.is_some())
-            .copied()
-            .collect();
-        series(master, &overrides, &zones, opts, &mut out, &mut diagnostics);
+        let (master, overrides) = latest_revisions(&by_uid[uid], &zones, &mut diagnostics);
+        series(
+            master,
+            &overrides,
+            &zones,
+            opts,
+            &mut out,
+            &mut diagnostics,
+            &mut budget,
+        );
+        if budget.instances == 0 {
+            break;
+        }
     }
     out.sort_by(|a, b| (a.span.start, &a.uid).cmp(&(b.span.start, &b.uid)));
-    (out, diagnostics)
+    Expansion {
+        occurrences: out,
+        diagnostics,
+        over_budget: budget.over,
+    }
+}
+
+/// The master and overrides of one UID, keeping the highest SEQUENCE where the
+/// object holds several revisions of the same component (some feeds publish every
+/// revision): an older one must not show next to the newer.
+fn latest_revisions<'a>(
+    events: &[&'a VEvent],
+    zones: &Zones,
+    diagnostics: &mut Vec<String>,
+) -> (Option<&'a VEvent>, Vec<&'a VEvent>) {
+    let mut master: Option<&VEvent> = None;
+    let mut by_original: HashMap<OriginalStart, Option<&VEvent>> = HashMap::new();
+    let mut stale = 0;
+    for e in events {
+        let slot = match &e.recurrence_id {
+            None => &mut master,
+            Some(rid) => by_original.entry(original_of(rid, zones)).or_default(),
+        };
+        match slot {
+            // Of equal SEQUENCEs the first in the file stays.
+            Some(kept) if kept.sequence >= e.sequence => stale += 1,
+            Some(_) => {
+                stale += 1;
+                *slot = Some(e);
+            }
+            None => *slot = Some(e),
+        }
+    }
+    if stale > 0 {
+        let uid = events.first().map_or("", |e| e.uid.as_str());
+        diagnostics.push(format!(
+            "event {uid:?}: {stale} older revision(s) of the same component left out (the highest SEQUENCE is kept)"
+        ));
+    }
+    let mut overrides: Vec<&VEvent> = by_original.into_values().flatten().collect();
+    overrides.sort_by_key(|o| o.index);
+    (master, overrides)
 }
 
 /// One instance before placement: local start, local duration, the event it takes
@@ -215,6 +373,16 @@ struct Instance<'a> {
     frame: Frame,
 }
 
+/// `t + d`, saturating at the ends of the representable range: instants out there
+/// are outside every window, and must not panic on the way.
+fn shifted(t: NaiveDateTime, d: Duration) -> NaiveDateTime {
+    t.checked_add_signed(d).unwrap_or(if d < Duration::zero() {
+        NaiveDateTime::MIN
+    } else {
+        NaiveDateTime::MAX
+    })
+}
+
 fn series(
     master: Option<&VEvent>,
     overrides: &[&VEvent],
@@ -222,6 +390,7 @@ fn series(
     opts: &ExpandOptions,
     out: &mut Vec<Occurrence>,
     diagnostics: &mut Vec<String>,
+    budget: &mut Budget,
 ) {
     let mut overridden: HashMap<OriginalStart, &VEvent> = overrides
         .iter()
@@ -232,7 +401,12 @@ fn series(
         let frame = Frame::for_start(&m.start, zones);
         let duration = local_duration(m, &frame);
         let recurring = !m.rrules.is_empty() || !m.rdates.is_empty();
-        for (start, duration) in master_starts(m, &frame, duration, opts, diagnostics) {
+        // Rule instances outside the window are dropped as they are generated,
+        // unless a THISANDFUTURE override may move them into it.
+        let exact = !overrides.iter().any(|o| o.this_and_future);
+        for (start, duration) in
+            master_starts(m, &frame, duration, opts, exact, diagnostics, budget)
+        {
             instances.push(Instance {
                 start,
                 duration,
@@ -241,31 +415,34 @@ fn series(
                 frame: frame.clone(),
             });
         }
-        // RANGE=THISANDFUTURE: the override reshapes every later instance too.
-        let mut future: Vec<&VEvent> = overrides
+        // RANGE=THISANDFUTURE: an override reshapes every later instance too. Each
+        // instance takes the shift of the latest such override at or before its
+        // *original* start (RFC 5545 §3.8.4.4), so two of them never compound.
+        let mut future: Vec<(NaiveDateTime, Duration, Duration, &VEvent)> = overrides
             .iter()
             .filter(|o| o.this_and_future)
-            .copied()
+            .filter_map(|o| {
+                let rid_local = frame.local(o.recurrence_id.as_ref()?);
+                let o_frame = Frame::for_start(&o.start, zones);
+                let shift = o_frame.local(&o.start) - rid_local;
+                Some((rid_local, shift, local_duration(o, &o_frame), *o))
+            })
             .collect();
-        future.sort_by_key(|o| o.recurrence_id.as_ref().map(|r| original_of(r, zones)));
-        for o in future {
-            let Some(rid) = o.recurrence_id.as_ref() else {
-                continue;
-            };
-            let rid_local = frame.local(rid);
-            let o_frame = Frame::for_start(&o.start, zones);
-            let shift = o_frame.local(&o.start) - rid_local;
-            let o_duration = local_duration(o, &o_frame);
-            for inst in instances.iter_mut().filter(|i| i.start > rid_local) {
+        future.sort_by_key(|(rid_local, ..)| *rid_local);
+        if !future.is_empty() {
+            for inst in instances.iter_mut() {
                 if inst
                     .original
                     .is_some_and(|orig| overridden.contains_key(&orig))
                 {
                     continue;
                 }
-                inst.start += shift;
-                inst.duration = o_duration;
-                inst.event = o;
+                let after = future.partition_point(|(rid_local, ..)| *rid_local < inst.start);
+                if let Some((_, shift, o_duration, o)) = after.checked_sub(1).map(|i| future[i]) {
+                    inst.start = shifted(inst.start, shift);
+                    inst.duration = o_duration;
+                    inst.event = o;
+                }
             }
         }
         // Single-instance overrides replace the instance they name.
@@ -296,23 +473,16 @@ fn series(
     // DST gap lands on the next valid hour): one instant is one occurrence.
     let mut seen = std::collections::HashSet::new();
     for inst in instances {
-        let start = inst.frame.instant(inst.start);
-        if !seen.insert(start) {
+        let span = inst.frame.span(inst.start, inst.duration);
+        if !seen.insert(span.start) {
             continue;
         }
-        let mut end = inst.frame.instant(inst.start + inst.duration);
-        if end < start || (end == start && inst.duration > Duration::zero()) {
-            // The start fell into a DST gap and moved past the local end: keep the
-            // event's length rather than collapsing or inverting it.
-            end = start + inst.duration.num_milliseconds();
-        }
-        let span = Span::new(start, end);
-        let inside = if start == end {
-            start >= opts.window.start && start < opts.window.end
-        } else {
-            span.overlaps(&opts.window)
-        };
-        if inside {
+        if inside(span, opts.window) {
+            if budget.instances == 0 {
+                budget.exceed(OverBudget::Instances);
+                break;
+            }
+            budget.instances -= 1;
             out.push(Occurrence {
                 event: inst.event.index,
                 uid: inst.event.uid.clone(),
@@ -334,7 +504,9 @@ fn master_starts(
     frame: &Frame,
     duration: Duration,
     opts: &ExpandOptions,
+    exact: bool,
     diagnostics: &mut Vec<String>,
+    budget: &mut Budget,
 ) -> Vec<(NaiveDateTime, Duration)> {
     let dtstart = frame.local(&m.start);
     // Local bounds that surely contain every instance overlapping the UTC window:
@@ -347,10 +519,18 @@ fn master_starts(
             .unwrap_or_default()
             .naive_utc()
     };
-    let lo = utc(opts.window.start) - duration - margin;
-    let hi = utc(opts.window.end) + margin;
+    let lo = shifted(utc(opts.window.start), -(duration + margin));
+    let hi = shifted(utc(opts.window.end), margin);
     let mut starts: Vec<(NaiveDateTime, Duration)> = vec![(dtstart, duration)];
-    for rule in &m.rrules {
+    let mut rules: &[String] = &m.rrules;
+    if rules.len() > MAX_RRULES {
+        budget.exceed(OverBudget::Rules {
+            uid: m.uid.clone(),
+            found: rules.len(),
+        });
+        rules = &rules[..MAX_RRULES];
+    }
+    for rule in rules {
         let until_local = |value: &str| -> Option<NaiveDateTime> {
             let v = value.trim();
             // UNTIL must have DTSTART's value type (RFC 5545 §3.3.10); when it does
@@ -367,34 +547,47 @@ fn master_starts(
                 naive
             })
         };
-        match local_rule(rule, dtstart, &until_local) {
-            Ok((set, until)) => {
-                let mut n = 0;
-                for t in &set {
-                    let local = t.naive_utc();
-                    if local > hi || until.is_some_and(|u| local > u) {
-                        break;
-                    }
-                    if local >= lo {
-                        starts.push((local, duration));
-                        n += 1;
-                        if n >= MAX_INSTANCES_PER_SERIES {
-                            diagnostics.push(format!(
-                                "event {:?}: more than {MAX_INSTANCES_PER_SERIES} instances in the window; the rest are ignored",
-                                m.uid
-                            ));
-                            break;
-                        }
-                    }
-                }
+        let set = match local_rule(rule, dtstart, lo, &until_local) {
+            Ok(set) => set,
+            Err(e) => {
+                diagnostics.push(format!(
+                    "event {:?}: RRULE \"{rule}\" cannot be expanded ({e}); only DTSTART is used",
+                    m.uid
+                ));
+                continue;
             }
-            Err(e) => diagnostics.push(format!(
-                "event {:?}: RRULE \"{rule}\" cannot be expanded ({e}); only DTSTART is used",
-                m.uid
-            )),
+        };
+        let Some((set, until)) = set else {
+            continue; // every instance ended before the window
+        };
+        for t in &set {
+            let local = t.naive_utc();
+            if local > hi || until.is_some_and(|u| local > u) {
+                break;
+            }
+            if budget.steps == 0 {
+                budget.exceed(OverBudget::Steps { uid: m.uid.clone() });
+                break;
+            }
+            budget.steps -= 1;
+            if local >= lo && (!exact || inside(frame.span(local, duration), opts.window)) {
+                // Counted again, exactly, when placed; this bounds the list.
+                if starts.len() > budget.instances {
+                    budget.exceed(OverBudget::Instances);
+                    break;
+                }
+                starts.push((local, duration));
+            }
         }
     }
-    for r in &m.rdates {
+    let dates = m.rdates.len().max(m.exdates.len());
+    if dates > MAX_DATES {
+        budget.exceed(OverBudget::Dates {
+            uid: m.uid.clone(),
+            found: dates,
+        });
+    }
+    for r in m.rdates.iter().take(MAX_DATES) {
         match r {
             RDate::At(t) => starts.push((frame.local(t), duration)),
             RDate::Period(t, end) => {
@@ -409,10 +602,16 @@ fn master_starts(
     }
     starts.sort_by_key(|(s, _)| *s);
     starts.dedup_by_key(|(s, _)| *s);
-    let excluded: Vec<NaiveDateTime> = m.exdates.iter().map(|x| frame.local(x)).collect();
-    let exdate_days: Vec<NaiveDate> = m
+    let excluded: HashSet<NaiveDateTime> = m
         .exdates
         .iter()
+        .take(MAX_DATES)
+        .map(|x| frame.local(x))
+        .collect();
+    let exdate_days: HashSet<NaiveDate> = m
+        .exdates
+        .iter()
+        .take(MAX_DATES)
         .filter_map(|x| match x {
             IcalTime::Date(d) if !frame.all_day => Some(*d),
             _ => None,
@@ -424,30 +623,82 @@ fn master_starts(
 
 /// The rule as an `rrule` set over naive local times presented as UTC, plus the
 /// UNTIL bound in the same local terms (checked by the caller, since the crate
-/// insists UNTIL and DTSTART share a zone kind).
+/// insists UNTIL and DTSTART share a zone kind). None: no instance reaches `from`.
+///
+/// A rule with a fixed period (SECONDLY to WEEKLY) starts from the last whole
+/// period before `from` instead of DTSTART: in naive local time every period has
+/// the same length, and a rule's instances repeat from one period to the next, so
+/// the instances from there on are the same, without stepping through decades of
+/// them (`FREQ=MINUTELY` from 1900 is 66 million). With COUNT this is exact only
+/// when each period yields one instance (no BY parts), so COUNT is reduced by the
+/// periods skipped; other rules are stepped through within [`MAX_RULE_STEPS`].
 fn local_rule(
     rule: &str,
     dtstart: NaiveDateTime,
+    from: NaiveDateTime,
     until_local: &dyn Fn(&str) -> Option<NaiveDateTime>,
-) -> Result<(RRuleSet, Option<NaiveDateTime>), String> {
+) -> Result<Option<(RRuleSet, Option<NaiveDateTime>)>, String> {
     let mut until = None;
-    let parts: Vec<String> = rule
-        .trim()
-        .trim_start_matches("RRULE:")
-        .split(';')
-        .filter(|p| !p.is_empty())
-        .filter_map(|p| match p.split_once('=') {
-            Some((k, v)) if k.eq_ignore_ascii_case("UNTIL") => {
-                until = until_local(v);
-                None
+    let mut period_secs = None;
+    let mut interval: i64 = 1;
+    let mut count: Option<i64> = None;
+    let mut by_parts = false;
+    let mut parts: Vec<String> = Vec::new();
+    for p in rule.trim().trim_start_matches("RRULE:").split(';') {
+        let Some((k, v)) = p.split_once('=') else {
+            if !p.is_empty() {
+                parts.push(p.to_owned());
             }
-            _ => Some(p.to_owned()),
-        })
-        .collect();
+            continue;
+        };
+        let key = k.trim().to_ascii_uppercase();
+        match key.as_str() {
+            "UNTIL" => {
+                until = until_local(v);
+                continue;
+            }
+            "COUNT" => count = v.trim().parse().ok(),
+            "INTERVAL" => interval = v.trim().parse().unwrap_or(1),
+            "FREQ" => {
+                period_secs = match v.trim().to_ascii_uppercase().as_str() {
+                    "SECONDLY" => Some(1),
+                    "MINUTELY" => Some(60),
+                    "HOURLY" => Some(3_600),
+                    "DAILY" => Some(86_400),
+                    "WEEKLY" => Some(604_800),
+                    _ => None,
+                }
+            }
+            k if k.starts_with("BY") => by_parts = true,
+            _ => {}
+        }
+        parts.push(p.to_owned());
+    }
+    let mut start = dtstart;
+    if let Some(period) = period_secs.filter(|_| interval >= 1)
+        && from > dtstart
+        && (count.is_none() || !by_parts)
+    {
+        let step = period * interval;
+        let skipped = (from - dtstart).num_seconds() / step;
+        if skipped > 0 {
+            if let Some(n) = count {
+                if n <= skipped {
+                    return Ok(None);
+                }
+                for p in parts.iter_mut() {
+                    if p.trim().to_ascii_uppercase().starts_with("COUNT=") {
+                        *p = format!("COUNT={}", n - skipped);
+                    }
+                }
+            }
+            start = shifted(dtstart, Duration::seconds(skipped.saturating_mul(step)));
+        }
+    }
     let rrule: RRule<Unvalidated> = RRule::from_str(&parts.join(";")).map_err(|e| e.to_string())?;
-    let start = rrule::Tz::UTC.from_utc_datetime(&dtstart);
+    let start = rrule::Tz::UTC.from_utc_datetime(&start);
     let validated = rrule.validate(start).map_err(|e| e.to_string())?;
-    Ok((RRuleSet::new(start).rrule(validated).limit(), until))
+    Ok(Some((RRuleSet::new(start).rrule(validated).limit(), until)))
 }
 
 /// Instances of `rule` from `start` to `last` in naive local time (for VTIMEZONE
@@ -459,7 +710,7 @@ pub(crate) fn naive_rule_instances(
     max: usize,
 ) -> Vec<NaiveDateTime> {
     let until = |v: &str| super::parse::parse_naive(v);
-    let Ok((set, until)) = local_rule(rule, start, &until) else {
+    let Ok(Some((set, until))) = local_rule(rule, start, start, &until) else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -761,5 +1012,198 @@ END:VCALENDAR\r\n";
             !text.contains("T230000Z") && !text.contains("RRULE"),
             "{text}"
         );
+    }
+
+    fn calendar(events: &str) -> String {
+        format!("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:t\r\n{events}END:VCALENDAR\r\n")
+    }
+
+    #[test]
+    fn this_and_future_overrides_shift_from_their_own_original_start() {
+        // Issue 13 item 14: the second override must not compound the first's shift.
+        let text = calendar(
+            "BEGIN:VEVENT\r\nUID:tf\r\nDTSTART:20270301T120000Z\r\nDTEND:20270301T130000Z\r\nRRULE:FREQ=DAILY;COUNT=6\r\nEND:VEVENT\r\n\
+BEGIN:VEVENT\r\nUID:tf\r\nRECURRENCE-ID;RANGE=THISANDFUTURE:20270302T120000Z\r\nDTSTART:20270302T090000Z\r\nDTEND:20270302T100000Z\r\nEND:VEVENT\r\n\
+BEGIN:VEVENT\r\nUID:tf\r\nRECURRENCE-ID;RANGE=THISANDFUTURE:20270304T120000Z\r\nDTSTART:20270304T090000Z\r\nDTEND:20270304T110000Z\r\nEND:VEVENT\r\n",
+        );
+        let cal = parse(&text).unwrap();
+        let (occ, _) = expand(
+            &cal,
+            &window("2027-02-01T00:00:00Z", "2027-04-01T00:00:00Z"),
+        );
+        let got: Vec<(String, String)> = occ
+            .iter()
+            .map(|o| (utc(o.span.start), utc(o.span.end)))
+            .collect();
+        let want = [
+            ("2027-03-01T12:00:00Z", "2027-03-01T13:00:00Z"),
+            ("2027-03-02T09:00:00Z", "2027-03-02T10:00:00Z"),
+            ("2027-03-03T09:00:00Z", "2027-03-03T10:00:00Z"),
+            ("2027-03-04T09:00:00Z", "2027-03-04T11:00:00Z"),
+            ("2027-03-05T09:00:00Z", "2027-03-05T11:00:00Z"),
+            ("2027-03-06T09:00:00Z", "2027-03-06T11:00:00Z"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn vtimezone_observance_with_a_date_start_is_read() {
+        let text = calendar(
+            "BEGIN:VTIMEZONE\r\nTZID:UTC+11\r\nBEGIN:STANDARD\r\nDTSTART;VALUE=DATE:20170101\r\nTZOFFSETFROM:+1100\r\nTZOFFSETTO:+1100\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\n\
+BEGIN:VEVENT\r\nUID:z\r\nDTSTART;TZID=UTC+11:20270301T230000\r\nDURATION:PT1H\r\nEND:VEVENT\r\n",
+        );
+        assert_eq!(
+            starts(
+                &text,
+                &window("2027-02-01T00:00:00Z", "2027-04-01T00:00:00Z")
+            ),
+            ["2027-03-01T12:00:00Z"]
+        );
+    }
+
+    #[test]
+    fn the_highest_sequence_of_several_revisions_wins() {
+        let text = calendar(
+            "BEGIN:VEVENT\r\nUID:r\r\nSEQUENCE:1\r\nDTSTART:20270301T090000Z\r\nDURATION:PT1H\r\nEND:VEVENT\r\n\
+BEGIN:VEVENT\r\nUID:r\r\nSEQUENCE:3\r\nDTSTART:20270301T140000Z\r\nDURATION:PT1H\r\nEND:VEVENT\r\n\
+BEGIN:VEVENT\r\nUID:r\r\nSEQUENCE:2\r\nDTSTART:20270301T110000Z\r\nDURATION:PT1H\r\nEND:VEVENT\r\n",
+        );
+        let cal = parse(&text).unwrap();
+        let (occ, diags) = expand(
+            &cal,
+            &window("2027-02-01T00:00:00Z", "2027-04-01T00:00:00Z"),
+        );
+        let got: Vec<String> = occ.iter().map(|o| utc(o.span.start)).collect();
+        assert_eq!(got, ["2027-03-01T14:00:00Z"]);
+        assert!(
+            diags.iter().any(|d| d.contains("older revision")),
+            "{diags:?}"
+        );
+    }
+
+    /// Expansion of a rule whose DTSTART is far before the window, against the
+    /// `rrule` crate walking it from DTSTART: skipping whole periods must give
+    /// exactly the same instances.
+    #[test]
+    fn skipping_to_the_window_matches_walking_from_dtstart() {
+        let rules = [
+            "FREQ=WEEKLY;INTERVAL=3;BYDAY=MO,TH",
+            "FREQ=DAILY;BYMONTH=2;BYMONTHDAY=28,29",
+            "FREQ=HOURLY;INTERVAL=7;BYHOUR=1,8,15",
+            "FREQ=MINUTELY;INTERVAL=997",
+            "FREQ=WEEKLY;COUNT=1200",
+            "FREQ=DAILY;INTERVAL=2;COUNT=4000",
+            "FREQ=DAILY;COUNT=300;BYDAY=MO",
+            "FREQ=WEEKLY;WKST=SU;INTERVAL=2;BYDAY=SU,SA",
+            "FREQ=SECONDLY;INTERVAL=50021",
+        ];
+        let w = window("2026-01-05T00:00:00Z", "2026-03-20T00:00:00Z");
+        for rule in rules {
+            let text = calendar(&format!(
+                "BEGIN:VEVENT\r\nUID:k\r\nDTSTART:20030107T103000Z\r\nDURATION:PT10M\r\nRRULE:{rule}\r\nEND:VEVENT\r\n"
+            ));
+            let got = starts(&text, &w);
+            let set: RRuleSet = format!("DTSTART:20030107T103000Z\nRRULE:{rule}")
+                .parse()
+                .unwrap();
+            let lo = w.window.start - 10 * 60_000;
+            let want: Vec<String> = set
+                .into_iter()
+                .map(|t| t.timestamp_millis())
+                .skip_while(|ms| *ms <= lo)
+                .take_while(|ms| *ms < w.window.end)
+                .map(utc)
+                .collect();
+            assert_eq!(got, want, "{rule}");
+        }
+    }
+
+    #[test]
+    fn a_minutely_rule_from_1900_is_cut_at_the_budget_without_walking_there() {
+        let text = calendar(
+            "BEGIN:VEVENT\r\nUID:m\r\nDTSTAMP:20261201T000000Z\r\nDTSTART:19000101T000000Z\r\nDTEND:19000101T000100Z\r\nRRULE:FREQ=SECONDLY\r\nEND:VEVENT\r\n",
+        );
+        let cal = parse(&text).unwrap();
+        let opts = window("2025-12-07T00:00:00Z", "2028-12-08T00:00:00Z");
+        let clock = std::time::Instant::now();
+        let e = expand_within_budget(&cal, &opts);
+        // Walking from 1900 took minutes; a generous bound that only the walk breaks.
+        assert!(clock.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(e.over_budget, Some(OverBudget::Instances));
+        assert_eq!(e.occurrences.len(), MAX_INSTANCES);
+        // The instances kept are the first ones overlapping the window (each
+        // lasts a minute, so those of the minute before it overlap too).
+        assert_eq!(utc(e.occurrences[0].span.start), "2025-12-06T23:59:01Z");
+        assert_eq!(utc(e.occurrences[59].span.start), "2025-12-07T00:00:00Z");
+    }
+
+    #[test]
+    fn many_rrule_lines_are_over_budget_and_bounded() {
+        let mut events = String::from(
+            "BEGIN:VEVENT\r\nUID:many\r\nDTSTART:20261201T000000Z\r\nDURATION:PT1M\r\n",
+        );
+        for n in 0..1000 {
+            events.push_str(&format!("RRULE:FREQ=MINUTELY;BYSECOND={}\r\n", n % 60));
+        }
+        events.push_str("END:VEVENT\r\n");
+        let cal = parse(&calendar(&events)).unwrap();
+        let e = expand_within_budget(
+            &cal,
+            &window("2025-12-07T00:00:00Z", "2028-12-08T00:00:00Z"),
+        );
+        assert_eq!(
+            e.over_budget,
+            Some(OverBudget::Rules {
+                uid: "many".into(),
+                found: 1000
+            })
+        );
+        assert!(e.occurrences.len() <= MAX_INSTANCES);
+    }
+
+    #[test]
+    fn huge_durations_are_refused_not_panicking() {
+        for d in [
+            "P999999999999999999W",
+            "PT9999999999999999H",
+            "P200000000D",
+            "P100000000D",
+            "P36601D",
+        ] {
+            assert_eq!(crate::ical::parse::parse_duration(d), None, "{d}");
+            let text = calendar(&format!(
+                "BEGIN:VEVENT\r\nUID:d\r\nDTSTART:20270301T090000Z\r\nDURATION:{d}\r\nRRULE:FREQ=DAILY\r\nEND:VEVENT\r\n"
+            ));
+            let cal = parse(&text).unwrap();
+            assert!(cal.errors.iter().any(|e| e.contains("DURATION")), "{d}");
+            let _ = expand(
+                &cal,
+                &window("2027-02-01T00:00:00Z", "2027-04-01T00:00:00Z"),
+            );
+        }
+        // The longest accepted duration, at the end of time, does not overflow.
+        let text = calendar(
+            "BEGIN:VEVENT\r\nUID:e\r\nDTSTART:99991231T000000Z\r\nDURATION:P36600D\r\nRRULE:FREQ=YEARLY\r\nEND:VEVENT\r\n",
+        );
+        let cal = parse(&text).unwrap();
+        let _ = expand(
+            &cal,
+            &window("2027-02-01T00:00:00Z", "2027-04-01T00:00:00Z"),
+        );
+    }
+
+    #[test]
+    fn an_event_without_dtstart_is_an_error_that_names_it() {
+        let cal = parse(&calendar(
+            "BEGIN:VEVENT\r\nUID:nostart\r\nDTEND:20270301T090000Z\r\nEND:VEVENT\r\n",
+        ))
+        .unwrap();
+        assert!(cal.events.is_empty());
+        assert_eq!(cal.errors.len(), 1);
+        assert!(cal.errors[0].contains("no DTSTART"), "{:?}", cal.errors);
     }
 }

@@ -65,6 +65,8 @@ pub struct VEvent {
     pub recurrence_id: Option<IcalTime>,
     /// RECURRENCE-ID;RANGE=THISANDFUTURE
     pub this_and_future: bool,
+    /// SEQUENCE (0 when absent): of two revisions of one instance, the higher wins.
+    pub sequence: i64,
     pub status: Option<EventStatus>,
     pub transparent: bool,
     /// X-MICROSOFT-CDO-BUSYSTATUS, upper-cased.
@@ -93,6 +95,10 @@ pub struct ParsedCalendar {
     pub x_wr_timezone: Option<Zone>,
     /// Things we could not honour exactly, in words.
     pub diagnostics: Vec<String>,
+    /// What makes the object unfit to store, in words: a component without a
+    /// DTSTART, an unreadable or absurd DURATION. Readers that only need the
+    /// usable events (feeds, reports) may ignore them; writers refuse the object.
+    pub errors: Vec<String>,
 }
 
 /// iCalendar text with CRLF line ends and folded lines joined, ready for
@@ -226,6 +232,7 @@ pub fn from_syntax(
     let mut reader = Reader {
         zones: &mut zone_defs,
         diagnostics: &mut out.diagnostics,
+        errors: &mut out.errors,
     };
     for (index, c) in cal
         .components
@@ -297,7 +304,12 @@ pub fn parse_naive(s: &str) -> Option<NaiveDateTime> {
     NaiveDateTime::parse_from_str(s.trim().trim_end_matches(['Z', 'z']), "%Y%m%dT%H%M%S").ok()
 }
 
-/// RFC 5545 DURATION: `[+-]P[nW]` or `[+-]P[nD][T[nH][nM][nS]]`.
+/// Longest DURATION accepted (about 100 years): anything longer is a mistake or an
+/// attack, and would overflow date arithmetic further on.
+pub const MAX_DURATION: Duration = Duration::days(36_600);
+
+/// RFC 5545 DURATION: `[+-]P[nW]` or `[+-]P[nD][T[nH][nM][nS]]`; None when it is
+/// malformed or longer than [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let (neg, rest) = match s.as_bytes().first()? {
@@ -318,14 +330,18 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
                 let n: i64 = number.parse().ok()?;
                 number.clear();
                 any = true;
-                total += match (unit, in_time) {
-                    ('W', false) => Duration::weeks(n),
-                    ('D', false) => Duration::days(n),
-                    ('H', true) => Duration::hours(n),
-                    ('M', true) => Duration::minutes(n),
-                    ('S', true) => Duration::seconds(n),
+                let part = match (unit, in_time) {
+                    ('W', false) => Duration::try_weeks(n),
+                    ('D', false) => Duration::try_days(n),
+                    ('H', true) => Duration::try_hours(n),
+                    ('M', true) => Duration::try_minutes(n),
+                    ('S', true) => Duration::try_seconds(n),
                     _ => return None,
-                };
+                }?;
+                total = total.checked_add(&part)?;
+                if total > MAX_DURATION {
+                    return None;
+                }
             }
         }
     }
@@ -346,9 +362,11 @@ fn vtimezone(
         if kind != "STANDARD" && kind != "DAYLIGHT" {
             continue;
         }
-        let start = sub
-            .find_prop("DTSTART")
-            .and_then(|p| parse_naive(p.val.as_str()));
+        // Some producers write the onset as a DATE; its midnight is unambiguous.
+        let start = sub.find_prop("DTSTART").and_then(|p| {
+            let v = p.val.as_str();
+            parse_naive(v).or_else(|| Some(parse_date(v)?.and_time(chrono::NaiveTime::MIN)))
+        });
         let from = sub
             .find_prop("TZOFFSETFROM")
             .and_then(|p| parse_offset(p.val.as_str()));
@@ -395,10 +413,19 @@ struct CalendarZones<'c> {
     built: HashMap<String, Option<Arc<CustomZone>>>,
 }
 
+/// Most VTIMEZONEs one object may have built (a real object uses one or two).
+const MAX_CUSTOM_ZONES: usize = 16;
+
 impl CalendarZones<'_> {
     fn get(&mut self, name: &str, diagnostics: &mut Vec<String>) -> Option<Arc<CustomZone>> {
         if let Some(known) = self.built.get(name) {
             return known.clone();
+        }
+        if self.built.len() >= MAX_CUSTOM_ZONES {
+            diagnostics.push(format!(
+                "VTIMEZONE {name}: more than {MAX_CUSTOM_ZONES} time zones in one object; not read"
+            ));
+            return None;
         }
         let zone = self
             .defs
@@ -414,6 +441,7 @@ impl CalendarZones<'_> {
 struct Reader<'a, 'c> {
     zones: &'a mut CalendarZones<'c>,
     diagnostics: &'a mut Vec<String>,
+    errors: &'a mut Vec<String>,
 }
 
 impl Reader<'_, '_> {
@@ -423,10 +451,34 @@ impl Reader<'_, '_> {
             .map(|p| p.val.as_str().to_owned())
             .unwrap_or_default();
         let Some(start) = c.find_prop("DTSTART").and_then(|p| self.time(p, &uid)) else {
-            self.diagnostics
-                .push(format!("event {uid:?} has no valid DTSTART; ignored"));
+            let what = match c.find_prop("DTSTART") {
+                Some(p) => format!(
+                    "its DTSTART \"{}\" is not a valid date or date-time",
+                    p.val.as_str()
+                ),
+                None => "it has no DTSTART".to_owned(),
+            };
+            let message = format!("{} {uid:?} cannot be placed in time: {what}", kind.name());
+            // Tasks and journals may lack a start (RFC 5545 §3.6.2); an event may not.
+            if kind == Kind::Event {
+                self.errors.push(message);
+            } else {
+                self.diagnostics.push(format!("{message}; ignored"));
+            }
             return None;
         };
+        let duration = c.find_prop("DURATION").and_then(|p| {
+            let parsed = parse_duration(p.val.as_str());
+            if parsed.is_none() {
+                self.errors.push(format!(
+                    "{} {uid:?}: DURATION \"{}\" is not a duration of at most {} days",
+                    kind.name(),
+                    p.val.as_str(),
+                    MAX_DURATION.num_days()
+                ));
+            }
+            parsed
+        });
         let mut event = VEvent {
             index: 0,
             summary: c.find_prop("SUMMARY").map(|p| p.val.as_str().to_owned()),
@@ -438,14 +490,16 @@ impl Reader<'_, '_> {
             end: c
                 .find_prop(kind.end_property())
                 .and_then(|p| self.time(p, &uid)),
-            duration: c
-                .find_prop("DURATION")
-                .and_then(|p| parse_duration(p.val.as_str())),
+            duration,
             rrules: Vec::new(),
             rdates: Vec::new(),
             exdates: Vec::new(),
             recurrence_id: None,
             this_and_future: false,
+            sequence: c
+                .find_prop("SEQUENCE")
+                .and_then(|p| p.val.as_str().trim().parse().ok())
+                .unwrap_or(0),
             status: c.find_prop("STATUS").and_then(|p| {
                 match p.val.as_str().trim().to_ascii_uppercase().as_str() {
                     "CANCELLED" => Some(EventStatus::Cancelled),

@@ -88,6 +88,9 @@ pub struct CustomZone {
 
 /// Transitions are computed up to this year; later instants keep the last offset.
 const CUSTOM_ZONE_LAST_YEAR: i32 = 2200;
+/// Most transitions one VTIMEZONE may define (a real zone has two a year for
+/// 600 years): the rules of a hostile one would otherwise cost unbounded time.
+pub const MAX_TRANSITIONS: usize = 2_400;
 
 impl CustomZone {
     pub fn new(tzid: &str, observances: &[Observance]) -> CustomZone {
@@ -99,10 +102,12 @@ impl CustomZone {
             let mut onsets = vec![o.start];
             onsets.extend(o.rdates.iter().copied());
             if let Some(rule) = &o.rrule {
+                let room = MAX_TRANSITIONS.saturating_sub(transitions.len() + onsets.len());
                 onsets.extend(super::expand::naive_rule_instances(
-                    rule, o.start, last, 10_000,
+                    rule, o.start, last, room,
                 ));
             }
+            onsets.truncate(MAX_TRANSITIONS.saturating_sub(transitions.len()));
             for local in onsets {
                 let instant = (local - Duration::seconds(o.offset_from.into()))
                     .and_utc()

@@ -121,7 +121,9 @@ fn calendar_data(
         .dav_plans
         .plan(ctx, node)
         .map_err(|e| DavError::internal(format!("stored object does not parse: {e}")))?;
-    Ok(plan.map(|p| p.expand(window, ctx.tenant.timezone)))
+    plan.map(|p| p.expand(window, ctx.tenant.timezone))
+        .transpose()
+        .map_err(|e| DavError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))
 }
 
 /// A calendar a multiget names members of.

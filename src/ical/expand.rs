@@ -742,7 +742,23 @@ const TIMING: [&str; 8] = [
 /// An object of tasks (or journals) expands its VTODOs (VJOURNALs) the same way,
 /// DUE in place of DTEND.
 pub fn expand_to_utc_text(ics: &str, window: Span, default_zone: Tz) -> Result<String, String> {
-    Ok(ExpandPlan::new(ics)?.expand(window, default_zone))
+    ExpandPlan::new(ics)?
+        .expand(window, default_zone)
+        .map_err(|e| e.to_string())
+}
+
+/// Most text one object's expansion may produce: each instance copies the
+/// component, so a large component times many instances would otherwise take
+/// hundreds of megabytes for one REPORT.
+pub const MAX_EXPANDED_BYTES: usize = 8 << 20;
+
+/// An expansion over [`MAX_EXPANDED_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "expanding this object over the requested range would write {bytes} bytes (at most {MAX_EXPANDED_BYTES}); ask for a shorter range"
+)]
+pub struct ExpansionTooLarge {
+    pub bytes: usize,
 }
 
 /// An object prepared for [`expand_to_utc_text`] over any window: parsed once, and
@@ -815,7 +831,7 @@ impl ExpandPlan {
     }
 
     /// The instances overlapping `window`, as [`expand_to_utc_text`] writes them.
-    pub fn expand(&self, window: Span, default_zone: Tz) -> String {
+    pub fn expand(&self, window: Span, default_zone: Tz) -> Result<String, ExpansionTooLarge> {
         let kind = self.kind;
         let (occurrences, _) = expand(
             &self.parsed,
@@ -833,10 +849,20 @@ impl ExpandPlan {
             .x_wr_timezone
             .clone()
             .unwrap_or(Zone::Iana(default_zone));
-        let copied: usize = self.components.iter().map(|(p, s)| p.len() + s.len()).sum();
-        let mut w = super::ContentWriter::with_capacity(
-            self.head.len() + copied * occurrences.len().max(1),
-        );
+        // What each instance copies, plus its timing lines.
+        let per_instance = |event: usize| {
+            self.components
+                .get(event)
+                .map_or(0, |(p, s)| p.len() + s.len() + 128)
+        };
+        let bytes = occurrences
+            .iter()
+            .map(|o| per_instance(o.event))
+            .fold(self.head.len(), usize::saturating_add);
+        if bytes > MAX_EXPANDED_BYTES {
+            return Err(ExpansionTooLarge { bytes });
+        }
+        let mut w = super::ContentWriter::with_capacity(bytes);
         w.rendered(&self.head);
         for o in &occurrences {
             let Some((props, subs)) = self.components.get(o.event) else {
@@ -878,7 +904,7 @@ impl ExpandPlan {
             w.end(kind.name());
         }
         w.end("VCALENDAR");
-        w.finish()
+        Ok(w.finish())
     }
 }
 
@@ -1194,6 +1220,22 @@ BEGIN:VEVENT\r\nUID:r\r\nSEQUENCE:2\r\nDTSTART:20270301T110000Z\r\nDURATION:PT1H
             &cal,
             &window("2027-02-01T00:00:00Z", "2027-04-01T00:00:00Z"),
         );
+    }
+
+    #[test]
+    fn an_expansion_that_would_write_too_much_is_refused() {
+        // Found by tests/fuzz.rs: a 20 KB component times 20,000 instances.
+        let filler = "X-FILLER:0123456789012345678901234567890123456789\r\n".repeat(400);
+        let text = calendar(&format!(
+            "BEGIN:VEVENT\r\nUID:big\r\nDTSTART:20260101T000000Z\r\nDURATION:PT1M\r\nRRULE:FREQ=MINUTELY\r\n{filler}END:VEVENT\r\n"
+        ));
+        let w = window("2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z");
+        let plan = ExpandPlan::new(&text).unwrap();
+        let err = plan.expand(w.window, w.default_zone).unwrap_err();
+        assert!(err.bytes > MAX_EXPANDED_BYTES, "{err}");
+        // A short range of the same object is fine.
+        let w = window("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z");
+        assert!(plan.expand(w.window, w.default_zone).is_ok());
     }
 
     #[test]

@@ -172,8 +172,37 @@ pub fn read(unfolded: &str) -> Result<icalendar::parser::Calendar<'_>, ParseErro
     })
 }
 
+/// Deepest nesting of components accepted (VCALENDAR > VEVENT > VALARM is 3;
+/// the parser recurses per level, so thousands of levels would exhaust a stack).
+pub const MAX_NESTING: usize = 8;
+
+/// Refuses text nested deeper than [`MAX_NESTING`], before the parser sees it.
+fn check_nesting(unfolded: &str) -> Result<(), ParseError> {
+    let mut depth = 0usize;
+    for line in unfolded.split('\n') {
+        let line = line.trim_end_matches('\r');
+        let name = |prefix: &str| {
+            line.get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        };
+        if name("BEGIN:") {
+            depth += 1;
+            if depth > MAX_NESTING {
+                return Err(ParseError::Syntax(format!(
+                    "components are nested more than {MAX_NESTING} deep (at \"{}\")",
+                    line.chars().take(40).collect::<String>()
+                )));
+            }
+        } else if name("END:") {
+            depth = depth.saturating_sub(1);
+        }
+    }
+    Ok(())
+}
+
 /// The top-level components of [`unfolded`] text, as [`read`] reads them.
 pub fn read_components(unfolded: &str) -> Result<Vec<Component<'_>>, ParseError> {
+    check_nesting(unfolded)?;
     icalendar::parser::read_calendar_simple(unfolded).map_err(|_| {
         let message = match icalendar::parser::read_components(unfolded) {
             Err(verbose) => verbose.lines().take(6).collect::<Vec<_>>().join(" "),
@@ -631,6 +660,19 @@ mod tests {
         assert_eq!(e.duration, Some(Duration::hours(1)));
         assert_eq!(cal.diagnostics.len(), 1, "{:?}", cal.diagnostics);
         assert!(cal.diagnostics[0].contains("Nowhere/Land"));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_the_parser_recurses() {
+        let text = format!(
+            "BEGIN:VCALENDAR\r\n{}{}END:VCALENDAR\r\n",
+            "BEGIN:VEVENT\r\n".repeat(100_000),
+            "END:VEVENT\r\n".repeat(100_000)
+        );
+        match parse(&text) {
+            Err(ParseError::Syntax(msg)) => assert!(msg.contains("nested"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -487,8 +487,6 @@ async fn one_write_over_many_bookings_makes_one_webhook_call() {
         ),
     )
     .await;
-    let all = conflicts(&s, "all").await;
-    assert_eq!(all.len(), 30);
 
     // Wait until every record says it was delivered (the receiver failed the
     // first call, so that took a retry).
@@ -508,6 +506,7 @@ async fn one_write_over_many_bookings_makes_one_webhook_call() {
     // Every delivery is recorded after its call was answered: nothing is in flight.
     let calls = drain(&mut hooks);
     assert_eq!(calls.len(), 2, "one call and its retry");
+    assert_eq!(all.len(), 30);
     let (signature, body) = &calls[1];
     assert!(verify(signature, body), "bad signature {signature}");
     assert_eq!(calls[0].1, calls[1].1, "a retry sends the same body");
@@ -522,4 +521,129 @@ async fn one_write_over_many_bookings_makes_one_webhook_call() {
     let expected: std::collections::HashSet<&str> = bookings.iter().map(String::as_str).collect();
     assert_eq!(sent, expected);
     assert_eq!(payload["conflict"], payload["conflicts"][0]);
+}
+
+/// Log output of everything this thread runs while the guard lives.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Lines that contain both.
+    fn lines_with(&self, a: &str, b: &str) -> usize {
+        let log = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        log.lines()
+            .filter(|l| l.contains(a) && l.contains(b))
+            .count()
+    }
+}
+
+/// The log of this test binary from the first call on (a thread-scoped
+/// subscriber misses events when other tests hit the same call sites first).
+fn captured_log() -> &'static Captured {
+    static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
+        log
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_log_line_per_write_that_finds_conflicts() {
+    let log = captured_log();
+    // A source no other test uses: their lines do not count.
+    let lines = || log.lines_with("detected", "staff-logged");
+    let s = TestServer::start().await;
+    s.add_source("staff-logged", false);
+    daily_bookings(&s, 3).await;
+    // 3 bookings, 30 occurrences over each.
+    let minutes: Vec<String> = (0..30).map(|m| m.to_string()).collect();
+    let freq = format!("DAILY;BYHOUR=10;BYMINUTE={}", minutes.join(","));
+    let ics = recurring("x1", "20261201T100000", 1, &freq, 90);
+    s.put_ics("staff-logged", "x.ics", &ics).await;
+    assert_eq!(conflicts(&s, "all").await.len(), 3);
+    assert_eq!(lines(), 1, "one line for the write");
+    // Nothing new: nothing logged.
+    let ics = ics.replace("COUNT=90", "COUNT=80");
+    s.put_ics("staff-logged", "x.ics", &ics).await;
+    assert_eq!(lines(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_occurrence_records_of_older_versions_read_fold_and_resolve() {
+    let s = TestServer::start().await;
+    s.add_source("staff-ana", false);
+    let (_, b, _) = s
+        .create(&booking("2026-12-22", "10:00", "15:00", "Long colour"))
+        .await;
+    assert!(b["id"].is_string(), "{b}");
+    let store = &s.app().store;
+    // As the previous version stored them: one record per overlapping occurrence,
+    // the second one acknowledged, all announced.
+    let mut legacy = Vec::new();
+    for object in ["x.ics", "y.ics"] {
+        let ics = recurring(object, "20261222T100000", 1, "MINUTELY", 3);
+        s.put_ics("staff-ana", object, &ics).await;
+        let record = store.conflicts("salon").unwrap().pop().unwrap();
+        store
+            .replace_conflicts("salon", &[], std::slice::from_ref(&record))
+            .await
+            .unwrap();
+        for n in 0..3 {
+            let mut c = record.clone();
+            c.id = format!("{object}-legacy-{n}");
+            c.span = calgate::model::Span::new(c.span.start + n * 60_000, c.span.end + n * 60_000);
+            c.occurrences = 1;
+            c.detected += chrono::Duration::seconds(n);
+            c.acknowledged = (n == 1).then_some(c.detected);
+            c.webhook.delivered = Some(c.detected);
+            legacy.push(c);
+        }
+    }
+    store.put_conflicts("salon", &legacy).await.unwrap();
+    let all = conflicts(&s, "all").await;
+    assert_eq!(all.len(), 6, "listed as they are");
+    assert!(all.iter().all(|c| c["occurrences"] == 1));
+
+    // x.ics is written again: its three records become one, still open (not all
+    // three were acknowledged), detected when the first was.
+    let ics = recurring("x.ics", "20261222T100000", 1, "MINUTELY", 4);
+    s.put_ics("staff-ana", "x.ics", &ics).await;
+    let x: Vec<Value> = conflicts(&s, "all")
+        .await
+        .into_iter()
+        .filter(|c| c["object_id"] == "x.ics")
+        .collect();
+    assert_eq!(x.len(), 1, "{x:?}");
+    assert_eq!(x[0]["occurrences"], 4);
+    assert!(x[0]["resolved"].is_null() && x[0]["acknowledged"].is_null());
+    assert!(x[0]["webhook"]["delivered"].is_string(), "announced before");
+    assert_eq!(
+        x[0]["detected"],
+        all.iter().find(|c| c["id"] == "x.ics-legacy-0").unwrap()["detected"]
+    );
+
+    // y.ics moves off the booking: its three records resolve.
+    let ics = recurring("y.ics", "20261223T100000", 1, "MINUTELY", 3);
+    s.put_ics("staff-ana", "y.ics", &ics).await;
+    let resolved = conflicts(&s, "resolved").await;
+    assert_eq!(resolved.len(), 3);
+    assert!(resolved.iter().all(|c| c["object_id"] == "y.ics"));
+    assert_eq!(conflicts(&s, "open").await.len(), 1);
 }

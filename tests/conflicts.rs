@@ -523,6 +523,49 @@ async fn one_write_over_many_bookings_makes_one_webhook_call() {
     assert_eq!(payload["conflict"], payload["conflicts"][0]);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_conflicts_are_redelivered_in_batches_after_a_restart() {
+    // No webhook yet: 150 conflicts wait undelivered.
+    let s = TestServer::start().await;
+    s.add_source("staff-ana", false);
+    daily_bookings(&s, 30).await;
+    for n in 0..5 {
+        let ics = recurring(&format!("o{n}"), "20261201T100000", 10, "DAILY", 30);
+        s.put_ics("staff-ana", &format!("o{n}.ics"), &ics).await;
+    }
+    let (all, _) = walk(&s, "status=all&limit=1000").await;
+    assert_eq!(all.len(), 150);
+
+    let (url, mut hooks) = receiver().await;
+    let s = s.restart_with_webhook(&url).await;
+    let delivered = async {
+        loop {
+            let (all, _) = walk(&s, "status=all&limit=1000").await;
+            if all.iter().all(|c| c["webhook"]["delivered"].is_string()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), delivered)
+        .await
+        .expect("deliveries recorded");
+    // Two batches (100 + 50); the receiver failed the first call, which was retried.
+    let calls = drain(&mut hooks);
+    assert_eq!(calls.len(), 3, "two batches and one retry");
+    let mut ids = std::collections::HashSet::new();
+    let mut bodies = std::collections::HashSet::new();
+    for (signature, body) in &calls {
+        assert!(verify(signature, body), "bad signature {signature}");
+        bodies.insert(body.as_str());
+        let payload: Value = serde_json::from_str(body).unwrap();
+        for c in payload["conflicts"].as_array().unwrap() {
+            ids.insert(c["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!((bodies.len(), ids.len()), (2, 150));
+}
+
 /// Log output of everything this thread runs while the guard lives.
 #[derive(Clone, Default)]
 struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);

@@ -22,6 +22,9 @@ use crate::store::{
 
 /// Optimistic-concurrency retries for unconditional updates racing other writers.
 const WRITE_ATTEMPTS: usize = 8;
+/// Conflicting entries a refusal lists (with the total): one recurring event can
+/// have hundreds of occurrences over a slot.
+pub const LISTED_CONFLICTS: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BookingError {
@@ -39,6 +42,12 @@ pub enum BookingError {
     UidConflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The conflicting entries a refusal lists: the first [`LISTED_CONFLICTS`] (by
+/// start); callers give the total beside them.
+pub fn listed_conflicts(found: &[BusyEntry]) -> &[BusyEntry] {
+    &found[..found.len().min(LISTED_CONFLICTS)]
 }
 
 /// A requested change. `None` leaves a field as it is; for optional fields

@@ -1,13 +1,16 @@
 //! Conflicts that appear after a booking was made: calendar time (an imported
 //! Google/Outlook event, a staff calendar entry) that now overlaps it.
 //!
-//! Detection runs whenever a calendar object is written or re-expanded; a conflict
-//! is resolved when the overlap goes away (the event moves or goes, the booking
-//! moves or is cancelled). New conflicts are POSTed to the tenant's webhook with an
-//! HMAC-SHA256 signature, retried with backoff; undelivered ones are retried after a
-//! restart, since the conflict record itself is durable.
+//! Detection runs whenever a calendar object is written or re-expanded; there is one
+//! record per (booking, object) pair however many occurrences of the object overlap
+//! the booking (it counts them and keeps the first overlapping span). A conflict is
+//! resolved when the overlap goes away (the event moves or goes, the booking moves
+//! or is cancelled). The conflicts one write finds are logged in one line and POSTed
+//! to the tenant's webhook together, [`WEBHOOK_BATCH`] per call, with an HMAC-SHA256
+//! signature, retried with backoff; undelivered ones are retried after a restart,
+//! since the conflict records (which hold the delivery state) are durable.
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +34,11 @@ const WEBHOOK_BACKOFF: [Duration; 6] = [
     Duration::from_secs(600),
 ];
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most conflicts one webhook call carries: a write that overlaps many bookings
+/// makes a few calls, not one per booking.
+pub const WEBHOOK_BATCH: usize = 100;
+/// Booking ids named in the one log line about a write's new conflicts.
+const LOGGED_BOOKINGS: usize = 5;
 /// Header carrying `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
 pub const SIGNATURE_HEADER: &str = "x-calgate-signature";
 
@@ -42,20 +50,96 @@ pub struct ConflictTracker {
 
 /// The span from the first blocking occurrence's start to the last one's end.
 fn blocking_envelope(object: &CalendarObject) -> Option<Span> {
-    object
-        .occurrences
-        .iter()
-        .filter(|b| b.kind != BusyKind::Free)
+    blocking(object)
         .map(|b| b.span)
         .reduce(|a, b| Span::new(a.start.min(b.start), a.end.max(b.end)))
 }
 
-fn conflict_id(tenant: &str, booking: &str, source: &str, object: &str, span: Span) -> String {
-    let digest = Sha256::digest(format!(
-        "{tenant}\0{booking}\0{source}\0{object}\0{}",
-        span.start
-    ));
+/// The id of the one record of a (booking, object) pair. (Records written before
+/// that had the overlap's start in the digest: one per occurrence.)
+fn conflict_id(tenant: &str, booking: &str, source: &str, object: &str) -> String {
+    let digest = Sha256::digest(format!("{tenant}\0{booking}\0{source}\0{object}"));
     hex::encode(&digest[..12])
+}
+
+/// How an object overlaps one booking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Overlap {
+    /// The first overlapping occurrence's overlap, and how it takes time.
+    span: Span,
+    kind: BusyKind,
+    occurrences: u32,
+}
+
+impl Overlap {
+    fn new(span: Span, kind: BusyKind) -> Self {
+        Overlap {
+            span,
+            kind,
+            occurrences: 1,
+        }
+    }
+
+    /// Counts one more overlapping occurrence, keeping the earliest.
+    fn add(&mut self, span: Span, kind: BusyKind) {
+        self.occurrences = self.occurrences.saturating_add(1);
+        if span.start < self.span.start {
+            self.span = span;
+            self.kind = kind;
+        }
+    }
+
+    /// How `object` overlaps `booking`, if it does.
+    fn of(object: &CalendarObject, booking: Span) -> Option<Overlap> {
+        let mut found: Option<Overlap> = None;
+        for b in blocking(object).filter(|b| b.span.overlaps(&booking)) {
+            let span = intersection(b.span, booking);
+            match &mut found {
+                Some(o) => o.add(span, b.kind),
+                None => found = Some(Overlap::new(span, b.kind)),
+            }
+        }
+        found
+    }
+
+    /// Whether `c` already says this.
+    fn is_recorded(&self, c: &Conflict) -> bool {
+        c.span == self.span && c.kind == self.kind && c.occurrences == self.occurrences
+    }
+
+    fn record(&self, c: &mut Conflict) {
+        c.span = self.span;
+        c.kind = self.kind;
+        c.occurrences = self.occurrences;
+    }
+}
+
+fn blocking(object: &CalendarObject) -> impl Iterator<Item = &crate::model::BusySpan> {
+    object
+        .occurrences
+        .iter()
+        .filter(|b| b.kind != BusyKind::Free)
+}
+
+fn intersection(a: Span, b: Span) -> Span {
+    Span::new(a.start.max(b.start), a.end.min(b.end))
+}
+
+/// What reconciling one object changes: records to write, records to drop
+/// (per-occurrence ones folded into their pair's record), and the new ones.
+#[derive(Default)]
+struct Changes {
+    put: Vec<Conflict>,
+    remove: Vec<Conflict>,
+    fresh: Vec<Conflict>,
+}
+
+impl Changes {
+    fn extend(&mut self, other: Changes) {
+        self.put.extend(other.put);
+        self.remove.extend(other.remove);
+        self.fresh.extend(other.fresh);
+    }
 }
 
 impl ConflictTracker {
@@ -84,9 +168,22 @@ impl ConflictTracker {
             Some(span) => self.store.booking_busy(&tenant.id, span)?,
             None => Vec::new(),
         };
-        let (changed, fresh) = self.reconcile(tenant, source, object_id, object, &bookings)?;
-        self.store.put_conflicts(&tenant.id, &changed).await?;
-        self.announce_all(tenant, fresh);
+        let changes = self.reconcile(tenant, source, object_id, object, &bookings)?;
+        self.apply(tenant, source, changes).await
+    }
+
+    /// Stores what reconciling found (durable when this returns), then logs and
+    /// announces the new conflicts.
+    async fn apply(
+        self: &Arc<Self>,
+        tenant: &TenantConfig,
+        source: &str,
+        changes: Changes,
+    ) -> Result<(), StoreError> {
+        self.store
+            .replace_conflicts(&tenant.id, &changes.put, &changes.remove)
+            .await?;
+        self.announce(tenant, source, changes.fresh);
         Ok(())
     }
 
@@ -114,27 +211,15 @@ impl ConflictTracker {
         if bookings.is_empty() && open.is_empty() {
             return Ok(());
         }
-        let mut changed = Vec::new();
-        let mut fresh = Vec::new();
+        let mut changes = Changes::default();
         for object in objects {
-            let (c, f) = self.reconcile(tenant, source, &object.id, Some(object), &bookings)?;
-            changed.extend(c);
-            fresh.extend(f);
+            changes.extend(self.reconcile(tenant, source, &object.id, Some(object), &bookings)?);
         }
-        self.store.put_conflicts(&tenant.id, &changed).await?;
-        self.announce_all(tenant, fresh);
-        Ok(())
-    }
-
-    fn announce_all(self: &Arc<Self>, tenant: &TenantConfig, fresh: Vec<Conflict>) {
-        for c in fresh {
-            tracing::info!(tenant = %tenant.id, conflict = %c.id, booking = %c.booking_id, source = %c.source, "booking conflict detected");
-            self.announce(tenant, c);
-        }
+        self.apply(tenant, source, changes).await
     }
 
     /// The conflict records `object` changes, given (at least) the bookings that
-    /// overlap its extent, ordered by start: (every changed record, the new ones).
+    /// overlap its extent, ordered by start.
     fn reconcile(
         &self,
         tenant: &TenantConfig,
@@ -142,15 +227,7 @@ impl ConflictTracker {
         object_id: &str,
         object: Option<&CalendarObject>,
         bookings: &[crate::store::BusyEntry],
-    ) -> Result<(Vec<Conflict>, Vec<Conflict>), StoreError> {
-        let busy: Vec<_> = object
-            .map(|o| {
-                o.occurrences
-                    .iter()
-                    .filter(|b| b.kind != BusyKind::Free)
-                    .collect()
-            })
-            .unwrap_or_default();
+    ) -> Result<Changes, StoreError> {
         // `bookings` is ordered by start: only those starting in
         // [b.start - longest, b.end) can overlap occurrence b.
         let longest = bookings
@@ -158,62 +235,83 @@ impl ConflictTracker {
             .map(|k| k.span.end - k.span.start)
             .max()
             .unwrap_or(0);
-        let mut current = Vec::new();
-        for b in busy {
+        // One entry per booking, however many occurrences overlap it.
+        let mut current: BTreeMap<&str, Overlap> = BTreeMap::new();
+        for b in object.into_iter().flat_map(blocking) {
             let from = bookings.partition_point(|k| k.span.start < b.span.start - longest);
             let to = bookings.partition_point(|k| k.span.start < b.span.end);
             for booking in bookings[from..to.max(from)]
                 .iter()
                 .filter(|k| k.span.overlaps(&b.span))
             {
-                let span = Span::new(
-                    booking.span.start.max(b.span.start),
-                    booking.span.end.min(b.span.end),
-                );
-                current.push((booking.object.clone(), span, b.kind));
+                let span = intersection(booking.span, b.span);
+                current
+                    .entry(booking.object.as_str())
+                    .and_modify(|o| o.add(span, b.kind))
+                    .or_insert_with(|| Overlap::new(span, b.kind));
             }
         }
         let known = self.store.object_conflicts(&tenant.id, source, object_id)?;
-        let ids: HashSet<String> = current
-            .iter()
-            .map(|(b, span, _)| conflict_id(&tenant.id, b, source, object_id, *span))
-            .collect();
         let now = Utc::now();
-        let mut changed = Vec::new();
+        let mut changes = Changes::default();
         // Gone: resolved.
         for mut c in known
             .iter()
             .filter(|c| c.resolved.is_none())
-            .filter(|c| !ids.contains(&c.id))
+            .filter(|c| !current.contains_key(c.booking_id.as_str()))
             .cloned()
         {
             c.resolved = Some(now);
-            changed.push(c);
+            changes.put.push(c);
         }
-        // New (or back after being resolved): open.
-        let mut fresh = Vec::new();
-        for (booking, span, kind) in current {
-            let id = conflict_id(&tenant.id, &booking, source, object_id, span);
-            match known.iter().find(|c| c.id == id) {
-                Some(c) if c.resolved.is_none() => continue,
-                _ => {}
+        for (booking, overlap) in current {
+            let id = conflict_id(&tenant.id, booking, source, object_id);
+            // Open per-occurrence records of this pair, from before one per pair.
+            let legacy: Vec<&Conflict> = known
+                .iter()
+                .filter(|c| c.booking_id == booking && c.id != id && c.resolved.is_none())
+                .collect();
+            let open = known
+                .iter()
+                .find(|c| c.id == id)
+                .filter(|c| c.resolved.is_none());
+            match (open, fold(&legacy, &id)) {
+                // Still open: only what it says may change.
+                (Some(c), _) => {
+                    changes.remove.extend(legacy.into_iter().cloned());
+                    if !overlap.is_recorded(c) {
+                        let mut c = c.clone();
+                        overlap.record(&mut c);
+                        changes.put.push(c);
+                    }
+                }
+                // Already known (and announced) per occurrence: one record now.
+                (None, Some(mut c)) => {
+                    overlap.record(&mut c);
+                    changes.put.push(c);
+                    changes.remove.extend(legacy.into_iter().cloned());
+                }
+                // New (or back after being resolved): open.
+                (None, None) => {
+                    let c = Conflict {
+                        id,
+                        booking_id: booking.to_owned(),
+                        source: source.to_owned(),
+                        object_id: object_id.to_owned(),
+                        span: overlap.span,
+                        occurrences: overlap.occurrences,
+                        kind: overlap.kind,
+                        detected: now,
+                        acknowledged: None,
+                        resolved: None,
+                        webhook: WebhookState::default(),
+                    };
+                    changes.fresh.push(c.clone());
+                    changes.put.push(c);
+                }
             }
-            let c = Conflict {
-                id,
-                booking_id: booking,
-                source: source.to_owned(),
-                object_id: object_id.to_owned(),
-                span,
-                kind,
-                detected: now,
-                acknowledged: None,
-                resolved: None,
-                webhook: WebhookState::default(),
-            };
-            fresh.push(c.clone());
-            changed.push(c);
         }
-        Ok((changed, fresh))
+        Ok(changes)
     }
 
     /// Resolves a booking's open conflicts that no longer overlap it (after a move,
@@ -230,18 +328,27 @@ impl ConflictTracker {
             if c.booking_id != booking_id || c.resolved.is_some() {
                 continue;
             }
-            let still = match (
+            let overlap = match (
                 span,
                 self.store.object(&tenant.id, &c.source, &c.object_id)?,
             ) {
-                (Some(span), Some(object)) => object.occurrences.iter().any(|b| {
-                    b.kind != BusyKind::Free && b.span.overlaps(&span) && b.span.overlaps(&c.span)
-                }),
-                _ => false,
+                (Some(span), Some(object)) => Overlap::of(&object, span),
+                _ => None,
             };
-            if !still {
-                c.resolved = Some(now);
-                changed.push(c);
+            match overlap {
+                None => {
+                    c.resolved = Some(now);
+                    changed.push(c);
+                }
+                // Per-occurrence records stay as written until the object's next
+                // write folds them.
+                Some(o) if c.id == conflict_id(&tenant.id, booking_id, &c.source, &c.object_id) => {
+                    if !o.is_recorded(&c) {
+                        o.record(&mut c);
+                        changed.push(c);
+                    }
+                }
+                Some(_) => {}
             }
         }
         self.store.put_conflicts(&tenant.id, &changed).await
@@ -265,17 +372,16 @@ impl ConflictTracker {
         Ok(Some(c))
     }
 
-    /// Retries deliveries a restart interrupted.
+    /// Retries deliveries a restart interrupted, [`WEBHOOK_BATCH`] per call.
     pub fn redeliver_pending(self: &Arc<Self>, tenants: &[TenantConfig]) {
         for tenant in tenants.iter().filter(|t| t.webhook.is_some()) {
             match self.store.conflicts(&tenant.id) {
                 Ok(all) => {
-                    for c in all
+                    let pending: Vec<_> = all
                         .into_iter()
                         .filter(|c| c.webhook.delivered.is_none() && c.resolved.is_none())
-                    {
-                        self.announce(tenant, c);
-                    }
+                        .collect();
+                    self.send(tenant, pending);
                 }
                 Err(e) => {
                     tracing::warn!(tenant = %tenant.id, error = %e, "pending webhooks not read")
@@ -284,26 +390,51 @@ impl ConflictTracker {
         }
     }
 
-    fn announce(self: &Arc<Self>, tenant: &TenantConfig, conflict: Conflict) {
+    /// One log line for the new conflicts of a write, then the webhook calls.
+    fn announce(self: &Arc<Self>, tenant: &TenantConfig, source: &str, fresh: Vec<Conflict>) {
+        if fresh.is_empty() {
+            return;
+        }
+        let bookings: Vec<&str> = fresh
+            .iter()
+            .take(LOGGED_BOOKINGS)
+            .map(|c| c.booking_id.as_str())
+            .collect();
+        tracing::info!(tenant = %tenant.id, source, new = fresh.len(), ?bookings, "booking conflicts detected");
+        self.send(tenant, fresh);
+    }
+
+    /// Delivers `conflicts` to the tenant's webhook, if it has one, in batches.
+    fn send(self: &Arc<Self>, tenant: &TenantConfig, conflicts: Vec<Conflict>) {
         let Some(hook) = tenant.webhook.clone() else {
             return;
         };
-        let this = Arc::clone(self);
-        let tenant_id = tenant.id.clone();
-        tokio::spawn(async move { this.deliver(&tenant_id, &hook, conflict).await });
+        for batch in conflicts.chunks(WEBHOOK_BATCH) {
+            let this = Arc::clone(self);
+            let (tenant_id, hook, batch) = (tenant.id.clone(), hook.clone(), batch.to_vec());
+            tokio::spawn(async move { this.deliver(&tenant_id, &hook, batch).await });
+        }
     }
 
-    async fn deliver(&self, tenant: &str, hook: &WebhookConfig, mut conflict: Conflict) {
+    async fn deliver(&self, tenant: &str, hook: &WebhookConfig, batch: Vec<Conflict>) {
+        let Some(first) = batch.first() else {
+            return;
+        };
+        // `conflict` (the first) is kept for receivers written when a call carried one.
         let body = json!({
             "type": "booking.conflict",
             "tenant": tenant,
-            "conflict": conflict_json(&conflict),
+            "conflict": conflict_json(first),
+            "conflicts": batch.iter().map(conflict_json).collect::<Vec<_>>(),
         })
         .to_string();
-        for delay in WEBHOOK_BACKOFF
-            .iter()
-            .skip(conflict.webhook.attempts as usize)
-        {
+        // Records of one batch share their delivery state from here on; a batch
+        // re-formed after a restart goes on from its least-tried record.
+        let mut state = WebhookState {
+            attempts: batch.iter().map(|c| c.webhook.attempts).min().unwrap_or(0),
+            ..WebhookState::default()
+        };
+        for delay in WEBHOOK_BACKOFF.iter().skip(state.attempts as usize) {
             tokio::time::sleep(*delay).await;
             let timestamp = Utc::now().timestamp();
             let result = self
@@ -314,28 +445,60 @@ impl ConflictTracker {
                 .body(body.clone())
                 .send()
                 .await;
-            conflict.webhook.attempts += 1;
+            state.attempts += 1;
             match result {
                 Ok(resp) if resp.status().is_success() => {
-                    conflict.webhook.delivered = Some(Utc::now());
-                    conflict.webhook.last_error = None;
+                    state.delivered = Some(Utc::now());
+                    state.last_error = None;
                 }
-                Ok(resp) => conflict.webhook.last_error = Some(format!("HTTP {}", resp.status())),
-                Err(e) => conflict.webhook.last_error = Some(e.without_url().to_string()),
+                Ok(resp) => state.last_error = Some(format!("HTTP {}", resp.status())),
+                Err(e) => state.last_error = Some(e.without_url().to_string()),
             }
-            // Keep acknowledgements made meanwhile: only the delivery state is ours.
-            if let Ok(Some(mut stored)) = self.store.conflict(tenant, &conflict.id) {
-                stored.webhook = conflict.webhook.clone();
-                if let Err(e) = self.store.put_conflicts(tenant, &[stored]).await {
-                    tracing::warn!(error = %e, "webhook state not saved");
-                }
-            }
-            if conflict.webhook.delivered.is_some() {
+            self.save_delivery(tenant, &batch, &state).await;
+            if state.delivered.is_some() {
                 return;
             }
-            tracing::warn!(tenant, conflict = %conflict.id, error = ?conflict.webhook.last_error, "webhook delivery failed");
+            tracing::warn!(tenant, conflicts = batch.len(), first = %first.id, error = ?state.last_error, "webhook delivery failed");
         }
     }
+
+    /// Records `state` on the batch's records, keeping acknowledgements made
+    /// meanwhile (only the delivery state is ours); records folded away are skipped.
+    async fn save_delivery(&self, tenant: &str, batch: &[Conflict], state: &WebhookState) {
+        let mut stored = Vec::with_capacity(batch.len());
+        for c in batch {
+            match self
+                .store
+                .conflict_of(tenant, &c.source, &c.object_id, &c.id)
+            {
+                Ok(Some(mut s)) => {
+                    s.webhook = state.clone();
+                    stored.push(s);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "webhook state not read"),
+            }
+        }
+        if let Err(e) = self.store.put_conflicts(tenant, &stored).await {
+            tracing::warn!(error = %e, "webhook state not saved");
+        }
+    }
+}
+
+/// One record for a pair that has several per-occurrence ones: the earliest
+/// detection, acknowledged only if every one was, announced if any was.
+fn fold(legacy: &[&Conflict], id: &str) -> Option<Conflict> {
+    let mut c = (*legacy.iter().min_by_key(|c| c.detected)?).clone();
+    c.id = id.to_owned();
+    c.acknowledged = legacy
+        .iter()
+        .map(|c| c.acknowledged)
+        .collect::<Option<Vec<_>>>()
+        .and_then(|all| all.into_iter().max());
+    if let Some(delivered) = legacy.iter().find(|c| c.webhook.delivered.is_some()) {
+        c.webhook = delivered.webhook.clone();
+    }
+    Some(c)
 }
 
 /// `t=<unix>,v1=<hex>`: HMAC-SHA256 over `"<t>.<body>"`, as Stripe-style receivers
@@ -363,6 +526,7 @@ pub fn conflict_json(c: &Conflict) -> serde_json::Value {
         "object_id": c.object_id,
         "start": at(c.span.start),
         "end": at(c.span.end),
+        "occurrences": c.occurrences,
         "kind": c.kind.as_str(),
         "detected": c.detected.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "acknowledged": ts(&c.acknowledged),
@@ -378,6 +542,38 @@ pub fn conflict_json(c: &Conflict) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn legacy(id: &str, start: i64, acknowledged: bool, delivered: bool) -> Conflict {
+        let at = |s| chrono::DateTime::from_timestamp(s, 0).unwrap_or_default();
+        // As written before `occurrences` existed.
+        let mut json = json!({
+            "id": id, "booking_id": "b", "source": "staff", "object_id": "x.ics",
+            "span": Span::new(start, start + 60_000), "kind": "busy",
+            "detected": at(start / 1000), "acknowledged": null, "resolved": null,
+            "webhook": {"delivered": null, "attempts": 1, "last_error": null},
+        });
+        if acknowledged {
+            json["acknowledged"] = json!(at(1));
+        }
+        if delivered {
+            json["webhook"]["delivered"] = json!(at(2));
+        }
+        serde_json::from_value(json).expect("old records still decode")
+    }
+
+    #[test]
+    fn per_occurrence_records_fold_into_one() {
+        let a = legacy("a", 120_000, true, false);
+        let b = legacy("b", 60_000, false, true);
+        assert_eq!(a.occurrences, 1);
+        let c = fold(&[&a, &b], "pair").expect("two records");
+        assert_eq!((c.id.as_str(), c.detected), ("pair", b.detected));
+        assert_eq!(c.acknowledged, None, "b was not acknowledged");
+        assert_eq!(c.webhook, b.webhook, "b was announced");
+        let both = fold(&[&a, &a], "pair").expect("two records");
+        assert_eq!(both.acknowledged, a.acknowledged);
+        assert!(fold(&[], "pair").is_none());
+    }
 
     #[test]
     fn signature_is_hmac_sha256_of_timestamp_and_body() {

@@ -196,19 +196,28 @@ pub struct CalendarObject {
 /// imported event, a staff calendar entry).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conflict {
-    /// Stable for one booking/object/occurrence overlap, so re-imports do not repeat it.
+    /// Stable for one booking/object pair, so re-imports do not repeat it. Records
+    /// written before 2026-12 have one per overlapping occurrence instead; they are
+    /// folded into one when the object is next written or re-expanded.
     pub id: String,
     pub booking_id: String,
     pub source: String,
     pub object_id: String,
-    /// The overlapping time.
+    /// The overlapping time of the first overlapping occurrence.
     pub span: Span,
+    /// How many occurrences of the object overlap the booking (1 in old records).
+    #[serde(default = "one")]
+    pub occurrences: u32,
     pub kind: BusyKind,
     pub detected: DateTime<Utc>,
     pub acknowledged: Option<DateTime<Utc>>,
     /// Set when the overlap went away (event moved or removed, booking moved).
     pub resolved: Option<DateTime<Utc>>,
     pub webhook: WebhookState,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Delivery of a conflict to the tenant's webhook.

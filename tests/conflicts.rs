@@ -1,6 +1,8 @@
 //! Conflicts found after the fact: a calendar event that lands on a booking is
-//! recorded, listed, acknowledged, resolved when the overlap goes, and POSTed to
-//! the tenant's webhook with an HMAC signature (retried after a failure).
+//! recorded (once per booking and object), listed a page at a time, acknowledged,
+//! resolved when the overlap goes, and POSTed to the tenant's webhook with an HMAC
+//! signature (retried after a failure, many conflicts per call). Refusals of
+//! bookings over busy time list a bounded number of entries.
 
 mod common;
 
@@ -74,6 +76,13 @@ async fn conflicts(s: &TestServer, status: &str) -> Vec<Value> {
         .await;
     assert_eq!(code, 200, "{body}");
     body["conflicts"].as_array().unwrap().clone()
+}
+
+/// POSTs the acknowledgement of conflict `id`: the status.
+async fn acknowledge(s: &TestServer, id: &str) -> u16 {
+    let path = format!("/api/v1/tenants/salon/conflicts/{id}/acknowledge");
+    let resp = s.client.post(s.url(&path)).bearer_auth(SALON_KEY);
+    resp.send().await.unwrap().status().as_u16()
 }
 
 /// Verifies `t=<ts>,v1=<hex>` against the shared secret, as a receiver would.
@@ -166,16 +175,7 @@ async fn imported_event_on_a_booking_is_recorded_announced_and_resolved() {
     assert_eq!(conflicts(&s, "all").await.len(), 1);
 
     // Acknowledged: no longer open.
-    let resp = s
-        .client
-        .post(s.url(&format!(
-            "/api/v1/tenants/salon/conflicts/{conflict_id}/acknowledge"
-        )))
-        .bearer_auth(SALON_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(acknowledge(&s, &conflict_id).await, 200);
     assert!(conflicts(&s, "open").await.is_empty());
     assert_eq!(conflicts(&s, "acknowledged").await.len(), 1);
 
@@ -217,14 +217,7 @@ async fn conflict_api_errors() {
     let (status, body, _) = s.get("/api/v1/tenants/salon/conflicts?status=maybe").await;
     assert_eq!(status, 400);
     assert_eq!(body["invalid_params"][0]["name"], "status");
-    let resp = s
-        .client
-        .post(s.url("/api/v1/tenants/salon/conflicts/nope/acknowledge"))
-        .bearer_auth(SALON_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
+    assert_eq!(acknowledge(&s, "nope").await, 404);
     let resp = s
         .client
         .get(s.url("/api/v1/tenants/salon/conflicts"))
@@ -232,4 +225,468 @@ async fn conflict_api_errors() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
+}
+
+/// A VEVENT of `count` occurrences every `freq` (MINUTELY, DAILY, ...), each
+/// `minutes` long, from `start` (Paris time).
+fn recurring(uid: &str, start: &str, minutes: u32, freq: &str, count: u32) -> String {
+    format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Test//EN\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20261101T000000Z\r\nDTSTART;TZID=Europe/Paris:{start}\r\nDURATION:PT{minutes}M\r\nRRULE:FREQ={freq};COUNT={count}\r\nSUMMARY:Blocked\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+}
+
+/// Ana's staff calendar, made over CalDAV.
+async fn staff_calendar(s: &TestServer) {
+    let resp = s
+        .client
+        .request(
+            reqwest::Method::from_bytes(b"MKCALENDAR").unwrap(),
+            s.url("/dav/calendars/salon/staff/"),
+        )
+        .basic_auth("ana", Some("secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+}
+
+/// PUTs `ics` to a CalDAV path as ana: (status, body).
+async fn dav_put(s: &TestServer, path: &str, ics: &str) -> (u16, String) {
+    let resp = s
+        .client
+        .put(s.url(path))
+        .basic_auth("ana", Some("secret"))
+        .header("content-type", "text/calendar; charset=utf-8")
+        .body(ics.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// Creates one 10:00-11:00 booking a day from 2026-12-01: their ids.
+async fn daily_bookings(s: &TestServer, days: u32) -> Vec<String> {
+    let mut ids = Vec::new();
+    for day in 1..=days {
+        let (status, b, _) = s
+            .create(&booking(
+                &format!("2026-12-{day:02}"),
+                "10:00",
+                "11:00",
+                "Cut",
+            ))
+            .await;
+        assert_eq!(status, 201, "{b}");
+        ids.push(b["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+/// Every page of a listing: (records in order, pages).
+async fn walk(s: &TestServer, query: &str) -> (Vec<Value>, usize) {
+    let (mut all, mut pages) = (Vec::new(), 0);
+    let mut url = format!("/api/v1/tenants/salon/conflicts?{query}");
+    loop {
+        let (status, body, _) = s.get(&url).await;
+        assert_eq!(status, 200, "{body}");
+        pages += 1;
+        all.extend(body["conflicts"].as_array().unwrap().iter().cloned());
+        match body["next_cursor"].as_str() {
+            Some(cursor) => {
+                url = format!("/api/v1/tenants/salon/conflicts?{query}&cursor={cursor}")
+            }
+            None => return (all, pages),
+        }
+        assert!(pages < 100, "the listing does not end");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recurring_object_over_one_booking_is_one_conflict_record() {
+    let s = TestServer::start().await;
+    staff_calendar(&s).await;
+    let (status, b, _) = s
+        .create(&booking("2026-12-22", "10:00", "15:00", "Long colour"))
+        .await;
+    assert_eq!(status, 201, "{b}");
+    let booking_id = b["id"].as_str().unwrap().to_owned();
+
+    // 300 one-minute occurrences, all inside the five-hour booking.
+    let path = "/dav/calendars/salon/staff/x.ics";
+    let ics = recurring("x1", "20261222T100000", 1, "MINUTELY", 300);
+    assert_eq!(dav_put(&s, path, &ics).await.0, 201);
+    let all = conflicts(&s, "all").await;
+    assert_eq!(all.len(), 1, "one record per booking and object");
+    let c = &all[0];
+    assert_eq!(c["booking_id"], booking_id.as_str());
+    assert_eq!(c["object_id"], "x.ics");
+    assert_eq!(c["occurrences"], 300);
+    assert_eq!(c["start"], "2026-12-22T09:00:00Z", "the first overlap");
+    assert_eq!(c["end"], "2026-12-22T09:01:00Z");
+    let id = c["id"].as_str().unwrap().to_owned();
+
+    // Fewer occurrences: the same record, saying so.
+    let ics = recurring("x1", "20261222T100000", 1, "MINUTELY", 120);
+    assert_eq!(dav_put(&s, path, &ics).await.0, 204);
+    let all = conflicts(&s, "all").await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["id"], id.as_str());
+    assert_eq!(all[0]["occurrences"], 120);
+    assert!(all[0]["resolved"].is_null());
+
+    // Moved off the booking: resolved.
+    let ics = recurring("x1", "20261223T100000", 1, "MINUTELY", 120);
+    assert_eq!(dav_put(&s, path, &ics).await.0, 204);
+    let resolved = conflicts(&s, "resolved").await;
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0]["id"], id.as_str());
+    assert_eq!(conflicts(&s, "all").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conflicts_are_listed_page_by_page() {
+    let s = TestServer::start().await;
+    s.add_source("staff-ana", false);
+    daily_bookings(&s, 12).await;
+    // Two objects, each over all twelve bookings: 24 records.
+    s.put_ics(
+        "staff-ana",
+        "a.ics",
+        &recurring("a", "20261201T103000", 15, "DAILY", 12),
+    )
+    .await;
+    s.put_ics(
+        "staff-ana",
+        "b.ics",
+        &recurring("b", "20261201T100000", 15, "DAILY", 12),
+    )
+    .await;
+
+    let (all, pages) = walk(&s, "status=all&limit=5").await;
+    assert_eq!(pages, 5, "5 + 5 + 5 + 5 + 4");
+    let ids: std::collections::HashSet<&str> =
+        all.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(all.len(), 24);
+    assert_eq!(ids.len(), 24, "no record twice");
+    let (one_page, pages) = walk(&s, "status=all").await;
+    assert_eq!((one_page.len(), pages), (24, 1), "default limit");
+    assert_eq!(one_page, all, "the same records in the same order");
+
+    // The status filter applies before paging.
+    for c in all.iter().take(7) {
+        assert_eq!(acknowledge(&s, c["id"].as_str().unwrap()).await, 200);
+    }
+    let (open, pages) = walk(&s, "status=open&limit=4").await;
+    assert_eq!((open.len(), pages), (17, 5));
+    let (acked, pages) = walk(&s, "status=acknowledged&limit=7").await;
+    assert_eq!((acked.len(), pages), (7, 1));
+
+    for (query, name) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("cursor=not-a-cursor", "cursor"),
+    ] {
+        let (status, body, _) = s
+            .get(&format!("/api/v1/tenants/salon/conflicts?{query}"))
+            .await;
+        assert_eq!(status, 422, "{query}: {body}");
+        assert_eq!(body["invalid_params"][0]["name"], name, "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_list_a_bounded_number_of_conflicting_entries() {
+    let s = TestServer::start().await;
+    staff_calendar(&s).await;
+    let ics = recurring("x1", "20261222T100000", 1, "MINUTELY", 300);
+    assert_eq!(
+        dav_put(&s, "/dav/calendars/salon/staff/x.ics", &ics)
+            .await
+            .0,
+        201
+    );
+
+    // API create over the 300 occurrences.
+    let resp = s
+        .client
+        .post(s.bookings_url("salon"))
+        .bearer_auth(SALON_KEY)
+        .json(&booking("2026-12-22", "10:00", "15:00", "Long colour"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+    let text = resp.text().await.unwrap();
+    assert!(text.len() < 16 * 1024, "{} bytes", text.len());
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["conflicts"].as_array().unwrap().len(), 20);
+    assert_eq!(body["conflicts"][0]["start"], "2026-12-22T09:00:00Z");
+    assert_eq!(body["conflicts_total"], 300);
+    assert_eq!(body["conflicts_truncated"], true);
+
+    // API move onto them.
+    let (status, b, _) = s
+        .create(&booking("2026-12-23", "10:00", "15:00", "Long colour"))
+        .await;
+    assert_eq!(status, 201, "{b}");
+    let resp = s
+        .client
+        .patch(s.url(&format!(
+            "/api/v1/tenants/salon/bookings/{}",
+            b["id"].as_str().unwrap()
+        )))
+        .bearer_auth(SALON_KEY)
+        .json(&json!({"start": "2026-12-22T12:00:00+01:00", "end": "2026-12-22T13:00:00+01:00"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["conflicts"].as_array().unwrap().len(), 20);
+    assert_eq!(body["conflicts_total"], 60);
+
+    // A small clash is listed whole.
+    let (status, body, _) = s
+        .create(&booking("2026-12-22", "14:58", "15:30", "Short"))
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(body["conflicts"].as_array().unwrap().len(), 2);
+    assert_eq!(body["conflicts_total"], 2);
+    assert_eq!(body["conflicts_truncated"], false);
+
+    // CalDAV PUT into bookings/.
+    let event = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Test//EN\r\nBEGIN:VEVENT\r\nUID:b1\r\nDTSTAMP:20261101T000000Z\r\nDTSTART;TZID=Europe/Paris:20261222T100000\r\nDTEND;TZID=Europe/Paris:20261222T150000\r\nSUMMARY:Long colour\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    let (status, body) = dav_put(&s, "/dav/calendars/salon/bookings/b1.ics", event).await;
+    assert_eq!(status, 409);
+    assert!(body.len() < 4 * 1024, "{} bytes: {body}", body.len());
+    assert!(body.contains("and 280 more (300 in all)"), "{body}");
+}
+
+/// Requests the receiver got so far.
+fn drain(hooks: &mut mpsc::UnboundedReceiver<(String, String)>) -> Vec<(String, String)> {
+    std::iter::from_fn(|| hooks.try_recv().ok()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_write_over_many_bookings_makes_one_webhook_call() {
+    let (url, mut hooks) = receiver().await;
+    let s = TestServer::start_with_webhook(&url).await;
+    s.add_source("staff-ana", false);
+    let bookings = daily_bookings(&s, 30).await;
+    // Every booking is overlapped four times: 30 conflicts.
+    s.put_ics(
+        "staff-ana",
+        "training.ics",
+        &recurring(
+            "t1",
+            "20261201T100000",
+            15,
+            "DAILY;BYHOUR=10;BYMINUTE=0,15,30,45",
+            30 * 4,
+        ),
+    )
+    .await;
+
+    // Wait until every record says it was delivered (the receiver failed the
+    // first call, so that took a retry).
+    let delivered = async {
+        loop {
+            let all = conflicts(&s, "all").await;
+            if all.iter().all(|c| c["webhook"]["delivered"].is_string()) {
+                return all;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let all = tokio::time::timeout(Duration::from_secs(20), delivered)
+        .await
+        .expect("deliveries recorded");
+    assert!(all.iter().all(|c| c["webhook"]["attempts"] == 2), "{all:?}");
+    // Every delivery is recorded after its call was answered: nothing is in flight.
+    let calls = drain(&mut hooks);
+    assert_eq!(calls.len(), 2, "one call and its retry");
+    assert_eq!(all.len(), 30);
+    let (signature, body) = &calls[1];
+    assert!(verify(signature, body), "bad signature {signature}");
+    assert_eq!(calls[0].1, calls[1].1, "a retry sends the same body");
+    let payload: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(payload["type"], "booking.conflict");
+    let sent: std::collections::HashSet<&str> = payload["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["booking_id"].as_str().unwrap())
+        .collect();
+    let expected: std::collections::HashSet<&str> = bookings.iter().map(String::as_str).collect();
+    assert_eq!(sent, expected);
+    assert_eq!(payload["conflict"], payload["conflicts"][0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_conflicts_are_redelivered_in_batches_after_a_restart() {
+    // No webhook yet: 150 conflicts wait undelivered.
+    let s = TestServer::start().await;
+    s.add_source("staff-ana", false);
+    daily_bookings(&s, 30).await;
+    for n in 0..5 {
+        let ics = recurring(&format!("o{n}"), "20261201T100000", 10, "DAILY", 30);
+        s.put_ics("staff-ana", &format!("o{n}.ics"), &ics).await;
+    }
+    let (all, _) = walk(&s, "status=all&limit=1000").await;
+    assert_eq!(all.len(), 150);
+
+    let (url, mut hooks) = receiver().await;
+    let s = s.restart_with_webhook(&url).await;
+    let delivered = async {
+        loop {
+            let (all, _) = walk(&s, "status=all&limit=1000").await;
+            if all.iter().all(|c| c["webhook"]["delivered"].is_string()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), delivered)
+        .await
+        .expect("deliveries recorded");
+    // Two batches (100 + 50); the receiver failed the first call, which was retried.
+    let calls = drain(&mut hooks);
+    assert_eq!(calls.len(), 3, "two batches and one retry");
+    let mut ids = std::collections::HashSet::new();
+    let mut bodies = std::collections::HashSet::new();
+    for (signature, body) in &calls {
+        assert!(verify(signature, body), "bad signature {signature}");
+        bodies.insert(body.as_str());
+        let payload: Value = serde_json::from_str(body).unwrap();
+        for c in payload["conflicts"].as_array().unwrap() {
+            ids.insert(c["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!((bodies.len(), ids.len()), (2, 150));
+}
+
+/// Log output of everything this thread runs while the guard lives.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Lines that contain both.
+    fn lines_with(&self, a: &str, b: &str) -> usize {
+        let log = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        log.lines()
+            .filter(|l| l.contains(a) && l.contains(b))
+            .count()
+    }
+}
+
+/// The log of this test binary from the first call on (a thread-scoped
+/// subscriber misses events when other tests hit the same call sites first).
+fn captured_log() -> &'static Captured {
+    static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
+        log
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_log_line_per_write_that_finds_conflicts() {
+    let log = captured_log();
+    // A source no other test uses: their lines do not count.
+    let lines = || log.lines_with("detected", "staff-logged");
+    let s = TestServer::start().await;
+    s.add_source("staff-logged", false);
+    daily_bookings(&s, 3).await;
+    // 3 bookings, 30 occurrences over each.
+    let minutes: Vec<String> = (0..30).map(|m| m.to_string()).collect();
+    let freq = format!("DAILY;BYHOUR=10;BYMINUTE={}", minutes.join(","));
+    let ics = recurring("x1", "20261201T100000", 1, &freq, 90);
+    s.put_ics("staff-logged", "x.ics", &ics).await;
+    assert_eq!(conflicts(&s, "all").await.len(), 3);
+    assert_eq!(lines(), 1, "one line for the write");
+    // Nothing new: nothing logged.
+    let ics = ics.replace("COUNT=90", "COUNT=80");
+    s.put_ics("staff-logged", "x.ics", &ics).await;
+    assert_eq!(lines(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_occurrence_records_of_older_versions_read_fold_and_resolve() {
+    let s = TestServer::start().await;
+    s.add_source("staff-ana", false);
+    let (_, b, _) = s
+        .create(&booking("2026-12-22", "10:00", "15:00", "Long colour"))
+        .await;
+    assert!(b["id"].is_string(), "{b}");
+    let store = &s.app().store;
+    // As the previous version stored them: one record per overlapping occurrence,
+    // the second one acknowledged, all announced.
+    let mut legacy = Vec::new();
+    for object in ["x.ics", "y.ics"] {
+        let ics = recurring(object, "20261222T100000", 1, "MINUTELY", 3);
+        s.put_ics("staff-ana", object, &ics).await;
+        let record = store.conflicts("salon").unwrap().pop().unwrap();
+        store
+            .replace_conflicts("salon", &[], std::slice::from_ref(&record))
+            .await
+            .unwrap();
+        for n in 0..3 {
+            let mut c = record.clone();
+            c.id = format!("{object}-legacy-{n}");
+            c.span = calgate::model::Span::new(c.span.start + n * 60_000, c.span.end + n * 60_000);
+            c.occurrences = 1;
+            c.detected += chrono::Duration::seconds(n);
+            c.acknowledged = (n == 1).then_some(c.detected);
+            c.webhook.delivered = Some(c.detected);
+            legacy.push(c);
+        }
+    }
+    store.put_conflicts("salon", &legacy).await.unwrap();
+    let all = conflicts(&s, "all").await;
+    assert_eq!(all.len(), 6, "listed as they are");
+    assert!(all.iter().all(|c| c["occurrences"] == 1));
+
+    // x.ics is written again: its three records become one, still open (not all
+    // three were acknowledged), detected when the first was.
+    let ics = recurring("x.ics", "20261222T100000", 1, "MINUTELY", 4);
+    s.put_ics("staff-ana", "x.ics", &ics).await;
+    let x: Vec<Value> = conflicts(&s, "all")
+        .await
+        .into_iter()
+        .filter(|c| c["object_id"] == "x.ics")
+        .collect();
+    assert_eq!(x.len(), 1, "{x:?}");
+    assert_eq!(x[0]["occurrences"], 4);
+    assert!(x[0]["resolved"].is_null() && x[0]["acknowledged"].is_null());
+    assert!(x[0]["webhook"]["delivered"].is_string(), "announced before");
+    assert_eq!(
+        x[0]["detected"],
+        all.iter().find(|c| c["id"] == "x.ics-legacy-0").unwrap()["detected"]
+    );
+
+    // y.ics moves off the booking: its three records resolve.
+    let ics = recurring("y.ics", "20261223T100000", 1, "MINUTELY", 3);
+    s.put_ics("staff-ana", "y.ics", &ics).await;
+    let resolved = conflicts(&s, "resolved").await;
+    assert_eq!(resolved.len(), 3);
+    assert!(resolved.iter().all(|c| c["object_id"] == "y.ics"));
+    assert_eq!(conflicts(&s, "open").await.len(), 1);
 }

@@ -8,7 +8,9 @@ use sha2::{Digest, Sha256};
 use super::json::{self, ParseError};
 use super::json_response;
 use crate::app::{ApiPrincipal, App};
-use crate::bookings::{BookingError, ConflictPolicy, UpdateMode};
+use crate::bookings::{
+    BookingError, ConflictPolicy, LISTED_CONFLICTS, UpdateMode, listed_conflicts,
+};
 use crate::config::TenantConfig;
 use crate::http::{Body, Problem, empty, if_match, if_none_match, method_not_allowed};
 use crate::model::Booking;
@@ -206,7 +208,12 @@ fn problem(e: BookingError) -> Problem {
             "The time is already taken",
             e.to_string(),
         )
-        .with_extension("conflicts", super::busy_entries_json(found)),
+        .with_extension(
+            "conflicts",
+            super::busy_entries_json(listed_conflicts(found)),
+        )
+        .with_extension("conflicts_total", json!(found.len()))
+        .with_extension("conflicts_truncated", json!(found.len() > LISTED_CONFLICTS)),
         BookingError::UidConflict(_) => Problem::new(
             StatusCode::CONFLICT,
             "uid-conflict",

@@ -5,6 +5,7 @@
 //! Handlers translate between HTTP/JSON and the [`crate::bookings`] engine.
 
 mod bookings;
+mod conflicts;
 mod freebusy;
 mod sources;
 pub use sources::oauth;
@@ -36,8 +37,8 @@ pub async fn route(
         ["freebusy"] => freebusy::freebusy(app, req, tenant),
         ["availability"] => freebusy::availability(app, req, tenant).await,
         ["slots"] => freebusy::slots(app, req, tenant),
-        ["conflicts"] => conflicts_list(app, &req, tenant),
-        ["conflicts", id, "acknowledge"] => conflict_acknowledge(app, &req, tenant, id).await,
+        ["conflicts"] => conflicts::list(app, &req, tenant),
+        ["conflicts", id, "acknowledge"] => conflicts::acknowledge(app, &req, tenant, id).await,
         ["sources"] => sources::collection(app, req, tenant).await,
         ["sources", id] => sources::item(app, req, tenant, id, None).await,
         ["sources", id, action] => sources::item(app, req, tenant, id, Some(action)).await,
@@ -198,77 +199,6 @@ pub async fn read_json_body(app: &App, req: Request<Incoming>) -> Result<bytes::
     }
     let (parts, body) = req.into_parts();
     crate::http::read_body(body, &parts.headers, app.config.max_body_bytes).await
-}
-
-/// `GET /conflicts?status=open|acknowledged|resolved|all` (default: open, i.e.
-/// neither resolved nor acknowledged).
-fn conflicts_list(
-    app: &App,
-    req: &Request<Incoming>,
-    tenant: &TenantConfig,
-) -> Result<Response<Body>, Problem> {
-    if req.method() != http::Method::GET {
-        return Err(crate::http::method_not_allowed(req.method(), "GET"));
-    }
-    let status = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "status")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| "open".to_owned());
-    let keep: fn(&crate::model::Conflict) -> bool = match status.as_str() {
-        "open" => |c| c.resolved.is_none() && c.acknowledged.is_none(),
-        "acknowledged" => |c| c.resolved.is_none() && c.acknowledged.is_some(),
-        "resolved" => |c| c.resolved.is_some(),
-        "all" => |_| true,
-        other => {
-            return Err(
-                Problem::bad_request("invalid query parameters").with_params(vec![
-                    FieldError::new(
-                        "status",
-                        format!("\"{other}\" is not one of open, acknowledged, resolved, all"),
-                    ),
-                ]),
-            );
-        }
-    };
-    let mut found: Vec<_> = app
-        .store
-        .conflicts(&tenant.id)
-        .map_err(|e| {
-            tracing::error!(error = %e, "conflicts could not be read");
-            Problem::internal()
-        })?
-        .into_iter()
-        .filter(keep)
-        .collect();
-    found.sort_by_key(|c| (c.span.start, c.id.clone()));
-    let body = serde_json::json!({
-        "conflicts": found.iter().map(crate::conflicts::conflict_json).collect::<Vec<_>>(),
-    });
-    Ok(json_response(StatusCode::OK, &body))
-}
-
-async fn conflict_acknowledge(
-    app: &App,
-    req: &Request<Incoming>,
-    tenant: &TenantConfig,
-    id: &str,
-) -> Result<Response<Body>, Problem> {
-    if req.method() != http::Method::POST {
-        return Err(crate::http::method_not_allowed(req.method(), "POST"));
-    }
-    let conflict = app
-        .conflicts
-        .acknowledge(tenant, id)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "conflict could not be acknowledged");
-            Problem::internal()
-        })?
-        .ok_or_else(|| Problem::not_found(format!("conflict \"{id}\" does not exist")))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &crate::conflicts::conflict_json(&conflict),
-    ))
 }
 
 /// A JSON response.

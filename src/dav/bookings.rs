@@ -11,7 +11,7 @@ use super::error::DavError;
 use super::node::Ctx;
 use super::paths;
 use super::xml::escape_text;
-use crate::bookings::{BookingError, BookingPatch, ConflictPolicy, UpdateMode};
+use crate::bookings::{BookingError, BookingPatch, ConflictPolicy, UpdateMode, listed_conflicts};
 use crate::http::{Body, empty};
 use crate::ical::parse::{EventStatus, IcalTime, VEvent};
 use crate::ical::zones::Zone;
@@ -234,7 +234,7 @@ pub(super) fn booking_error(ctx: &Ctx<'_>, e: BookingError) -> DavError {
                 .join("; "),
         ),
         BookingError::Conflict(found) => {
-            let when: Vec<String> = found
+            let when: Vec<String> = listed_conflicts(&found)
                 .iter()
                 .map(|c| {
                     let at = |ms| {
@@ -246,9 +246,13 @@ pub(super) fn booking_error(ctx: &Ctx<'_>, e: BookingError) -> DavError {
                     format!("{} - {} ({})", at(c.span.start), at(c.span.end), c.source)
                 })
                 .collect();
+            let more = match found.len().saturating_sub(when.len()) {
+                0 => String::new(),
+                n => format!(" and {n} more ({} in all)", found.len()),
+            };
             DavError::new(
                 StatusCode::CONFLICT,
-                format!("the time is already taken: {}", when.join(", ")),
+                format!("the time is already taken: {}{more}", when.join(", ")),
             )
         }
         BookingError::UidConflict(owner) => DavError::caldav(

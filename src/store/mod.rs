@@ -26,6 +26,7 @@
 //! reached the disk: callers may acknowledge it. Callers see only domain types; a
 //! second backend can implement these same methods.
 
+mod conflicts;
 mod export;
 mod group_commit;
 mod inbox;
@@ -43,6 +44,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use crate::model::{Booking, BusyKind, BusySpan, CalendarObject, Conflict, Source, Span};
+pub use conflicts::ConflictPage;
 pub use export::{ExportRecord, ExportState, ExternalChange, Parked};
 pub use inbox::{Delivery, INBOX_CAPACITY, InboxDelete, InboxItem};
 use keys::{decode_i64, decode_u64, encode_i64, join, prefix};
@@ -1056,21 +1058,7 @@ impl Store {
         tenant: &str,
         conflicts: &[Conflict],
     ) -> Result<(), StoreError> {
-        if conflicts.is_empty() {
-            return Ok(());
-        }
-        let mut batch = sled::Batch::default();
-        for c in conflicts {
-            let key = join(&[
-                tenant.as_bytes(),
-                c.source.as_bytes(),
-                c.object_id.as_bytes(),
-                c.id.as_bytes(),
-            ]);
-            batch.insert(key, encode(c));
-        }
-        self.conflicts.apply_batch(batch)?;
-        self.flush().await
+        self.replace_conflicts(tenant, conflicts, &[]).await
     }
 
     /// Forgets Idempotency-Keys older than their TTL; returns how many were removed.

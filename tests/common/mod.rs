@@ -202,11 +202,20 @@ impl TestServer {
     }
 
     /// Graceful stop, then a fresh server on the same data directory.
-    pub async fn restart(mut self) -> TestServer {
+    pub async fn restart(self) -> TestServer {
+        self.restart_full(None).await
+    }
+
+    /// [`TestServer::restart`], the salon's conflicts now POSTed to `webhook`.
+    pub async fn restart_with_webhook(self, webhook: &str) -> TestServer {
+        self.restart_full(Some(webhook)).await
+    }
+
+    async fn restart_full(mut self, webhook: Option<&str>) -> TestServer {
         if let Some(r) = self.running.take() {
             r.stop().await.expect("clean stop");
         }
-        Self::start_full(self.dir, None, self.extra).await
+        Self::start_full(self.dir, webhook, self.extra).await
     }
 
     pub fn url(&self, path: &str) -> String {

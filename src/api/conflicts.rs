@@ -1,0 +1,133 @@
+//! `/conflicts`: the tenant's conflicts found after the fact, a page at a time,
+//! and acknowledging one.
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::json_response;
+use crate::app::App;
+use crate::config::TenantConfig;
+use crate::http::{Body, Problem};
+use crate::model::{Conflict, FieldError};
+
+/// Page size when the request names none.
+const DEFAULT_LIMIT: usize = 100;
+/// Largest page a request may ask for.
+const MAX_LIMIT: usize = 1000;
+
+/// What a listing asks for.
+struct ListQuery {
+    keep: fn(&Conflict) -> bool,
+    limit: usize,
+    /// Where the previous page ended (decoded `cursor`).
+    after: Option<Vec<u8>>,
+}
+
+fn parse_query(query: &str) -> Result<ListQuery, Problem> {
+    let (mut status, mut limit, mut cursor) = (None, None, None);
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "status" => status = Some(v.into_owned()),
+            "limit" => limit = Some(v.into_owned()),
+            "cursor" => cursor = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let keep: fn(&Conflict) -> bool = match status.as_deref().unwrap_or("open") {
+        "open" => |c| c.resolved.is_none() && c.acknowledged.is_none(),
+        "acknowledged" => |c| c.resolved.is_none() && c.acknowledged.is_some(),
+        "resolved" => |c| c.resolved.is_some(),
+        "all" => |_| true,
+        other => {
+            return Err(
+                Problem::bad_request("invalid query parameters").with_params(vec![
+                    FieldError::new(
+                        "status",
+                        format!("\"{other}\" is not one of open, acknowledged, resolved, all"),
+                    ),
+                ]),
+            );
+        }
+    };
+    let mut errors = Vec::new();
+    let limit = match limit {
+        None => DEFAULT_LIMIT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                errors.push(FieldError::new(
+                    "limit",
+                    format!("\"{text}\" is not a whole number from 1 to {MAX_LIMIT}"),
+                ));
+                DEFAULT_LIMIT
+            }
+        },
+    };
+    let after = match cursor {
+        None => None,
+        Some(text) => match hex::decode(&text) {
+            Ok(bytes) if !bytes.is_empty() => Some(bytes),
+            _ => {
+                errors.push(FieldError::new(
+                    "cursor",
+                    "is not a next_cursor this API returned; start again without it",
+                ));
+                None
+            }
+        },
+    };
+    if !errors.is_empty() {
+        return Err(Problem::invalid(errors));
+    }
+    Ok(ListQuery { keep, limit, after })
+}
+
+/// `GET /conflicts?status=open|acknowledged|resolved|all&limit=&cursor=` (default:
+/// open, i.e. neither resolved nor acknowledged), ordered by calendar source and
+/// object; `next_cursor` continues the listing when there is more.
+pub fn list(
+    app: &App,
+    req: &Request<Incoming>,
+    tenant: &TenantConfig,
+) -> Result<Response<Body>, Problem> {
+    if req.method() != http::Method::GET {
+        return Err(crate::http::method_not_allowed(req.method(), "GET"));
+    }
+    let q = parse_query(req.uri().query().unwrap_or(""))?;
+    let page = app
+        .store
+        .conflicts_page(&tenant.id, q.after.as_deref(), q.limit, q.keep)
+        .map_err(|e| {
+            tracing::error!(error = %e, "conflicts could not be read");
+            Problem::internal()
+        })?;
+    let body = serde_json::json!({
+        "conflicts": page.conflicts.iter().map(crate::conflicts::conflict_json).collect::<Vec<_>>(),
+        "next_cursor": page.next.map(hex::encode),
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+pub async fn acknowledge(
+    app: &App,
+    req: &Request<Incoming>,
+    tenant: &TenantConfig,
+    id: &str,
+) -> Result<Response<Body>, Problem> {
+    if req.method() != http::Method::POST {
+        return Err(crate::http::method_not_allowed(req.method(), "POST"));
+    }
+    let conflict = app
+        .conflicts
+        .acknowledge(tenant, id)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "conflict could not be acknowledged");
+            Problem::internal()
+        })?
+        .ok_or_else(|| Problem::not_found(format!("conflict \"{id}\" does not exist")))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &crate::conflicts::conflict_json(&conflict),
+    ))
+}

@@ -720,6 +720,8 @@ async fn mkcalendar(
         .calendars
         .put_source(ctx.tenant, &source)
         .map_err(DavError::internal)?;
+    // Acknowledged means durable.
+    ctx.app.store.flush().await?;
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::CREATED;
     Ok(resp)
@@ -804,6 +806,7 @@ async fn proppatch(
             .calendars
             .put_source(ctx.tenant, &source)
             .map_err(DavError::internal)?;
+        ctx.app.store.flush().await?;
         if source.transparent != was_transparent {
             // Its events now block (or stop blocking) time.
             ctx.app

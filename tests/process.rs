@@ -351,7 +351,7 @@ async fn crash_during(
 /// The messages a meeting sends are stored with it and delivered after it: a
 /// `kill -9` between the two (before delivery, or after delivery but before
 /// the answer) loses none and duplicates none, for saving, changing and
-/// deleting it.
+/// deleting it, in a staff calendar and in the bookings calendar.
 #[tokio::test(flavor = "multi_thread")]
 async fn scheduling_messages_survive_kill_9_between_write_and_delivery() {
     let dir = tempfile::tempdir().unwrap();
@@ -407,6 +407,20 @@ async fn scheduling_messages_survive_kill_9_between_write_and_delivery() {
         (3, 1),
         "{inbox:?}"
     );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A meeting in the bookings calendar (a booking): killed before delivery.
+    let booking = "/dav/calendars/salon/bookings/meeting.ics";
+    let put = ("PUT", booking, &*meeting(14));
+    let (mut child, base) = crash_during(&config, "schedule-outbox-write", put).await;
+    let (status, _) = dav(&client, &base, "ana", "GET", booking, "")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "the booking was stored");
+    let inbox = bea_inbox(&client, &base).await;
+    let requests = count(&inbox, "REQUEST", 14);
+    assert_eq!((inbox.len(), requests), (4, 1), "{inbox:?}");
     child.kill().unwrap();
     child.wait().unwrap();
 }

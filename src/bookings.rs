@@ -17,7 +17,8 @@ use crate::conflicts::ConflictTracker;
 use crate::freebusy;
 use crate::model::{Booking, BookingStatus, BookingTime, BusyKind, Customer, FieldError, Span};
 use crate::store::{
-    BusyEntry, DeleteOutcome, IdempotencyClaim, Precondition, Store, StoreError, WriteOutcome,
+    BusyEntry, DeleteOutcome, IdempotencyClaim, Outgoing, Precondition, Store, StoreError,
+    WriteOutcome,
 };
 
 /// Optimistic-concurrency retries for unconditional updates racing other writers.
@@ -169,11 +170,13 @@ impl BookingEngine {
         policy: ConflictPolicy,
     ) -> Result<Created, BookingError> {
         let id = uuid::Uuid::new_v4().to_string();
-        self.create_as(tenant, &id, patch, claim, policy).await
+        self.create_as(tenant, &id, patch, claim, policy, None)
+            .await
     }
 
     /// Creates a booking under `id` (a CalDAV client names its resources); fails
-    /// with `PreconditionFailed` if the id is taken.
+    /// with `PreconditionFailed` if the id is taken. `outgoing`: the scheduling
+    /// messages the write sends, stored with it.
     pub async fn create_as(
         &self,
         tenant: &TenantConfig,
@@ -181,6 +184,7 @@ impl BookingEngine {
         patch: BookingPatch,
         claim: Option<IdempotencyClaim>,
         policy: ConflictPolicy,
+        outgoing: Option<&Outgoing>,
     ) -> Result<Created, BookingError> {
         let now = Utc::now();
         let id = id.to_owned();
@@ -197,8 +201,12 @@ impl BookingEngine {
             Some(outcome) => outcome,
             None => {
                 self.check_conflicts(&booking, policy)?;
-                self.store
-                    .commit_booking(&booking, &Precondition::MustNotExist, claim.as_ref())?
+                self.store.commit_booking(
+                    &booking,
+                    &Precondition::MustNotExist,
+                    claim.as_ref(),
+                    outgoing,
+                )?
             }
         };
         drop(guard);
@@ -236,6 +244,23 @@ impl BookingEngine {
         if_match: Option<&str>,
         policy: ConflictPolicy,
     ) -> Result<Booking, BookingError> {
+        self.update_sending(tenant, id, patch, mode, if_match, policy, None)
+            .await
+    }
+
+    /// [`BookingEngine::update`], storing with the write the scheduling
+    /// messages it sends.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn update_sending(
+        &self,
+        tenant: &TenantConfig,
+        id: &str,
+        patch: &BookingPatch,
+        mode: UpdateMode,
+        if_match: Option<&str>,
+        policy: ConflictPolicy,
+        outgoing: Option<&Outgoing>,
+    ) -> Result<Booking, BookingError> {
         let lock = self.tenant_lock(&tenant.id);
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.get(tenant, id)?;
@@ -261,6 +286,7 @@ impl BookingEngine {
                 &next,
                 &Precondition::EtagIs(current.etag.clone()),
                 None,
+                outgoing,
             )?;
             drop(guard);
             match outcome {
@@ -298,7 +324,23 @@ impl BookingEngine {
         id: &str,
         if_match: Option<&str>,
     ) -> Result<(), BookingError> {
-        match self.store.delete_booking(&tenant.id, id, if_match).await? {
+        self.delete_sending(tenant, id, if_match, None).await
+    }
+
+    /// [`BookingEngine::delete`], storing with the deletion the scheduling
+    /// messages it sends.
+    pub async fn delete_sending(
+        &self,
+        tenant: &TenantConfig,
+        id: &str,
+        if_match: Option<&str>,
+        outgoing: Option<&Outgoing>,
+    ) -> Result<(), BookingError> {
+        match self
+            .store
+            .delete_booking(&tenant.id, id, if_match, outgoing)
+            .await?
+        {
             DeleteOutcome::Deleted(_) => {
                 self.changed.notify_one();
                 self.conflicts.booking_changed(tenant, id, None).await?;

@@ -15,7 +15,7 @@ use crate::conflicts::ConflictTracker;
 use crate::ical::expand::{ExpandOptions, OverBudget, expand_within_budget};
 use crate::ical::parse::{self, ParseError};
 use crate::model::{BOOKINGS_SOURCE, BusyKind, BusySpan, CalendarObject, Source, Span};
-use crate::store::{ObjectOutcome, ObjectWrite, Precondition, Store, StoreError};
+use crate::store::{ObjectOutcome, ObjectWrite, Outgoing, Precondition, Store, StoreError};
 
 /// The span of time occurrences are materialised for, relative to now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +125,7 @@ impl CalendarService {
             return Ok(false);
         }
         for object in self.store.objects(&tenant.id, source_id)? {
-            self.delete_object(tenant, source_id, &object.id, None)
+            self.delete_object(tenant, source_id, &object.id, None, None)
                 .await?;
         }
         Ok(self.store.delete_source(&tenant.id, source_id).await?)
@@ -147,6 +147,21 @@ impl CalendarService {
         ics: &str,
         precondition: &Precondition,
     ) -> Result<CalendarObject, CalendarError> {
+        self.put_object_sending(tenant, source_id, object_id, ics, precondition, None)
+            .await
+    }
+
+    /// [`CalendarService::put_object`], with the scheduling messages the write
+    /// sends stored in its transaction.
+    pub async fn put_object_sending(
+        &self,
+        tenant: &TenantConfig,
+        source_id: &str,
+        object_id: &str,
+        ics: &str,
+        precondition: &Precondition,
+        outgoing: Option<&Outgoing>,
+    ) -> Result<CalendarObject, CalendarError> {
         let source = self
             .store
             .source(&tenant.id, source_id)?
@@ -160,12 +175,13 @@ impl CalendarService {
         .await?;
         match self
             .store
-            .put_object(
+            .put_object_sending(
                 &tenant.id,
                 source_id,
                 &object,
                 precondition,
                 ObjectWrite::Change,
+                outgoing,
             )
             .await?
         {
@@ -347,16 +363,18 @@ impl CalendarService {
         Ok(removed)
     }
 
+    /// Deletes an object, with the scheduling messages the deletion sends.
     pub async fn delete_object(
         &self,
         tenant: &TenantConfig,
         source_id: &str,
         object_id: &str,
         etag: Option<&str>,
+        outgoing: Option<&Outgoing>,
     ) -> Result<(), CalendarError> {
         match self
             .store
-            .delete_object(&tenant.id, source_id, object_id, etag)
+            .delete_object(&tenant.id, source_id, object_id, etag, outgoing)
             .await?
         {
             ObjectOutcome::Written(_) => {

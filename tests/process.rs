@@ -1,5 +1,6 @@
-//! The `calgate` binary as a user runs it: crash safety under `kill -9`, graceful
-//! SIGTERM, config errors at start, and `hash-password`.
+//! The `calgate` binary as a user runs it: crash safety under `kill -9` (also at
+//! the fault-injection points of `CALGATE_TEST_CRASH_AFTER`), graceful SIGTERM,
+//! config errors at start, and `hash-password`.
 
 mod common;
 #[path = "common/providers/mod.rs"]
@@ -19,21 +20,31 @@ const BIN: &str = env!("CARGO_BIN_EXE_calgate");
 /// The log goes to `server.log` next to the config: an unread pipe would fill up and
 /// block the server.
 fn spawn_server(config: &Path) -> (Child, String) {
+    spawn_server_crashing_after(config, None)
+}
+
+/// [`spawn_server`], killing itself at the fault-injection point `crash_after`
+/// (`CALGATE_TEST_CRASH_AFTER`) when given.
+fn spawn_server_crashing_after(config: &Path, crash_after: Option<&str>) -> (Child, String) {
     let log_path = config.with_file_name("server.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
         .expect("log file");
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .args(["serve", "--config"])
         .arg(config)
         .arg("--listen")
         .arg("127.0.0.1:0")
+        .env_remove("CALGATE_TEST_CRASH_AFTER")
         .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("calgate starts");
+        .stderr(log);
+    if let Some(point) = crash_after {
+        command.env("CALGATE_TEST_CRASH_AFTER", point);
+    }
+    let mut child = command.spawn().expect("calgate starts");
     let stdout = child.stdout.take().expect("stdout piped");
     let mut line = String::new();
     BufReader::new(stdout)
@@ -244,6 +255,174 @@ async fn an_acknowledged_feed_import_survives_kill_9() {
         ),
         "{log}"
     );
+}
+
+/// Waits (with a deadline) for a server that is to kill itself.
+fn wait_for_crash(child: &mut Child, dir: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success(), "it crashed, not exited: {status:?}");
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!(
+                "the server did not reach its crash point; see {}",
+                dir.join("server.log").display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A CalDAV request as `user` (password "secret"); None when the server died
+/// before answering.
+async fn dav(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Option<(u16, String)> {
+    let mut req = client
+        .request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("{base}{path}"),
+        )
+        .basic_auth(user, Some("secret"))
+        .body(body.to_owned());
+    req = match method {
+        "PROPFIND" => req.header("depth", "1"),
+        _ => req.header("content-type", "text/calendar; charset=utf-8"),
+    };
+    let resp = req.send().await.ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.text().await.ok()?))
+}
+
+/// The messages in Bea's scheduling inbox.
+async fn bea_inbox(client: &reqwest::Client, base: &str) -> Vec<String> {
+    let inbox = "/dav/principals/bea/inbox/";
+    let propfind = r#"<?xml version="1.0"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop></d:propfind>"#;
+    let (status, listing) = dav(client, base, "bea", "PROPFIND", inbox, propfind)
+        .await
+        .expect("inbox listed");
+    assert_eq!(status, 207, "{listing}");
+    let mut messages = Vec::new();
+    for href in listing.split("<d:href>").skip(1) {
+        let href = href.split("</d:href>").next().unwrap();
+        if href != inbox {
+            let (status, text) = dav(client, base, "bea", "GET", href, "").await.unwrap();
+            assert_eq!(status, 200, "{href}: {text}");
+            messages.push(text);
+        }
+    }
+    messages
+}
+
+/// How many messages of `method` about the meeting at `hour` (UTC) there are.
+fn count(messages: &[String], method: &str, hour: u32) -> usize {
+    let (method, start) = (
+        format!("METHOD:{method}\r\n"),
+        format!("DTSTART:20261222T{hour:02}0000Z"),
+    );
+    messages
+        .iter()
+        .filter(|m| m.contains(&method) && m.contains(&start))
+        .count()
+}
+
+/// Sends `method path body` as Ana to a server that kills itself at the
+/// fault-injection point `point` on the way; then starts it again.
+async fn crash_during(
+    config: &Path,
+    point: &str,
+    (method, path, body): (&str, &str, &str),
+) -> (Child, String) {
+    let (mut child, base) = spawn_server_crashing_after(config, Some(point));
+    let answer = dav(&common::http_client(), &base, "ana", method, path, body).await;
+    assert!(answer.is_none(), "answered instead of crashing: {answer:?}");
+    wait_for_crash(&mut child, config.parent().unwrap());
+    spawn_server(config)
+}
+
+/// The messages a meeting sends are stored with it and delivered after it: a
+/// `kill -9` between the two (before delivery, or after delivery but before
+/// the answer) loses none and duplicates none, for saving, changing and
+/// deleting it, in a staff calendar and in the bookings calendar.
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduling_messages_survive_kill_9_between_write_and_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let client = common::http_client();
+    let url = "/dav/calendars/salon/team/meeting.ics";
+    let meeting = |hour: u32| {
+        format!(
+            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Test//EN\r\nBEGIN:VEVENT\r\nUID:m1\r\nDTSTAMP:20261101T000000Z\r\nDTSTART:20261222T{hour:02}0000Z\r\nDTEND:20261222T{end:02}0000Z\r\nSUMMARY:Team\r\nORGANIZER:mailto:ana@salon.calgate.invalid\r\nATTENDEE;PARTSTAT=ACCEPTED:mailto:ana@salon.calgate.invalid\r\nATTENDEE;PARTSTAT=NEEDS-ACTION;RSVP=TRUE:mailto:bea@salon.calgate.invalid\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+            end = hour + 1
+        )
+    };
+    let (mut child, base) = spawn_server(&config);
+    let team = "/dav/calendars/salon/team/";
+    let made = dav(&client, &base, "ana", "MKCALENDAR", team, "").await;
+    assert_eq!(made.map(|(status, _)| status), Some(201));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Killed once the meeting and its REQUEST are on disk, before delivery.
+    let put = ("PUT", url, &*meeting(9));
+    let (mut child, base) = crash_during(&config, "schedule-outbox-write", put).await;
+    let (status, stored) = dav(&client, &base, "ana", "GET", url, "").await.unwrap();
+    assert_eq!(status, 200, "the meeting was stored");
+    let stored = stored.replace("\r\n ", "");
+    assert!(stored.contains("SCHEDULE-STATUS=1.2"), "{stored}");
+    let inbox = bea_inbox(&client, &base).await;
+    assert_eq!(
+        (inbox.len(), count(&inbox, "REQUEST", 9)),
+        (1, 1),
+        "{inbox:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Killed after the new time's REQUEST is delivered, before the answer.
+    let put = ("PUT", url, &*meeting(10));
+    let (mut child, base) = crash_during(&config, "schedule-delivered", put).await;
+    let inbox = bea_inbox(&client, &base).await;
+    let requests = (count(&inbox, "REQUEST", 9), count(&inbox, "REQUEST", 10));
+    assert_eq!((inbox.len(), requests), (2, (1, 1)), "{inbox:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Deleting it: killed before the CANCEL is delivered.
+    let delete = ("DELETE", url, "");
+    let (mut child, base) = crash_during(&config, "schedule-outbox-write", delete).await;
+    let gone = dav(&client, &base, "ana", "GET", url, "").await.unwrap();
+    assert_eq!(gone.0, 404, "the deletion was stored");
+    let inbox = bea_inbox(&client, &base).await;
+    assert_eq!(
+        (inbox.len(), count(&inbox, "CANCEL", 10)),
+        (3, 1),
+        "{inbox:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A meeting in the bookings calendar (a booking): killed before delivery.
+    let booking = "/dav/calendars/salon/bookings/meeting.ics";
+    let put = ("PUT", booking, &*meeting(14));
+    let (mut child, base) = crash_during(&config, "schedule-outbox-write", put).await;
+    let (status, _) = dav(&client, &base, "ana", "GET", booking, "")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "the booking was stored");
+    let inbox = bea_inbox(&client, &base).await;
+    let requests = count(&inbox, "REQUEST", 14);
+    assert_eq!((inbox.len(), requests), (4, 1), "{inbox:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 #[test]

@@ -16,7 +16,7 @@ use crate::http::{Body, empty};
 use crate::ical::parse::{EventStatus, IcalTime, VEvent};
 use crate::ical::zones::Zone;
 use crate::model::{BOOKINGS_SOURCE, Booking, BookingStatus};
-use crate::store::Precondition;
+use crate::store::{Outgoing, Precondition};
 
 /// Booking ids that a resource name may give (they are store keys and URL segments).
 fn id_of(name: &str) -> Result<&str, DavError> {
@@ -145,6 +145,7 @@ pub async fn put(
     name: &str,
     text: &str,
     precondition: &Precondition,
+    outgoing: Option<&Outgoing>,
 ) -> Result<Response<Body>, DavError> {
     let id = id_of(name)?;
     let parsed = crate::ical::parse::parse(text).map_err(|e| {
@@ -189,7 +190,14 @@ pub async fn put(
             return Err(DavError::etag_mismatch());
         }
         (None, _) => engine
-            .create_as(ctx.tenant, id, patch, None, ConflictPolicy::Refuse)
+            .create_as(
+                ctx.tenant,
+                id,
+                patch,
+                None,
+                ConflictPolicy::Refuse,
+                outgoing,
+            )
             .await
             .map(|c| (c.booking, true)),
         (Some(_), p) => {
@@ -198,13 +206,14 @@ pub async fn put(
                 _ => None,
             };
             engine
-                .update(
+                .update_sending(
                     ctx.tenant,
                     id,
                     &patch,
                     UpdateMode::Merge,
                     if_match,
                     ConflictPolicy::Refuse,
+                    outgoing,
                 )
                 .await
                 .map(|b| (b, false))

@@ -35,7 +35,7 @@ use crate::calendars::CalendarError;
 use crate::config::Scheduling;
 use crate::http::{Body, empty, full, if_match};
 use crate::model::{BOOKINGS_SOURCE, Source};
-use crate::store::{InboxDelete, Precondition};
+use crate::store::{InboxDelete, Outgoing, Precondition};
 pub use error::DavError;
 use node::{Calendar, Ctx, Node};
 use paths::DavPath;
@@ -465,11 +465,12 @@ async fn put(
             None
         };
         let plan = scheduling::plan_put(ctx, current.as_ref(), text, &headers, &precondition)?;
-        match store_object(ctx, &cal, name, &plan.text, &plan.precondition).await {
+        let outgoing = plan.outgoing.as_ref();
+        match store_object(ctx, &cal, name, &plan.text, &plan.precondition, outgoing).await {
             Err(e) if scheduling::plan_again(plan.replan, &e, attempts) => {}
             Err(e) => return Err(e),
             Ok(mut resp) => {
-                scheduling::deliver(ctx, &plan.deliveries).await?;
+                scheduling::deliver(ctx, outgoing).await?;
                 scheduling::finish_put(ctx, &mut resp, text, &plan.text);
                 return Ok(resp);
             }
@@ -477,17 +478,18 @@ async fn put(
     }
 }
 
-/// Writes a calendar object (a booking in the bookings calendar): 201 or 204,
-/// with its ETag.
+/// Writes a calendar object (a booking in the bookings calendar), with the
+/// scheduling messages it sends: 201 or 204, with its ETag.
 async fn store_object(
     ctx: &Ctx<'_>,
     cal: &Calendar,
     name: &str,
     text: &str,
     precondition: &Precondition,
+    outgoing: Option<&Outgoing>,
 ) -> Result<Response<Body>, DavError> {
     let source = match cal {
-        Calendar::Bookings => return bookings::put(ctx, name, text, precondition).await,
+        Calendar::Bookings => return bookings::put(ctx, name, text, precondition, outgoing).await,
         Calendar::Source(s) => s,
     };
     let existed = ctx
@@ -498,7 +500,7 @@ async fn store_object(
     let object = ctx
         .app
         .calendars
-        .put_object(ctx.tenant, &source.id, name, text, precondition)
+        .put_object_sending(ctx.tenant, &source.id, name, text, precondition, outgoing)
         .await
         .map_err(|e| calendar_error(ctx, &source.id, e))?;
     let mut resp = Response::new(empty());
@@ -580,14 +582,16 @@ async fn delete(
                 InboxDelete::PreconditionFailed(_) => return Err(DavError::etag_mismatch()),
             }
         }
-        Node::Calendar(Calendar::Source(s)) => {
+        Node::Calendar(cal @ Calendar::Source(_)) => {
             // Each meeting in it is cancelled, as deleting it alone would.
-            let deliveries = scheduling::calendar_cancellations(ctx, &s)?;
+            for id in scheduling::meetings(ctx, &cal)? {
+                delete_object(ctx, &cal, &id, &HeaderMap::new(), None).await?;
+            }
+            let id = cal.id();
             app.calendars
-                .delete_source(ctx.tenant, &s.id)
+                .delete_source(ctx.tenant, id)
                 .await
-                .map_err(|e| calendar_error(ctx, &s.id, e))?;
-            scheduling::deliver(ctx, &deliveries).await?;
+                .map_err(|e| calendar_error(ctx, id, e))?;
         }
         Node::Calendar(Calendar::Bookings) => {
             return Err(node::read_only(
@@ -629,22 +633,23 @@ async fn delete_object(
         };
         let plan = scheduling::plan_delete(ctx, current.as_ref(), headers, expected.as_deref())?;
         let etag = plan.etag.as_deref();
+        let outgoing = plan.outgoing.as_ref();
         let deleted = match cal {
             Calendar::Bookings => app
                 .bookings
-                .delete(ctx.tenant, id, etag)
+                .delete_sending(ctx.tenant, id, etag, outgoing)
                 .await
                 .map_err(|e| bookings::booking_error(ctx, e)),
             Calendar::Source(s) => app
                 .calendars
-                .delete_object(ctx.tenant, &s.id, id, etag)
+                .delete_object(ctx.tenant, &s.id, id, etag, outgoing)
                 .await
                 .map_err(|e| calendar_error(ctx, &s.id, e)),
         };
         match deleted {
             Err(e) if scheduling::plan_again(plan.replan, &e, attempts) => {}
             Err(e) => return Err(e),
-            Ok(()) => return scheduling::deliver(ctx, &plan.deliveries).await,
+            Ok(()) => return scheduling::deliver(ctx, outgoing).await,
         }
     }
 }
@@ -732,6 +737,8 @@ async fn mkcalendar(
         .calendars
         .put_source(ctx.tenant, &source)
         .map_err(DavError::internal)?;
+    // Acknowledged means durable.
+    ctx.app.store.flush().await?;
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::CREATED;
     Ok(resp)
@@ -816,6 +823,7 @@ async fn proppatch(
             .calendars
             .put_source(ctx.tenant, &source)
             .map_err(DavError::internal)?;
+        ctx.app.store.flush().await?;
         if source.transparent != was_transparent {
             // Its events now block (or stop blocking) time.
             ctx.app

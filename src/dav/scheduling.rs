@@ -23,6 +23,11 @@
 //! what is stored, so it is written under that version's ETag and made again if
 //! another write came first.
 //!
+//! The messages a write sends are stored in the write's own transaction (the
+//! store's scheduling outbox) and delivered right after it ([`deliver`]), so
+//! the inbox holds them by the time the write is answered; a crash in between
+//! leaves them in the outbox, which the store delivers when it opens again.
+//!
 //! The iCalendar work is [`itip`]'s, the inboxes are the store's, and the HTTP
 //! plumbing stays in the handlers; this module decides who is told what.
 
@@ -35,8 +40,7 @@ use super::paths;
 use crate::config::{Scheduling, TenantConfig, UserConfig};
 use crate::http::Body;
 use crate::ical::itip::{self, Agent, Method, Party, Stamp, Statuses, status};
-use crate::model::Source;
-use crate::store::{Delivery, Precondition};
+use crate::store::{Delivery, Outgoing, Precondition};
 
 /// The response header carrying a Schedule-Tag (RFC 6638 §8.2).
 pub const SCHEDULE_TAG: &str = "schedule-tag";
@@ -122,8 +126,8 @@ pub struct PutPlan {
     /// Whether a failed precondition is the plan's own (plan again) rather than
     /// the client's (answer 412).
     pub replan: bool,
-    /// Messages to deliver once the object is stored.
-    pub deliveries: Vec<Delivery>,
+    /// Messages to store with the object and deliver once it is stored.
+    pub outgoing: Option<Outgoing>,
 }
 
 /// A deletion, planned.
@@ -132,7 +136,7 @@ pub struct DeletePlan {
     /// The ETag the deleted object must still have.
     pub etag: Option<String>,
     pub replan: bool,
-    pub deliveries: Vec<Delivery>,
+    pub outgoing: Option<Outgoing>,
 }
 
 /// `If-Schedule-Tag-Match` (RFC 6638 §8.3), when sent.
@@ -189,7 +193,7 @@ pub fn plan_put(
         text: text.to_owned(),
         precondition: precondition.clone(),
         replan: false,
-        deliveries: Vec::new(),
+        outgoing: None,
     };
     if !enabled(ctx) {
         return Ok(as_sent);
@@ -269,7 +273,7 @@ pub fn plan_put(
         text,
         precondition,
         replan,
-        deliveries,
+        outgoing: Outgoing::new(deliveries),
     })
 }
 
@@ -368,7 +372,7 @@ pub fn plan_delete(
     let as_asked = DeletePlan {
         etag: expected.map(str::to_owned),
         replan: false,
-        deliveries: Vec::new(),
+        outgoing: None,
     };
     if !enabled(ctx) {
         return Ok(as_asked);
@@ -385,22 +389,28 @@ pub fn plan_delete(
     Ok(DeletePlan {
         etag: (pinned || expected.is_some()).then(|| current.etag.clone()),
         replan: pinned && expected.is_none(),
-        deliveries,
+        outgoing: Outgoing::new(deliveries),
     })
 }
 
-/// The CANCELs that deleting a whole staff calendar sends: those of deleting
-/// each of its meetings. An imported calendar holds other people's events and
-/// sends none.
-pub fn calendar_cancellations(ctx: &Ctx<'_>, source: &Source) -> Result<Vec<Delivery>, DavError> {
+/// The objects of a staff calendar whose deletion sends CANCELs: deleting the
+/// calendar deletes each of them as a DELETE of it alone would, first. An
+/// imported calendar holds other people's events and sends none.
+pub fn meetings(ctx: &Ctx<'_>, cal: &Calendar) -> Result<Vec<String>, DavError> {
+    let Calendar::Source(source) = cal else {
+        return Ok(Vec::new());
+    };
     if !enabled(ctx) || source.read_only {
         return Ok(Vec::new());
     }
-    let objects = ctx.app.store.objects(&ctx.tenant.id, &source.id)?;
-    Ok(objects
-        .iter()
-        .flat_map(|object| cancellations(ctx, &object.ics))
-        .collect())
+    let mut ids = Vec::new();
+    for object in ctx.app.store.iter_objects(&ctx.tenant.id, &source.id) {
+        let object = object?;
+        if !cancellations(ctx, &object.ics).is_empty() {
+            ids.push(object.id);
+        }
+    }
+    Ok(ids)
 }
 
 /// A CANCEL for each attendee of a meeting organized in the tenant who is a
@@ -435,14 +445,41 @@ pub fn plan_again(replan: bool, e: &DavError, attempts: u32) -> bool {
     replan && e.status() == StatusCode::PRECONDITION_FAILED && attempts < ATTEMPTS
 }
 
-/// Puts planned messages in their inboxes (durable on return).
-pub async fn deliver(ctx: &Ctx<'_>, deliveries: &[Delivery]) -> Result<(), DavError> {
+/// Delivers the messages a write stored in the outbox, once the write is
+/// durable (durable on return).
+pub async fn deliver(ctx: &Ctx<'_>, outgoing: Option<&Outgoing>) -> Result<(), DavError> {
+    let Some(outgoing) = outgoing else {
+        return Ok(());
+    };
+    crash_point("schedule-outbox-write");
     ctx.app
         .store
-        .deliver(&ctx.tenant.id, deliveries)
+        .deliver(&ctx.tenant.id, outgoing)
         .await
-        .map(|_| ())
-        .map_err(DavError::internal)
+        .map_err(DavError::internal)?;
+    crash_point("schedule-delivered");
+    Ok(())
+}
+
+/// Fault injection for the `kill -9` tests (tests/process.rs): with
+/// `CALGATE_TEST_CRASH_AFTER` set to a point's name, the process kills itself
+/// with SIGKILL on reaching it. Points: `schedule-outbox-write` (a meeting and
+/// its messages are durable, nothing is delivered yet) and `schedule-delivered`
+/// (delivered, not yet answered). Does nothing unless the variable is set.
+fn crash_point(point: &str) {
+    static CRASH_AFTER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let armed = CRASH_AFTER.get_or_init(|| std::env::var("CALGATE_TEST_CRASH_AFTER").ok());
+    if armed.as_deref() != Some(point) {
+        return;
+    }
+    tracing::warn!(point, "CALGATE_TEST_CRASH_AFTER: killing the process");
+    #[cfg(unix)]
+    // SAFETY: kill(2) on our own pid with a valid signal number has no memory
+    // effects; SIGKILL cannot be caught, so nothing runs after it.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    std::process::abort();
 }
 
 /// The headers of a successful PUT: no ETag when what is stored is not what

@@ -1,22 +1,32 @@
 //! Scheduling inboxes (RFC 6638 §2.2): the iTIP messages the server delivered to
-//! each CalDAV user, and a change log per inbox that sync-collection answers from.
+//! each CalDAV user, a change log per inbox that sync-collection answers from,
+//! and the outbox that feeds them.
 //!
-//! | tree    | key                            | value                    |
-//! |---------|--------------------------------|--------------------------|
-//! | `inbox` | tenant \0 user \0 `i` \0 name  | [`InboxItem`] (JSON)     |
-//! | `inbox` | tenant \0 user \0 `c` \0 seq   | [`Change`] (JSON)        |
-//! | `inbox` | tenant \0 user \0 `v`          | newest seq (u64, BE)     |
+//! | tree              | key                            | value                    |
+//! |-------------------|--------------------------------|--------------------------|
+//! | `inbox`           | tenant \0 user \0 `i` \0 name  | [`InboxItem`] (JSON)     |
+//! | `inbox`           | tenant \0 user \0 `c` \0 seq   | [`Change`] (JSON)        |
+//! | `inbox`           | tenant \0 user \0 `v`          | newest seq (u64, BE)     |
+//! | `schedule_outbox` | tenant \0 entry id             | the entry's messages (JSON) |
 //!
-//! Deliveries and deletions are transactions made durable before they return,
-//! like every other acknowledged write. What the messages say and who receives
-//! them is the scheduling code's business, not this module's.
+//! **Outbox.** The messages a calendar write sends ([`Outgoing`]) are stored in
+//! that write's own transaction, then delivered: one transaction puts them in
+//! the inboxes and removes the entry, so an entry is gone exactly when its
+//! messages are in. A crash between the write and the delivery leaves the entry,
+//! and opening the store delivers it. Each message's inbox name is fixed when
+//! it is planned, so a message already in its inbox is never added twice.
+//!
+//! Deliveries and deletions are made durable before they return, like every
+//! other acknowledged write. What the messages say and who receives them is the
+//! scheduling code's business, not this module's.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use sled::Transactional;
 use sled::transaction::TransactionalTree;
 
-use super::keys::{decode_u64, join, prefix};
+use super::keys::{SEP, decode_u64, join, prefix};
 use super::{
     Change, Store, StoreError, TxResult, changes_after, decode, encode, get_json, scan_json,
     settled, tx_corrupt,
@@ -44,6 +54,68 @@ pub struct InboxItem {
 pub struct Delivery {
     pub user: String,
     pub ics: String,
+}
+
+/// The messages one write sends: stored in the write's transaction (the
+/// object and booking writes of [`Store`] take it) and delivered after it with
+/// [`Store::deliver`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Time-ordered, so entries a crash left are delivered in write order.
+    id: String,
+    messages: Vec<Message>,
+}
+
+/// One message of an outbox entry, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Message {
+    user: String,
+    /// Its resource name in the inbox, chosen when planned: the key that keeps
+    /// a second delivery from adding it again.
+    name: String,
+    ics: String,
+}
+
+impl Outgoing {
+    /// An outbox entry for `deliveries`; None when there is nothing to send.
+    pub fn new(deliveries: Vec<Delivery>) -> Option<Outgoing> {
+        if deliveries.is_empty() {
+            return None;
+        }
+        let micros = Utc::now().timestamp_micros().max(0) as u64;
+        Some(Outgoing {
+            id: format!("{micros:016x}-{}", uuid::Uuid::new_v4().simple()),
+            messages: deliveries
+                .into_iter()
+                .map(|d| Message {
+                    user: d.user,
+                    name: format!("{}.ics", uuid::Uuid::new_v4()),
+                    ics: d.ics,
+                })
+                .collect(),
+        })
+    }
+
+    /// The recipients, in order, one per message.
+    fn recipients(&self) -> impl Iterator<Item = &str> {
+        self.messages.iter().map(|m| m.user.as_str())
+    }
+}
+
+fn outbox_key(tenant: &str, id: &str) -> Vec<u8> {
+    join(&[tenant.as_bytes(), id.as_bytes()])
+}
+
+/// Inside a write's transaction: stores what it sends, if anything.
+pub(super) fn stage(
+    outbox: &TransactionalTree,
+    tenant: &str,
+    outgoing: Option<&Outgoing>,
+) -> TxResult<()> {
+    if let Some(o) = outgoing {
+        outbox.insert(outbox_key(tenant, &o.id), encode(&o.messages))?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,42 +200,83 @@ impl Store {
         changes_after(&self.inbox, scope, since)
     }
 
-    /// Puts each message in its user's inbox, all in one transaction; durable
-    /// when it returns. Returns the items as stored.
+    /// Delivers what a write put in the outbox: its messages go into their
+    /// inboxes and the entry goes, in one transaction; durable when it returns.
+    /// Returns the items added (none when the entry was delivered already).
     pub async fn deliver(
         &self,
         tenant: &str,
-        deliveries: &[Delivery],
+        outgoing: &Outgoing,
     ) -> Result<Vec<InboxItem>, StoreError> {
-        if deliveries.is_empty() {
-            return Ok(Vec::new());
+        let stored = self.deliver_entry(tenant, &outbox_key(tenant, &outgoing.id))?;
+        self.trim_inboxes(tenant, outgoing.recipients())?;
+        self.flush().await?;
+        Ok(stored.into_iter().map(|(_, item)| item).collect())
+    }
+
+    /// Delivers every entry left in the outbox by a crash between a write and
+    /// its delivery, oldest first; returns how many messages arrived. Called
+    /// when the store opens, before anyone reads an inbox; not flushed.
+    pub(super) fn deliver_leftovers(&self) -> Result<usize, StoreError> {
+        let mut delivered = 0;
+        for key in self.schedule_outbox.iter().keys() {
+            let key = key?;
+            let Some(tenant) = key.split(|b| *b == SEP).next() else {
+                continue;
+            };
+            let tenant = String::from_utf8_lossy(tenant).into_owned();
+            let stored = self.deliver_entry(&tenant, &key)?;
+            delivered += stored.len();
+            self.trim_inboxes(&tenant, stored.iter().map(|(user, _)| user.as_str()))?;
         }
+        Ok(delivered)
+    }
+
+    /// Moves one outbox entry into the inboxes; messages already there stay
+    /// as they are. Not flushed.
+    fn deliver_entry(
+        &self,
+        tenant: &str,
+        key: &[u8],
+    ) -> Result<Vec<(String, InboxItem)>, StoreError> {
         let created = Utc::now();
-        let fresh: Vec<InboxItem> = deliveries
-            .iter()
-            .map(|d| InboxItem {
-                name: format!("{}.ics", uuid::Uuid::new_v4()),
-                etag: format!(
-                    "\"{}\"",
-                    hex::encode(&Sha256::digest(d.ics.as_bytes())[..12])
-                ),
-                created,
-                seq: 0,
-                ics: d.ics.clone(),
-            })
-            .collect();
-        let result = self.inbox.transaction(|tx| {
-            let mut stored = Vec::with_capacity(fresh.len());
-            for (delivery, item) in deliveries.iter().zip(&fresh) {
-                let mut item = item.clone();
-                item.seq = log_change(tx, tenant, &delivery.user, &item.name, false)?;
-                tx.insert(item_key(tenant, &delivery.user, &item.name), encode(&item))?;
-                stored.push(item);
+        let result = (&self.schedule_outbox, &self.inbox).transaction(|(outbox, inbox)| {
+            let Some(raw) = outbox.get(key)? else {
+                return Ok(Vec::new());
+            };
+            let messages: Vec<Message> = decode(key, &raw).map_err(tx_corrupt)?;
+            let mut stored = Vec::with_capacity(messages.len());
+            for m in messages {
+                let item_key = item_key(tenant, &m.user, &m.name);
+                if inbox.get(&item_key)?.is_some() {
+                    continue;
+                }
+                let item = InboxItem {
+                    seq: log_change(inbox, tenant, &m.user, &m.name, false)?,
+                    etag: format!(
+                        "\"{}\"",
+                        hex::encode(&Sha256::digest(m.ics.as_bytes())[..12])
+                    ),
+                    name: m.name,
+                    created,
+                    ics: m.ics,
+                };
+                inbox.insert(item_key, encode(&item))?;
+                stored.push((m.user, item));
             }
+            outbox.remove(key)?;
             Ok(stored)
         });
-        let stored = settled(result)?;
-        let mut users: Vec<&str> = deliveries.iter().map(|d| d.user.as_str()).collect();
+        settled(result)
+    }
+
+    /// Drops the oldest messages of inboxes over [`INBOX_CAPACITY`]. Not flushed.
+    fn trim_inboxes<'u>(
+        &self,
+        tenant: &str,
+        users: impl Iterator<Item = &'u str>,
+    ) -> Result<(), StoreError> {
+        let mut users: Vec<&str> = users.collect();
         users.sort_unstable();
         users.dedup();
         for user in users {
@@ -173,8 +286,7 @@ impl Store {
                 self.remove_inbox_item(tenant, user, &old.name, None)?;
             }
         }
-        self.flush().await?;
-        Ok(stored)
+        Ok(())
     }
 
     /// Deletes a message if `etag` (when given) matches. Durable when it returns.
@@ -221,6 +333,9 @@ impl Store {
 mod tests {
     use super::*;
 
+    use crate::model::CalendarObject;
+    use crate::store::{ObjectOutcome, ObjectWrite, Precondition};
+
     fn delivery(user: &str, n: usize) -> Delivery {
         Delivery {
             user: user.into(),
@@ -228,18 +343,36 @@ mod tests {
         }
     }
 
+    /// Puts `outgoing` in the outbox on its own, as a write would with it.
+    fn stage_alone(store: &Store, tenant: &str, outgoing: &Outgoing) {
+        store
+            .schedule_outbox
+            .insert(outbox_key(tenant, &outgoing.id), encode(&outgoing.messages))
+            .unwrap();
+    }
+
+    /// Stages and delivers messages, as a write and its delivery do.
+    async fn send(store: &Store, tenant: &str, deliveries: Vec<Delivery>) -> Vec<InboxItem> {
+        let outgoing = Outgoing::new(deliveries).expect("something to send");
+        stage_alone(store, tenant, &outgoing);
+        store.deliver(tenant, &outgoing).await.unwrap()
+    }
+
+    fn meeting(id: &str) -> CalendarObject {
+        crate::store::tests::weekly(id, 0, 1)
+    }
+
     #[tokio::test]
     async fn deliveries_are_logged_per_inbox_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let names = {
             let store = Store::open(dir.path()).unwrap();
-            let stored = store
-                .deliver(
-                    "t",
-                    &[delivery("bea", 1), delivery("ana", 2), delivery("bea", 3)],
-                )
-                .await
-                .unwrap();
+            let stored = send(
+                &store,
+                "t",
+                vec![delivery("bea", 1), delivery("ana", 2), delivery("bea", 3)],
+            )
+            .await;
             assert_eq!(stored.iter().map(|i| i.seq).collect::<Vec<_>>(), [1, 1, 2]);
             assert_eq!(store.inbox_items("t", "bea").unwrap().len(), 2);
             assert!(
@@ -307,9 +440,97 @@ mod tests {
         let batch: Vec<Delivery> = (0..INBOX_CAPACITY + 3)
             .map(|n| delivery("bea", n))
             .collect();
-        store.deliver("t", &batch).await.unwrap();
+        send(&store, "t", batch).await;
         let items = store.inbox_items("t", "bea").unwrap();
         assert_eq!(items.len(), INBOX_CAPACITY);
         assert!(items[0].ics.contains("X-N:3\r\n"), "{}", items[0].ics);
+    }
+
+    #[tokio::test]
+    async fn messages_stored_with_a_write_are_delivered_when_the_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let outgoing = Outgoing::new(vec![delivery("bea", 1), delivery("cy", 2)]).unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let written = store
+                .put_object_sending(
+                    "t",
+                    "team",
+                    &meeting("m"),
+                    &Precondition::None,
+                    ObjectWrite::Change,
+                    Some(&outgoing),
+                )
+                .await
+                .unwrap();
+            assert!(matches!(written, ObjectOutcome::Written(_)));
+            // A crash here: written, not delivered.
+            assert!(store.inbox_items("t", "bea").unwrap().is_empty());
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let bea = store.inbox_items("t", "bea").unwrap();
+        assert_eq!(bea.len(), 1);
+        assert!(bea[0].ics.contains("X-N:1"));
+        assert_eq!(store.inbox_items("t", "cy").unwrap().len(), 1);
+        assert!(store.schedule_outbox.is_empty(), "delivered means gone");
+        // The request's own delivery, had it run too, adds nothing.
+        assert!(store.deliver("t", &outgoing).await.unwrap().is_empty());
+        assert_eq!(store.inbox_items("t", "bea").unwrap(), bea);
+        assert_eq!(store.inbox_version("t", "bea").unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_message_already_in_its_inbox_is_not_added_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let outgoing = Outgoing::new(vec![delivery("bea", 1)]).unwrap();
+        stage_alone(&store, "t", &outgoing);
+        assert_eq!(store.deliver("t", &outgoing).await.unwrap().len(), 1);
+        // The same entry once more (as if its removal had been lost).
+        stage_alone(&store, "t", &outgoing);
+        assert!(store.deliver("t", &outgoing).await.unwrap().is_empty());
+        assert_eq!(store.inbox_items("t", "bea").unwrap().len(), 1);
+        assert!(store.schedule_outbox.is_empty());
+    }
+
+    #[tokio::test]
+    async fn writes_that_do_not_happen_send_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let outgoing = Outgoing::new(vec![delivery("bea", 1)]).unwrap();
+        let refused = store
+            .put_object_sending(
+                "t",
+                "team",
+                &meeting("m"),
+                &Precondition::MustExist,
+                ObjectWrite::Change,
+                Some(&outgoing),
+            )
+            .await
+            .unwrap();
+        assert_eq!(refused, ObjectOutcome::PreconditionFailed(None));
+        let missing = store
+            .delete_object("t", "team", "m", None, Some(&outgoing))
+            .await
+            .unwrap();
+        assert_eq!(missing, ObjectOutcome::PreconditionFailed(None));
+        assert!(store.schedule_outbox.is_empty());
+        // A deletion that happens stores its messages.
+        store
+            .put_object(
+                "t",
+                "team",
+                &meeting("m"),
+                &Precondition::None,
+                ObjectWrite::Change,
+            )
+            .await
+            .unwrap();
+        store
+            .delete_object("t", "team", "m", None, Some(&outgoing))
+            .await
+            .unwrap();
+        assert_eq!(store.schedule_outbox.len(), 1);
     }
 }

@@ -16,15 +16,17 @@
 //! | `conflicts`   | tenant \0 source \0 object \0 id      | [`Conflict`] (JSON)       |
 //! | `uids`        | tenant \0 source \0 UID               | object id                 |
 //! | `export_map`, `export_remote`, `export_state` | see [`export`] | booking ↔ exported event, delivery cursor |
-//! | `inbox`       | see [`inbox`]                         | scheduling inboxes        |
+//! | `inbox`, `schedule_outbox` | see [`inbox`]            | scheduling inboxes and what is on its way to them |
 //!
 //! Bookings and calendar objects are each indexed by time ([`time_index`]) with
 //! their busy kind in the index value, so free/busy never decodes a record.
 //!
 //! Every write is one multi-tree transaction (record, index, change log and version
 //! move together) followed by a flush, so a write method that returns `Ok` has
-//! reached the disk: callers may acknowledge it. Callers see only domain types; a
-//! second backend can implement these same methods.
+//! reached the disk: callers may acknowledge it. Writes of meetings also store,
+//! in that transaction, the scheduling messages they send ([`Outgoing`]).
+//! Callers see only domain types; a second backend can implement these same
+//! methods.
 
 mod conflicts;
 mod export;
@@ -46,7 +48,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use crate::model::{Booking, BusyKind, BusySpan, CalendarObject, Conflict, Source, Span};
 pub use conflicts::ConflictPage;
 pub use export::{ExportRecord, ExportState, ExternalChange, Parked};
-pub use inbox::{Delivery, INBOX_CAPACITY, InboxDelete, InboxItem};
+pub use inbox::{Delivery, INBOX_CAPACITY, InboxDelete, InboxItem, Outgoing};
 use keys::{decode_i64, decode_u64, encode_i64, join, prefix};
 
 /// Name of the change-log collection holding a tenant's bookings.
@@ -243,8 +245,10 @@ pub struct Store {
     export_map: sled::Tree,
     export_remote: sled::Tree,
     export_state: sled::Tree,
-    /// Scheduling inboxes (see [`inbox`]).
+    /// Scheduling inboxes, and messages written but not yet delivered to them
+    /// (see [`inbox`]).
     inbox: sled::Tree,
+    schedule_outbox: sled::Tree,
     commit: Arc<group_commit::GroupCommit>,
 }
 
@@ -346,8 +350,17 @@ impl Store {
             export_remote: db.open_tree("export_remote")?,
             export_state: db.open_tree("export_state")?,
             inbox: db.open_tree("inbox")?,
+            schedule_outbox: db.open_tree("schedule_outbox")?,
         };
-        if store.index_busy_in_runs()? {
+        let reindexed = store.index_busy_in_runs()?;
+        let delivered = store.deliver_leftovers()?;
+        if delivered > 0 {
+            tracing::info!(
+                messages = delivered,
+                "scheduling messages a crash held back delivered"
+            );
+        }
+        if reindexed || delivered > 0 {
             db.flush()?;
         }
         Ok(store)
@@ -455,7 +468,7 @@ impl Store {
         precondition: &Precondition,
         claim: Option<&IdempotencyClaim>,
     ) -> Result<WriteOutcome, StoreError> {
-        let outcome = self.commit_booking(booking, precondition, claim)?;
+        let outcome = self.commit_booking(booking, precondition, claim, None)?;
         if matches!(outcome, WriteOutcome::Written(_)) {
             self.flush().await?;
         }
@@ -465,11 +478,13 @@ impl Store {
     /// [`Store::put_booking`] without waiting for durability: the write is visible
     /// to readers at once, but must not be acknowledged before [`Store::flush`].
     /// Lets callers hold a lock over check-and-write without holding it over a sync.
+    /// `outgoing`: the scheduling messages the write sends, stored with it.
     pub fn commit_booking(
         &self,
         booking: &Booking,
         precondition: &Precondition,
         claim: Option<&IdempotencyClaim>,
+        outgoing: Option<&Outgoing>,
     ) -> Result<WriteOutcome, StoreError> {
         let tenant = booking.tenant.as_bytes();
         let key = join(&[tenant, booking.id.as_bytes()]);
@@ -488,8 +503,9 @@ impl Store {
             &self.meta,
             &self.idempotency,
             &self.uids,
+            &self.schedule_outbox,
         )
-            .transaction(|(bookings, time, changes, meta, idempotency, uids)| {
+            .transaction(|(bookings, time, changes, meta, idempotency, uids, out)| {
                 if let Some(owner) = uids.get(&uid_key)?
                     && owner.as_ref() != booking.id.as_bytes()
                 {
@@ -555,6 +571,7 @@ impl Store {
                     };
                     idempotency.insert(claim_key.as_slice(), encode(&seen))?;
                 }
+                inbox::stage(out, &booking.tenant, outgoing)?;
                 Ok(version)
             });
         match result {
@@ -603,12 +620,14 @@ impl Store {
         }))
     }
 
-    /// Deletes a booking if `etag` (when given) matches. Durable when it returns.
+    /// Deletes a booking if `etag` (when given) matches, storing the scheduling
+    /// messages it sends with it. Durable when it returns.
     pub async fn delete_booking(
         &self,
         tenant: &str,
         id: &str,
         etag: Option<&str>,
+        outgoing: Option<&Outgoing>,
     ) -> Result<DeleteOutcome, StoreError> {
         let key = join(&[tenant.as_bytes(), id.as_bytes()]);
         let now = Utc::now().timestamp_millis();
@@ -618,8 +637,9 @@ impl Store {
             &self.changes,
             &self.meta,
             &self.uids,
+            &self.schedule_outbox,
         )
-            .transaction(|(bookings, time, changes, meta, uids)| {
+            .transaction(|(bookings, time, changes, meta, uids, outbox)| {
                 let Some(raw) = bookings.get(&key)? else {
                     return Ok(DeleteOutcome::NotFound);
                 };
@@ -640,6 +660,7 @@ impl Store {
                 ))?;
                 let version =
                     record_change(changes, meta, tenant, BOOKINGS_COLLECTION, id, true, now)?;
+                inbox::stage(outbox, tenant, outgoing)?;
                 Ok(DeleteOutcome::Deleted(version))
             });
         let outcome = settled(result)?;
@@ -878,6 +899,21 @@ impl Store {
         precondition: &Precondition,
         mode: ObjectWrite,
     ) -> Result<ObjectOutcome, StoreError> {
+        self.put_object_sending(tenant, source, object, precondition, mode, None)
+            .await
+    }
+
+    /// [`Store::put_object`], storing in its transaction the scheduling
+    /// messages the write sends.
+    pub async fn put_object_sending(
+        &self,
+        tenant: &str,
+        source: &str,
+        object: &CalendarObject,
+        precondition: &Precondition,
+        mode: ObjectWrite,
+        outgoing: Option<&Outgoing>,
+    ) -> Result<ObjectOutcome, StoreError> {
         let log_change = mode != ObjectWrite::Reindex;
         let key = join(&[tenant.as_bytes(), source.as_bytes(), object.id.as_bytes()]);
         let record = object_record::encode(object);
@@ -889,8 +925,9 @@ impl Store {
             &self.changes,
             &self.meta,
             &self.uids,
+            &self.schedule_outbox,
         )
-            .transaction(|(objects, busy, changes, meta, uids)| {
+            .transaction(|(objects, busy, changes, meta, uids, outbox)| {
                 if let Some(uid) = &object.uid
                     && let Some(owner) = uids.get(uid_key(uid))?
                     && owner.as_ref() != object.id.as_bytes()
@@ -921,6 +958,7 @@ impl Store {
                 } else {
                     TenantVersion::default()
                 };
+                inbox::stage(outbox, tenant, outgoing)?;
                 Ok(ObjectOutcome::Written(version))
             });
         let outcome = settled(result)?;
@@ -930,15 +968,17 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Deletes an object and its busy-index entries. Durable when it returns.
+    /// Deletes an object and its busy-index entries, storing with them the
+    /// scheduling messages the deletion sends. Durable when it returns.
     pub async fn delete_object(
         &self,
         tenant: &str,
         source: &str,
         id: &str,
         etag: Option<&str>,
+        outgoing: Option<&Outgoing>,
     ) -> Result<ObjectOutcome, StoreError> {
-        let outcome = self.delete_object_batched(tenant, source, id, etag)?;
+        let outcome = self.remove_object(tenant, source, id, etag, outgoing)?;
         if matches!(outcome, ObjectOutcome::Written(_)) {
             self.flush().await?;
         }
@@ -953,6 +993,18 @@ impl Store {
         id: &str,
         etag: Option<&str>,
     ) -> Result<ObjectOutcome, StoreError> {
+        self.remove_object(tenant, source, id, etag, None)
+    }
+
+    /// Removes an object in one transaction (with what its deletion sends); not flushed.
+    fn remove_object(
+        &self,
+        tenant: &str,
+        source: &str,
+        id: &str,
+        etag: Option<&str>,
+        outgoing: Option<&Outgoing>,
+    ) -> Result<ObjectOutcome, StoreError> {
         let key = join(&[tenant.as_bytes(), source.as_bytes(), id.as_bytes()]);
         let now = Utc::now().timestamp_millis();
         let result = (
@@ -961,8 +1013,9 @@ impl Store {
             &self.changes,
             &self.meta,
             &self.uids,
+            &self.schedule_outbox,
         )
-            .transaction(|(objects, busy, changes, meta, uids)| {
+            .transaction(|(objects, busy, changes, meta, uids, outbox)| {
                 let Some(raw) = objects.get(&key)? else {
                     return Ok(ObjectOutcome::PreconditionFailed(None));
                 };
@@ -980,6 +1033,7 @@ impl Store {
                 }
                 objects.remove(key.as_slice())?;
                 let version = record_change(changes, meta, tenant, source, id, true, now)?;
+                inbox::stage(outbox, tenant, outgoing)?;
                 Ok(ObjectOutcome::Written(version))
             });
         settled(result)
@@ -1270,7 +1324,7 @@ mod tests {
     const DAY: i64 = 86_400_000;
 
     /// A weekly event with `weeks` occurrences from `first_day`, one of them free.
-    fn weekly(id: &str, first_day: i64, weeks: i64) -> CalendarObject {
+    pub(super) fn weekly(id: &str, first_day: i64, weeks: i64) -> CalendarObject {
         CalendarObject {
             id: id.into(),
             uid: Some(format!("{id}@test")),
@@ -1335,7 +1389,10 @@ mod tests {
             .unwrap();
         let moved: Vec<i64> = expected.iter().map(|d| d + 1).collect();
         assert_eq!(busy_starts(&store), moved);
-        store.delete_object("t", "s", "series", None).await.unwrap();
+        store
+            .delete_object("t", "s", "series", None, None)
+            .await
+            .unwrap();
         assert!(store.busy.is_empty());
     }
 
@@ -1373,7 +1430,10 @@ mod tests {
         let expected: Vec<i64> = (0..12).filter(|w| *w != 3).map(|w| 7 * w).collect();
         assert_eq!(busy_starts(&store), expected, "each occurrence once");
         // The rebuilt entries are the ones a change removes.
-        store.delete_object("t", "s", "series", None).await.unwrap();
+        store
+            .delete_object("t", "s", "series", None, None)
+            .await
+            .unwrap();
         assert!(store.busy.is_empty(), "no entry of the old layout left");
     }
 
@@ -1408,7 +1468,10 @@ mod tests {
         assert_eq!(after(2), [(3, "e2".to_owned())], "a token inside the batch");
         assert!(after(3).is_empty());
         // A single write after it logs on its own and follows on.
-        store.delete_object("t", "s", "e1", None).await.unwrap();
+        store
+            .delete_object("t", "s", "e1", None, None)
+            .await
+            .unwrap();
         let last = store.changes_since("t", "s", 3).unwrap();
         assert_eq!(
             (last[0].seq, last[0].id.as_str(), last[0].deleted),

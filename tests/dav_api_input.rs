@@ -154,7 +154,7 @@ async fn invalid_calendar_objects_are_refused_with_their_precondition() {
             "year 0000",
             ics(&vevent(Some("d"), "00001201T100000Z", "00001201T110000Z")),
             "min-date-time",
-            "year 0001",
+            "DTSTART 00001201T100000Z is outside the years",
         ),
         (
             "leap second",
@@ -175,6 +175,36 @@ async fn invalid_calendar_objects_are_refused_with_their_precondition() {
             assert!(body.contains(says), "{what}: {body}");
         }
     }
+    // Each calendar says which years it holds: bookings those a booking may take.
+    let years = r#"<d:propfind xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop><c:min-date-time/><c:max-date-time/></d:prop></d:propfind>"#;
+    for (calendar, min, max) in [
+        ("staff", "00010101T000000Z", "99991231T235959Z"),
+        ("bookings", "19000101T000000Z", "22001231T235959Z"),
+    ] {
+        let (status, body) = dav(
+            &s,
+            "PROPFIND",
+            &format!("/dav/calendars/salon/{calendar}/"),
+            years,
+        )
+        .await;
+        assert_eq!(status, 207, "{body}");
+        assert!(
+            body.contains(&format!("<cal:min-date-time>{min}</cal:min-date-time>")),
+            "{body}"
+        );
+        assert!(
+            body.contains(&format!("<cal:max-date-time>{max}</cal:max-date-time>")),
+            "{body}"
+        );
+    }
+    let old = ics(&vevent(Some("f"), "18501201T100000Z", "18501201T110000Z"));
+    let (status, body) = dav(&s, "PUT", "/dav/calendars/salon/bookings/old.ics", &old).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("<cal:min-date-time"), "{body}");
+    assert!(body.contains("min-date-time 19000101T000000Z"), "{body}");
+    let (status, body) = dav(&s, "PUT", "/dav/calendars/salon/staff/old.ics", &old).await;
+    assert_eq!(status, 201, "a staff calendar holds 1850: {body}");
     // A second UID-less PUT into the bookings is told the same, not "same UID".
     let no_uid = ics(&vevent(None, "20261202T100000Z", "20261202T110000Z"));
     let (status, body) = dav(

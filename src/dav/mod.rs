@@ -5,7 +5,7 @@
 //! - [`node`]: resources and their properties.
 //! - [`scheduling`]: implicit scheduling (RFC 6638): who is told what when a
 //!   meeting is written; `inbox`: the REPORTs of the scheduling inboxes.
-//! - `validate`: what a calendar object must be before it is stored (RFC 4791 §4.1).
+//! - [`validate`]: what a calendar object must be before it is stored (RFC 4791 §4.1).
 //! - this module: authentication and the HTTP methods.
 //!
 //! Calendars are the tenant's bookings (each booking one object) and its sources
@@ -24,7 +24,7 @@ pub mod plans;
 mod report;
 mod scheduling;
 mod stream;
-mod validate;
+pub mod validate;
 pub mod xml;
 
 use std::sync::Arc;
@@ -483,7 +483,7 @@ async fn put(
             "calendar data must be UTF-8",
         )
     })?;
-    validate::object(text, ctx.tenant.timezone)?;
+    validate::object(text, ctx.tenant.timezone, cal.years())?;
     // A scheduling plan rests on what is stored: another write first, plan again.
     let mut attempts = 0;
     loop {

@@ -10,6 +10,7 @@ use http::StatusCode;
 use super::error::DavError;
 use super::paths::{self, DavPath, OUTBOX};
 use super::scheduling;
+use super::validate::Years;
 use super::xml::{NS_APPLE_ICAL, NS_CALDAV, NS_CALENDARSERVER, NS_DAV, PropContent, PropName};
 use std::sync::Arc;
 
@@ -38,6 +39,14 @@ impl Calendar {
         match self {
             Calendar::Bookings => BOOKINGS_SOURCE,
             Calendar::Source(s) => &s.id,
+        }
+    }
+
+    /// The years its objects may use.
+    pub fn years(&self) -> Years {
+        match self {
+            Calendar::Bookings => Years::BOOKINGS,
+            Calendar::Source(_) => Years::ANY,
         }
     }
 
@@ -455,9 +464,14 @@ impl Node {
             (NS_CALDAV, "max-resource-size") if matches!(self, Node::Calendar(_)) => {
                 Some(PropContent::text(ctx.app.config.max_body_bytes.to_string()))
             }
-            (NS_CALDAV, "min-date-time") if matches!(self, Node::Calendar(_)) => {
-                Some(PropContent::text(super::validate::MIN_DATE_TIME))
-            }
+            (NS_CALDAV, "min-date-time") => match self {
+                Node::Calendar(c) => Some(PropContent::text(c.years().min_date_time())),
+                _ => None,
+            },
+            (NS_CALDAV, "max-date-time") => match self {
+                Node::Calendar(c) => Some(PropContent::text(c.years().max_date_time())),
+                _ => None,
+            },
             (NS_CALDAV, "schedule-calendar-transp") => match self {
                 Node::Calendar(c) => {
                     let transparent = matches!(c, Calendar::Source(s) if s.transparent);

@@ -1,6 +1,7 @@
 //! What a calendar object resource must be before it is stored (RFC 4791 §4.1,
 //! RFC 5545): every component with one and the same UID, ends not before starts,
-//! and date-times every client can read (no leap seconds, years from 0001).
+//! and date-times every client can read (no leap seconds) in the years the
+//! calendar holds.
 //!
 //! Checked on the parsed calendar, in the DAV layer, before any calendar or the
 //! booking engine sees the object; each refusal names what is wrong and the
@@ -14,11 +15,37 @@ use super::error::DavError;
 use crate::ical::parse::{self, IcalTime, Kind, ParseError, ParsedCalendar, PeriodEnd, RDate};
 use crate::ical::zones::Zone;
 
-/// The earliest year an object may use (`CALDAV:min-date-time`): year 0000 is
-/// valid iCalendar syntax, but most calendar libraries cannot represent it.
-pub const MIN_YEAR: i32 = 1;
-/// [`MIN_YEAR`] as the `CALDAV:min-date-time` property states it.
-pub const MIN_DATE_TIME: &str = "00010101T000000Z";
+/// The years a calendar's objects may use (`CALDAV:min-date-time` and
+/// `max-date-time`, RFC 4791 §5.2.6-7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Years {
+    pub first: i32,
+    pub last: i32,
+}
+
+impl Years {
+    /// Staff calendars: what every calendar library represents (year 0000 is
+    /// valid iCalendar syntax, but most of them cannot).
+    pub const ANY: Years = Years {
+        first: 1,
+        last: 9999,
+    };
+    /// The bookings calendar: the years a booking may take.
+    pub const BOOKINGS: Years = Years {
+        first: crate::model::limits::MIN_YEAR,
+        last: crate::model::limits::MAX_YEAR,
+    };
+
+    /// `CALDAV:min-date-time`.
+    pub fn min_date_time(self) -> String {
+        format!("{:04}0101T000000Z", self.first)
+    }
+
+    /// `CALDAV:max-date-time`.
+    pub fn max_date_time(self) -> String {
+        format!("{:04}1231T235959Z", self.last)
+    }
+}
 
 /// Why a calendar object resource is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -49,13 +76,16 @@ pub enum ObjectError {
         value: String,
     },
     #[error(
-        "{component} \"{uid}\": {property} {value} is before the year {MIN_YEAR:04} (min-date-time {MIN_DATE_TIME})"
+        "{component} \"{uid}\": {property} {value} is outside the years {}-{} this calendar holds (min-date-time {}, max-date-time {})",
+        years.first, years.last, years.min_date_time(), years.max_date_time()
     )]
-    TooEarly {
+    OutOfRange {
         component: &'static str,
         uid: String,
         property: &'static str,
         value: String,
+        year: i32,
+        years: Years,
     },
 }
 
@@ -64,7 +94,8 @@ impl ObjectError {
     fn condition(&self) -> &'static str {
         match self {
             ObjectError::SeveralUids(..) => "valid-calendar-object-resource",
-            ObjectError::TooEarly { .. } => "min-date-time",
+            ObjectError::OutOfRange { year, years, .. } if *year < years.first => "min-date-time",
+            ObjectError::OutOfRange { .. } => "max-date-time",
             ObjectError::Syntax(_)
             | ObjectError::MissingUid { .. }
             | ObjectError::EndBeforeStart { .. }
@@ -79,9 +110,10 @@ impl From<ObjectError> for DavError {
     }
 }
 
-/// Checks the text of a calendar object resource; `zone` reads floating times
-/// and dates (the tenant's) when ends are compared with starts.
-pub fn object(text: &str, zone: Tz) -> Result<(), ObjectError> {
+/// Checks the text of a calendar object resource for a calendar holding
+/// `years`; `zone` reads floating times and dates (the tenant's) when ends are
+/// compared with starts.
+pub fn object(text: &str, zone: Tz, years: Years) -> Result<(), ObjectError> {
     let syntax = |e: ParseError| ObjectError::Syntax(e.to_string());
     let events = parse::parse(text).map_err(syntax)?;
     let mut calendars = Vec::new();
@@ -93,7 +125,7 @@ pub fn object(text: &str, zone: Tz) -> Result<(), ObjectError> {
     calendars.insert(0, (Kind::Event, events));
     let mut first_uid: Option<&str> = None;
     for (kind, calendar) in &calendars {
-        for uid in components(*kind, calendar, zone)? {
+        for uid in components(*kind, calendar, zone, years)? {
             match first_uid {
                 None => first_uid = Some(uid),
                 Some(first) if first != uid => {
@@ -107,7 +139,12 @@ pub fn object(text: &str, zone: Tz) -> Result<(), ObjectError> {
 }
 
 /// Checks each `kind` component of `calendar`; yields their UIDs.
-fn components(kind: Kind, calendar: &ParsedCalendar, zone: Tz) -> Result<Vec<&str>, ObjectError> {
+fn components(
+    kind: Kind,
+    calendar: &ParsedCalendar,
+    zone: Tz,
+    years: Years,
+) -> Result<Vec<&str>, ObjectError> {
     let component = kind.name();
     let end_property = match kind {
         Kind::Todo => "DUE",
@@ -119,7 +156,7 @@ fn components(kind: Kind, calendar: &ParsedCalendar, zone: Tz) -> Result<Vec<&st
         if uid.is_empty() {
             return Err(ObjectError::MissingUid { component });
         }
-        let check = |property: &'static str, t: &IcalTime| time(component, uid, property, t);
+        let check = |property: &'static str, t: &IcalTime| time(component, uid, property, t, years);
         check("DTSTART", &event.start)?;
         if let Some(end) = &event.end {
             check(end_property, end)?;
@@ -153,13 +190,13 @@ fn components(kind: Kind, calendar: &ParsedCalendar, zone: Tz) -> Result<Vec<&st
     Ok(uids)
 }
 
-/// Refuses a value no client can read back: a leap second, or a year before
-/// [`MIN_YEAR`].
+/// Refuses a value no client can read back (a leap second), or outside `years`.
 fn time(
     component: &'static str,
     uid: &str,
     property: &'static str,
     t: &IcalTime,
+    years: Years,
 ) -> Result<(), ObjectError> {
     let (year, leap) = match t {
         IcalTime::Date(d) => (d.year(), false),
@@ -174,12 +211,14 @@ fn time(
             value: written(t),
         });
     }
-    if year < MIN_YEAR {
-        return Err(ObjectError::TooEarly {
+    if !(years.first..=years.last).contains(&year) {
+        return Err(ObjectError::OutOfRange {
             component,
             uid: uid.to_owned(),
             property,
             value: written(t),
+            year,
+            years,
         });
     }
     Ok(())
@@ -218,7 +257,7 @@ mod tests {
     }
 
     fn check(body: &str) -> Result<(), ObjectError> {
-        object(&event(body), chrono_tz::Europe::Paris)
+        object(&event(body), chrono_tz::Europe::Paris, Years::ANY)
     }
 
     const OK: &str = "BEGIN:VEVENT\r\nUID:a\r\nDTSTAMP:20260101T000000Z\r\nDTSTART:20261201T100000Z\r\nDTEND:20261201T110000Z\r\nEND:VEVENT\r\n";
@@ -258,6 +297,17 @@ mod tests {
             .replace("DTEND:20261201T110000Z", "DTEND:00001201T110000Z");
         let e = check(&year0).unwrap_err();
         assert_eq!(e.condition(), "min-date-time", "{e}");
+        let e = object(
+            &event(OK),
+            chrono_tz::Europe::Paris,
+            Years {
+                first: 1900,
+                last: 2000,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.condition(), "max-date-time", "{e}");
+        assert!(e.to_string().contains("years 1900-2000"), "{e}");
     }
 
     #[test]

@@ -323,6 +323,16 @@ async fn proppatch_refuses_oversized_and_malformed_values_by_name() {
         "{found}"
     );
     assert!(!found.contains("#112233FF"), "{found}");
+    // MKCALENDAR sets the same properties under the same limits.
+    let make = format!(
+        r#"<?xml version="1.0" encoding="utf-8"?>
+<c:mkcalendar xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:set><d:prop><d:displayname>{long_name}</d:displayname></d:prop></d:set></c:mkcalendar>"#
+    );
+    let (status, body) = dav(&s, "MKCALENDAR", "/dav/calendars/salon/long/", &make).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("displayname is 2000 bytes long"), "{body}");
+    let (status, _) = dav(&s, "PROPFIND", "/dav/calendars/salon/long/", "").await;
+    assert_eq!(status, 404, "the calendar was not made");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -157,6 +157,12 @@ async fn invalid_calendar_objects_are_refused_with_their_precondition() {
             "DTSTART 00001201T100000Z is outside the years",
         ),
         (
+            "unreadable DTSTART",
+            ics(&vevent(Some("g"), "20261301T100000Z", "20261301T110000Z")),
+            "valid-calendar-data",
+            "no DTSTART that can be read",
+        ),
+        (
             "leap second",
             ics(&vevent(Some("e"), "20270630T235960Z", "20270701T003000Z")),
             "valid-calendar-data",

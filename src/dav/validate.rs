@@ -1,7 +1,7 @@
 //! What a calendar object resource must be before it is stored (RFC 4791 §4.1,
-//! RFC 5545): every component with one and the same UID, ends not before starts,
-//! and date-times every client can read (no leap seconds) in the years the
-//! calendar holds.
+//! RFC 5545): every component with one and the same UID, every VEVENT with a
+//! readable DTSTART, ends not before starts, and date-times every client can
+//! read (no leap seconds) in the years the calendar holds.
 //!
 //! Checked on the parsed calendar, in the DAV layer, before any calendar or the
 //! booking engine sees the object; each refusal names what is wrong and the

@@ -901,14 +901,7 @@ impl Validator<'_> {
         email: String,
         others: &[UserConfig],
     ) -> Result<String, ConfigError> {
-        let plain = email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
-            && email.len() <= 254
-            && !email
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || "<>:;,\"".contains(c));
-        if !plain {
+        if !crate::model::is_email_address(&email) {
             return Err(self.invalid(
                 key,
                 format!("\"{email}\" is not an e-mail address such as \"anna@salon.example\""),

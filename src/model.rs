@@ -341,6 +341,15 @@ impl Booking {
                 if end <= start {
                     errors.push(FieldError::new("end", "must be after start"));
                 }
+                // RFC 3339 allows second 60; iCalendar readers and clients do not.
+                for (field, t) in [("start", start), ("end", end)] {
+                    if chrono::Timelike::nanosecond(t) >= 1_000_000_000 {
+                        errors.push(FieldError::new(
+                            field,
+                            "has second 60 (a leap second), which calendars cannot show: use second 59 or the next minute",
+                        ));
+                    }
+                }
                 (start.year_ce(), end.year_ce(), (*end - *start).num_days())
             }
             BookingTime::AllDay { start, end } => {
@@ -393,17 +402,13 @@ impl Booking {
                 c.email.as_deref(),
                 SHORT_CHARS,
             );
-            if let Some(email) = &c.email {
-                let valid = email
-                    .split_once('@')
-                    .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
-                    && !email.contains(char::is_whitespace);
-                if !valid {
-                    errors.push(FieldError::new(
-                        "customer.email",
-                        "is not an email address (name@example.com)",
-                    ));
-                }
+            if let Some(email) = &c.email
+                && !is_email_address(email)
+            {
+                errors.push(FieldError::new(
+                    "customer.email",
+                    "is not an email address such as name@example.com (one @, a domain with a dot, no spaces, quotes, angle brackets or other punctuation)",
+                ));
             }
         }
         let metadata_size = serde_json::to_vec(&self.metadata).map_or(0, |v| v.len());
@@ -419,6 +424,36 @@ impl Booking {
             Err(errors)
         }
     }
+}
+
+/// Whether `s` is a plain e-mail address, `local@domain.tld`: one `@`, a local
+/// part without spaces, quotes, angle brackets or other RFC 5322 specials (so it
+/// is safe in headers, iCalendar and HTML alike), and a domain of dot-separated
+/// labels of letters, digits and inner hyphens.
+pub fn is_email_address(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    let local_ok = (1..=64).contains(&local.len())
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && !"\"(),:;<>@[\\]`".contains(c));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = domain.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            (1..=63).contains(&l.len())
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+        })
+        && labels.last().is_some_and(|tld| {
+            tld.chars().count() >= 2 && !tld.chars().all(|c| c.is_ascii_digit())
+        });
+    s.len() <= 254 && local_ok && domain_ok
 }
 
 trait YearCe {
@@ -524,6 +559,45 @@ mod tests {
         let errors = b.validate().unwrap_err();
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["end", "title", "customer.email"]);
+    }
+
+    #[test]
+    fn email_addresses() {
+        for good in [
+            "ana@example.com",
+            "ana.b+salon@mail.example.co.uk",
+            "o'neil@exämple.de",
+        ] {
+            assert!(is_email_address(good), "{good}");
+        }
+        for bad in [
+            "a@b.c\"><script>",
+            "nobody",
+            "a@@b.example",
+            "a@b@c.example",
+            "a b@example.com",
+            "a@example",
+            "a@-x.example",
+            "a@x..example",
+            ".a@example.com",
+            "<a>@example.com",
+            "a@example.c",
+            "a\t@example.com",
+        ] {
+            assert!(!is_email_address(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn leap_seconds_are_refused() {
+        let mut b = sample();
+        let leap = DateTime::parse_from_rfc3339("2027-06-30T23:59:60Z").unwrap();
+        b.time = BookingTime::Timed {
+            start: leap,
+            end: leap + chrono::Duration::minutes(30),
+        };
+        let errors = b.validate().unwrap_err();
+        assert_eq!(errors[0].field, "start", "{errors:?}");
     }
 
     #[test]

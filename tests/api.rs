@@ -3,19 +3,8 @@
 
 mod common;
 
-use common::{GARAGE_KEY, SALON_KEY, TestServer, booking, split};
+use common::{GARAGE_KEY, SALON_KEY, TestServer, booking, problem_fields, split};
 use serde_json::{Value, json};
-
-fn problem_fields(body: &Value) -> Vec<String> {
-    body["invalid_params"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| p["name"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn create_get_update_delete_round_trip() {

@@ -181,13 +181,15 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let key = value.to_str().unwrap_or("").trim();
-    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || key.contains('\0') {
+    // Visible ASCII only: a TAB or space would make two keys look alike in logs.
+    let key = value.as_bytes();
+    let visible = key.iter().all(|b| (0x21..=0x7e).contains(b));
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !visible {
         return Err(Problem::bad_request(format!(
             "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"
         )));
     }
-    Ok(Some(key.to_owned()))
+    Ok(Some(String::from_utf8_lossy(key).into_owned()))
 }
 
 fn problem(e: BookingError) -> Problem {

@@ -9,7 +9,8 @@ use serde_json::{Map, Value, json};
 use crate::bookings::BookingPatch;
 use crate::model::{Booking, BookingStatus, BookingTime, Customer, FieldError};
 
-/// Fields the server owns: accepted (so a fetched booking can be sent back) but ignored.
+/// Fields the server owns: refused in writes, so a client that means to change
+/// one (e.g. `sequence`) learns it cannot, instead of seeing its write ignored.
 const READ_ONLY: &[&str] = &[
     "id", "uid", "tenant", "created", "updated", "sequence", "etag", "exports",
 ];
@@ -76,7 +77,9 @@ pub fn parse_write(body: &[u8]) -> Result<WriteRequest, ParseError> {
                 Value::Bool(b) => allow_conflict = *b,
                 _ => fail("must be true or false"),
             },
-            ro if READ_ONLY.contains(&ro) => {}
+            ro if READ_ONLY.contains(&ro) => {
+                fail("is read-only: the server sets it; leave it out of the request")
+            }
             _ => fail("is not a booking field"),
         }
     }
@@ -170,7 +173,7 @@ mod tests {
     #[test]
     fn reports_every_bad_field() {
         let err = parse_write(
-            br#"{"start": 5, "time_zone": "Mars/Olympus", "customer": {"mail": "x"}, "colour": "red", "id": "ignored"}"#,
+            br#"{"start": 5, "time_zone": "Mars/Olympus", "customer": {"mail": "x"}, "colour": "red", "id": "mine"}"#,
         )
         .unwrap_err();
         let ParseError::Fields(fields) = err else {
@@ -178,7 +181,10 @@ mod tests {
         };
         let mut names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
         names.sort();
-        assert_eq!(names, ["colour", "customer.mail", "start", "time_zone"]);
+        assert_eq!(
+            names,
+            ["colour", "customer.mail", "id", "start", "time_zone"]
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`node`]: resources and their properties.
 //! - [`scheduling`]: implicit scheduling (RFC 6638): who is told what when a
 //!   meeting is written; `inbox`: the REPORTs of the scheduling inboxes.
+//! - [`validate`]: what a calendar object must be before it is stored (RFC 4791 §4.1).
 //! - this module: authentication and the HTTP methods.
 //!
 //! Calendars are the tenant's bookings (each booking one object) and its sources
@@ -23,6 +24,7 @@ pub mod plans;
 mod report;
 mod scheduling;
 mod stream;
+pub mod validate;
 pub mod xml;
 
 use std::sync::Arc;
@@ -106,16 +108,27 @@ pub async fn serve(app: &Arc<App>, req: Request<Incoming>, segments: &[&str]) ->
         user: &user,
         tenant,
     };
+    if let Some(dots) = paths::dot_segment(segments) {
+        return DavError::new(
+            StatusCode::BAD_REQUEST,
+            format!("\"{dots}\" is not allowed as a path segment: name the resource itself"),
+        )
+        .into_response();
+    }
     let Some(path) = DavPath::parse(segments) else {
         return DavError::not_found().into_response();
     };
+    // Before any method reads a body or a name: another tenant's paths are 404.
+    if let Err(e) = node::own_tenant(&ctx, &path) {
+        return e.into_response();
+    }
     let result = match req.method().as_str() {
         "PROPFIND" => propfind(&ctx, &path, req).await,
         "PROPPATCH" => proppatch(&ctx, &path, req).await,
         "GET" | "HEAD" => get(&ctx, &path, req.method() == Method::HEAD).await,
         "PUT" => put(&ctx, &path, req).await,
         "POST" if matches!(path, DavPath::Outbox(_)) => match node::resolve(&ctx, &path) {
-            Ok(_) => match body(&ctx, req).await {
+            Ok(_) => match body(&ctx, req, BodyKind::Request).await {
                 Ok(bytes) => outbox::post(&ctx, &bytes),
                 Err(e) => Err(e),
             },
@@ -123,7 +136,7 @@ pub async fn serve(app: &Arc<App>, req: Request<Incoming>, segments: &[&str]) ->
         },
         "DELETE" => delete(&ctx, &path, req.headers()).await,
         "MKCALENDAR" | "MKCOL" => mkcalendar(&ctx, &path, req).await,
-        "REPORT" => match body(&ctx, req).await {
+        "REPORT" => match body(&ctx, req, BodyKind::Request).await {
             Ok(bytes) => match xml::parse_report(&bytes) {
                 Ok(request) => match &path {
                     DavPath::Inbox(user) => inbox::report(&ctx, user, request),
@@ -180,23 +193,36 @@ fn depth(headers: &HeaderMap) -> Result<u8, DavError> {
     }
 }
 
-async fn body(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<bytes::Bytes, DavError> {
+/// What a request body is, which decides the answer when it is too large.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    /// A calendar object resource (PUT): 403 `CALDAV:max-resource-size`, the
+    /// precondition of RFC 4791 §5.3.2.1, tied to the calendar's property.
+    Resource,
+    /// An XML request (PROPFIND, REPORT, PROPPATCH, MKCALENDAR, POST): 413.
+    Request,
+}
+
+async fn body(
+    ctx: &Ctx<'_>,
+    req: Request<Incoming>,
+    kind: BodyKind,
+) -> Result<bytes::Bytes, DavError> {
+    let limit = ctx.app.config.max_body_bytes;
     let (parts, body) = req.into_parts();
-    crate::http::read_body(body, &parts.headers, ctx.app.config.max_body_bytes)
+    crate::http::read_body(body, &parts.headers, limit)
         .await
-        .map_err(|p| {
-            if p.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                DavError::caldav(
-                    StatusCode::FORBIDDEN,
-                    "max-resource-size",
-                    format!(
-                        "bodies are limited to {} bytes",
-                        ctx.app.config.max_body_bytes
-                    ),
-                )
-            } else {
-                DavError::new(p.status(), "could not read the request body")
-            }
+        .map_err(|p| match (p.status(), kind) {
+            (StatusCode::PAYLOAD_TOO_LARGE, BodyKind::Resource) => DavError::caldav(
+                StatusCode::FORBIDDEN,
+                "max-resource-size",
+                format!("calendar objects are limited to {limit} bytes"),
+            ),
+            (StatusCode::PAYLOAD_TOO_LARGE, BodyKind::Request) => DavError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request bodies are limited to {limit} bytes"),
+            ),
+            (status, _) => DavError::new(status, "could not read the request body"),
         })
 }
 
@@ -220,7 +246,8 @@ async fn propfind(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, DavError> {
     let depth = depth(req.headers())?;
-    let request = xml::parse_propfind(&body(ctx, req).await?).map_err(bad_xml)?;
+    let request =
+        xml::parse_propfind(&body(ctx, req, BodyKind::Request).await?).map_err(bad_xml)?;
     let node = node::resolve(ctx, path)?;
     if depth == 1
         && let Node::Calendar(cal) = &node
@@ -387,6 +414,7 @@ async fn put(
     path: &DavPath,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, DavError> {
+    // The tenant in the path is the caller's: `serve` answered 404 otherwise.
     let DavPath::Object(_, cal_id, name) = path else {
         if matches!(path, DavPath::Inbox(_) | DavPath::InboxItem(..)) {
             return Err(DavError::forbidden(
@@ -447,7 +475,7 @@ async fn put(
         }
     };
     let headers = req.headers().clone();
-    let bytes = body(ctx, req).await?;
+    let bytes = body(ctx, req, BodyKind::Resource).await?;
     let text = std::str::from_utf8(&bytes).map_err(|_| {
         DavError::caldav(
             StatusCode::FORBIDDEN,
@@ -455,6 +483,7 @@ async fn put(
             "calendar data must be UTF-8",
         )
     })?;
+    validate::object(text, ctx.tenant.timezone, cal.years())?;
     // A scheduling plan rests on what is stored: another write first, plan again.
     let mut attempts = 0;
     loop {
@@ -665,11 +694,8 @@ async fn mkcalendar(
             "calendars are created in the calendar home: /dav/calendars/{tenant}/{name}/",
         ));
     };
-    if path.tenant() != Some(ctx.tenant.id.as_str()) {
-        return Err(DavError::not_found());
-    }
     let is_mkcol = req.method().as_str() == "MKCOL";
-    let bytes = body(ctx, req).await?;
+    let bytes = body(ctx, req, BodyKind::Request).await?;
     let request = if is_mkcol {
         xml::parse_mkcol(&bytes)
     } else {
@@ -678,6 +704,7 @@ async fn mkcalendar(
     .map_err(bad_xml)?;
     let valid_id = !id.is_empty()
         && id.len() <= 64
+        && !id.starts_with('.')
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.@+~=".contains(&b))
@@ -692,7 +719,7 @@ async fn mkcalendar(
     }
     if !valid_id {
         return Err(DavError::forbidden(format!(
-            "\"{id}\" is not a usable calendar name: use 1-64 of A-Z a-z 0-9 - _ . @ + ~ ="
+            "\"{id}\" is not a usable calendar name: use 1-64 of A-Z a-z 0-9 - _ . @ + ~ =, not starting with \".\""
         )));
     }
     let mut source = Source::new(id, id);
@@ -724,7 +751,10 @@ async fn mkcalendar(
             source.components = components;
             continue;
         }
-        apply_prop(&mut source, name, Some(value)).map_err(DavError::forbidden)?;
+        apply_prop(&mut source, name, Some(value)).map_err(|e| match e {
+            PropError::NotWritable(_) => DavError::forbidden(e.to_string()),
+            _ => DavError::new(StatusCode::FORBIDDEN, e.to_string()),
+        })?;
     }
     if !saw_calendar_type {
         return Err(DavError::dav(
@@ -744,28 +774,65 @@ async fn mkcalendar(
     Ok(resp)
 }
 
+/// Longest values of the calendar properties clients write, in bytes: a name
+/// fits in a list, a description in a dialog; a colour is `#RRGGBBAA`.
+const MAX_DISPLAYNAME: usize = 1024;
+const MAX_DESCRIPTION: usize = 16 * 1024;
+const MAX_COLOR: usize = 32;
+
+/// Why a calendar property was not set.
+#[derive(Debug, thiserror::Error)]
+enum PropError {
+    #[error("{0} cannot be set here")]
+    NotWritable(PropName),
+    #[error("{name} is {len} bytes long; at most {max} are kept: shorten it")]
+    TooLong {
+        name: PropName,
+        len: usize,
+        max: usize,
+    },
+    #[error("calendar-order \"{0}\" is not a whole number from 0 to 4294967295")]
+    BadOrder(String),
+}
+
+impl PropError {
+    /// The propstat status RFC 4918 §9.2.1 gives each case.
+    fn status(&self) -> xml::Status {
+        match self {
+            PropError::NotWritable(_) => xml::Status::FORBIDDEN,
+            PropError::TooLong { .. } => xml::Status::INSUFFICIENT_STORAGE,
+            PropError::BadOrder(_) => xml::Status::CONFLICT,
+        }
+    }
+}
+
 /// Sets (or, with None, removes) one writable calendar property on a source.
 fn apply_prop(
     source: &mut Source,
     name: &PropName,
     value: Option<&PropValue>,
-) -> Result<(), String> {
+) -> Result<(), PropError> {
     let text = value
         .map(|v| v.text.trim().to_owned())
         .filter(|t| !t.is_empty());
+    let capped = |max: usize| match &text {
+        Some(t) if t.len() > max => Err(PropError::TooLong {
+            name: name.clone(),
+            len: t.len(),
+            max,
+        }),
+        _ => Ok(text.clone()),
+    };
     if name.is(NS_DAV, "displayname") {
-        source.name = text.unwrap_or_else(|| source.id.clone());
+        source.name = capped(MAX_DISPLAYNAME)?.unwrap_or_else(|| source.id.clone());
     } else if name.is(NS_CALDAV, "calendar-description") {
-        source.description = text;
+        source.description = capped(MAX_DESCRIPTION)?;
     } else if name.is(NS_APPLE_ICAL, "calendar-color") {
-        source.color = text;
+        source.color = capped(MAX_COLOR)?;
     } else if name.is(NS_APPLE_ICAL, "calendar-order") {
         source.order = match text {
             None => None,
-            Some(t) => Some(
-                t.parse()
-                    .map_err(|_| format!("calendar-order \"{t}\" is not a number"))?,
-            ),
+            Some(t) => Some(t.parse().map_err(|_| PropError::BadOrder(t))?),
         };
     } else if name.is(NS_CALDAV, "schedule-calendar-transp") {
         source.transparent = value.is_some_and(|v| {
@@ -776,19 +843,20 @@ fn apply_prop(
     } else if name.is(NS_CALDAV, "calendar-timezone") {
         // Accepted: objects carry their own zones; the tenant's zone stays the default.
     } else {
-        return Err(format!("{name} cannot be set here"));
+        return Err(PropError::NotWritable(name.clone()));
     }
     Ok(())
 }
 
 /// PROPPATCH (RFC 4918 §9.2): all or nothing; protected and unknown properties
-/// make the whole request fail (403 for them, 424 for the rest).
+/// (403), values that are too long (507) or malformed (409) make the whole
+/// request fail, each with a description, and the rest 424.
 async fn proppatch(
     ctx: &Ctx<'_>,
     path: &DavPath,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, DavError> {
-    let bytes = body(ctx, req).await?;
+    let bytes = body(ctx, req, BodyKind::Request).await?;
     let request = xml::parse_proppatch(&bytes).map_err(bad_xml)?;
     let node = node::resolve(ctx, path)?;
     let href = node.href(ctx);
@@ -815,7 +883,7 @@ async fn proppatch(
         };
         match apply_prop(&mut source, name, value) {
             Ok(()) => applied.push(name.clone()),
-            Err(_) => failed.push(name.clone()),
+            Err(e) => failed.push((name.clone(), e)),
         }
     }
     if failed.is_empty() {
@@ -836,8 +904,8 @@ async fn proppatch(
             response.ok(name, PropContent::Empty);
         }
     } else {
-        for name in failed {
-            response.add(xml::Status::FORBIDDEN, name, PropContent::Empty);
+        for (name, e) in failed {
+            response.add_described(e.status(), name, PropContent::Empty, Some(e.to_string()));
         }
         for name in applied {
             response.add(xml::Status::FAILED_DEPENDENCY, name, PropContent::Empty);

@@ -10,6 +10,7 @@ use http::StatusCode;
 use super::error::DavError;
 use super::paths::{self, DavPath, OUTBOX};
 use super::scheduling;
+use super::validate::Years;
 use super::xml::{NS_APPLE_ICAL, NS_CALDAV, NS_CALENDARSERVER, NS_DAV, PropContent, PropName};
 use std::sync::Arc;
 
@@ -38,6 +39,14 @@ impl Calendar {
         match self {
             Calendar::Bookings => BOOKINGS_SOURCE,
             Calendar::Source(s) => &s.id,
+        }
+    }
+
+    /// The years its objects may use.
+    pub fn years(&self) -> Years {
+        match self {
+            Calendar::Bookings => Years::BOOKINGS,
+            Calendar::Source(_) => Years::ANY,
         }
     }
 
@@ -73,11 +82,7 @@ pub fn booking_resource(b: &Booking) -> String {
 /// Finds the resource at `path`, or 404. Paths of another tenant are 404 too: they
 /// must not even be confirmed to exist.
 pub fn resolve(ctx: &Ctx<'_>, path: &DavPath) -> Result<Node, DavError> {
-    if let Some(t) = path.tenant()
-        && t != ctx.tenant.id
-    {
-        return Err(DavError::not_found());
-    }
+    own_tenant(ctx, path)?;
     Ok(match path {
         DavPath::Root => Node::Root,
         DavPath::Principals | DavPath::CalendarsRoot => Node::Principals,
@@ -110,6 +115,15 @@ pub fn resolve(ctx: &Ctx<'_>, path: &DavPath) -> Result<Node, DavError> {
             object(ctx, cal, name)?
         }
     })
+}
+
+/// 404 for a path in another tenant (or one that does not exist): every method,
+/// writes included, answers as if nothing were there.
+pub fn own_tenant(ctx: &Ctx<'_>, path: &DavPath) -> Result<(), DavError> {
+    match path.tenant() {
+        Some(t) if t != ctx.tenant.id => Err(DavError::not_found()),
+        _ => Ok(()),
+    }
 }
 
 /// Inboxes exist where the server schedules, and only their owner opens them;
@@ -450,6 +464,14 @@ impl Node {
             (NS_CALDAV, "max-resource-size") if matches!(self, Node::Calendar(_)) => {
                 Some(PropContent::text(ctx.app.config.max_body_bytes.to_string()))
             }
+            (NS_CALDAV, "min-date-time") => match self {
+                Node::Calendar(c) => Some(PropContent::text(c.years().min_date_time())),
+                _ => None,
+            },
+            (NS_CALDAV, "max-date-time") => match self {
+                Node::Calendar(c) => Some(PropContent::text(c.years().max_date_time())),
+                _ => None,
+            },
             (NS_CALDAV, "schedule-calendar-transp") => match self {
                 Node::Calendar(c) => {
                     let transparent = matches!(c, Calendar::Source(s) if s.transparent);
@@ -574,7 +596,8 @@ pub fn read_only(what: &str) -> DavError {
     DavError::forbidden(format!("{what} cannot be changed over CalDAV"))
 }
 
-/// 409-free sanity for names clients choose.
+/// Sanity for names clients choose: no dot segments or hidden names, separators
+/// or control characters.
 pub fn valid_resource_name(name: &str) -> Result<(), DavError> {
     let ok = !name.is_empty()
         && name.len() <= 200
@@ -587,7 +610,9 @@ pub fn valid_resource_name(name: &str) -> Result<(), DavError> {
     } else {
         Err(DavError::new(
             StatusCode::BAD_REQUEST,
-            format!("\"{name}\" is not a usable resource name"),
+            format!(
+                "\"{name}\" is not a usable resource name: use 1-200 characters, not starting with \".\", without / \\ or control characters"
+            ),
         ))
     }
 }

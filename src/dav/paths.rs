@@ -66,8 +66,12 @@ pub enum DavPath {
 }
 
 impl DavPath {
-    /// Parses decoded path segments after `/dav/`. None: nothing lives there.
+    /// Parses decoded path segments after `/dav/`. None: nothing lives there, or
+    /// a segment is a dot segment (see [`dot_segment`]).
     pub fn parse(segments: &[&str]) -> Option<DavPath> {
+        if dot_segment(segments).is_some() {
+            return None;
+        }
         let segs: Vec<&str> = segments.iter().copied().filter(|s| !s.is_empty()).collect();
         Some(match segs.as_slice() {
             [] => DavPath::Root,
@@ -113,6 +117,13 @@ impl DavPath {
             _ => None,
         }
     }
+}
+
+/// The first `.` or `..` among decoded segments. Such a segment (sent
+/// percent-encoded, so the client did not resolve it) would name a resource
+/// whose href points elsewhere once anyone resolves it: nothing is named so.
+pub fn dot_segment<'s>(segments: &[&'s str]) -> Option<&'s str> {
+    segments.iter().copied().find(|s| *s == "." || *s == "..")
 }
 
 pub fn principal_href(user: &str) -> String {
@@ -205,6 +216,11 @@ mod tests {
             Some(DavPath::Home("demo".into()))
         );
         assert_eq!(DavPath::parse(&["nope", "x"]), None);
+        assert_eq!(DavPath::parse(&["calendars", "demo", ".."]), None);
+        assert_eq!(
+            DavPath::parse(&["calendars", "demo", "bookings", "."]),
+            None
+        );
         assert_eq!(
             DavPath::parse(&["calendars", "demo", "outbox"]),
             Some(DavPath::Outbox("demo".into()))

@@ -332,6 +332,18 @@ pub async fn split(resp: reqwest::Response) -> (u16, Value, Option<String>) {
     (status, body, etag)
 }
 
+/// The fields a problem+json body's `invalid_params` names, in order.
+pub fn problem_fields(body: &Value) -> Vec<String> {
+    body["invalid_params"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| p["name"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A valid booking body at `day` (YYYY-MM-DD) from `from` to `to` (HH:MM, Paris winter time).
 pub fn booking(day: &str, from: &str, to: &str, title: &str) -> Value {
     serde_json::json!({

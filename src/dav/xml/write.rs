@@ -114,6 +114,8 @@ impl PropContent {
 pub struct Propstat {
     pub status: Status,
     pub props: Vec<(PropName, PropContent)>,
+    /// Why the properties have this status (`DAV:responsedescription`), for people.
+    pub description: Option<String>,
 }
 
 /// A `DAV:response` with propstats, grouped by status in order of first use.
@@ -133,11 +135,28 @@ impl PropstatResponse {
     }
 
     pub fn add(&mut self, status: Status, name: PropName, content: PropContent) -> &mut Self {
-        match self.propstats.iter_mut().find(|p| p.status == status) {
+        self.add_described(status, name, content, None)
+    }
+
+    /// [`add`](Self::add) with a sentence saying why; properties share a propstat
+    /// only when they share status and sentence.
+    pub fn add_described(
+        &mut self,
+        status: Status,
+        name: PropName,
+        content: PropContent,
+        description: Option<String>,
+    ) -> &mut Self {
+        match self
+            .propstats
+            .iter_mut()
+            .find(|p| p.status == status && p.description == description)
+        {
             Some(group) => group.props.push((name, content)),
             None => self.propstats.push(Propstat {
                 status,
                 props: vec![(name, content)],
+                description,
             }),
         }
         self
@@ -244,7 +263,13 @@ impl MultistatusWriter {
             }
             out.push_str("</d:prop><d:status>");
             out.push_str(&propstat.status.line());
-            out.push_str("</d:status></d:propstat>");
+            out.push_str("</d:status>");
+            if let Some(description) = &propstat.description {
+                out.push_str("<d:responsedescription>");
+                out.push_str(&escape_text(description));
+                out.push_str("</d:responsedescription>");
+            }
+            out.push_str("</d:propstat>");
         }
         out.push_str("</d:response>\n");
     }

@@ -646,7 +646,7 @@ fn event_of(ctx: &Ctx<'_>, b: &Booking, rec: &ExportRecord) -> ExportEvent {
         b,
         &ctx.source,
         ctx.privacy,
-        &ctx.app.config.public_url,
+        &ctx.app.public_url(),
         rec.generation,
     )
 }

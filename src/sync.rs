@@ -466,6 +466,8 @@ async fn apply(
     // thread, the previous one is written and the next one rendered.
     let affected: Vec<String> = affected.into_iter().collect();
     let mut in_flight: Option<InFlight> = None;
+    // Events our own inserts left behind (export::recognise): deleted after the run.
+    let mut strays = Vec::new();
     for chunk in affected.chunks(IMPORT_BATCH) {
         // Each series' items, and the booking it is an export of.
         let mut series_items: Vec<(String, Vec<serde_json::Value>)> =
@@ -481,7 +483,9 @@ async fn apply(
                 None => Vec::new(),
             };
             // Our own exported events come back here: mark them (loop prevention).
-            own_bookings.push(crate::export::recognise(app, t, source, &mut items)?);
+            let recognised = crate::export::recognise(app, t, source, &mut items)?;
+            strays.extend(recognised.strays);
+            own_bookings.push(recognised.booking);
             series_items.push((series.clone(), items));
         }
         let (calendars, tenant_copy, source_copy, existing) = (
@@ -514,6 +518,9 @@ async fn apply(
             // A panic while writing stays a panic; the task is never cancelled.
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
+    }
+    if !strays.is_empty() {
+        crate::export::remove_strays(app, tenant, source, &strays).await;
     }
     Ok((applied, cursor))
 }

@@ -1179,6 +1179,38 @@ mod tests {
     }
 
     #[test]
+    fn ics_sources_that_could_never_be_fetched_are_refused() {
+        let file = |allow: &str, url: &str| {
+            format!(
+                "[server]\nfetch_allow = [{allow}]\n[[tenant]]\nid=\"demo\"\ntimezone=\"UTC\"\n[[tenant.source]]\nid = \"feed\"\nkind = \"ics\"\nurl = \"{url}\"\n"
+            )
+        };
+        for url in [
+            "http://127.0.0.1:8/x.ics",
+            "webcal://localhost/x.ics",
+            "http://[fe80::1]/x.ics",
+            "http://10.1.2.3/x.ics",
+        ] {
+            let err = parse(&file("", url)).unwrap_err().to_string();
+            assert!(
+                err.contains("tenant[0].source[0].url") && err.contains("fetch_allow"),
+                "{url}: {err}"
+            );
+        }
+        assert!(parse(&file("\"127.0.0.1/32\"", "http://localhost:8/x.ics")).is_ok());
+        assert!(parse(&file("\"10.0.0.0/8\"", "http://10.1.2.3/x.ics")).is_ok());
+        // Names are judged when fetched, not at start.
+        assert!(parse(&file("", "https://calendar.example.com/x.ics")).is_ok());
+    }
+
+    #[test]
+    fn public_url_defaults_to_none() {
+        assert_eq!(parse("").unwrap().public_url, None);
+        let c = parse("[server]\npublic_url = \"https://cal.example.com/\"\n").unwrap();
+        assert_eq!(c.public_url.as_deref(), Some("https://cal.example.com"));
+    }
+
+    #[test]
     fn bad_tenant_id_is_refused() {
         let err = parse("[[tenant]]\nid=\"Demo Salon\"\ntimezone=\"UTC\"\n")
             .unwrap_err()

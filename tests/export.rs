@@ -712,10 +712,14 @@ fn spawn_gateway(config: &std::path::Path) -> (std::process::Child, String) {
     (child, base)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_after_the_provider_created_the_event_leaves_exactly_one() {
-    let g = GoogleMock::start().await;
-    let setup = Setup::google(&g);
+/// A gateway binary killed (SIGKILL) while the provider has stored a booking's
+/// insert but not yet answered it; `processing` keeps the insert out of the
+/// provider's listings (still being processed). (temp dir, config, booking id)
+async fn kill_9_during_an_insert(
+    g: &GoogleMock,
+    processing: bool,
+) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let setup = Setup::google(g);
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("gateway.toml");
     std::fs::write(&config, setup.config_text(&dir.path().join("data"))).expect("config");
@@ -725,6 +729,7 @@ async fn kill_9_after_the_provider_created_the_event_leaves_exactly_one() {
     connect(&client, &base, Provider::Google).await;
     // The provider creates events at once but answers only after 5 s.
     g.set_latency(Duration::from_secs(5));
+    g.hold_inserts(processing);
     let (status, b) = call(
         &client,
         &base,
@@ -736,7 +741,7 @@ async fn kill_9_after_the_provider_created_the_event_leaves_exactly_one() {
     assert_eq!(status, 201, "{b}");
     let id = b["id"].as_str().expect("id").to_owned();
     until("the provider to hold the event", WAIT, || async {
-        match google_events(&g, &id).len() {
+        match google_events(g, &id).len() {
             1 => Ok(()),
             n => Err(format!("{n} events")),
         }
@@ -746,10 +751,13 @@ async fn kill_9_after_the_provider_created_the_event_leaves_exactly_one() {
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     g.set_latency(Duration::ZERO);
-    let remote_id = google_events(&g, &id)[0]["id"].clone();
-    g.clear_requests();
+    (dir, config, id)
+}
 
-    let (mut child, base) = spawn_gateway(&config);
+/// Starts the binary again, lets it deliver, stops it: the booking as shown then.
+async fn restart_until_drained(config: &std::path::Path, id: &str) -> Value {
+    let client = export_support::client();
+    let (mut child, base) = spawn_gateway(config);
     drained(&client, &base, WAIT).await;
     let (_, shown) = call(
         &client,
@@ -761,6 +769,17 @@ async fn kill_9_after_the_provider_created_the_event_leaves_exactly_one() {
     .await;
     child.kill().expect("stop");
     child.wait().expect("reaped");
+    shown
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_the_provider_created_the_event_leaves_exactly_one() {
+    let g = GoogleMock::start().await;
+    let (_dir, config, id) = kill_9_during_an_insert(&g, false).await;
+    let remote_id = google_events(&g, &id)[0]["id"].clone();
+    g.clear_requests();
+
+    let shown = restart_until_drained(&config, &id).await;
     let events = google_events(&g, &id);
     assert_eq!(events.len(), 1, "no second event: {events:?}");
     assert_eq!(g.live_events(&g.primary_id()).len(), 1);
@@ -973,4 +992,22 @@ async fn a_stray_insert_of_ours_is_deleted_when_imported() {
     assert_eq!(busy.len(), 1, "{fb}");
     assert_eq!(busy[0]["sources"][0]["source"], "bookings", "{fb}");
     assert_eq!(busy[0]["sources"].as_array().map(Vec::len), Some(1), "{fb}");
+}
+
+/// The gateway restarts while the provider is still processing an insert whose
+/// answer was lost: the marker lookup finds nothing yet, so the insert is
+/// repeated — with the same event id, which the provider refuses as a
+/// duplicate. One event, exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_while_the_provider_still_processes_the_insert_leaves_exactly_one() {
+    let g = GoogleMock::start().await;
+    let (_dir, config, id) = kill_9_during_an_insert(&g, true).await;
+    let shown = restart_until_drained(&config, &id).await;
+    g.release_held_inserts();
+    let events = google_events(&g, &id);
+    assert_eq!(events.len(), 1, "no second event: {events:?}");
+    assert_eq!(g.live_events(&g.primary_id()).len(), 1);
+    assert_eq!(inserts(&g), 2, "the insert was repeated");
+    assert_eq!(shown["exports"][0]["state"], "exported", "{shown}");
+    assert_eq!(shown["exports"][0]["event_id"], events[0]["id"], "{shown}");
 }

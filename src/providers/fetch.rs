@@ -274,7 +274,16 @@ impl fmt::Display for Refused {
         if self.literal {
             write!(f, "address {} is {}", self.host, self.why)
         } else {
-            write!(f, "{} resolves to a {} address", self.host, self.why)
+            let article = if self.why.starts_with(['a', 'e', 'i', 'o', 'u', 'I']) {
+                "an"
+            } else {
+                "a"
+            };
+            write!(
+                f,
+                "{} resolves to {article} {} address",
+                self.host, self.why
+            )
         }
     }
 }
@@ -845,6 +854,39 @@ mod tests {
         assert!(AllowList::parse(&[]).unwrap().is_empty());
         let all = AllowList::parse(&["0.0.0.0/0".into()]).unwrap();
         assert!(all.contains(ip("10.1.1.1")));
+    }
+
+    #[test]
+    fn unfetchable_urls_are_known_without_the_network() {
+        let none = AllowList::default();
+        let refused = |url: &str, allow: &AllowList| match check_url_offline(url, allow) {
+            Err(ProviderError::Refused(m)) => Some(m),
+            _ => None,
+        };
+        let m = refused("http://LOCALHOST.:8/private-SECRET/x.ics", &none).unwrap_or_default();
+        assert!(m.contains("resolves to a loopback address"), "{m}");
+        assert!(!m.contains("127.0.0.1") && !m.contains("SECRET"), "{m}");
+        let m = refused("webcal://0.0.0.0/x.ics", &none).unwrap_or_default();
+        assert!(m.contains("address 0.0.0.0 is unspecified"), "{m}");
+        assert!(refused("http://api.localhost/x.ics", &none).is_some());
+        assert!(refused("http://[fd00::1]/x.ics", &none).is_some());
+        let loopback = AllowList::parse(&["127.0.0.0/8".into()]).unwrap();
+        assert!(check_url_offline("http://localhost/x.ics", &loopback).is_ok());
+        // Names are for the resolver to judge.
+        assert!(check_url_offline("https://calendar.example.com/x.ics", &none).is_ok());
+        assert!(matches!(
+            check_url_offline("ftp://example.com/x.ics", &none),
+            Err(ProviderError::Permanent(_))
+        ));
+        let name = Refused {
+            host: "intranet.example".into(),
+            literal: false,
+            why: "IETF protocol assignment",
+        };
+        assert_eq!(
+            name.to_string(),
+            "intranet.example resolves to an IETF protocol assignment address"
+        );
     }
 
     #[test]

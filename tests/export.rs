@@ -138,6 +138,17 @@ fn graph_events(m: &GraphMock, id: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Waits until `n` live Graph events carry the booking's marker.
+async fn graph_count_when(m: &GraphMock, id: &str, what: &str, n: usize) {
+    until(what, WAIT, || async {
+        match graph_events(m, id).len() {
+            found if found == n => Ok(()),
+            found => Err(format!("{found} events")),
+        }
+    })
+    .await;
+}
+
 async fn google_event_when(
     g: &GoogleMock,
     id: &str,
@@ -600,13 +611,7 @@ async fn graph_create_move_cancel_and_import_loop() {
     let (m, gw) = graph(|s| s.direction = "both").await;
     let b = create(&gw, &slot(14, 10, 45, "Beard trim")).await;
     let id = b["id"].as_str().expect("id").to_owned();
-    until("the Graph create", WAIT, || async {
-        match graph_events(&m, &id).len() {
-            1 => Ok(()),
-            n => Err(format!("{n} events")),
-        }
-    })
-    .await;
+    graph_count_when(&m, &id, "the Graph create", 1).await;
     let e = graph_events(&m, &id).remove(0);
     assert_eq!(e["subject"], "Beard trim (Colour)");
     assert_eq!(e["start"]["timeZone"], "Europe/Paris");
@@ -662,23 +667,11 @@ async fn graph_create_move_cancel_and_import_loop() {
     assert_eq!(graph_events(&m, &id)[0]["id"], json!(event_id));
 
     patch(&gw, &id, &json!({"status": "cancelled"})).await;
-    until("the Graph delete", WAIT, || async {
-        match graph_events(&m, &id).len() {
-            0 => Ok(()),
-            n => Err(format!("{n} events")),
-        }
-    })
-    .await;
+    graph_count_when(&m, &id, "the Graph delete", 0).await;
     // Throttled with a fractional Retry-After, then delivered.
     m.faults().push(Fault::status_retry_after(429, "0.3"));
     patch(&gw, &id, &json!({"status": "confirmed"})).await;
-    until("the Graph re-create", WAIT, || async {
-        match graph_events(&m, &id).len() {
-            1 => Ok(()),
-            n => Err(format!("{n} events")),
-        }
-    })
-    .await;
+    graph_count_when(&m, &id, "the Graph re-create", 1).await;
     drained(&gw.client, &gw.base, WAIT).await;
     assert_eq!(m.live_events(DEFAULT_CALENDAR_ID).len(), 1);
 }
@@ -1010,4 +1003,51 @@ async fn a_restart_while_the_provider_still_processes_the_insert_leaves_exactly_
     assert_eq!(inserts(&g), 2, "the insert was repeated");
     assert_eq!(shown["exports"][0]["state"], "exported", "{shown}");
     assert_eq!(shown["exports"][0]["event_id"], events[0]["id"], "{shown}");
+}
+
+/// Graph: an event carrying our `transactionId` for a booking that is exported
+/// as another event is a late insert of ours (an earlier generation, whose
+/// answer was lost): the import deletes it, and the booking counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_a_stray_insert_of_ours_is_deleted_when_imported() {
+    let (m, gw) = graph(|s| s.direction = "both").await;
+    let b = create(&gw, &slot(19, 10, 30, "Stray")).await;
+    let id = b["id"].as_str().expect("id").to_owned();
+    graph_count_when(&m, &id, "the Graph insert", 1).await;
+    drained(&gw.client, &gw.base, WAIT).await;
+    let exported = booking(&gw, &id).await["exports"][0]["event_id"].clone();
+    let exported_id = exported.as_str().expect("event id");
+
+    // What the provider made of an earlier create of this booking.
+    let mut stray = m
+        .event(DEFAULT_CALENDAR_ID, exported_id)
+        .expect("our event");
+    for field in ["id", "iCalUId", "@odata.etag", "changeKey"] {
+        stray[field] = Value::Null;
+    }
+    stray["transactionId"] = json!(calgate::export::event::transaction_id(
+        "salon", SOURCE, &id, 7
+    ));
+    let stray_id = m.put_event(DEFAULT_CALENDAR_ID, stray);
+    assert_ne!(stray_id, exported_id);
+
+    import_now(&gw, "full").await;
+    until("the stray to be deleted", WAIT, || async {
+        let ids: Vec<Value> = graph_events(&m, &id)
+            .iter()
+            .map(|e| e["id"].clone())
+            .collect();
+        if ids == [exported.clone()] {
+            Ok(())
+        } else {
+            Err(format!("{ids:?}"))
+        }
+    })
+    .await;
+    import_now(&gw, "full").await;
+    let fb = freebusy_detail(&gw, "start=2026-12-19T00:00:00Z&end=2026-12-20T00:00:00Z").await;
+    let busy = fb["busy"].as_array().expect("busy");
+    assert_eq!(busy.len(), 1, "{fb}");
+    assert_eq!(busy[0]["sources"].as_array().map(Vec::len), Some(1), "{fb}");
+    assert_eq!(busy[0]["sources"][0]["source"], "bookings", "{fb}");
 }

@@ -50,6 +50,9 @@ pub struct App {
     /// Parsed forms of recently expanded CalDAV objects.
     pub dav_plans: crate::dav::plans::ExpandPlans,
     pub export: crate::export::Exporter,
+    /// The address the server is bound to, once it is (with `--listen` or port
+    /// 0 it differs from the file's `server.listen`).
+    pub bound: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// Why the gateway could not be wired up.
@@ -105,6 +108,7 @@ impl App {
             dav_listings: Default::default(),
             dav_plans: Default::default(),
             export: crate::export::Exporter::new(),
+            bound: std::sync::OnceLock::new(),
             bookings: BookingEngine::new(store.clone(), Arc::clone(&conflicts)),
             calendars: CalendarService::new(store.clone(), config.horizon, Arc::clone(&conflicts)),
             conflicts,
@@ -121,5 +125,15 @@ impl App {
 
     pub fn tenant(&self, id: &str) -> Option<&TenantConfig> {
         self.config.tenant(id)
+    }
+
+    /// Where browsers reach the gateway: `server.public_url`, or else the
+    /// address actually listened on (not the file's, which `--listen` and port
+    /// 0 override).
+    pub fn public_url(&self) -> String {
+        match &self.config.public_url {
+            Some(url) => url.clone(),
+            None => format!("http://{}", self.bound.get().unwrap_or(&self.config.listen)),
+        }
     }
 }

@@ -65,8 +65,10 @@ pub struct Config {
     /// Networks user-supplied feed URLs may reach although private or loopback
     /// (CIDR strings, e.g. a local test server or an intranet calendar host).
     pub fetch_allow: Vec<String>,
-    /// Base URL people's browsers reach the gateway at (OAuth redirects).
-    pub public_url: String,
+    /// Base URL people's browsers reach the gateway at (OAuth redirects, links
+    /// in exported events), without a trailing slash. `None`: the address the
+    /// server actually listens on (see `App::public_url`).
+    pub public_url: Option<String>,
     pub providers: ProvidersConfig,
 }
 
@@ -505,15 +507,13 @@ impl Validator<'_> {
             }
             tenants.push(tenant);
         }
-        if let Err(message) = crate::providers::fetch::AllowList::parse(&raw.server.fetch_allow) {
-            return Err(self.invalid("server.fetch_allow", message));
-        }
+        let allow = crate::providers::fetch::AllowList::parse(&raw.server.fetch_allow)
+            .map_err(|message| self.invalid("server.fetch_allow", message))?;
+        self.fetchable_sources(&tenants, &allow)?;
         let public_url = raw
             .server
             .public_url
-            .unwrap_or_else(|| format!("http://{listen}"))
-            .trim_end_matches('/')
-            .to_owned();
+            .map(|u| u.trim_end_matches('/').to_owned());
         let providers = ProvidersConfig {
             google: match raw.providers.google {
                 None => None,
@@ -538,6 +538,28 @@ impl Validator<'_> {
             horizon,
             tenants,
         })
+    }
+
+    /// iCal sources whose URL could never be fetched (a literal or `localhost`
+    /// address that `fetch_allow` does not list) stop the start, rather than
+    /// fail every sync. Names are resolved only when fetched.
+    fn fetchable_sources(
+        &self,
+        tenants: &[TenantConfig],
+        allow: &crate::providers::fetch::AllowList,
+    ) -> Result<(), ConfigError> {
+        for (i, tenant) in tenants.iter().enumerate() {
+            for (j, source) in tenant.sources.iter().enumerate() {
+                let remote = &source.remote;
+                if remote.kind != crate::providers::ProviderKind::Ics {
+                    continue;
+                }
+                if let Err(e) = crate::providers::fetch::check_url_offline(&remote.target, allow) {
+                    return Err(self.invalid(format!("tenant[{i}].source[{j}].url"), e.to_string()));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn tenant(&self, i: usize, raw: RawTenant) -> Result<TenantConfig, ConfigError> {
@@ -1147,6 +1169,38 @@ mod tests {
         let err = tenant("", &twice).unwrap_err().to_string();
         assert!(err.contains("tenant[0].user[1].email"), "{err}");
         assert!(err.contains("user \"x\""), "{err}");
+    }
+
+    #[test]
+    fn ics_sources_that_could_never_be_fetched_are_refused() {
+        let file = |allow: &str, url: &str| {
+            format!(
+                "[server]\nfetch_allow = [{allow}]\n[[tenant]]\nid=\"demo\"\ntimezone=\"UTC\"\n[[tenant.source]]\nid = \"feed\"\nkind = \"ics\"\nurl = \"{url}\"\n"
+            )
+        };
+        for url in [
+            "http://127.0.0.1:8/x.ics",
+            "webcal://localhost/x.ics",
+            "http://[fe80::1]/x.ics",
+            "http://10.1.2.3/x.ics",
+        ] {
+            let err = parse(&file("", url)).unwrap_err().to_string();
+            assert!(
+                err.contains("tenant[0].source[0].url") && err.contains("fetch_allow"),
+                "{url}: {err}"
+            );
+        }
+        assert!(parse(&file("\"127.0.0.1/32\"", "http://localhost:8/x.ics")).is_ok());
+        assert!(parse(&file("\"10.0.0.0/8\"", "http://10.1.2.3/x.ics")).is_ok());
+        // Names are judged when fetched, not at start.
+        assert!(parse(&file("", "https://calendar.example.com/x.ics")).is_ok());
+    }
+
+    #[test]
+    fn public_url_defaults_to_none() {
+        assert_eq!(parse("").unwrap().public_url, None);
+        let c = parse("[server]\npublic_url = \"https://cal.example.com/\"\n").unwrap();
+        assert_eq!(c.public_url.as_deref(), Some("https://cal.example.com"));
     }
 
     #[test]

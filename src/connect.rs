@@ -80,7 +80,7 @@ fn provider_config(app: &App, kind: ProviderKind) -> Result<&ProviderConfig, Pro
 
 fn endpoints(app: &App, kind: ProviderKind) -> Result<OAuthEndpoints, ProviderError> {
     let c = provider_config(app, kind)?;
-    let redirect = format!("{}/oauth/{}/callback", app.config.public_url, kind.name());
+    let redirect = format!("{}/oauth/{}/callback", app.public_url(), kind.name());
     let base = match kind {
         ProviderKind::Microsoft => {
             OAuthEndpoints::microsoft("common", &c.client_id, &c.client_secret, redirect)

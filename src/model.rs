@@ -664,6 +664,11 @@ pub struct SyncStatus {
     /// The account must be connected again (revoked grant); no syncs until then.
     #[serde(default)]
     pub needs_reauth: bool,
+    /// The last run failed in a way no retry mends (the feed URL's address is
+    /// refused): no scheduled syncs until the source or the gateway's
+    /// configuration changes, or someone asks for one.
+    #[serde(default)]
+    pub permanent_error: bool,
     /// OAuth sources: whether tokens are stored.
     #[serde(default)]
     pub connected: bool,

@@ -5,7 +5,9 @@
 //! source's calendar in one batch (one disk sync), then records the cursor,
 //! status and a log entry. A failed run changes nothing but the status and the
 //! log: the last good cache stays. At most one run per source at a time; errors
-//! back off exponentially, honouring the provider's Retry-After.
+//! back off exponentially, honouring the provider's Retry-After, except a
+//! refused feed address, which no retry mends: the status says
+//! `permanent_error` and the scheduler leaves the source alone until it changes.
 //!
 //! What the items mean is the providers' business ([`crate::providers`]); the
 //! HTTP API over this is in [`crate::api::sources`].
@@ -151,6 +153,12 @@ impl SyncEngine {
         let slot = RunSlot { engine: self, key };
         let (t, s) = (tenant.id.as_str(), source.id.as_str());
         app.store.put_source(t, source)?;
+        // Changed settings deserve a run even after a permanent error.
+        let mut status = app.store.sync_status(t, s)?;
+        if status.permanent_error {
+            status.permanent_error = false;
+            app.store.put_sync_status(t, s, &status)?;
+        }
         if drop_cache {
             for object in app.store.objects(t, s)? {
                 app.calendars.remove_imported(tenant, s, &object.id).await?;
@@ -230,6 +238,7 @@ impl SyncEngine {
                 status.last_error = None;
                 status.consecutive_failures = 0;
                 status.needs_reauth = false;
+                status.permanent_error = false;
                 status.next_run = Some(Utc::now() + jittered(interval));
                 info!(tenant = %tenant.id, source = %source.id, created = log.created,
                     updated = log.updated, deleted = log.deleted, ms = log.duration_ms, "source synced");
@@ -248,7 +257,9 @@ impl SyncEngine {
                 if let SyncError::Provider(ProviderError::Reauth(_)) = e {
                     status.needs_reauth = true;
                 }
-                status.next_run = Some(Utc::now() + delay);
+                status.permanent_error =
+                    matches!(e, SyncError::Provider(ProviderError::Refused(_)));
+                status.next_run = (!status.permanent_error).then(|| Utc::now() + delay);
                 log.error = Some(e.to_string());
                 warn!(tenant = %tenant.id, source = %source.id, error = %e, "source sync failed; cache kept");
                 Err(e)
@@ -473,6 +484,8 @@ async fn apply(
     // thread, the previous one is written and the next one rendered.
     let affected: Vec<String> = affected.into_iter().collect();
     let mut in_flight: Option<InFlight> = None;
+    // Events our own inserts left behind (export::recognise): deleted after the run.
+    let mut strays = Vec::new();
     for chunk in affected.chunks(IMPORT_BATCH) {
         // Each series' items, and the booking it is an export of.
         let mut series_items: Vec<(String, Vec<serde_json::Value>)> =
@@ -488,7 +501,9 @@ async fn apply(
                 None => Vec::new(),
             };
             // Our own exported events come back here: mark them (loop prevention).
-            own_bookings.push(crate::export::recognise(app, t, source, &mut items)?);
+            let recognised = crate::export::recognise(app, t, source, &mut items)?;
+            strays.extend(recognised.strays);
+            own_bookings.push(recognised.booking);
             series_items.push((series.clone(), items));
         }
         let (calendars, tenant_copy, source_copy, existing) = (
@@ -521,6 +536,9 @@ async fn apply(
             // A panic while writing stays a panic; the task is never cancelled.
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
+    }
+    if !strays.is_empty() {
+        crate::export::remove_strays(app, tenant, source, &strays).await;
     }
     Ok((applied, cursor))
 }
@@ -759,7 +777,7 @@ pub async fn scheduler(app: Arc<App>) {
                     .store
                     .sync_status(&tenant.id, &source.id)
                     .unwrap_or_default();
-                if status.needs_reauth {
+                if status.needs_reauth || status.permanent_error {
                     continue;
                 }
                 let due = status.next_run.unwrap_or(now);
@@ -793,9 +811,17 @@ pub async fn scheduler(app: Arc<App>) {
 }
 
 /// Puts the sources declared in the configuration into the store (new ones, and
-/// changed settings of existing ones; their cache and status stay).
+/// changed settings of existing ones; their cache and status stay). Permanent
+/// errors of earlier runs are forgotten: the allow-list may have changed.
 pub fn declare_configured_sources(app: &App) -> Result<(), StoreError> {
     for tenant in &app.config.tenants {
+        for source in app.store.sources(&tenant.id)? {
+            let mut status = app.store.sync_status(&tenant.id, &source.id)?;
+            if status.permanent_error {
+                status.permanent_error = false;
+                app.store.put_sync_status(&tenant.id, &source.id, &status)?;
+            }
+        }
         for declared in &tenant.sources {
             let mut source = app
                 .store

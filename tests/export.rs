@@ -138,6 +138,17 @@ fn graph_events(m: &GraphMock, id: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Waits until `n` live Graph events carry the booking's marker.
+async fn graph_count_when(m: &GraphMock, id: &str, what: &str, n: usize) {
+    until(what, WAIT, || async {
+        match graph_events(m, id).len() {
+            found if found == n => Ok(()),
+            found => Err(format!("{found} events")),
+        }
+    })
+    .await;
+}
+
 async fn google_event_when(
     g: &GoogleMock,
     id: &str,
@@ -600,13 +611,7 @@ async fn graph_create_move_cancel_and_import_loop() {
     let (m, gw) = graph(|s| s.direction = "both").await;
     let b = create(&gw, &slot(14, 10, 45, "Beard trim")).await;
     let id = b["id"].as_str().expect("id").to_owned();
-    until("the Graph create", WAIT, || async {
-        match graph_events(&m, &id).len() {
-            1 => Ok(()),
-            n => Err(format!("{n} events")),
-        }
-    })
-    .await;
+    graph_count_when(&m, &id, "the Graph create", 1).await;
     let e = graph_events(&m, &id).remove(0);
     assert_eq!(e["subject"], "Beard trim (Colour)");
     assert_eq!(e["start"]["timeZone"], "Europe/Paris");
@@ -662,23 +667,11 @@ async fn graph_create_move_cancel_and_import_loop() {
     assert_eq!(graph_events(&m, &id)[0]["id"], json!(event_id));
 
     patch(&gw, &id, &json!({"status": "cancelled"})).await;
-    until("the Graph delete", WAIT, || async {
-        match graph_events(&m, &id).len() {
-            0 => Ok(()),
-            n => Err(format!("{n} events")),
-        }
-    })
-    .await;
+    graph_count_when(&m, &id, "the Graph delete", 0).await;
     // Throttled with a fractional Retry-After, then delivered.
     m.faults().push(Fault::status_retry_after(429, "0.3"));
     patch(&gw, &id, &json!({"status": "confirmed"})).await;
-    until("the Graph re-create", WAIT, || async {
-        match graph_events(&m, &id).len() {
-            1 => Ok(()),
-            n => Err(format!("{n} events")),
-        }
-    })
-    .await;
+    graph_count_when(&m, &id, "the Graph re-create", 1).await;
     drained(&gw.client, &gw.base, WAIT).await;
     assert_eq!(m.live_events(DEFAULT_CALENDAR_ID).len(), 1);
 }
@@ -712,10 +705,14 @@ fn spawn_gateway(config: &std::path::Path) -> (std::process::Child, String) {
     (child, base)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_after_the_provider_created_the_event_leaves_exactly_one() {
-    let g = GoogleMock::start().await;
-    let setup = Setup::google(&g);
+/// A gateway binary killed (SIGKILL) while the provider has stored a booking's
+/// insert but not yet answered it; `processing` keeps the insert out of the
+/// provider's listings (still being processed). (temp dir, config, booking id)
+async fn kill_9_during_an_insert(
+    g: &GoogleMock,
+    processing: bool,
+) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let setup = Setup::google(g);
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("gateway.toml");
     std::fs::write(&config, setup.config_text(&dir.path().join("data"))).expect("config");
@@ -725,6 +722,7 @@ async fn kill_9_after_the_provider_created_the_event_leaves_exactly_one() {
     connect(&client, &base, Provider::Google).await;
     // The provider creates events at once but answers only after 5 s.
     g.set_latency(Duration::from_secs(5));
+    g.hold_inserts(processing);
     let (status, b) = call(
         &client,
         &base,
@@ -736,7 +734,7 @@ async fn kill_9_after_the_provider_created_the_event_leaves_exactly_one() {
     assert_eq!(status, 201, "{b}");
     let id = b["id"].as_str().expect("id").to_owned();
     until("the provider to hold the event", WAIT, || async {
-        match google_events(&g, &id).len() {
+        match google_events(g, &id).len() {
             1 => Ok(()),
             n => Err(format!("{n} events")),
         }
@@ -746,10 +744,13 @@ async fn kill_9_after_the_provider_created_the_event_leaves_exactly_one() {
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     g.set_latency(Duration::ZERO);
-    let remote_id = google_events(&g, &id)[0]["id"].clone();
-    g.clear_requests();
+    (dir, config, id)
+}
 
-    let (mut child, base) = spawn_gateway(&config);
+/// Starts the binary again, lets it deliver, stops it: the booking as shown then.
+async fn restart_until_drained(config: &std::path::Path, id: &str) -> Value {
+    let client = export_support::client();
+    let (mut child, base) = spawn_gateway(config);
     drained(&client, &base, WAIT).await;
     let (_, shown) = call(
         &client,
@@ -761,6 +762,17 @@ async fn kill_9_after_the_provider_created_the_event_leaves_exactly_one() {
     .await;
     child.kill().expect("stop");
     child.wait().expect("reaped");
+    shown
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_the_provider_created_the_event_leaves_exactly_one() {
+    let g = GoogleMock::start().await;
+    let (_dir, config, id) = kill_9_during_an_insert(&g, false).await;
+    let remote_id = google_events(&g, &id)[0]["id"].clone();
+    g.clear_requests();
+
+    let shown = restart_until_drained(&config, &id).await;
     let events = google_events(&g, &id);
     assert_eq!(events.len(), 1, "no second event: {events:?}");
     assert_eq!(g.live_events(&g.primary_id()).len(), 1);
@@ -879,4 +891,163 @@ async fn bookings_written_over_caldav_are_exported() {
     google_event_when(&g, "from-phone", "the deletion", |e| e.is_empty()).await;
     drained(&gw.client, &gw.base, WAIT).await;
     assert!(g.live_events(&g.primary_id()).is_empty());
+}
+
+/// The POSTs that reached the mock's events collection (inserts).
+fn inserts(g: &GoogleMock) -> usize {
+    g.api_requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/events"))
+        .count()
+}
+
+/// The provider stores an insert but the answer is lost, and it is still
+/// processing it when the gateway looks (not listed yet): the repeated insert
+/// carries the same client-chosen id, is refused as a duplicate and taken as
+/// success — one event, not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_whose_answer_was_lost_is_not_made_twice() {
+    let (g, gw) = google(|_| {}).await;
+    g.hold_inserts(true);
+    g.faults().push(Fault::AnswerLost);
+    let b = create(&gw, &slot(17, 10, 30, "Lost answer")).await;
+    let id = b["id"].as_str().expect("id").to_owned();
+    google_event_when(&g, &id, "the provider to store the insert", |e| {
+        e.len() == 1
+    })
+    .await;
+    until("the insert to be repeated", WAIT, || async {
+        match inserts(&g) {
+            n if n >= 2 => Ok(()),
+            n => Err(format!("{n} inserts")),
+        }
+    })
+    .await;
+    drained(&gw.client, &gw.base, WAIT).await;
+    g.release_held_inserts();
+
+    let events = google_events(&g, &id);
+    assert_eq!(events.len(), 1, "no second event: {events:?}");
+    assert_eq!(g.live_events(&g.primary_id()).len(), 1);
+    let shown = booking(&gw, &id).await;
+    assert_eq!(shown["exports"][0]["state"], "exported", "{shown}");
+    assert_eq!(shown["exports"][0]["event_id"], events[0]["id"], "{shown}");
+    assert_eq!(events[0]["summary"], "Lost answer (Colour)");
+}
+
+/// An insert whose answer was lost lands only after the booking was cancelled
+/// and confirmed again (so exported anew as another event): when the import
+/// sees that stray copy of ours, it deletes it. (A copy a person makes keeps
+/// blocking time: see both_directions_count_our_events_once_and_report_external_moves.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_insert_of_ours_is_deleted_when_imported() {
+    let (g, gw) = google(|s| s.direction = "both").await;
+    until("the first import", WAIT, || async {
+        let s = source(&gw.client, &gw.base).await;
+        match s["status"]["last_success"].is_null() {
+            false => Ok(()),
+            true => Err(s.to_string()),
+        }
+    })
+    .await;
+    // The next insert is stored at once, answered (with a lost answer) only
+    // after 2 s, and not listed until released.
+    g.hold_inserts(true);
+    g.set_latency(Duration::from_secs(2));
+    g.faults().push(Fault::AnswerLost);
+    let b = create(&gw, &slot(18, 10, 30, "Stray")).await;
+    let id = b["id"].as_str().expect("id").to_owned();
+    let first = google_event_when(&g, &id, "the insert to be stored", |e| e.len() == 1).await;
+    let stray_id = first[0]["id"].clone();
+    // Cancelled while the insert is under way: nothing to delete is found.
+    patch(&gw, &id, &json!({"status": "cancelled"})).await;
+    g.set_latency(Duration::ZERO);
+    // Done once the outbox is empty (the create stays pending until then).
+    drained(&gw.client, &gw.base, Duration::from_secs(20)).await;
+    assert_eq!(booking(&gw, &id).await["exports"][0]["state"], "removed");
+    g.hold_inserts(false);
+    patch(&gw, &id, &json!({"status": "confirmed"})).await;
+    google_event_when(&g, &id, "the new export", |e| e.len() == 2).await;
+    drained(&gw.client, &gw.base, WAIT).await;
+    let exported = booking(&gw, &id).await["exports"][0]["event_id"].clone();
+    assert_ne!(exported, stray_id, "exported anew");
+
+    // The lost insert finishes; the import sees two events with the marker.
+    g.release_held_inserts();
+    import_now(&gw, "incremental").await;
+    let events = google_event_when(&g, &id, "the stray to be deleted", |e| e.len() == 1).await;
+    assert_eq!(events[0]["id"], exported, "{events:?}");
+    assert_eq!(g.live_events(&g.primary_id()).len(), 1);
+    // Counted once, as the booking.
+    import_now(&gw, "incremental").await;
+    let fb = freebusy_detail(&gw, "start=2026-12-18T00:00:00Z&end=2026-12-19T00:00:00Z").await;
+    let busy = fb["busy"].as_array().expect("busy");
+    assert_eq!(busy.len(), 1, "{fb}");
+    assert_eq!(busy[0]["sources"][0]["source"], "bookings", "{fb}");
+    assert_eq!(busy[0]["sources"].as_array().map(Vec::len), Some(1), "{fb}");
+}
+
+/// The gateway restarts while the provider is still processing an insert whose
+/// answer was lost: the marker lookup finds nothing yet, so the insert is
+/// repeated — with the same event id, which the provider refuses as a
+/// duplicate. One event, exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_while_the_provider_still_processes_the_insert_leaves_exactly_one() {
+    let g = GoogleMock::start().await;
+    let (_dir, config, id) = kill_9_during_an_insert(&g, true).await;
+    let shown = restart_until_drained(&config, &id).await;
+    g.release_held_inserts();
+    let events = google_events(&g, &id);
+    assert_eq!(events.len(), 1, "no second event: {events:?}");
+    assert_eq!(g.live_events(&g.primary_id()).len(), 1);
+    assert_eq!(inserts(&g), 2, "the insert was repeated");
+    assert_eq!(shown["exports"][0]["state"], "exported", "{shown}");
+    assert_eq!(shown["exports"][0]["event_id"], events[0]["id"], "{shown}");
+}
+
+/// Graph: an event carrying our `transactionId` for a booking that is exported
+/// as another event is a late insert of ours (an earlier generation, whose
+/// answer was lost): the import deletes it, and the booking counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_a_stray_insert_of_ours_is_deleted_when_imported() {
+    let (m, gw) = graph(|s| s.direction = "both").await;
+    let b = create(&gw, &slot(19, 10, 30, "Stray")).await;
+    let id = b["id"].as_str().expect("id").to_owned();
+    graph_count_when(&m, &id, "the Graph insert", 1).await;
+    drained(&gw.client, &gw.base, WAIT).await;
+    let exported = booking(&gw, &id).await["exports"][0]["event_id"].clone();
+    let exported_id = exported.as_str().expect("event id");
+
+    // What the provider made of an earlier create of this booking.
+    let mut stray = m
+        .event(DEFAULT_CALENDAR_ID, exported_id)
+        .expect("our event");
+    for field in ["id", "iCalUId", "@odata.etag", "changeKey"] {
+        stray[field] = Value::Null;
+    }
+    stray["transactionId"] = json!(calgate::export::event::transaction_id(
+        "salon", SOURCE, &id, 7
+    ));
+    let stray_id = m.put_event(DEFAULT_CALENDAR_ID, stray);
+    assert_ne!(stray_id, exported_id);
+
+    import_now(&gw, "full").await;
+    until("the stray to be deleted", WAIT, || async {
+        let ids: Vec<Value> = graph_events(&m, &id)
+            .iter()
+            .map(|e| e["id"].clone())
+            .collect();
+        if ids == [exported.clone()] {
+            Ok(())
+        } else {
+            Err(format!("{ids:?}"))
+        }
+    })
+    .await;
+    import_now(&gw, "full").await;
+    let fb = freebusy_detail(&gw, "start=2026-12-19T00:00:00Z&end=2026-12-20T00:00:00Z").await;
+    let busy = fb["busy"].as_array().expect("busy");
+    assert_eq!(busy.len(), 1, "{fb}");
+    assert_eq!(busy[0]["sources"].as_array().map(Vec::len), Some(1), "{fb}");
+    assert_eq!(busy[0]["sources"][0]["source"], "bookings", "{fb}");
 }

@@ -46,6 +46,14 @@ fn permanent(r: Result<Fetched, ProviderError>) -> String {
     }
 }
 
+/// The message of a refused address (never worth retrying).
+fn refused(r: Result<Fetched, ProviderError>) -> String {
+    match r {
+        Err(ProviderError::Refused(m)) => m,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn first_fetch_is_full_and_the_second_a_304() {
     let mock = IcsMock::start().await;
@@ -384,7 +392,7 @@ async fn special_addresses_are_refused_without_the_allow_list() {
     let guarded = client_with(&[], limits());
 
     // A literal loopback address, and a name that resolves to one.
-    let m = permanent(
+    let m = refused(
         ics::fetch(
             &guarded,
             &mock.url(FEED),
@@ -396,10 +404,14 @@ async fn special_addresses_are_refused_without_the_allow_list() {
     assert!(m.contains("loopback"), "{m}");
     assert!(!m.contains("SECRET"), "{m}");
     let by_name = format!("http://localhost:{}{FEED}", mock.addr().port());
-    let m = permanent(ics::fetch(&guarded, &by_name, &Cursor::default(), FetchMode::Full).await);
+    let m = refused(ics::fetch(&guarded, &by_name, &Cursor::default(), FetchMode::Full).await);
     assert!(
-        m.contains("localhost resolves to") && m.contains("loopback"),
+        m.contains("localhost resolves to a loopback address") && m.contains("fetch_allow"),
         "{m}"
+    );
+    assert!(
+        !m.contains("127.0.0.1") && !m.contains("::1"),
+        "the rule, not the address: {m}"
     );
     assert_eq!(mock.hits(FEED), 0, "nothing reached the server");
 
@@ -414,7 +426,7 @@ async fn special_addresses_are_refused_without_the_allow_list() {
         "http://100.64.0.1/",
         "http://0.0.0.0/",
     ] {
-        let m = permanent(ics::fetch(&guarded, url, &Cursor::default(), FetchMode::Full).await);
+        let m = refused(ics::fetch(&guarded, url, &Cursor::default(), FetchMode::Full).await);
         assert!(m.contains("refused"), "{url}: {m}");
     }
 
@@ -422,7 +434,7 @@ async fn special_addresses_are_refused_without_the_allow_list() {
     // is allowed (loopback, via the list) and the next one is not.
     let allowed = client_with(&["127.0.0.1/32"], limits());
     mock.redirect("/inward.ics", "http://10.1.2.3/admin", 302);
-    let m = permanent(
+    let m = refused(
         ics::fetch(
             &allowed,
             &mock.url("/inward.ics"),

@@ -246,13 +246,10 @@ async fn scheduler_syncs_and_api_manages_sources() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 422);
-    let resp = post(serde_json::json!({"id": "meta", "kind": "ics", "url": "http://169.254.169.254/latest/", "enabled": false}))
+    let resp = post(serde_json::json!({"id": "meta", "kind": "ics", "url": "http://1.1.1.1/cal.ics", "enabled": false}))
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
-    // A private address the operator did not allow is refused before connecting.
-    let (status, problem) = api(&s, reqwest::Method::POST, "/sources/meta/sync").await;
-    assert_eq!(status, 502, "{problem}");
     let resp = post(serde_json::json!({"id": "meta", "kind": "ics", "url": "http://a/"}))
         .await
         .unwrap();
@@ -533,4 +530,205 @@ async fn incremental_feed_syncs_skip_unchanged_events_and_apply_every_change() {
     let (_, log) = sync(&s, "full").await;
     assert_eq!(counts(&log), (0, 0, 0), "{log}");
     assert_eq!(busy(&s).await, digest_busy(3, &fourth));
+}
+
+/// POSTs a source to the salon: (status, problem or source).
+async fn post_source(s: &TestServer, body: Value) -> (u16, Value) {
+    let resp = s
+        .client
+        .post(s.url("/api/v1/tenants/salon/sources"))
+        .bearer_auth(SALON_KEY)
+        .json(&body)
+        .send()
+        .await
+        .expect("request sent");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// A feed URL no sync could ever fetch is refused when the source is created
+/// (API and configuration file), naming the rule but not what a name resolves
+/// to; one that turns out unfetchable later (a redirect inward) is a
+/// permanent error, not retried on a schedule.
+#[tokio::test(flavor = "multi_thread")]
+async fn unfetchable_feed_urls_are_refused_up_front_and_not_retried() {
+    let feed = IcsMock::start().await;
+    feed.set_feed_fixture("/team.ics", "google_style.ics");
+    feed.redirect("/inward.ics", "http://10.1.2.3/admin", 302);
+    // No fetch_allow: every special address is refused.
+    let s = TestServer::start().await;
+    for (url, rule) in [
+        ("http://localhost:9/private-SECRET/basic.ics", "loopback"),
+        ("http://[::1]:9/x.ics", "loopback"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("webcal://10.0.0.7/x.ics", "private"),
+    ] {
+        let (status, problem) = post_source(
+            &s,
+            serde_json::json!({"id": "bad", "kind": "ics", "url": url}),
+        )
+        .await;
+        assert_eq!(status, 422, "{url}: {problem}");
+        assert_eq!(problem["invalid_params"][0]["name"], "url", "{problem}");
+        let reason = problem["invalid_params"][0]["reason"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            reason.contains(rule) && reason.contains("fetch_allow"),
+            "{url}: {reason}"
+        );
+        assert!(!reason.contains("SECRET"), "{reason}");
+    }
+    // The rule, not the resolution.
+    let (_, problem) = post_source(
+        &s,
+        serde_json::json!({"id": "bad", "kind": "ics", "url": "http://localhost:9/x.ics"}),
+    )
+    .await;
+    let reason = problem["invalid_params"][0]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("localhost resolves to a loopback address"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("127.0.0.1") && !reason.contains("::1"),
+        "{reason}"
+    );
+    let (status, list) = api(&s, reqwest::Method::GET, "/sources").await;
+    assert_eq!(
+        (status, list["sources"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{list}"
+    );
+
+    // The configuration file: a clear error at start.
+    let text = common::config_text_with(
+        s.dir.path(),
+        "127.0.0.1:0",
+        None,
+        &Extra {
+            server: String::new(),
+            salon: "[[tenant.source]]\nid = \"local\"\nkind = \"ics\"\nurl = \"http://127.0.0.1:9/x.ics\"\n".into(),
+        },
+    );
+    let err = calgate::config::Config::parse(&text, std::path::Path::new("gw.toml"))
+        .expect_err("an unfetchable source is a config error")
+        .to_string();
+    assert!(
+        err.contains("tenant[0].source[0].url")
+            && err.contains("loopback")
+            && err.contains("fetch_allow"),
+        "{err}"
+    );
+
+    // Allowed at creation (loopback is on the list), refused at the redirect
+    // hop when synced: a permanent error, no retry scheduled.
+    let s = TestServer::start_with_extra(Extra {
+        server: "fetch_allow = [\"127.0.0.1/32\"]".into(),
+        salon: String::new(),
+    })
+    .await;
+    let (status, body) = post_source(
+        &s,
+        serde_json::json!({"id": "inward", "kind": "ics", "url": feed.url("/inward.ics"), "enabled": true}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    // The scheduler runs it at once, and then leaves it alone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, one) = api(&s, reqwest::Method::GET, "/sources/inward").await;
+        if one["status"]["permanent_error"] == true {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never synced: {one}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Asked for, it runs (once the scheduler's run has let go) and says why it failed.
+    let (status, problem) = loop {
+        let (status, problem) = api(&s, reqwest::Method::POST, "/sources/inward/sync").await;
+        let running = problem["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("sync-running"));
+        if !running || std::time::Instant::now() > deadline {
+            break (status, problem);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(
+        problem["type"].as_str().map(|t| t.ends_with("url-refused")),
+        Some(true),
+        "{problem}"
+    );
+    let (_, one) = api(&s, reqwest::Method::GET, "/sources/inward").await;
+    assert_eq!(one["status"]["permanent_error"], true, "{one}");
+    assert!(one["status"]["next_run"].is_null(), "not retried: {one}");
+    assert!(
+        one["status"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("private")),
+        "{one}"
+    );
+}
+
+/// `POST …/sync` takes the mode from the query string or a JSON body.
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_mode_from_the_query_or_a_json_body() {
+    let feed = IcsMock::start().await;
+    feed.set_feed_fixture("/team.ics", "google_style.ics");
+    let s = TestServer::start_with_extra(extra(&feed.url("/team.ics"), false)).await;
+    let send = |query: &str, body: Option<&str>| {
+        let mut req = s
+            .client
+            .post(s.url(&format!(
+                "/api/v1/tenants/salon/sources/{SOURCE}/sync{query}"
+            )))
+            .bearer_auth(SALON_KEY);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_owned());
+        }
+        async move {
+            let resp = req.send().await.expect("request sent");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, log) = send("", None).await;
+    assert_eq!(
+        (status, log["mode"].as_str()),
+        (200, Some("incremental")),
+        "{log}"
+    );
+    let (status, log) = send("", Some(r#"{"mode":"full"}"#)).await;
+    assert_eq!((status, log["mode"].as_str()), (200, Some("full")), "{log}");
+    let (status, log) = send("?mode=full", Some(r#"{"mode": "full"}"#)).await;
+    assert_eq!((status, log["mode"].as_str()), (200, Some("full")), "{log}");
+    let (status, log) = send("?mode=full", None).await;
+    assert_eq!((status, log["mode"].as_str()), (200, Some("full")), "{log}");
+
+    let (status, problem) = send("?mode=incremental", Some(r#"{"mode":"full"}"#)).await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["invalid_params"][0]["name"], "mode", "{problem}");
+    let (status, problem) = send("", Some(r#"{"mode":"fast"}"#)).await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(
+        problem["invalid_params"][0]["name"], "body.mode",
+        "{problem}"
+    );
+    let (status, problem) = send("", Some(r#"{"mode":"full""#)).await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("not valid JSON")),
+        "{problem}"
+    );
+    let (status, problem) = send("", Some(r#"{"mood":"full"}"#)).await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(problem.to_string().contains("mood"), "{problem}");
 }

@@ -859,6 +859,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_calgate");
 
 /// Starts `calgate serve` and waits for its "listening" line; returns the base URL.
 fn spawn_gateway(config: &Path) -> (Child, String) {
+    spawn_gateway_with(config, &[])
+}
+
+/// [`spawn_gateway`] with more command-line arguments.
+fn spawn_gateway_with(config: &Path, args: &[&str]) -> (Child, String) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -867,6 +872,7 @@ fn spawn_gateway(config: &Path) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(config)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
@@ -1147,5 +1153,61 @@ async fn an_imported_event_on_a_booking_is_a_conflict_and_is_webhooked() {
         body["conflicts"].as_array().map(Vec::len),
         Some(0),
         "{body}"
+    );
+}
+
+/// Without `public_url`, the OAuth redirect URI names the address the gateway
+/// really listens on (`--listen`, here with a free port), not the file's.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_public_url_the_redirect_uri_is_the_bound_address() {
+    let g = GoogleMock::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("gateway.toml");
+    let provider = format!(
+        "[providers.google]\nclient_id = \"{GOOGLE_CLIENT_ID}\"\nclient_secret = \"{GOOGLE_CLIENT_SECRET}\"\nauth_url = \"{}\"\ntoken_url = \"{}\"\napi_base = \"{}\"\n",
+        g.authorize_url(),
+        g.token_url(),
+        g.base_url()
+    );
+    let text = common::config_text_with(
+        &dir.path().join("data"),
+        "127.0.0.1:9",
+        None,
+        &Extra {
+            server: provider,
+            salon: String::new(),
+        },
+    );
+    std::fs::write(&config, text).expect("config written");
+    let (mut child, base) = spawn_gateway_with(&config, &["--listen", "127.0.0.1:0"]);
+    let http = browser();
+    let created = http
+        .post(format!("{base}/api/v1/tenants/salon/sources"))
+        .bearer_auth(SALON_KEY)
+        .json(&json!({"id": "anna", "kind": "google", "enabled": false}))
+        .send()
+        .await
+        .expect("source created");
+    let created_status = created.status();
+    let start = http
+        .get(format!(
+            "{base}/oauth/google/start?tenant=salon&source=anna"
+        ))
+        .bearer_auth(SALON_KEY)
+        .send()
+        .await
+        .expect("start");
+    let start_status = start.status();
+    let redirect = reqwest::Url::parse(&location(&start))
+        .expect("provider URL")
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned());
+    child.kill().expect("stop");
+    child.wait().expect("reaped");
+    assert_eq!((created_status.as_u16(), start_status.as_u16()), (201, 302));
+    assert_eq!(
+        redirect.as_deref(),
+        Some(format!("{base}/oauth/google/callback").as_str())
     );
 }

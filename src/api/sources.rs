@@ -36,6 +36,14 @@ pub async fn collection(
                 crate::config::parse_source_json(&body).map_err(|(field, message)| {
                     Problem::invalid(vec![FieldError::new(&field, message)])
                 })?;
+            if declared.remote.kind == ProviderKind::Ics {
+                // A URL no sync could ever fetch is refused now, not at every run.
+                app.sync
+                    .feeds
+                    .check_url(&declared.remote.target)
+                    .await
+                    .map_err(|e| Problem::invalid(vec![FieldError::new("url", e.to_string())]))?;
+            }
             if app.store.source(&tenant.id, &declared.id)?.is_some() {
                 return Err(Problem::new(
                     StatusCode::CONFLICT,
@@ -118,16 +126,7 @@ pub async fn item(
             ))
         }
         (Some("sync"), Method::POST) => {
-            let mode = match query_value(&req, "mode").as_deref() {
-                None | Some("incremental") => FetchMode::Incremental,
-                Some("full") => FetchMode::Full,
-                Some(other) => {
-                    return Err(Problem::invalid(vec![FieldError::new(
-                        "mode",
-                        format!("\"{other}\" is not a sync mode: use incremental or full"),
-                    )]));
-                }
-            };
+            let mode = sync_mode(app, req).await?;
             let direction = source.remote.as_ref().map(|r| r.direction);
             if direction == Some(crate::model::Direction::Export) {
                 // Nothing to import: deliver now, parked bookings included.
@@ -178,6 +177,66 @@ pub async fn item(
         (Some(other), _) => Err(Problem::not_found(format!(
             "sources have no \"{other}\"; use sync or logs"
         ))),
+    }
+}
+
+/// The body of `POST …/sync`, all optional.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncRequest {
+    mode: Option<String>,
+}
+
+fn parse_mode(field: &str, text: &str) -> Result<FetchMode, FieldError> {
+    match text {
+        "incremental" => Ok(FetchMode::Incremental),
+        "full" => Ok(FetchMode::Full),
+        other => Err(FieldError::new(
+            field,
+            format!("\"{other}\" is not a sync mode: use incremental or full"),
+        )),
+    }
+}
+
+/// The mode of `POST …/sync`: `?mode=` or a JSON body `{"mode": …}` (both may
+/// be given if they agree); incremental by default.
+async fn sync_mode(app: &App, req: Request<Incoming>) -> Result<FetchMode, Problem> {
+    let query = query_value(&req, "mode");
+    let (parts, body) = req.into_parts();
+    let bytes = crate::http::read_body(body, &parts.headers, app.config.max_body_bytes).await?;
+    let in_body = if bytes.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let parsed: SyncRequest = serde_json::from_slice(&bytes).map_err(|e| {
+            let params = vec![FieldError::new("body", e.to_string())];
+            if e.is_data() {
+                Problem::invalid(params)
+            } else {
+                Problem::bad_request(format!("the body is not valid JSON: {e}")).with_params(params)
+            }
+        })?;
+        parsed.mode
+    };
+    let from_query = query.as_deref().map(|m| parse_mode("mode", m)).transpose();
+    let from_body = in_body
+        .as_deref()
+        .map(|m| parse_mode("body.mode", m))
+        .transpose();
+    match (from_query, from_body) {
+        (Ok(q), Ok(b)) => match (q, b) {
+            (Some(q), Some(b)) if q != b => Err(Problem::invalid(vec![FieldError::new(
+                "mode",
+                format!(
+                    "the query says {:?} and the body {:?}: give one, or the same in both",
+                    query.unwrap_or_default(),
+                    in_body.unwrap_or_default()
+                ),
+            )])),
+            (q, b) => Ok(q.or(b).unwrap_or(FetchMode::Incremental)),
+        },
+        (q, b) => Err(Problem::invalid(
+            q.err().into_iter().chain(b.err()).collect(),
+        )),
     }
 }
 
@@ -283,6 +342,7 @@ fn source_json(app: &App, tenant: &TenantConfig, source: &Source) -> Result<Valu
             "last_error": last_error,
             "next_run": status.next_run,
             "needs_reauth": status.needs_reauth,
+            "permanent_error": status.permanent_error,
             "connected": status.connected,
             "consecutive_failures": status.consecutive_failures,
             "export": export,
@@ -430,6 +490,7 @@ fn sync_problem(e: SyncError) -> Problem {
         }
         SyncError::AlreadyRunning(_) => (StatusCode::CONFLICT, "sync-running"),
         SyncError::Provider(ProviderError::Reauth(_)) => (StatusCode::CONFLICT, "needs-reauth"),
+        SyncError::Provider(ProviderError::Refused(_)) => (StatusCode::CONFLICT, "url-refused"),
         SyncError::Provider(_) => (StatusCode::BAD_GATEWAY, "provider-error"),
         SyncError::Store(_) | SyncError::Calendar(_) => return Problem::internal(),
     };

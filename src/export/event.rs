@@ -19,6 +19,8 @@ pub struct ExportEvent {
     pub source: String,
     /// Graph create idempotency key (stable per booking, source and generation).
     pub transaction_id: String,
+    /// Google client-chosen event id, the same idempotency for Google.
+    pub google_id: String,
     pub summary: String,
     pub description: Option<String>,
     pub location: Option<String>,
@@ -66,6 +68,57 @@ pub fn booking_of_transaction<'a>(tenant: &str, source: &str, txid: &'a str) -> 
     let (generation, booking) = rest.split_once('-')?;
     generation.parse::<u32>().ok()?;
     (!booking.is_empty()).then_some(booking)
+}
+
+/// Prefix of our Google event ids (base32hex letters only).
+const GOOGLE_ID_PREFIX: &str = "calgate";
+/// base32hex, lowercase: the alphabet of Google's client-chosen ids.
+const BASE32HEX: &[u8; 32] = b"0123456789abcdefghijklmnopqrstuv";
+
+/// 32 base32hex digits naming a booking of a tenant's source.
+fn google_booking_digest(tenant: &str, source: &str, booking: &str) -> String {
+    let digest = Sha256::digest(
+        [
+            tenant.as_bytes(),
+            b"\0",
+            source.as_bytes(),
+            b"\0",
+            booking.as_bytes(),
+        ]
+        .concat(),
+    );
+    // 20 bytes = 160 bits = 32 digits of 5 bits.
+    let mut bits: u64 = 0;
+    let mut held = 0;
+    let mut out = String::with_capacity(32);
+    for byte in &digest[..20] {
+        bits = (bits << 8) | u64::from(*byte);
+        held += 8;
+        while held >= 5 {
+            held -= 5;
+            out.push(char::from(BASE32HEX[((bits >> held) & 31) as usize]));
+        }
+    }
+    out
+}
+
+/// `calgate{digest}{generation}`: the Google event id of a booking's event
+/// (REFERENCE.md §2.3: base32hex, 5–1024 characters). Chosen by us, so an
+/// insert retried after its answer was lost gets 409 instead of making a
+/// second event; a create after a delete (next generation) is a new id.
+pub fn google_event_id(tenant: &str, source: &str, booking: &str, generation: u32) -> String {
+    format!(
+        "{GOOGLE_ID_PREFIX}{}{generation}",
+        google_booking_digest(tenant, source, booking)
+    )
+}
+
+/// Whether `id` is an id [`google_event_id`] gives this booking of this source
+/// (any generation): an event our insert made, not a person's copy of it.
+pub fn is_google_event_id(tenant: &str, source: &str, booking: &str, id: &str) -> bool {
+    id.strip_prefix(GOOGLE_ID_PREFIX)
+        .and_then(|rest| rest.strip_prefix(google_booking_digest(tenant, source, booking).as_str()))
+        .is_some_and(|generation| generation.parse::<u32>().is_ok())
 }
 
 /// Builds the event for `booking` as exported to `source`.
@@ -117,6 +170,7 @@ pub fn build(
         marker: marker(&booking.tenant, &booking.id),
         source: source.to_owned(),
         transaction_id: transaction_id(&booking.tenant, source, &booking.id, generation),
+        google_id: google_event_id(&booking.tenant, source, &booking.id, generation),
         summary,
         description,
         location,
@@ -138,6 +192,28 @@ mod tests {
         assert_eq!(booking_of_transaction("salon", "g2", &tx), None);
         assert_eq!(booking_of_transaction("garage", "g1", &tx), None);
         assert_eq!(booking_of_transaction("salon", "g1", "other"), None);
+    }
+
+    #[test]
+    fn google_ids_are_base32hex_and_recognised_only_for_their_booking() {
+        let id = google_event_id("salon", "g1", "b-1", 3);
+        assert!((5..=1024).contains(&id.len()), "{id}");
+        assert!(
+            id.bytes().all(|c| BASE32HEX.contains(&c)),
+            "{id} is not base32hex"
+        );
+        assert_ne!(id, google_event_id("salon", "g1", "b-1", 4));
+        assert!(is_google_event_id("salon", "g1", "b-1", &id));
+        assert!(is_google_event_id(
+            "salon",
+            "g1",
+            "b-1",
+            &google_event_id("salon", "g1", "b-1", 0)
+        ));
+        assert!(!is_google_event_id("salon", "g2", "b-1", &id));
+        assert!(!is_google_event_id("salon", "g1", "b-2", &id));
+        assert!(!is_google_event_id("salon", "g1", "b-1", "5qk0a8fe2m3o"));
+        assert!(!is_google_event_id("salon", "g1", "b-1", &format!("{id}x")));
     }
 
     #[test]

@@ -34,8 +34,13 @@
 //! **Recovery.** Before a create is sent, the mapping records `create_pending`
 //! durably; if we crash between the provider's answer and storing the event id,
 //! the next pass looks the marked event up (`find_by_marker`) instead of creating
-//! a second one. Graph creates also carry a `transactionId` derived from the
-//! booking, which Graph deduplicates.
+//! a second one. The insert itself is idempotent as well, for an insert the
+//! provider is still processing when the lookup runs: Google events get a
+//! client-chosen id derived from the booking (a repeat answers 409 and the event
+//! is taken over), Graph creates carry a `transactionId` derived from the
+//! booking, which Graph deduplicates. Should such an insert land after the
+//! booking was exported as another event, the import deletes that stray
+//! ([`recognise`], [`remove_strays`]).
 
 pub mod event;
 pub mod target;
@@ -59,7 +64,7 @@ use crate::model::{Booking, BookingStatus, BookingTime, Source, Span, SyncLog};
 use crate::providers::{ProviderError, ProviderKind};
 use crate::store::{ExportRecord, ExportState, ExternalChange, Parked, StoreError};
 use event::ExportEvent;
-use target::{ExportTarget, GoogleTarget, GraphTarget, Patched, Target};
+use target::{ExportTarget, GoogleTarget, GraphTarget, Inserted, Patched, Target};
 
 /// Bookings in flight per Google source.
 pub const GOOGLE_CONCURRENCY: usize = 8;
@@ -648,7 +653,7 @@ fn event_of(ctx: &Ctx<'_>, b: &Booking, rec: &ExportRecord) -> ExportEvent {
         b,
         &ctx.source,
         ctx.privacy,
-        &ctx.app.config.public_url,
+        &ctx.app.public_url(),
         rec.generation,
     )
 }
@@ -686,30 +691,21 @@ async fn put_event(
     }
     let ev = event_of(ctx, b, rec);
     if rec.create_pending {
-        let found = ctx.target.find_by_marker(&ev.marker).await?;
-        if let Some((first, extra)) = found.split_first() {
-            for dup in extra {
-                ctx.target.delete(dup).await?;
+        // A create may have landed before a crash: find it by its marker,
+        // this generation's event first; other events of our inserts are strays.
+        let found = find_ours(ctx, &b.id).await?;
+        let keep = found.iter().position(|id| *id == ev.google_id).unwrap_or(0);
+        if let Some(remote) = found.get(keep).cloned() {
+            for (i, stray) in found.iter().enumerate() {
+                if i != keep {
+                    ctx.target.delete(stray).await?;
+                }
             }
-            rec.remote_id = Some(first.clone());
-            rec.create_pending = false;
-            return match ctx.target.patch(first, &ev).await? {
-                Patched::Done => {
-                    rec.exported_etag = Some(b.etag.clone());
-                    rec.exported_span = Some(b.span());
-                    Ok(Outcome::Created)
-                }
-                Patched::Gone => {
-                    rec.remote_id = None;
-                    Err(ProviderError::retryable(
-                        "the recovered event vanished while being updated",
-                    ))
-                }
-            };
+            return adopt(ctx, b, rec, remote, &ev).await;
         }
     }
     // Durable before the request: a crash after the provider's answer is then
-    // recovered by find_by_marker above, not answered with a second event.
+    // recovered above, not answered with a second event.
     rec.create_pending = true;
     ctx.app
         .store
@@ -720,13 +716,81 @@ async fn put_event(
         .flush()
         .await
         .map_err(|e| ProviderError::retryable(format!("storage: {e}")))?;
-    let remote = ctx.target.insert(&ev).await?;
-    rec.remote_id = Some(remote);
+    // The provider may still be processing an insert whose answer was lost
+    // (the lookup above cannot see it yet): the insert is idempotent (Google
+    // event id, Graph transactionId), so repeating it finds that event.
+    match ctx.target.insert(&ev).await? {
+        Inserted::Created(remote) => {
+            rec.remote_id = Some(remote);
+            rec.create_pending = false;
+            rec.exported_etag = Some(b.etag.clone());
+            rec.exported_span = Some(b.span());
+            rec.external = None;
+            Ok(Outcome::Created)
+        }
+        Inserted::Existing(remote) => adopt(ctx, b, rec, remote, &ev).await,
+    }
+}
+
+/// Takes `remote`, an event an earlier insert of ours made, as the booking's
+/// event, and brings it up to date (it may show an older revision).
+async fn adopt(
+    ctx: &Ctx<'_>,
+    b: &Booking,
+    rec: &mut ExportRecord,
+    remote: String,
+    ev: &ExportEvent,
+) -> Result<Outcome, ProviderError> {
+    rec.remote_id = Some(remote.clone());
     rec.create_pending = false;
-    rec.exported_etag = Some(b.etag.clone());
-    rec.exported_span = Some(b.span());
-    rec.external = None;
-    Ok(Outcome::Created)
+    match ctx.target.patch(&remote, ev).await? {
+        Patched::Done => {
+            rec.exported_etag = Some(b.etag.clone());
+            rec.exported_span = Some(b.span());
+            rec.external = None;
+            Ok(Outcome::Created)
+        }
+        Patched::Gone => {
+            // Deleted meanwhile: the next insert is a new one (a new id).
+            rec.remote_id = None;
+            rec.generation = rec.generation.wrapping_add(1);
+            Err(ProviderError::retryable(
+                "the recovered event vanished while being updated",
+            ))
+        }
+    }
+}
+
+/// Whether `id`, an event carrying the booking's marker, was made by one of
+/// our inserts. A person's copy of our event keeps the marker (Google copies
+/// extended properties) but gets an id of Google's choosing, so on Google
+/// only our id scheme says it; Graph copies lose the `transactionId`, and a
+/// marker match is ours.
+fn made_by_us(tenant: &str, source: &str, target: &Target, booking: &str, id: &str) -> bool {
+    match target {
+        Target::Google(_) => event::is_google_event_id(tenant, source, booking, id),
+        Target::Graph(_) => true,
+    }
+}
+
+/// The live events our inserts made for a booking (see [`made_by_us`]).
+async fn find_ours_in(
+    target: &Target,
+    tenant: &str,
+    source: &str,
+    booking: &str,
+) -> Result<Vec<String>, ProviderError> {
+    let found = target
+        .find_by_marker(&event::marker(tenant, booking))
+        .await?;
+    Ok(found
+        .into_iter()
+        .filter(|id| made_by_us(tenant, source, target, booking, id))
+        .collect())
+}
+
+async fn find_ours(ctx: &Ctx<'_>, booking: &str) -> Result<Vec<String>, ProviderError> {
+    find_ours_in(&ctx.target, &ctx.tenant, &ctx.source, booking).await
 }
 
 /// Deleted or cancelled booking: delete its event if there is one.
@@ -742,8 +806,7 @@ async fn remove_event(
     }
     if rec.create_pending {
         // A create may have landed before a crash: find it by its marker.
-        let marker = event::marker(&ctx.tenant, id);
-        for found in ctx.target.find_by_marker(&marker).await? {
+        for found in find_ours(ctx, id).await? {
             ctx.target.delete(&found).await?;
             deleted = true;
         }
@@ -767,23 +830,43 @@ async fn remove_event(
 // ---------------------------------------------------------------------------------------
 // Import side: our own events coming back, and external moves
 
+/// What [`recognise`] found in a series.
+#[derive(Debug, Default)]
+pub struct Recognised {
+    /// The booking the series shows, when it is our exported event.
+    pub booking: Option<String>,
+    /// (booking, event id) of events our own inserts left besides the
+    /// booking's event (see [`remove_strays`]).
+    pub strays: Vec<(String, String)>,
+}
+
 /// Marks the items of a series that are our own exported events, so rendering
 /// makes them transparent (they must not count twice, nor conflict with their
 /// own booking). Google items carry the marker already; Graph's delta cannot
 /// expand extended properties, so there the stored event id or our
-/// `transactionId` says it. Returns the booking the series shows, if any.
+/// `transactionId` says it.
+///
+/// A second event with one of our markers is one of two things:
+/// - our own stray insert (an insert that went through after its answer was
+///   lost, once the booking had been exported as another event): it has an
+///   id of our scheme for that booking and this source (Google), or our
+///   `transactionId` (Graph). It is marked ours (so it blocks nothing) and
+///   listed in `strays`, to be deleted;
+/// - a person's copy (a duplicated event in Google keeps its extended
+///   properties but gets Google's own id): their event, blocking time like
+///   any other, left alone.
 pub fn recognise(
     app: &App,
     tenant: &str,
     source: &Source,
     items: &mut [Value],
-) -> Result<Option<String>, StoreError> {
+) -> Result<Recognised, StoreError> {
+    let mut found = Recognised::default();
     let Some(remote) = &source.remote else {
-        return Ok(None);
+        return Ok(found);
     };
-    let mut found = None;
     for item in items.iter_mut() {
-        let Some(id) = item.get("id").and_then(Value::as_str) else {
+        let Some(id) = item.get("id").and_then(Value::as_str).map(str::to_owned) else {
             continue;
         };
         let by_marker = match remote.kind {
@@ -799,57 +882,108 @@ pub fn recognise(
             .and_then(Value::as_str)
             .and_then(|tx| event::booking_of_transaction(tenant, &source.id, tx))
             .map(str::to_owned);
+        let our_insert = by_transaction.is_some();
         let booking = match by_marker.or(by_transaction) {
-            // The marker travels with copies of our event (a duplicated event in
-            // Google keeps its extended properties): it is ours only if the
-            // booking is not known to be exported as another event. With no
-            // event id stored yet (a create whose answer was lost) the marker
-            // is all there is.
+            // With no event id stored yet (a create whose answer was lost) the
+            // marker is all there is: ours.
             Some(b) => {
                 let exported_as = app
                     .store
                     .export_record(tenant, &source.id, &b)?
                     .and_then(|r| r.remote_id);
                 if exported_as.is_some_and(|e| e != id) {
-                    // Someone's copy: it blocks time like any of their events.
-                    if let Some(private) = item
+                    let from_here = item
+                        .pointer("/extendedProperties/private/gatewaySource")
+                        .and_then(Value::as_str)
+                        == Some(source.id.as_str());
+                    let stray = our_insert
+                        || (from_here && event::is_google_event_id(tenant, &source.id, &b, &id));
+                    if stray {
+                        mark_ours(remote.kind, item, &event::marker(tenant, &b));
+                        found.strays.push((b, id));
+                    } else if let Some(private) = item
                         .pointer_mut("/extendedProperties/private")
                         .and_then(Value::as_object_mut)
                     {
+                        // Someone's copy: it blocks time like any of their events.
                         private.remove(target::GOOGLE_MARKER);
                     }
                     continue;
                 }
                 Some(b)
             }
-            None => app.store.exported_booking(tenant, &source.id, id)?,
+            None => app.store.exported_booking(tenant, &source.id, &id)?,
         };
         let Some(booking) = booking else { continue };
-        let marker = event::marker(tenant, &booking);
-        match remote.kind {
-            ProviderKind::Microsoft => {
-                item["singleValueExtendedProperties"] =
-                    json!([{"id": target::GRAPH_MARKER_PROPERTY, "value": marker}]);
-            }
-            _ => {
-                if item
-                    .get("extendedProperties")
-                    .is_none_or(|e| !e.is_object())
-                {
-                    item["extendedProperties"] = json!({});
-                }
-                if item["extendedProperties"]
-                    .get("private")
-                    .is_none_or(|p| !p.is_object())
-                {
-                    item["extendedProperties"]["private"] = json!({});
-                }
-                item["extendedProperties"]["private"][target::GOOGLE_MARKER] = json!(marker);
-            }
-        }
-        found = Some(booking);
+        mark_ours(remote.kind, item, &event::marker(tenant, &booking));
+        found.booking = Some(booking);
     }
     Ok(found)
+}
+
+/// Puts our marker on an item the way its provider's renderer reads it.
+fn mark_ours(kind: ProviderKind, item: &mut Value, marker: &str) {
+    match kind {
+        ProviderKind::Microsoft => {
+            item["singleValueExtendedProperties"] =
+                json!([{"id": target::GRAPH_MARKER_PROPERTY, "value": marker}]);
+        }
+        _ => {
+            if item
+                .get("extendedProperties")
+                .is_none_or(|e| !e.is_object())
+            {
+                item["extendedProperties"] = json!({});
+            }
+            if item["extendedProperties"]
+                .get("private")
+                .is_none_or(|p| !p.is_object())
+            {
+                item["extendedProperties"]["private"] = json!({});
+            }
+            item["extendedProperties"]["private"][target::GOOGLE_MARKER] = json!(marker);
+        }
+    }
+}
+
+/// Deletes the stray events [`recognise`] found, unless one became its
+/// booking's event meanwhile. Failures are only logged: the next import
+/// finds the stray again.
+pub async fn remove_strays(
+    app: &App,
+    tenant: &TenantConfig,
+    source: &Source,
+    strays: &[(String, String)],
+) {
+    let (t, s) = (tenant.id.as_str(), source.id.as_str());
+    // No delivery of the source meanwhile: it could be adopting one of them.
+    let _quiet = app.export.quiesce(t, s).await;
+    let target = match target_for(app, t, source) {
+        Ok(target) => target,
+        Err(e) => {
+            warn!(tenant = t, source = s, error = %e, "stray exported events not removed");
+            return;
+        }
+    };
+    for (booking, id) in strays {
+        let current = app
+            .store
+            .export_record(t, s, booking)
+            .ok()
+            .flatten()
+            .and_then(|r| r.remote_id);
+        if current.is_none_or(|c| c == *id) {
+            continue;
+        }
+        match target.delete(id).await {
+            Ok(()) => {
+                info!(tenant = t, source = s, booking = %booking, "stray copy of an exported event deleted")
+            }
+            Err(e) => {
+                warn!(tenant = t, source = s, booking = %booking, error = %e, "stray exported event not deleted")
+            }
+        }
+    }
 }
 
 /// After an imported series that shows one of our bookings was stored: if the
@@ -999,7 +1133,7 @@ pub async fn purge(
             removed += 1;
         }
         if rec.create_pending {
-            for found in target.find_by_marker(&event::marker(t, &booking)).await? {
+            for found in find_ours_in(&target, t, s, &booking).await? {
                 target.delete(&found).await?;
                 removed += 1;
             }

@@ -45,13 +45,23 @@ pub enum Patched {
     Gone,
 }
 
+/// What an insert found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// The event was created; its id.
+    Created(String),
+    /// The provider had this event already (an insert repeated after its
+    /// answer was lost): its id. Its content may be older than the booking.
+    Existing(String),
+}
+
 /// Writing one booking's event into an external calendar.
 pub trait ExportTarget: Send + Sync {
-    /// Creates the event; its id.
+    /// Creates the event, idempotently where the provider allows it.
     fn insert(
         &self,
         ev: &ExportEvent,
-    ) -> impl Future<Output = Result<String, ProviderError>> + Send;
+    ) -> impl Future<Output = Result<Inserted, ProviderError>> + Send;
     fn patch(
         &self,
         id: &str,
@@ -74,7 +84,7 @@ pub enum Target {
 }
 
 impl ExportTarget for Target {
-    async fn insert(&self, ev: &ExportEvent) -> Result<String, ProviderError> {
+    async fn insert(&self, ev: &ExportEvent) -> Result<Inserted, ProviderError> {
         match self {
             Target::Google(t) => t.insert(ev).await,
             Target::Graph(t) => t.insert(ev).await,
@@ -314,14 +324,32 @@ fn without_nulls(mut v: Value) -> Value {
 }
 
 impl ExportTarget for GoogleTarget {
-    async fn insert(&self, ev: &ExportEvent) -> Result<String, ProviderError> {
+    /// With our own event id (§2.4): a repeat of an insert that went through
+    /// gets 409 `duplicate`, and the event is then looked up by that id.
+    async fn insert(&self, ev: &ExportEvent) -> Result<Inserted, ProviderError> {
         let url = self
             .api
             .url(&self.events_path(), &[("sendUpdates", "none")])?;
-        let body = without_nulls(google_body(ev));
+        let mut body = without_nulls(google_body(ev));
+        body["id"] = json!(ev.google_id);
         let answer = self.api.send(Method::POST, url, Some(&body)).await?;
         match answer.status.as_u16() {
-            200..=299 => id_of(&answer.json()?),
+            200..=299 => id_of(&answer.json()?).map(Inserted::Created),
+            409 => {
+                let path = format!("{}/{}", self.events_path(), path_segment(&ev.google_id));
+                let found = self
+                    .api
+                    .send(Method::GET, self.api.url(&path, &[])?, None)
+                    .await?;
+                match found.status.as_u16() {
+                    200..=299 => id_of(&found.json()?).map(Inserted::Existing),
+                    // Taken by an event we cannot see: nothing to reconcile with.
+                    _ => Err(ProviderError::Permanent(format!(
+                        "Google Calendar refused event id {} as a duplicate but answered HTTP {} for it",
+                        ev.google_id, found.status
+                    ))),
+                }
+            }
             404 | 410 => Err(calendar_gone(self.api.provider, &answer)),
             _ => Err(answer.error()),
         }
@@ -427,7 +455,9 @@ pub fn graph_body(ev: &ExportEvent) -> Value {
 }
 
 impl ExportTarget for GraphTarget {
-    async fn insert(&self, ev: &ExportEvent) -> Result<String, ProviderError> {
+    /// Graph answers a repeated `transactionId` with the event made first
+    /// (§3.5), as a creation.
+    async fn insert(&self, ev: &ExportEvent) -> Result<Inserted, ProviderError> {
         let url = self
             .api
             .url(&format!("{}/events", self.calendar_path()), &[])?;
@@ -435,7 +465,7 @@ impl ExportTarget for GraphTarget {
         body["transactionId"] = json!(ev.transaction_id);
         let answer = self.api.send(Method::POST, url, Some(&body)).await?;
         match answer.status.as_u16() {
-            200..=299 => id_of(&answer.json()?),
+            200..=299 => id_of(&answer.json()?).map(Inserted::Created),
             404 | 410 => Err(calendar_gone(self.api.provider, &answer)),
             _ => Err(answer.error()),
         }

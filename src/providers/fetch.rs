@@ -20,7 +20,10 @@
 //! - no proxy from the environment is used.
 //!
 //! Feed URLs carry secrets in their paths (Google `private-…`, iCloud tokens), so
-//! errors name only scheme, host and port ([`redact_url`]).
+//! errors name only scheme, host and port ([`redact_url`]). A refusal
+//! ([`ProviderError::Refused`]) names the rule and the kind of address, never
+//! what a name resolved to. [`SafeClient::check_url`] and [`check_url_offline`]
+//! apply the same rules before a source is accepted.
 
 use std::collections::HashSet;
 use std::error::Error as StdError;
@@ -255,23 +258,31 @@ fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
         .map(|(_, _, why)| *why)
 }
 
-/// The address is refused: special purpose and not on the allow-list.
+/// The address is refused: special purpose and not on the allow-list. Says
+/// which rule refused it; for a name, never what it resolved to (that would
+/// map the gateway's network for whoever typed the URL).
 #[derive(Debug, Clone)]
 struct Refused {
     host: String,
-    ip: IpAddr,
+    /// The host was written as an address (shown, since the user typed it).
+    literal: bool,
     why: &'static str,
 }
 
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host == self.ip.to_string() {
-            write!(f, "address {} is {}", self.ip, self.why)
+        if self.literal {
+            write!(f, "address {} is {}", self.host, self.why)
         } else {
+            let article = if self.why.starts_with(['a', 'e', 'i', 'o', 'u', 'I']) {
+                "an"
+            } else {
+                "a"
+            };
             write!(
                 f,
-                "{} resolves to {}, which is {}",
-                self.host, self.ip, self.why
+                "{} resolves to {article} {} address",
+                self.host, self.why
             )
         }
     }
@@ -282,12 +293,44 @@ impl StdError for Refused {}
 fn check_ip(host: &str, ip: IpAddr, allow: &AllowList) -> Result<(), Refused> {
     match special_purpose(ip) {
         Some(why) if !allow.contains(ip) => Err(Refused {
+            literal: host == ip.to_string(),
             host: host.to_owned(),
-            ip,
             why,
         }),
         _ => Ok(()),
     }
+}
+
+/// Names that always mean this machine (RFC 6761), without asking DNS.
+fn is_localhost(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
+}
+
+/// What can be said about `url`'s host without DNS: a literal address, or a
+/// `localhost` name (judged as 127.0.0.1), against the allow-list.
+fn check_host_offline(url: &Url, allow: &AllowList) -> Result<(), Refused> {
+    let Some(host) = url.host_str() else {
+        return Ok(());
+    };
+    // The URL parser has already turned every IPv4 spelling (decimal, hex,
+    // short forms) into dotted quads; IPv6 literals come bracketed.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return check_ip(&ip.to_string(), ip, allow);
+    }
+    if is_localhost(host) {
+        return check_ip(host, IpAddr::V4(Ipv4Addr::LOCALHOST), allow);
+    }
+    Ok(())
+}
+
+/// Whether a feed URL can ever be fetched under the allow-list, judged without
+/// the network (literal addresses and `localhost`): for configuration files.
+/// [`ProviderError::Refused`] names the rule; other errors are bad URLs.
+pub fn check_url_offline(url: &str, allow: &AllowList) -> Result<(), ProviderError> {
+    let parsed = normalize_url(url)?;
+    check_host_offline(&parsed, allow).map_err(|r| refused(&parsed, &r))
 }
 
 /// Resolves with tokio (the system resolver) and lets the connector have the
@@ -465,22 +508,35 @@ impl SafeClient {
 
     /// Literal addresses never reach the resolver: check them here.
     fn check_literal_host(&self, url: &Url) -> Result<(), ProviderError> {
-        let Some(host) = url.host_str() else {
+        if url.host_str().is_none() {
             return Err(ProviderError::Permanent(format!(
                 "{}: the URL has no host",
                 redact_url(url.as_str())
             )));
-        };
-        // The URL parser has already turned every IPv4 spelling (decimal, hex,
-        // short forms) into dotted quads; IPv6 literals come bracketed.
-        let Ok(ip) = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-        else {
+        }
+        check_host_offline(url, &self.allow).map_err(|r| refused(url, &r))
+    }
+
+    /// Whether `url` could be fetched at all: its host (resolved, when it is a
+    /// name) must be public or allowed. For accepting a new source; a name
+    /// that does not resolve (yet) passes, and the sync will tell.
+    pub async fn check_url(&self, url: &str) -> Result<(), ProviderError> {
+        let parsed = normalize_url(url)?;
+        self.check_literal_host(&parsed)?;
+        let Some(host) = parsed.host_str() else {
             return Ok(());
         };
-        check_ip(&ip.to_string(), ip, &self.allow).map_err(|r| refused(url, &r))
+        if host.starts_with('[') || host.parse::<IpAddr>().is_ok() {
+            return Ok(()); // a literal, checked above
+        }
+        let lookup = tokio::net::lookup_host((host, parsed.port_or_known_default().unwrap_or(0)));
+        let Ok(Ok(addrs)) = tokio::time::timeout(Duration::from_secs(5), lookup).await else {
+            return Ok(());
+        };
+        for a in addrs {
+            check_ip(host, a.ip(), &self.allow).map_err(|r| refused(&parsed, &r))?;
+        }
+        Ok(())
     }
 
     async fn read_body(
@@ -609,8 +665,8 @@ pub fn redact_url(url: &str) -> String {
 }
 
 fn refused(url: &Url, r: &Refused) -> ProviderError {
-    ProviderError::Permanent(format!(
-        "refused to fetch {}: {r}; an operator may allow it in the fetch allow-list",
+    ProviderError::Refused(format!(
+        "refused to fetch {}: {r}; only public addresses are fetched unless server.fetch_allow lists the network",
         redact_url(url.as_str())
     ))
 }
@@ -798,6 +854,39 @@ mod tests {
         assert!(AllowList::parse(&[]).unwrap().is_empty());
         let all = AllowList::parse(&["0.0.0.0/0".into()]).unwrap();
         assert!(all.contains(ip("10.1.1.1")));
+    }
+
+    #[test]
+    fn unfetchable_urls_are_known_without_the_network() {
+        let none = AllowList::default();
+        let refused = |url: &str, allow: &AllowList| match check_url_offline(url, allow) {
+            Err(ProviderError::Refused(m)) => Some(m),
+            _ => None,
+        };
+        let m = refused("http://LOCALHOST.:8/private-SECRET/x.ics", &none).unwrap_or_default();
+        assert!(m.contains("resolves to a loopback address"), "{m}");
+        assert!(!m.contains("127.0.0.1") && !m.contains("SECRET"), "{m}");
+        let m = refused("webcal://0.0.0.0/x.ics", &none).unwrap_or_default();
+        assert!(m.contains("address 0.0.0.0 is unspecified"), "{m}");
+        assert!(refused("http://api.localhost/x.ics", &none).is_some());
+        assert!(refused("http://[fd00::1]/x.ics", &none).is_some());
+        let loopback = AllowList::parse(&["127.0.0.0/8".into()]).unwrap();
+        assert!(check_url_offline("http://localhost/x.ics", &loopback).is_ok());
+        // Names are for the resolver to judge.
+        assert!(check_url_offline("https://calendar.example.com/x.ics", &none).is_ok());
+        assert!(matches!(
+            check_url_offline("ftp://example.com/x.ics", &none),
+            Err(ProviderError::Permanent(_))
+        ));
+        let name = Refused {
+            host: "intranet.example".into(),
+            literal: false,
+            why: "IETF protocol assignment",
+        };
+        assert_eq!(
+            name.to_string(),
+            "intranet.example resolves to an IETF protocol assignment address"
+        );
     }
 
     #[test]

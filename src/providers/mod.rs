@@ -64,9 +64,14 @@ pub enum ProviderError {
     #[error("the account must be connected again: {0}")]
     Reauth(String),
     /// Will not get better by retrying (404 calendar, 403 permission, bad URL,
-    /// refused address, not a calendar).
+    /// not a calendar).
     #[error("{0}")]
     Permanent(String),
+    /// The URL's address is one the operator's rules never let us reach
+    /// (loopback, private, link-local… not in `fetch_allow`): no retry helps
+    /// until the URL or the configuration changes.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl ProviderError {

@@ -8,7 +8,10 @@
 //!   `POST /calendars/{cid}/events/watch`, `POST /channels/stop`, `POST /freeBusy`.
 //!
 //! Every API request needs a valid bearer token (401 `authError` + `WWW-Authenticate`), then pops
-//! one [`Fault`] from [`GoogleMock::faults`], then is answered after [`GoogleMock::set_latency`].
+//! one [`Fault`] from [`GoogleMock::faults`], then is answered after [`GoogleMock::set_latency`]
+//! ([`Fault::AnswerLost`]: processed, then the connection closes unanswered). With
+//! [`GoogleMock::hold_inserts`], new events stay out of listings until released (an insert the
+//! provider is still processing).
 //!
 //! Limits (documented, deliberate):
 //! * Recurrence expansion (`singleEvents=true`, freeBusy, instance ids) understands only
@@ -36,7 +39,7 @@ use super::oauth::{Flavour, OAuthServer};
 use super::{
     FaultAction, FaultQueue, MockCommon, MockHttp, RecordedRequest, Req, Resp, empty_response,
     header_str, json_response, parse_query, percent_decode, percent_encode, query_all, query_get,
-    random_token, with_delay, with_header,
+    random_token, reset_connection, with_delay, with_header,
 };
 
 pub const GOOGLE_CLIENT_ID: &str = "google-client-id";
@@ -719,6 +722,11 @@ struct State {
     token_max_age: Option<Duration>,
     forbidden_reason: String,
     channels: Vec<Channel>,
+    /// Inserts are held back from `events.list` (still being processed: `get`
+    /// and duplicate-id checks see them, searches do not yet).
+    hold_inserts: bool,
+    /// (calendar id, event id) of the events held back.
+    held: HashSet<(String, String)>,
 }
 
 impl State {
@@ -1397,6 +1405,8 @@ impl GoogleMock {
                 token_max_age: None,
                 forbidden_reason: "rateLimitExceeded".into(),
                 channels: Vec::new(),
+                hold_inserts: false,
+                held: HashSet::new(),
             }),
             notifications: Arc::new(Mutex::new(Vec::new())),
         });
@@ -1473,6 +1483,28 @@ impl GoogleMock {
     /// Delay applied to every API response.
     pub fn set_latency(&self, latency: Duration) {
         self.inner.common.set_latency(latency);
+    }
+
+    /// While on, inserted events stay out of `events.list` results (the provider
+    /// is still processing them) until [`GoogleMock::release_held_inserts`];
+    /// `get`, duplicate-id checks and the test accessors see them.
+    pub fn hold_inserts(&self, on: bool) {
+        self.st().hold_inserts = on;
+    }
+
+    /// Ends the processing of held inserts: they show up in listings, and in
+    /// incremental ones as changes.
+    pub fn release_held_inserts(&self) {
+        let mut st = self.st();
+        st.hold_inserts = false;
+        for (cal, id) in std::mem::take(&mut st.held) {
+            let Some(ci) = st.cal_index(&cal) else {
+                continue;
+            };
+            if let Some(value) = st.calendars[ci].events.get(&id).map(|e| e.value.clone()) {
+                st.store_event(ci, value, false);
+            }
+        }
     }
 
     /// Caps page sizes below `maxResults` (`0` removes the cap).
@@ -1735,19 +1767,24 @@ impl Inner {
             return self.common.finish(err_unauthorized());
         }
         let reason = self.st().forbidden_reason.clone();
-        let delay = match self.common.next_fault(
+        let (delay, lose_answer) = match self.common.next_fault(
             |s, ra| fault_status_response(s, &reason, ra),
             err_full_sync_required,
         ) {
-            FaultAction::Proceed => Duration::ZERO,
-            FaultAction::ProceedDelayed(d) => d,
+            FaultAction::Proceed => (Duration::ZERO, false),
+            FaultAction::ProceedDelayed(d) => (d, false),
             FaultAction::Respond(r) => return self.common.finish(r),
+            FaultAction::ProceedThenReset => (Duration::ZERO, true),
         };
         let segments: Option<Vec<String>> = api_path.split('/').map(percent_decode).collect();
         let resp = match segments {
             None => err_bad_request("Bad Request"),
             Some(seg) => self.route(&method, &seg, &req),
         };
+        if lose_answer {
+            // Processed; the connection then closes (after the usual latency).
+            return self.common.finish(reset_connection());
+        }
         self.common.finish(with_delay(resp, delay))
     }
 
@@ -1979,6 +2016,10 @@ impl Inner {
                     Some(seq) => incremental_listing(cal, &p, seq),
                     None => full_listing(cal, &p),
                 };
+                items.retain(|it| {
+                    let id = str_field(it, "id").unwrap_or_default().to_string();
+                    !st.held.contains(&(cal.id.clone(), id))
+                });
                 if let Some(tz) = p.tz {
                     for it in items.iter_mut() {
                         convert_times(it, tz);
@@ -2093,6 +2134,10 @@ impl Inner {
             }
         }
         let id = st.store_event(ci, body, false);
+        if st.hold_inserts {
+            let cal_id = st.calendars[ci].id.clone();
+            st.held.insert((cal_id, id.clone()));
+        }
         let v = st.calendars[ci].events[&id].value.clone();
         with_etag(json_response(200, &v), &v)
     }

@@ -36,7 +36,8 @@
 //! * Faults (after the bearer check): `Fault::Status` → the status with Graph's error body for it
 //!   (429 `TooManyRequests`, 503 `serviceNotAvailable`, 500 `generalException`, …) and the given
 //!   `Retry-After` verbatim (so `"2.128"` works); `Fault::Gone` → 410 `SyncStateNotFound`;
-//!   `Fault::Slow`; `Fault::Reset`.
+//!   `Fault::Slow`; `Fault::Reset`; `Fault::AnswerLost` (the request is processed, then the
+//!   connection closes without an answer).
 //!
 //! Series expansion limit: only `daily` and `weekly` patterns (`interval`, `daysOfWeek`,
 //! `firstDayOfWeek`) with `endDate`/`noEnd`/`numbered` ranges are expanded, at most 5,000
@@ -68,7 +69,7 @@ use super::oauth::{Flavour, OAuthServer};
 use super::{
     FaultAction, FaultQueue, MockCommon, MockHttp, RecordedRequest, Req, Resp, empty_response,
     encode_query, json_response, percent_decode, percent_encode, query_get, random_token,
-    with_delay, with_header,
+    reset_connection, with_delay, with_header,
 };
 
 pub const CLIENT_ID: &str = "ms-client-id";
@@ -1479,13 +1480,18 @@ fn handle(shared: &Shared, req: Req) -> Resp {
     }
 
     let mut delay = Duration::ZERO;
+    let mut lose_answer = false;
     match shared.common.next_fault(status_error, sync_state_not_found) {
         FaultAction::Proceed => {}
         FaultAction::ProceedDelayed(d) => delay = d,
         FaultAction::Respond(resp) => return shared.common.finish(resp),
+        FaultAction::ProceedThenReset => lose_answer = true,
     }
 
     let resp = route(shared, &req, &segments[1..], &query);
+    if lose_answer {
+        return reset_connection();
+    }
     shared.common.finish(with_delay(resp, delay))
 }
 

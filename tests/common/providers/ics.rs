@@ -515,7 +515,8 @@ fn handle(shared: &Shared, req: &Request<Bytes>) -> Plan {
     match fault {
         None => {}
         Some(Fault::Slow(d)) => delay += d,
-        Some(Fault::Reset) => {
+        // A GET has nothing to lose but its answer.
+        Some(Fault::Reset | Fault::AnswerLost) => {
             return Plan {
                 delay,
                 outcome: Outcome::Reset,

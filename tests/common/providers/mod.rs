@@ -263,6 +263,9 @@ pub enum Fault {
     Slow(Duration),
     /// Close the connection without any response.
     Reset,
+    /// Do the work (an insert is stored), then close the connection without
+    /// answering: the provider processed the request, the answer was lost.
+    AnswerLost,
 }
 
 impl Fault {
@@ -323,6 +326,8 @@ pub enum FaultAction {
     ProceedDelayed(Duration),
     /// Answer with this response right away (already built from a status / gone / reset fault).
     Respond(Resp),
+    /// Process the request normally, then close the connection instead of answering.
+    ProceedThenReset,
 }
 
 /// Bundle embedded by every API mock: request log, fault queue and per-response latency.
@@ -353,6 +358,7 @@ impl MockCommon {
             None => FaultAction::Proceed,
             Some(Fault::Slow(d)) => FaultAction::ProceedDelayed(d),
             Some(Fault::Reset) => FaultAction::Respond(reset_connection()),
+            Some(Fault::AnswerLost) => FaultAction::ProceedThenReset,
             Some(Fault::Gone) => FaultAction::Respond(gone_response()),
             Some(Fault::Status {
                 status,

@@ -697,7 +697,7 @@ impl OAuthServer {
         match self.inner.token_faults.take() {
             None => {}
             Some(Fault::Slow(d)) => delay = d,
-            Some(Fault::Reset) => return reset_connection(),
+            Some(Fault::Reset | Fault::AnswerLost) => return reset_connection(),
             Some(Fault::Gone) => {
                 let mut st = self.st();
                 return self.invalid_grant_revoked(&mut st);

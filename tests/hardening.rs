@@ -76,6 +76,19 @@ async fn endless_fine_grained_rules_are_refused_with_max_instances() {
             "a refused object is not stored"
         );
     }
+    // The limit is announced on the calendar (RFC 4791 §5.2.8).
+    let (status, body) = dav(
+        &s,
+        "PROPFIND",
+        "/dav/calendars/salon/staff/",
+        "<d:propfind xmlns:d=\"DAV:\" xmlns:c=\"urn:ietf:params:xml:ns:caldav\"><d:prop><c:max-instances/></d:prop></d:propfind>",
+    )
+    .await;
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{body}");
+    assert!(
+        body.contains(&format!("max-instances>{MAX_INSTANCES}<")),
+        "{body}"
+    );
     // A daily rule since 1900 is fine: it is expanded from the window, not 1900.
     let daily = every("DAILY", "daily");
     let (status, body) = dav(&s, "PUT", "/dav/calendars/salon/staff/daily.ics", &daily).await;

@@ -464,6 +464,11 @@ impl Node {
             (NS_CALDAV, "max-resource-size") if matches!(self, Node::Calendar(_)) => {
                 Some(PropContent::text(ctx.app.config.max_body_bytes.to_string()))
             }
+            // The occurrences an object may have in the indexed window (RFC 4791
+            // §5.2.8); more is refused with the `max-instances` precondition.
+            (NS_CALDAV, "max-instances") if matches!(self, Node::Calendar(_)) => Some(
+                PropContent::text(crate::ical::expand::MAX_INSTANCES.to_string()),
+            ),
             (NS_CALDAV, "min-date-time") => match self {
                 Node::Calendar(c) => Some(PropContent::text(c.years().min_date_time())),
                 _ => None,

@@ -417,7 +417,7 @@ mod tests {
                 .map(|i| i.name)
                 .collect::<Vec<_>>()
         };
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::store::tests::reopen(dir.path());
         let again: Vec<String> = store
             .inbox_items("t", "bea")
             .unwrap()
@@ -467,7 +467,7 @@ mod tests {
             // A crash here: written, not delivered.
             assert!(store.inbox_items("t", "bea").unwrap().is_empty());
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::store::tests::reopen(dir.path());
         let bea = store.inbox_items("t", "bea").unwrap();
         assert_eq!(bea.len(), 1);
         assert!(bea[0].ics.contains("X-N:1"));

@@ -1323,6 +1323,25 @@ mod tests {
 
     const DAY: i64 = 86_400_000;
 
+    /// Opens a store again after its last handle was dropped. sled's worker
+    /// threads may still hold the database's file lock for a moment after that
+    /// (seen under load in CI), so a lock conflict is waited out, up to 10 s.
+    pub(super) fn reopen(dir: &std::path::Path) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(dir) {
+                Ok(store) => return store,
+                Err(e)
+                    if std::time::Instant::now() < deadline && e.to_string().contains("lock") =>
+                {
+                    std::thread::yield_now();
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => panic!("store does not reopen: {e}"),
+            }
+        }
+    }
+
     /// A weekly event with `weeks` occurrences from `first_day`, one of them free.
     pub(super) fn weekly(id: &str, first_day: i64, weeks: i64) -> CalendarObject {
         CalendarObject {
@@ -1426,7 +1445,7 @@ mod tests {
             store.meta.remove(BUSY_RUNS_KEY).unwrap();
             store.flush().await.unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         let expected: Vec<i64> = (0..12).filter(|w| *w != 3).map(|w| 7 * w).collect();
         assert_eq!(busy_starts(&store), expected, "each occurrence once");
         // The rebuilt entries are the ones a change removes.

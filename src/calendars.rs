@@ -5,7 +5,7 @@
 //! horizon moves), so queries never re-parse stored iCalendar. HTTP and DAV details
 //! live with the callers.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use std::sync::Arc;
@@ -17,36 +17,7 @@ use crate::ical::parse::{self, ParseError};
 use crate::model::{BOOKINGS_SOURCE, BusyKind, BusySpan, CalendarObject, Source, Span};
 use crate::store::{ObjectOutcome, ObjectWrite, Outgoing, Precondition, Store, StoreError};
 
-/// The span of time occurrences are materialised for, relative to now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Horizon {
-    pub past_days: u32,
-    pub future_days: u32,
-}
-
-impl Default for Horizon {
-    fn default() -> Self {
-        Horizon {
-            past_days: 365,
-            future_days: 730,
-        }
-    }
-}
-
-impl Horizon {
-    /// The indexed window at `now`, aligned to whole days so it moves once a day.
-    pub fn window(&self, now: DateTime<Utc>) -> Span {
-        let today = now
-            .date_naive()
-            .and_hms_opt(0, 0, 0)
-            .unwrap_or_default()
-            .and_utc();
-        Span::from_instants(
-            today - Duration::days(self.past_days.into()),
-            today + Duration::days(i64::from(self.future_days) + 1),
-        )
-    }
-}
+pub use crate::model::Horizon;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CalendarError {

@@ -12,21 +12,7 @@ use crate::ical::zones::Zone;
 use crate::model::{BOOKINGS_SOURCE, BusyKind, Span};
 use crate::store::{BusyEntry, Store, StoreError};
 
-/// A merged stretch of busy time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BusyBlock {
-    pub span: Span,
-    /// The strongest kind covering the block (OOF > busy > tentative).
-    pub kind: BusyKind,
-    /// What contributes to it (filled on request).
-    pub contributors: Vec<Contributor>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Contributor {
-    pub source: String,
-    pub object: String,
-}
+pub use crate::model::{BusyBlock, Contributor};
 
 /// Merges intervals into sorted, non-overlapping blocks; each instant of a block
 /// has the strongest kind of the inputs covering it, and adjacent blocks of one kind

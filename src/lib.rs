@@ -2,13 +2,14 @@
 //!
 //! Layout (one module per concern):
 //! - [`config`]: `gateway.toml` schema and validation.
-//! - [`model`]: the booking domain types and their invariants.
+//! - [`model`] (crate `calgate-model`): the domain types and their invariants.
 //! - [`store`]: sled persistence, key encoding, time index, change log.
 //! - [`bookings`]: the booking engine (create/update/cancel with concurrency control).
 //! - [`calendars`]: calendar sources and their iCalendar objects, expanded into the busy index.
 //! - [`freebusy`]: merged busy time and conflict checks.
 //! - [`conflicts`]: conflicts found after the fact, and their webhook.
-//! - [`ical`]: iCalendar writing (and, later, parsing and recurrence).
+//! - [`ical`] (crate `calgate-model`): the iCalendar codec: parsing, zones,
+//!   recurrence within a budget, writing.
 //! - [`feeds`]: .ics feed rendering and caching.
 //! - [`auth`]: argon2 secrets and their verification.
 //! - [`dav`]: CalDAV (RFC 4791/4918/6578) and scheduling between users (RFC 6638).
@@ -16,6 +17,9 @@
 //! - [`http`]: hyper server, routing, problem+json, conditional requests.
 //! - [`export`]: bookings pushed to Google / Microsoft calendars (durable outbox).
 //! - [`app`]: the shared state wiring these together.
+
+/// The lower layer (crate `calgate-model`), under the paths the modules above use.
+pub use calgate_model::{ical, model};
 
 pub mod api;
 pub mod app;
@@ -30,8 +34,6 @@ pub mod export;
 pub mod feeds;
 pub mod freebusy;
 pub mod http;
-pub mod ical;
-pub mod model;
 pub mod providers;
 pub mod secrets;
 pub mod store;

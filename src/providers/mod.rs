@@ -19,31 +19,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-/// Which API a source talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    Google,
-    Microsoft,
-    Ics,
-}
-
-impl ProviderKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            ProviderKind::Google => "google",
-            ProviderKind::Microsoft => "microsoft",
-            ProviderKind::Ics => "ics",
-        }
-    }
-
-    /// Whether connecting needs the OAuth dance.
-    pub fn uses_oauth(self) -> bool {
-        !matches!(self, ProviderKind::Ics)
-    }
-}
+pub use crate::model::{Cursor, ProviderKind};
+use serde::Serialize;
 
 /// Why a fetch failed, in the terms the sync engine acts on.
 #[derive(Debug, thiserror::Error)]
@@ -81,25 +58,6 @@ impl ProviderError {
             retry_after: None,
         }
     }
-}
-
-/// Where a source stands with its provider between two syncs; opaque to the
-/// engine, stored with the source and handed back on the next fetch.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cursor {
-    /// Google `nextSyncToken` / Graph `@odata.deltaLink`.
-    #[serde(default)]
-    pub token: Option<String>,
-    /// iCal feeds: validators for conditional GET and a digest of the last body.
-    #[serde(default)]
-    pub etag: Option<String>,
-    #[serde(default)]
-    pub last_modified: Option<String>,
-    #[serde(default)]
-    pub body_sha256: Option<String>,
-    /// iCal feeds: the URL to use next (after a permanent redirect).
-    #[serde(default)]
-    pub url: Option<String>,
 }
 
 /// One item as the provider sent it. `series` groups the items rendered into

@@ -4,7 +4,7 @@
 //! (later) CalDAV translate to and from these types. The types are serde-serialisable
 //! because the store persists them, not because they are a wire format.
 
-use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -611,7 +611,7 @@ mod tests {
 /// for calendars made over CalDAV).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteSource {
-    pub kind: crate::providers::ProviderKind,
+    pub kind: ProviderKind,
     /// Google/Graph calendar id, or the feed URL (a credential: never logged).
     pub target: String,
     pub direction: Direction,
@@ -656,7 +656,7 @@ impl Direction {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SyncStatus {
     #[serde(default)]
-    pub cursor: crate::providers::Cursor,
+    pub cursor: Cursor,
     pub last_success: Option<DateTime<Utc>>,
     pub last_attempt: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
@@ -707,4 +707,94 @@ pub struct SkippedItem {
     /// The series (the provider's event id, or the feed's UID).
     pub series: String,
     pub reason: String,
+}
+
+/// Which API a source talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Google,
+    Microsoft,
+    Ics,
+}
+
+impl ProviderKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Google => "google",
+            ProviderKind::Microsoft => "microsoft",
+            ProviderKind::Ics => "ics",
+        }
+    }
+
+    /// Whether connecting needs the OAuth dance.
+    pub fn uses_oauth(self) -> bool {
+        !matches!(self, ProviderKind::Ics)
+    }
+}
+
+/// Where a source stands with its provider between two syncs; opaque to the
+/// engine, stored with the source and handed back on the next fetch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Google `nextSyncToken` / Graph `@odata.deltaLink`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// iCal feeds: validators for conditional GET and a digest of the last body.
+    #[serde(default)]
+    pub etag: Option<String>,
+    #[serde(default)]
+    pub last_modified: Option<String>,
+    #[serde(default)]
+    pub body_sha256: Option<String>,
+    /// iCal feeds: the URL to use next (after a permanent redirect).
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// The span of time occurrences are materialised for, relative to now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Horizon {
+    pub past_days: u32,
+    pub future_days: u32,
+}
+
+impl Default for Horizon {
+    fn default() -> Self {
+        Horizon {
+            past_days: 365,
+            future_days: 730,
+        }
+    }
+}
+
+impl Horizon {
+    /// The indexed window at `now`, aligned to whole days so it moves once a day.
+    pub fn window(&self, now: DateTime<Utc>) -> Span {
+        let today = now
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .unwrap_or_default()
+            .and_utc();
+        Span::from_instants(
+            today - Duration::days(self.past_days.into()),
+            today + Duration::days(i64::from(self.future_days) + 1),
+        )
+    }
+}
+
+/// A merged stretch of busy time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusyBlock {
+    pub span: Span,
+    /// The strongest kind covering the block (OOF > busy > tentative).
+    pub kind: BusyKind,
+    /// What contributes to it (filled on request).
+    pub contributors: Vec<Contributor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Contributor {
+    pub source: String,
+    pub object: String,
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{ContentWriter, format_utc};
-use crate::freebusy::BusyBlock;
+use crate::model::BusyBlock;
 use crate::model::{BusyKind, Span};
 
 fn utc(ms: i64) -> DateTime<Utc> {

@@ -1,0 +1,11 @@
+//! calgate's lowest layer, with no IO: what the gateway's data is.
+//!
+//! - [`model`]: bookings, sources, calendar objects, busy time, provider kinds and
+//!   cursors, the indexing horizon, and their invariants.
+//! - [`ical`]: the iCalendar codec: parsing, zones, recurrence expansion within a
+//!   budget, writing, VTIMEZONE/VFREEBUSY, iTIP.
+//!
+//! Every crate above depends on this one; it depends on none of them.
+
+pub mod ical;
+pub mod model;

@@ -15,8 +15,8 @@ for _ in $(seq 100); do grep -q listening "$dir/out" 2>/dev/null && break; sleep
 base="http://127.0.0.1:$port"
 dav() { curl -s -o /dev/null -w '%{http_code} %{time_total}' -u demo:demo -X "$1" "$base$2" -H 'Content-Type: text/calendar' --data-binary @"${3:-/dev/null}"; }
 dav MKCALENDAR /dav/calendars/demo/staff/ >/dev/null
-cal() { printf 'BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:probe\r\n%sEND:VCALENDAR\r\n' "$1"; }
-ev() { printf 'BEGIN:VEVENT\r\nUID:%s\r\nDTSTAMP:20261201T000000Z\r\nDTSTART:19000101T000000Z\r\nDTEND:19000101T000100Z\r\n%sEND:VEVENT\r\n' "$1" "$2"; }
+cal() { printf 'BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:probe\r\n%bEND:VCALENDAR\r\n' "$1"; }
+ev() { printf 'BEGIN:VEVENT\r\nUID:%s\r\nDTSTAMP:20261201T000000Z\r\nDTSTART:19000101T000000Z\r\nDTEND:19000101T000100Z\r\n%bEND:VEVENT\r\n' "$1" "$2"; }
 cal "$(ev m 'RRULE:FREQ=MINUTELY\r\n')" >"$dir/minutely.ics"
 cal "$(ev s 'RRULE:FREQ=SECONDLY\r\n')" >"$dir/secondly.ics"
 cal "$(ev d 'RRULE:FREQ=DAILY\r\n')" >"$dir/daily.ics"

@@ -16,16 +16,16 @@
 mod bookings;
 mod error;
 mod inbox;
+/// The pure protocol layer (crate `calgate-dav-proto`).
+pub use calgate_dav_proto::{paths, xml};
 pub mod listing;
 pub mod node;
 mod outbox;
-pub mod paths;
 pub mod plans;
 mod report;
 mod scheduling;
 mod stream;
 pub mod validate;
-pub mod xml;
 
 use std::sync::Arc;
 

@@ -322,7 +322,7 @@ fn parse_fixture(method: &str, body: &[u8]) -> Value {
 
 #[test]
 fn request_fixtures() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dav/requests");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/dav/requests");
     let bless = std::env::var_os("DAV_FIXTURES_BLESS").is_some();
     let mut bodies: Vec<_> = std::fs::read_dir(&dir)
         .expect("fixtures/dav/requests exists")
@@ -367,7 +367,7 @@ fn request_fixtures() {
 /// result, never a panic, from every parser.
 #[test]
 fn truncated_bodies_never_panic() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dav/requests");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/dav/requests");
     for entry in std::fs::read_dir(&dir).expect("fixtures/dav/requests exists") {
         let path = entry.expect("readable dir entry").path();
         if path.extension().is_none_or(|e| e != "xml") {

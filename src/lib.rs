@@ -20,6 +20,8 @@
 
 /// The lower layer (crate `calgate-model`), under the paths the modules above use.
 pub use calgate_model::{ical, model};
+/// Storage (crate `calgate-store`).
+pub use calgate_store as store;
 
 pub mod api;
 pub mod app;
@@ -36,7 +38,6 @@ pub mod freebusy;
 pub mod http;
 pub mod providers;
 pub mod secrets;
-pub mod store;
 pub mod sync;
 
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! Storage for booking export: per exporting source, where its delivery stands in
 //! the bookings change log (the durable outbox is that log itself, written in the
 //! same transaction as every booking change), and per booking the event it was
-//! exported as. What to send is the exporter's business ([`crate::export`]).
+//! exported as. What to send is the exporter's business (the engine's `export` module).
 //!
 //! | tree            | key                          | value                  |
 //! |-----------------|------------------------------|------------------------|

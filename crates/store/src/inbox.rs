@@ -334,7 +334,7 @@ mod tests {
     use super::*;
 
     use crate::model::CalendarObject;
-    use crate::store::{ObjectOutcome, ObjectWrite, Precondition};
+    use crate::{ObjectOutcome, ObjectWrite, Precondition};
 
     fn delivery(user: &str, n: usize) -> Delivery {
         Delivery {
@@ -359,7 +359,7 @@ mod tests {
     }
 
     fn meeting(id: &str) -> CalendarObject {
-        crate::store::tests::weekly(id, 0, 1)
+        crate::tests::weekly(id, 0, 1)
     }
 
     #[tokio::test]
@@ -417,7 +417,7 @@ mod tests {
                 .map(|i| i.name)
                 .collect::<Vec<_>>()
         };
-        let store = crate::store::tests::reopen(dir.path());
+        let store = crate::tests::reopen(dir.path());
         let again: Vec<String> = store
             .inbox_items("t", "bea")
             .unwrap()
@@ -467,7 +467,7 @@ mod tests {
             // A crash here: written, not delivered.
             assert!(store.inbox_items("t", "bea").unwrap().is_empty());
         }
-        let store = crate::store::tests::reopen(dir.path());
+        let store = crate::tests::reopen(dir.path());
         let bea = store.inbox_items("t", "bea").unwrap();
         assert_eq!(bea.len(), 1);
         assert!(bea[0].ics.contains("X-N:1"));

@@ -241,7 +241,7 @@ impl Store {
 
     /// Stores (`Some`) or forgets (`None`) what the last applied iCal feed of a
     /// source looked like (opaque to the store: see
-    /// [`crate::providers::ics::FeedDigests`]); durable with the next flush. They
+    /// `providers::ics::FeedDigests`); durable with the next flush. They
     /// describe the mirror, so a run forgets them before it changes the mirror
     /// and stores new ones only once it applied the whole feed.
     pub fn put_feed_digests(

@@ -1,4 +1,4 @@
-//! Persistent storage on sled 0.34 — the only module that touches sled.
+//! Persistent storage on sled 0.34 — the only crate that touches sled.
 //!
 //! A handful of trees shared by all tenants, each keyed by a tenant-scoped composite
 //! key (see [`keys`]); sled degrades with many trees, so there is no tree per tenant.
@@ -27,6 +27,9 @@
 //! in that transaction, the scheduling messages they send ([`Outgoing`]).
 //! Callers see only domain types; a second backend can implement these same
 //! methods.
+
+// The domain types this crate stores, under the paths its modules use.
+use calgate_model::model;
 
 mod conflicts;
 mod export;

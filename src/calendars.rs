@@ -376,57 +376,86 @@ impl CalendarService {
         let materializer = Materializer::of(self, tenant, Budgeted::Cap);
         let mut changed = 0;
         for source in self.store.sources(&tenant.id)? {
-            for old in self.store.objects(&tenant.id, &source.id)? {
-                if only_recurring && !old.recurring {
-                    continue;
-                }
-                let mut fresh = match materialize_off_thread(
-                    materializer.clone(),
-                    source.clone(),
-                    old.id.clone(),
-                    old.ics.clone(),
-                )
+            let mut stored: Vec<CalendarObject> = self
+                .store
+                .objects(&tenant.id, &source.id)?
+                .into_iter()
+                .filter(|o| !only_recurring || o.recurring)
+                .collect();
+            while !stored.is_empty() {
+                let batch: Vec<CalendarObject> =
+                    stored.drain(..stored.len().min(REBUILD_BATCH)).collect();
+                let (materializer, source_copy) = (materializer.clone(), source.clone());
+                // One trip to the blocking pool per batch, not per object.
+                let expanded = tokio::task::spawn_blocking(move || {
+                    batch
+                        .into_iter()
+                        .map(|old| {
+                            let fresh = materializer.materialize(&source_copy, &old.id, &old.ics);
+                            (old, fresh)
+                        })
+                        .collect::<Vec<_>>()
+                })
                 .await
-                {
-                    Ok(fresh) => fresh,
-                    Err(e) => {
-                        tracing::warn!(tenant = %tenant.id, source = %source.id, object = %old.id, error = %e, "stored object not re-expanded");
-                        continue;
-                    }
-                };
-                if !force && fresh.occurrences == old.occurrences {
-                    continue;
-                }
-                fresh.etag = old.etag.clone();
-                fresh.updated = old.updated;
-                let outcome = self
-                    .store
-                    .put_object(
-                        &tenant.id,
-                        &source.id,
-                        &fresh,
-                        &Precondition::EtagIs(old.etag),
-                        ObjectWrite::Reindex,
-                    )
-                    .await?;
-                // Otherwise a concurrent write won the race and expanded it itself.
-                // Conflicts depend on occurrences only: unchanged ones need no check.
-                if matches!(outcome, ObjectOutcome::Written(_))
-                    && fresh.occurrences != old.occurrences
-                {
-                    self.conflicts
-                        .object_changed(tenant, &source.id, &fresh.id, Some(&fresh))
-                        .await?;
-                }
-                if matches!(outcome, ObjectOutcome::Written(_)) {
-                    changed += 1;
-                }
+                .map_err(|e| CalendarError::Expansion(e.to_string()))?;
+                changed += self.write_rebuilt(tenant, &source, expanded, force).await?;
             }
         }
         self.store.flush().await?;
         Ok(changed)
     }
+
+    /// Writes the re-expanded objects of one batch of [`CalendarService::rebuild`];
+    /// returns how many were rewritten.
+    async fn write_rebuilt(
+        &self,
+        tenant: &TenantConfig,
+        source: &Source,
+        expanded: Vec<(CalendarObject, Result<CalendarObject, CalendarError>)>,
+        force: bool,
+    ) -> Result<usize, CalendarError> {
+        let mut changed = 0;
+        for (old, fresh) in expanded {
+            let mut fresh = match fresh {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant.id, source = %source.id, object = %old.id, error = %e, "stored object not re-expanded");
+                    continue;
+                }
+            };
+            if !force && fresh.occurrences == old.occurrences {
+                continue;
+            }
+            fresh.etag = old.etag.clone();
+            fresh.updated = old.updated;
+            let outcome = self
+                .store
+                .put_object(
+                    &tenant.id,
+                    &source.id,
+                    &fresh,
+                    &Precondition::EtagIs(old.etag),
+                    ObjectWrite::Reindex,
+                )
+                .await?;
+            // Otherwise a concurrent write won the race and expanded it itself.
+            // Conflicts depend on occurrences only: unchanged ones need no check.
+            if matches!(outcome, ObjectOutcome::Written(_)) && fresh.occurrences != old.occurrences
+            {
+                self.conflicts
+                    .object_changed(tenant, &source.id, &fresh.id, Some(&fresh))
+                    .await?;
+            }
+            if matches!(outcome, ObjectOutcome::Written(_)) {
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
 }
+
+/// Objects re-expanded per trip to the blocking pool by [`CalendarService::rebuild`].
+const REBUILD_BATCH: usize = 256;
 
 /// What to do with an object over its expansion budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

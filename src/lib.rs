@@ -20,6 +20,8 @@
 
 /// The lower layer (crate `calgate-model`), under the paths the modules above use.
 pub use calgate_model::{ical, model};
+/// Provider clients (crate `calgate-providers`).
+pub use calgate_providers as providers;
 /// Storage (crate `calgate-store`).
 pub use calgate_store as store;
 
@@ -36,7 +38,6 @@ pub mod export;
 pub mod feeds;
 pub mod freebusy;
 pub mod http;
-pub mod providers;
 pub mod secrets;
 pub mod sync;
 
@@ -70,12 +71,7 @@ pub enum StartError {
     },
 }
 
-/// Selects ring as rustls' crypto provider for every outbound TLS client (reqwest is
-/// built without one). Idempotent; call before building an HTTP client.
-pub fn install_crypto_provider() {
-    // Err only means a provider is already installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use providers::install_crypto_provider;
 
 /// Caps glibc's malloc at 4 arenas; call first thing in `main`, before any
 /// thread starts.

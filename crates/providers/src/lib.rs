@@ -5,9 +5,13 @@
 //! recurring master with its exceptions, or a single event) as one iCalendar
 //! object, which the rest of the gateway stores, indexes and serves like any
 //! other calendar object. Scheduling, retries, the mirror, logs and status live
-//! in [`crate::sync`]; OAuth tokens in [`oauth`]; safe outbound HTTP in [`fetch`].
+//! in the gateway's sync engine; OAuth tokens in [`oauth`]; safe outbound HTTP in
+//! [`fetch`].
 //!
 //! Nothing here writes to the store or knows about CalDAV.
+
+// The domain types and the iCalendar codec, under the paths these modules use.
+use calgate_model::{ical, model};
 
 pub mod fetch;
 pub mod google;
@@ -189,6 +193,13 @@ pub fn status_error(
         }
         _ => ProviderError::Permanent(message),
     }
+}
+
+/// Selects ring as rustls' crypto provider for every outbound TLS client (reqwest is
+/// built without one). Idempotent; call before building an HTTP client.
+pub fn install_crypto_provider() {
+    // Err only means a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 #[cfg(test)]

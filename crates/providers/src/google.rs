@@ -768,11 +768,12 @@ mod tests {
     use crate::model::{BusyKind, Span};
     use chrono::TimeZone;
 
-    const PAGE1: &str = include_str!("../../fixtures/providers/google/events_page1.json");
-    const PAGE2: &str = include_str!("../../fixtures/providers/google/events_page2_final.json");
+    const PAGE1: &str = include_str!("../../../fixtures/providers/google/events_page1.json");
+    const PAGE2: &str = include_str!("../../../fixtures/providers/google/events_page2_final.json");
     const INCREMENTAL: &str =
-        include_str!("../../fixtures/providers/google/events_incremental.json");
-    const CALENDAR_LIST: &str = include_str!("../../fixtures/providers/google/calendar_list.json");
+        include_str!("../../../fixtures/providers/google/events_incremental.json");
+    const CALENDAR_LIST: &str =
+        include_str!("../../../fixtures/providers/google/calendar_list.json");
 
     fn body(example: &str) -> Value {
         let v: Value = serde_json::from_str(example).expect("fixture is JSON");

@@ -16,9 +16,7 @@ mod common;
 #[allow(dead_code, unused, clippy::all)]
 #[path = "../tests/export_support/mod.rs"]
 mod export_support;
-#[allow(dead_code, unused, clippy::all)]
-#[path = "../tests/common/providers/mod.rs"]
-mod providers;
+use calgate_test_mocks as providers;
 #[path = "support/mod.rs"]
 mod support;
 

@@ -7,7 +7,7 @@
 //! temporary directory per repetition, and syncs are triggered over HTTP
 //! (`POST /api/v1/tenants/bench/sources/{id}/sync?mode=…`), so the run is exactly
 //! what the scheduler does. The provider mocks of the test suite
-//! (`tests/common/providers`) run on their own tokio runtime, whose threads are
+//! (crate `calgate-test-mocks`, `crates/test-mocks`) run on their own tokio runtime, whose threads are
 //! named `mock-rt`, so their CPU can be told apart from ours:
 //!
 //! - **wall**: the sync request, client side (≈ the log's `duration_ms`);
@@ -23,9 +23,7 @@
 //! `cargo bench --bench import`; `CALGATE_BENCH_REPS` (default 5) repetitions,
 //! medians reported. Tables go to stdout, progress to stderr.
 
-#[allow(dead_code, unused, clippy::all)]
-#[path = "../tests/common/providers/mod.rs"]
-mod providers;
+use calgate_test_mocks as providers;
 
 use std::fmt::Write as _;
 use std::path::Path;

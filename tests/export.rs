@@ -6,8 +6,7 @@
 
 mod common;
 mod export_support;
-#[path = "common/providers/mod.rs"]
-mod providers;
+use calgate_test_mocks as providers;
 
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,7 @@
 //! when (and only when) a published source changes.
 
 mod common;
-#[path = "common/providers/mod.rs"]
-mod providers;
+use calgate_test_mocks as providers;
 
 use common::{BUSY_FEED, Extra, FULL_FEED, SALON_KEY, TestServer};
 use providers::ics::IcsMock;

@@ -4,8 +4,7 @@
 //! and none of it holds up another tenant's requests.
 
 mod common;
-#[path = "common/providers/mod.rs"]
-mod providers;
+use calgate_test_mocks as providers;
 
 use std::time::{Duration, Instant};
 

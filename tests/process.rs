@@ -3,8 +3,7 @@
 //! config errors at start, and `hash-password`.
 
 mod common;
-#[path = "common/providers/mod.rs"]
-mod providers;
+use calgate_test_mocks as providers;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

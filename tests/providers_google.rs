@@ -2,8 +2,7 @@
 //! (before expiry, once on 401, revoked grants), the calendar list, paged full
 //! listings, incremental sync, expired sync tokens and rate limits.
 
-#[path = "common/providers/mod.rs"]
-mod providers;
+use calgate_test_mocks as providers;
 
 use std::future::Future;
 use std::pin::Pin;

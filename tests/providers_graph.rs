@@ -1,8 +1,7 @@
 //! Microsoft Graph import against the Graph mock: delta rounds, incremental
 //! changes, expired tokens, 401 refresh, throttling, and rendering of `showAs`.
 
-#[path = "common/providers/mod.rs"]
-mod providers;
+use calgate_test_mocks as providers;
 
 use std::future::Future;
 use std::pin::Pin;

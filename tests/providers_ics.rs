@@ -1,8 +1,7 @@
 //! iCal URL import against the mock feed host: conditional GET, digest, redirects,
 //! gzip, size and time limits, and the address guard of the safe client.
 
-#[path = "common/providers/mod.rs"]
-mod providers;
+use calgate_test_mocks as providers;
 
 use std::time::Duration;
 

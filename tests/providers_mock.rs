@@ -1,8 +1,7 @@
 //! Focused tests proving the provider mocks follow `/work/shared/providers/REFERENCE.md`
 //! (Google OAuth §1.1/§1.3 and Calendar API v3 §2/§2.8).
 
-#[path = "common/providers/mod.rs"]
-mod providers;
+use calgate_test_mocks as providers;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,8 +1,7 @@
 //! The Graph and iCal-feed mocks behave as `/work/shared/providers/REFERENCE.md` (§3, §4)
 //! describes. These tests exercise the mocks directly over HTTP; the gateway is not involved.
 
-#[path = "common/providers/mod.rs"]
-mod providers;
+use calgate_test_mocks as providers;
 
 use std::io::Read as _;
 use std::time::{Duration, Instant};

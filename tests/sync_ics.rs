@@ -3,8 +3,7 @@
 //! free/busy, kept through outages, dropped with the source.
 
 mod common;
-#[path = "common/providers/mod.rs"]
-mod providers;
+use calgate_test_mocks as providers;
 
 use common::{Extra, SALON_KEY, TestServer};
 use providers::Fault;

@@ -7,8 +7,7 @@
 //! bookings.
 
 mod common;
-#[path = "common/providers/mod.rs"]
-mod providers;
+use calgate_test_mocks as providers;
 
 use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;

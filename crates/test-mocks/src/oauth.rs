@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use http::HeaderMap;
 use serde_json::{Value, json};
 
-use super::{
+use crate::{
     Fault, FaultQueue, Resp, base64_decode, header_str, json_response, parse_form, pkce_s256,
     query_get, random_token, reset_connection, text_response, with_delay, with_header,
 };
@@ -852,7 +852,7 @@ impl OAuthServer {
         let id_token = scopes.iter().any(|s| s == "openid").then(|| {
             format!(
                 "eyJhbGciOiJub25lIn0.{}.mock-signature",
-                super::base64url_nopad(
+                crate::base64url_nopad(
                     json!({"iss": "mock", "aud": client_id, "sub": "mock-user"})
                         .to_string()
                         .as_bytes()

@@ -48,8 +48,6 @@
 //! Not implemented: getSchedule, subscriptions / change notifications, `$select`, `$orderby`
 //! other than by start, `Prefer: IdType="ImmutableId"` (ids are always stable here).
 
-#![allow(dead_code)]
-// every test binary uses a different subset
 // Handlers bail out with a ready `Resp` as the error value: size does not matter in a test mock.
 #![allow(clippy::result_large_err)]
 
@@ -65,8 +63,8 @@ use chrono_tz::Tz;
 use http::{HeaderMap, HeaderValue, Method};
 use serde_json::{Map, Value, json};
 
-use super::oauth::{Flavour, OAuthServer};
-use super::{
+use crate::oauth::{Flavour, OAuthServer};
+use crate::{
     FaultAction, FaultQueue, MockCommon, MockHttp, RecordedRequest, Req, Resp, empty_response,
     encode_query, json_response, percent_decode, percent_encode, query_get, random_token,
     reset_connection, with_delay, with_header,
@@ -1456,14 +1454,14 @@ fn handle(shared: &Shared, req: Req) -> Resp {
     let Some(segments) = segments else {
         return bad_request("Invalid path encoding.");
     };
-    let query = super::parse_query(req.uri().query());
+    let query = crate::parse_query(req.uri().query());
 
     // Identity platform: /{tenant}/oauth2/v2.0/{authorize,token}
     if segments.len() == 4 && segments[1] == "oauth2" && segments[2] == "v2.0" {
         return match (req.method().clone(), segments[3].as_str()) {
             (Method::GET, "authorize") => shared.oauth.handle_authorize(&query),
             (Method::POST, "token") => shared.oauth.handle_token(req.headers(), req.body()),
-            _ => super::text_response(404, "Not Found"),
+            _ => crate::text_response(404, "Not Found"),
         };
     }
 

@@ -4,6 +4,9 @@
 //!
 //! These mocks are emulated third parties: they never use `calgate::…`.
 //!
+//! Dev-only crate `calgate-test-mocks` (`publish = false`): the root package's tests and benches
+//! use it as `use calgate_test_mocks as providers;`.
+//!
 //! Shared plumbing lives here:
 //! * [`serve`] / [`MockHttp`]: a hyper 1 HTTP/1.1 server on `127.0.0.1:0` whose handler is a plain
 //!   synchronous `Fn(Req) -> Resp` (the request body is collected first). A handler asks for a
@@ -13,8 +16,6 @@
 //! * [`Fault`] / [`FaultQueue`]: one fault popped per API request.
 //! * [`MockCommon`]: request log + fault queue + latency bundle every API mock embeds.
 //! * small helpers: JSON responses, query/form parsing, percent decoding, base64, PKCE.
-
-#![allow(dead_code)] // every test binary uses a different subset
 
 pub mod google;
 pub mod graph;

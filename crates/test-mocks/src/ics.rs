@@ -12,14 +12,12 @@
 //! Per-feed settings (`set_content_type`, `set_gzip`, …) create an empty feed if the path has none
 //! yet; they survive later `set_feed` calls.
 //!
-//! This mock runs its own accept loop (not `serve` from `mod.rs`) because a stalled body needs a
+//! This mock runs its own accept loop (not `serve` from `lib.rs`) because a stalled body needs a
 //! streaming response body.
 //!
 //! Not covered: https (and therefore a real https→http downgrade: a test can only point an
 //! `http://` redirect at another `http://` mock). `webcal://` URLs are just [`IcsMock::webcal_url`]
 //! strings; the client under test must rewrite them.
-
-#![allow(dead_code)] // every test binary uses a different subset
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -39,15 +37,16 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::{Fault, FaultQueue, RecordedRequest, RequestLog};
+use crate::{Fault, FaultQueue, RecordedRequest, RequestLog};
 
 /// Default `Content-Type` of a feed.
 pub const TEXT_CALENDAR: &str = "text/calendar; charset=utf-8";
 
 /// Reads `fixtures/feeds/<name>` of this repository (panics if missing: fixtures are test input).
 pub fn fixture(name: &str) -> Vec<u8> {
+    // This crate lives in `crates/test-mocks`; the fixtures are at the workspace root.
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
+        .join("../../fixtures")
         .join("feeds")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("read fixture {}: {e}", path.display()))

@@ -35,8 +35,8 @@ use chrono_tz::Tz;
 use http::Method;
 use serde_json::{Map, Value, json};
 
-use super::oauth::{Flavour, OAuthServer};
-use super::{
+use crate::oauth::{Flavour, OAuthServer};
+use crate::{
     FaultAction, FaultQueue, MockCommon, MockHttp, RecordedRequest, Req, Resp, empty_response,
     header_str, json_response, parse_query, percent_decode, percent_encode, query_all, query_get,
     random_token, reset_connection, with_delay, with_header,

@@ -540,3 +540,31 @@ async fn slots_follow_opening_hours_busy_time_and_buffer() {
         assert_eq!(body["invalid_params"][0]["name"], field, "{query}: {body}");
     }
 }
+
+/// One recurring event overlapping a long slot many times lists a bounded number
+/// of its occurrences, with the total (issue 13: no answer grows with an object).
+#[tokio::test(flavor = "multi_thread")]
+async fn availability_lists_a_bounded_number_of_conflicts() {
+    let s = TestServer::start().await;
+    s.add_source("staff-ana", false);
+    let hourly = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:t\r\nBEGIN:VEVENT\r\nUID:hourly\r\nDTSTAMP:20261201T000000Z\r\nDTSTART:20261201T000000Z\r\nDURATION:PT10M\r\nRRULE:FREQ=HOURLY;COUNT=500\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    s.put_ics("staff-ana", "hourly.ics", hourly).await;
+    let resp = s
+        .client
+        .post(s.url("/api/v1/tenants/salon/availability"))
+        .bearer_auth(SALON_KEY)
+        .json(&json!({"slots": [{"start": "2026-12-01T00:00:00Z", "end": "2026-12-11T00:00:00Z"}]}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body, _) = split(resp).await;
+    assert_eq!(status, 200, "{body}");
+    let slot = &body["slots"][0];
+    assert_eq!(slot["free"], false);
+    assert_eq!(slot["conflicts_total"], 240, "{slot}");
+    assert_eq!(slot["conflicts_truncated"], true);
+    assert_eq!(
+        slot["conflicts"].as_array().map(Vec::len),
+        Some(calgate::bookings::LISTED_CONFLICTS)
+    );
+}

@@ -106,11 +106,16 @@ pub async fn availability(
                 .into_iter()
                 .filter(|e| e.span.overlaps(slot))
                 .collect();
+        // Bounded like a 409's list: one recurring event can overlap a long
+        // slot thousands of times.
+        let listed = crate::bookings::listed_conflicts(&conflicts);
         results.push(json!({
             "start": instant_json(slot.start),
             "end": instant_json(slot.end),
             "free": conflicts.is_empty(),
-            "conflicts": busy_entries_json(&conflicts),
+            "conflicts": busy_entries_json(listed),
+            "conflicts_total": conflicts.len(),
+            "conflicts_truncated": listed.len() < conflicts.len(),
         }));
     }
     Ok(json_response(StatusCode::OK, &json!({ "slots": results })))

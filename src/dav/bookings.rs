@@ -102,7 +102,7 @@ fn patch_from(
     };
     // A DESCRIPTION that is just our own rendering (customer, service, notes) sent
     // back by the client says nothing new; anything else is the client's notes.
-    let ours = existing.map(crate::feeds::describe);
+    let ours = existing.map(crate::ical::booking::describe);
     if event.description.as_deref() != ours.as_deref() {
         patch.notes = Some(event.description.clone());
     }

@@ -385,7 +385,7 @@ async fn whole_calendar(
         let mut begin = crate::ical::ContentWriter::with_capacity(256);
         begin.begin("VCALENDAR");
         begin.raw("VERSION", &[], "2.0");
-        begin.text("PRODID", &[], crate::feeds::PRODID);
+        begin.text("PRODID", &[], crate::ical::booking::PRODID);
         begin.text("X-WR-CALNAME", &[], &name);
         let collection = Node::Calendar(cal.clone());
         stream::calendar(ctx, begin.finish(), move |ctx, sink| {

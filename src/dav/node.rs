@@ -259,7 +259,7 @@ impl Node {
             // The client's own text while nothing changed it since; else rendered.
             Node::Booking(b) => Some(match (&b.calendar_text, b.calendar_text_sequence) {
                 (Some(text), Some(seq)) if seq == b.sequence => text.clone(),
-                _ => crate::feeds::render_booking(ctx.tenant, b),
+                _ => crate::ical::booking::render_booking(ctx.tenant.timezone, b),
             }),
             Node::Object(_, o) => Some(o.ics.clone()),
             Node::Member(_, m) => m.body.clone(),
@@ -583,7 +583,7 @@ pub fn sync_token(tenant: &str, collection: &str, seq: u64) -> String {
 fn tenant_timezone(t: &TenantConfig) -> String {
     let mut w = crate::ical::ContentWriter::with_capacity(1024);
     w.begin("VCALENDAR");
-    w.text("PRODID", &[], crate::feeds::PRODID);
+    w.text("PRODID", &[], crate::ical::booking::PRODID);
     w.raw("VERSION", &[], "2.0");
     let now = chrono::Utc::now();
     crate::ical::vtimezone::write_vtimezone(

@@ -97,7 +97,7 @@ pub fn post(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, DavError> {
         if known {
             let mut w = ContentWriter::with_capacity(512 + blocks.len() * 64);
             w.begin("VCALENDAR");
-            w.text("PRODID", &[], crate::feeds::PRODID);
+            w.text("PRODID", &[], crate::ical::booking::PRODID);
             w.raw("VERSION", &[], "2.0");
             w.raw("METHOD", &[], "REPLY");
             let header = FreeBusyHeader {

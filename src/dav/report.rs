@@ -729,7 +729,7 @@ fn free_busy_query(
     )?;
     let mut w = crate::ical::ContentWriter::with_capacity(512 + blocks.len() * 64);
     w.begin("VCALENDAR");
-    w.text("PRODID", &[], crate::feeds::PRODID);
+    w.text("PRODID", &[], crate::ical::booking::PRODID);
     w.raw("VERSION", &[], "2.0");
     crate::ical::freebusy::write_vfreebusy(
         &mut w,

@@ -248,7 +248,7 @@ pub fn plan_put(
         }
     }
     let stamp = Stamp {
-        prodid: crate::feeds::PRODID,
+        prodid: crate::ical::booking::PRODID,
         now: Utc::now(),
     };
     let mut deliveries: Vec<Delivery> = sends
@@ -423,7 +423,7 @@ fn cancellations(ctx: &Ctx<'_>, text: &str) -> Vec<Delivery> {
         return Vec::new();
     };
     let stamp = Stamp {
-        prodid: crate::feeds::PRODID,
+        prodid: crate::ical::booking::PRODID,
         now: Utc::now(),
     };
     meeting

@@ -1,5 +1,6 @@
 //! iCalendar (RFC 5545) building blocks shared by feeds, CalDAV and provider sync.
 //!
+//! - [`booking`]: a booking as iCalendar (its VEVENT, its CalDAV object, PRODID).
 //! - [`parse`]: iCalendar text to typed events (via the `icalendar` crate's parser).
 //! - [`zones`]: TZIDs in the wild (IANA, prefixed, Windows, VTIMEZONE rules).
 //! - [`expand`]: recurrence expansion into concrete occurrences.
@@ -13,6 +14,7 @@
 //!
 //! Nothing here knows about bookings, HTTP or storage.
 
+pub mod booking;
 pub mod expand;
 pub mod freebusy;
 pub mod itip;

@@ -46,6 +46,10 @@ pub const SIGNATURE_HEADER: &str = "x-calgate-signature";
 pub struct ConflictTracker {
     store: Store,
     http: reqwest::Client,
+    /// Webhook deliveries under way (some wait minutes between attempts); ended
+    /// by [`ConflictTracker::stop_deliveries`] so a stopped gateway lets go of its
+    /// store. Undelivered conflicts are sent again at the next start.
+    deliveries: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
 /// The span from the first blocking occurrence's start to the last one's end.
@@ -150,7 +154,11 @@ impl ConflictTracker {
             .user_agent(concat!("calgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
-        Arc::new(ConflictTracker { store, http })
+        Arc::new(ConflictTracker {
+            store,
+            http,
+            deliveries: std::sync::Mutex::new(tokio::task::JoinSet::new()),
+        })
     }
 
     /// Records the bookings `object` now overlaps and resolves the ones it no longer
@@ -409,10 +417,23 @@ impl ConflictTracker {
         let Some(hook) = tenant.webhook.clone() else {
             return;
         };
+        let Ok(mut deliveries) = self.deliveries.lock() else {
+            return; // a delivery task panicked while spawning; the next start resends
+        };
+        // Finished deliveries are reaped here, so the set holds only live ones.
+        while deliveries.try_join_next().is_some() {}
         for batch in conflicts.chunks(WEBHOOK_BATCH) {
             let this = Arc::clone(self);
             let (tenant_id, hook, batch) = (tenant.id.clone(), hook.clone(), batch.to_vec());
-            tokio::spawn(async move { this.deliver(&tenant_id, &hook, batch).await });
+            deliveries.spawn(async move { this.deliver(&tenant_id, &hook, batch).await });
+        }
+    }
+
+    /// Ends the webhook deliveries under way (at shutdown). What they had not
+    /// delivered stays pending in the store and is sent after the next start.
+    pub fn stop_deliveries(&self) {
+        if let Ok(mut deliveries) = self.deliveries.lock() {
+            deliveries.abort_all();
         }
     }
 

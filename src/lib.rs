@@ -155,6 +155,8 @@ impl Running {
     pub async fn stop(self) -> Result<(), StoreError> {
         let _ = self.shutdown.send(());
         let _ = self.server.await;
+        // A webhook delivery may be waiting minutes for its next attempt.
+        self.app.conflicts.stop_deliveries();
         self.sweeper.abort();
         self.roller.abort();
         self.scheduler.abort();

@@ -690,3 +690,37 @@ async fn per_occurrence_records_of_older_versions_read_fold_and_resolve() {
     assert!(resolved.iter().all(|c| c["object_id"] == "y.ics"));
     assert_eq!(conflicts(&s, "open").await.len(), 1);
 }
+
+/// A webhook delivery waiting for its next attempt (seconds to minutes) used to
+/// keep the store open after the gateway stopped, so a restart on the same data
+/// could not open it. Stopping ends the deliveries; what they had not delivered
+/// goes out after the restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_during_a_webhook_retry_ends_it_and_delivers_after() {
+    let (url, mut hooks) = receiver().await;
+    let s = TestServer::start_with_webhook(&url).await;
+    s.add_source("staff-ana", false);
+    daily_bookings(&s, 1).await;
+    let ics = recurring("o", "20261201T100000", 10, "DAILY", 1);
+    s.put_ics("staff-ana", "o.ics", &ics).await;
+    // The receiver fails the first call; the delivery then waits 1 s to retry.
+    let first = tokio::time::timeout(Duration::from_secs(10), hooks.recv())
+        .await
+        .expect("first call made");
+    assert!(first.is_some());
+    let s = tokio::time::timeout(Duration::from_secs(30), s.restart_with_webhook(&url))
+        .await
+        .expect("the restart is not held up by the waiting delivery");
+    let delivered = async {
+        loop {
+            let (all, _) = walk(&s, "status=all&limit=1000").await;
+            if !all.is_empty() && all.iter().all(|c| c["webhook"]["delivered"].is_string()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), delivered)
+        .await
+        .expect("delivered after the restart");
+}

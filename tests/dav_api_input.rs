@@ -160,7 +160,7 @@ async fn invalid_calendar_objects_are_refused_with_their_precondition() {
             "unreadable DTSTART",
             ics(&vevent(Some("g"), "20261301T100000Z", "20261301T110000Z")),
             "valid-calendar-data",
-            "no DTSTART that can be read",
+            "its DTSTART \"20261301T100000Z\" is not a valid date or date-time",
         ),
         (
             "leap second",

@@ -52,10 +52,10 @@ impl Years {
 pub enum ObjectError {
     #[error("{0}")]
     Syntax(String),
-    #[error(
-        "a VEVENT has no DTSTART that can be read (RFC 5545 requires one); the parser says: {0}"
-    )]
-    NoStart(String),
+    /// What the parser found unusable: an event without a readable DTSTART
+    /// (RFC 5545 requires one), an unreadable or absurd DURATION.
+    #[error("{0}")]
+    Unusable(String),
     #[error("the {component} has no UID: give every component a UID (RFC 5545 §3.8.4.7)")]
     MissingUid { component: &'static str },
     #[error(
@@ -101,7 +101,7 @@ impl ObjectError {
             ObjectError::OutOfRange { year, years, .. } if *year < years.first => "min-date-time",
             ObjectError::OutOfRange { .. } => "max-date-time",
             ObjectError::Syntax(_)
-            | ObjectError::NoStart(_)
+            | ObjectError::Unusable(_)
             | ObjectError::MissingUid { .. }
             | ObjectError::EndBeforeStart { .. }
             | ObjectError::LeapSecond { .. } => "valid-calendar-data",
@@ -121,14 +121,8 @@ impl From<ObjectError> for DavError {
 pub fn object(text: &str, zone: Tz, years: Years) -> Result<(), ObjectError> {
     let syntax = |e: ParseError| ObjectError::Syntax(e.to_string());
     let events = parse::parse(text).map_err(syntax)?;
-    // The parser leaves out (with a diagnostic) a VEVENT whose DTSTART it cannot
-    // read; RFC 5545 requires one, so such an event is an error here.
-    let written_events = text
-        .lines()
-        .filter(|l| l.trim_end().eq_ignore_ascii_case("BEGIN:VEVENT"))
-        .count();
-    if written_events > events.events.len() {
-        return Err(ObjectError::NoStart(events.diagnostics.join("; ")));
+    if !events.errors.is_empty() {
+        return Err(ObjectError::Unusable(events.errors.join("; ")));
     }
     let mut calendars = Vec::new();
     for kind in [Kind::Todo, Kind::Journal] {
@@ -332,10 +326,10 @@ mod tests {
             bad.replace("UID:a", "UID:a\r\nRECURRENCE-ID:20261208T100000Z")
         ))
         .unwrap_err();
-        assert!(matches!(e, ObjectError::NoStart(_)), "{e}");
+        assert!(matches!(e, ObjectError::Unusable(_)), "{e}");
         assert!(e.to_string().contains("20261301T100000Z"), "{e}");
         let e = check(&OK.replace("DTSTART:20261201T100000Z\r\n", "")).unwrap_err();
-        assert!(matches!(e, ObjectError::NoStart(_)), "{e}");
+        assert!(matches!(e, ObjectError::Unusable(_)), "{e}");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //!
 //! - [`model`]: bookings, sources, calendar objects, busy time, provider kinds and
 //!   cursors, the indexing horizon, and their invariants.
+//! - [`settings`]: a tenant's validated settings (users, keys, feeds, sources,
+//!   opening hours, webhook) and the providers' OAuth applications.
 //! - [`ical`]: the iCalendar codec: parsing, zones, recurrence expansion within a
 //!   budget, writing, VTIMEZONE/VFREEBUSY, iTIP.
 //!
@@ -9,3 +11,4 @@
 
 pub mod ical;
 pub mod model;
+pub mod settings;

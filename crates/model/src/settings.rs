@@ -1,0 +1,181 @@
+//! A tenant's validated settings: who it is, its users, keys, feeds, sources,
+//! opening hours and webhook, and the OAuth applications of the providers.
+//!
+//! The server reads them from `gateway.toml` (and, for sources, the API) and
+//! checks them there; engines take them as plain data. They live here, at the
+//! bottom, so every layer can name them without depending on the server.
+
+use chrono::NaiveTime;
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+/// OAuth applications registered with the providers.
+#[derive(Debug, Clone, Default)]
+pub struct ProvidersConfig {
+    pub google: Option<ProviderConfig>,
+    pub microsoft: Option<ProviderConfig>,
+}
+
+#[derive(Clone)]
+pub struct ProviderConfig {
+    pub client_id: String,
+    pub client_secret: String,
+    pub auth_url: String,
+    pub token_url: String,
+    /// API root: `https://www.googleapis.com/calendar/v3`, `https://graph.microsoft.com/v1.0`.
+    pub api_base: String,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("auth_url", &self.auth_url)
+            .field("token_url", &self.token_url)
+            .field("api_base", &self.api_base)
+            .finish()
+    }
+}
+
+/// An external calendar declared in the file (also creatable over the API).
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub id: String,
+    pub name: String,
+    pub transparent: bool,
+    pub remote: crate::model::RemoteSource,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub id: String,
+    pub name: String,
+    pub timezone: Tz,
+    pub users: Vec<UserConfig>,
+    pub api_keys: Vec<ApiKeyConfig>,
+    pub feeds: Vec<FeedConfig>,
+    /// When bookings may take place; `None`: any time.
+    pub opening_hours: Option<OpeningHours>,
+    /// Free time kept before and after every booking when offering slots.
+    pub buffer_minutes: u32,
+    /// Where new conflicts are POSTed.
+    pub webhook: Option<WebhookConfig>,
+    pub sources: Vec<SourceConfig>,
+    /// Exported events moved in the external calendar move their booking (with
+    /// the usual conflict check); otherwise the move is only reported.
+    pub accept_external_moves: bool,
+    /// Who delivers invitations between the tenant's CalDAV users.
+    pub scheduling: Scheduling,
+}
+
+/// Who schedules (RFC 6638): `scheduling = "server" | "client"` on a tenant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Scheduling {
+    /// The gateway advertises `calendar-auto-schedule`: it delivers invitations,
+    /// replies and cancellations between the tenant's users (their scheduling
+    /// inboxes) and records SCHEDULE-STATUS; clients then send none themselves.
+    #[default]
+    Server,
+    /// Nothing is advertised and nothing delivered: calendar clients send their
+    /// own (e-mail) invitations, and objects are stored exactly as written.
+    Client,
+}
+
+#[derive(Clone)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// HMAC-SHA256 key for the signature header (never logged).
+    pub secret: String,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Weekly opening periods in the tenant's local time, Monday first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpeningHours {
+    /// `days[0]` is Monday; each period is `[open, close)`; `close` may be
+    /// midnight (written `24:00`), stored as `None`.
+    pub days: [Vec<(NaiveTime, Option<NaiveTime>)>; 7],
+}
+
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    pub username: String,
+    /// argon2 PHC string, as printed by `calgate hash-password`.
+    pub password_hash: String,
+    /// The user's e-mail address: one of their calendar user addresses, so
+    /// attendees picked from an address book reach them.
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKeyConfig {
+    /// A label for logs and idempotency scoping; never the key itself.
+    pub name: String,
+    pub key_hash: String,
+}
+
+/// What a published .ics feed reveals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedPrivacy {
+    /// Titles, customers, locations and notes.
+    Full,
+    /// Opaque "Busy" blocks only.
+    Busy,
+}
+
+#[derive(Debug, Clone)]
+pub struct FeedConfig {
+    pub name: String,
+    pub token_hash: String,
+    pub privacy: FeedPrivacy,
+    /// Suggested polling interval for subscribers, in minutes.
+    pub refresh_minutes: u32,
+    /// Only bookings ending at most this many days ago; `None` publishes all history.
+    pub past_days: Option<u32>,
+    pub include_cancelled: bool,
+    /// Calendar sources whose events are published as opaque busy blocks.
+    pub include_sources: FeedSources,
+}
+
+/// Which calendar sources (imported calendars, CalDAV calendars) a feed publishes
+/// as busy blocks, besides the bookings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum FeedSources {
+    /// Bookings only.
+    #[default]
+    None,
+    /// Every source of the tenant, including ones created later over the API.
+    All,
+    /// These source ids (a source that does not exist yet contributes nothing).
+    Only(Vec<String>),
+}
+
+impl FeedSources {
+    /// Whether the feed publishes any source at all.
+    pub fn any(&self) -> bool {
+        match self {
+            FeedSources::None => false,
+            FeedSources::All => true,
+            FeedSources::Only(ids) => !ids.is_empty(),
+        }
+    }
+
+    /// Whether the source `id` is published.
+    pub fn includes(&self, id: &str) -> bool {
+        match self {
+            FeedSources::None => false,
+            FeedSources::All => true,
+            FeedSources::Only(ids) => ids.iter().any(|x| x == id),
+        }
+    }
+}

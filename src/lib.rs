@@ -18,6 +18,8 @@
 //! - [`export`]: bookings pushed to Google / Microsoft calendars (durable outbox).
 //! - [`app`]: the shared state wiring these together.
 
+/// The engines (crate `calgate-engine`).
+pub use calgate_engine::{bookings, calendars, conflicts, freebusy, secrets};
 /// The lower layer (crate `calgate-model`), under the paths the modules above use.
 pub use calgate_model::{ical, model};
 /// Provider clients (crate `calgate-providers`).
@@ -28,17 +30,12 @@ pub use calgate_store as store;
 pub mod api;
 pub mod app;
 pub mod auth;
-pub mod bookings;
-pub mod calendars;
 pub mod config;
-pub mod conflicts;
 pub mod connect;
 pub mod dav;
 pub mod export;
 pub mod feeds;
-pub mod freebusy;
 pub mod http;
-pub mod secrets;
 pub mod sync;
 
 use std::net::SocketAddr;

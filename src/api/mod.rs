@@ -103,9 +103,7 @@ pub(crate) async fn authenticate(
 
 /// RFC 3339 UTC text of an index instant.
 pub fn instant_json(ms: i64) -> serde_json::Value {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-        .into()
+    crate::model::instant_rfc3339(ms).into()
 }
 
 /// Busy entries as the API shows conflicts: when, how, and which object.

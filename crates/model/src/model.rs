@@ -105,6 +105,13 @@ impl Span {
     }
 }
 
+/// RFC 3339 UTC text of an instant in milliseconds since the epoch, as the API
+/// and webhooks write it (`None` outside chrono's range).
+pub fn instant_rfc3339(ms: i64) -> Option<String> {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+}
+
 /// The reserved source id of a tenant's own bookings.
 pub const BOOKINGS_SOURCE: &str = "bookings";
 

@@ -10,11 +10,11 @@ use sha2::{Digest, Sha256};
 
 use std::sync::Arc;
 
-use crate::config::TenantConfig;
 use crate::conflicts::ConflictTracker;
 use crate::ical::expand::{ExpandOptions, OverBudget, expand_within_budget};
 use crate::ical::parse::{self, ParseError};
 use crate::model::{BOOKINGS_SOURCE, BusyKind, BusySpan, CalendarObject, Source, Span};
+use crate::settings::TenantConfig;
 use crate::store::{ObjectOutcome, ObjectWrite, Outgoing, Precondition, Store, StoreError};
 
 pub use crate::model::Horizon;

@@ -12,10 +12,10 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::config::TenantConfig;
 use crate::conflicts::ConflictTracker;
 use crate::freebusy;
 use crate::model::{Booking, BookingStatus, BookingTime, BusyKind, Customer, FieldError, Span};
+use crate::settings::TenantConfig;
 use crate::store::{
     BusyEntry, DeleteOutcome, IdempotencyClaim, Outgoing, Precondition, Store, StoreError,
     WriteOutcome,

@@ -19,8 +19,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::config::{TenantConfig, WebhookConfig};
 use crate::model::{BusyKind, CalendarObject, Conflict, Span, WebhookState};
+use crate::settings::{TenantConfig, WebhookConfig};
 use crate::store::{Store, StoreError};
 
 /// Delays before each webhook attempt; after the last one the conflict stays
@@ -148,7 +148,7 @@ impl Changes {
 
 impl ConflictTracker {
     pub fn new(store: Store) -> Arc<Self> {
-        crate::install_crypto_provider();
+        calgate_providers::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(WEBHOOK_TIMEOUT)
             .user_agent(concat!("calgate/", env!("CARGO_PKG_VERSION")))
@@ -536,7 +536,7 @@ pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
 
 /// The API representation of a conflict.
 pub fn conflict_json(c: &Conflict) -> serde_json::Value {
-    let at = |ms: i64| crate::api::instant_json(ms);
+    let at = crate::model::instant_rfc3339;
     let ts = |t: &Option<chrono::DateTime<Utc>>| {
         t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
     };

@@ -7,9 +7,9 @@
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Utc};
 
-use crate::config::TenantConfig;
 use crate::ical::zones::Zone;
 use crate::model::{BOOKINGS_SOURCE, BusyKind, Span};
+use crate::settings::TenantConfig;
 use crate::store::{BusyEntry, Store, StoreError};
 
 pub use crate::model::{BusyBlock, Contributor};

@@ -4,7 +4,7 @@
 //! `<data_dir>/secret.key`, created with mode 0600 on first start.
 //!
 //! Passwords and API keys are not here: those are only ever verified, so they
-//! are argon2-hashed (see [`crate::auth`]).
+//! are argon2-hashed (see the server's `auth` module).
 
 use std::path::Path;
 

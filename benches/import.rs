@@ -573,13 +573,10 @@ async fn connect_google(app: &calgate::app::App, http: &reqwest::Client) {
         .source(TENANT, "google")
         .expect("store readable")
         .expect("source declared");
-    let url = calgate::connect::start(
-        app,
-        tenant,
-        &source,
-        calgate::providers::ProviderKind::Google,
-    )
-    .expect("OAuth start");
+    let url = app
+        .connections
+        .start(tenant, &source, calgate::providers::ProviderKind::Google)
+        .expect("OAuth start");
     let resp = http.get(url).send().await.expect("authorize");
     let location = resp
         .headers()
@@ -599,14 +596,16 @@ async fn connect_google(app: &calgate::app::App, http: &reqwest::Client) {
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
-    calgate::connect::callback(
-        app,
-        calgate::providers::ProviderKind::Google,
-        &get("state"),
-        &get("code"),
-    )
-    .await
-    .expect("OAuth callback");
+    app.connections
+        .callback(
+            calgate::providers::ProviderKind::Google,
+            &get("state"),
+            &get("code"),
+        )
+        .await
+        .expect("OAuth callback");
+    app.sync.wake();
+    app.export.wake();
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

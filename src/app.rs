@@ -10,8 +10,10 @@ use crate::bookings::BookingEngine;
 use crate::calendars::CalendarService;
 use crate::config::{Config, TenantConfig};
 use crate::conflicts::ConflictTracker;
+use crate::connect::{Connections, PublicUrl};
 use crate::feeds::FeedService;
 use crate::store::{Store, StoreError};
+use crate::tenants::Tenants;
 
 /// Who a booking-API key belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,15 +46,18 @@ pub struct App {
     pub api_keys: Arc<Verifier<ApiPrincipal>>,
     pub feed_tokens: Arc<Verifier<FeedPrincipal>>,
     pub users: Arc<Verifier<UserPrincipal>>,
-    pub sync: crate::sync::SyncEngine,
+    pub sync: Arc<crate::sync::SyncEngine>,
     /// Member summaries of recently listed CalDAV collections.
     pub dav_listings: crate::dav::listing::Listings,
     /// Parsed forms of recently expanded CalDAV objects.
     pub dav_plans: crate::dav::plans::ExpandPlans,
-    pub export: crate::export::Exporter,
-    /// The address the server is bound to, once it is (with `--listen` or port
-    /// 0 it differs from the file's `server.listen`).
-    pub bound: std::sync::OnceLock<std::net::SocketAddr>,
+    pub export: Arc<crate::export::Exporter>,
+    /// Connected provider accounts (OAuth) and their API sessions.
+    pub connections: Arc<Connections>,
+    /// The tenants, as the engines see them.
+    pub tenants: Arc<Tenants>,
+    /// Where browsers reach the gateway (set to the bound address once known).
+    pub public_url: Arc<PublicUrl>,
 }
 
 /// Why the gateway could not be wired up.
@@ -75,7 +80,6 @@ impl App {
 
     pub fn with_store(config: Config, store: Store) -> Result<App, AppError> {
         let secrets = crate::secrets::SecretBox::open(&config.data_dir)?;
-        let sync = crate::sync::SyncEngine::new(&config.fetch_allow, secrets)?;
         let mut api_keys = Verifier::new();
         let mut feed_tokens = Verifier::new();
         let mut users = Verifier::new();
@@ -102,15 +106,45 @@ impl App {
                 users.add(Some(&u.username), &u.password_hash, who);
             }
         }
+        crate::sync::declare_configured_sources(&store, &config.tenants)?;
         let conflicts = ConflictTracker::new(store.clone());
-        let app = App {
+        let bookings = BookingEngine::new(store.clone(), Arc::clone(&conflicts));
+        let calendars = CalendarService::new(store.clone(), config.horizon, Arc::clone(&conflicts));
+        let tenants = Arc::new(Tenants::new(config.tenants.iter().cloned()));
+        let public_url = Arc::new(PublicUrl::new(config.public_url.clone(), config.listen));
+        let connections = Arc::new(Connections::new(
+            store.clone(),
+            secrets,
+            config.providers.clone(),
+            &config.source,
+            Arc::clone(&public_url),
+            config.horizon,
+        )?);
+        let export = Arc::new(crate::export::Exporter::new(
+            store.clone(),
+            bookings.clone(),
+            Arc::clone(&connections),
+            Arc::clone(&tenants),
+            config.horizon,
+        ));
+        let sync = Arc::new(crate::sync::SyncEngine::new(
+            store.clone(),
+            calendars.clone(),
+            Arc::clone(&connections),
+            Arc::clone(&export) as Arc<dyn crate::sync::ImportObserver>,
+            Arc::clone(&tenants),
+            &config.fetch_allow,
+        )?);
+        Ok(App {
             sync,
+            export,
+            connections,
+            tenants,
+            public_url,
             dav_listings: Default::default(),
             dav_plans: Default::default(),
-            export: crate::export::Exporter::new(),
-            bound: std::sync::OnceLock::new(),
-            bookings: BookingEngine::new(store.clone(), Arc::clone(&conflicts)),
-            calendars: CalendarService::new(store.clone(), config.horizon, Arc::clone(&conflicts)),
+            bookings,
+            calendars,
             conflicts,
             feeds: FeedService::new(store.clone(), config.horizon),
             api_keys: Arc::new(api_keys),
@@ -118,9 +152,7 @@ impl App {
             users: Arc::new(users),
             store,
             config,
-        };
-        crate::sync::declare_configured_sources(&app)?;
-        Ok(app)
+        })
     }
 
     pub fn tenant(&self, id: &str) -> Option<&TenantConfig> {
@@ -131,9 +163,6 @@ impl App {
     /// address actually listened on (not the file's, which `--listen` and port
     /// 0 override).
     pub fn public_url(&self) -> String {
-        match &self.config.public_url {
-            Some(url) => url.clone(),
-            None => format!("http://{}", self.bound.get().unwrap_or(&self.config.listen)),
-        }
+        self.public_url.get()
     }
 }

@@ -19,7 +19,9 @@
 //! - [`app`]: the shared state wiring these together.
 
 /// The engines (crate `calgate-engine`).
-pub use calgate_engine::{bookings, calendars, conflicts, freebusy, secrets};
+pub use calgate_engine::{
+    bookings, calendars, conflicts, connect, export, freebusy, secrets, sync, tenants,
+};
 /// The lower layer (crate `calgate-model`), under the paths the modules above use.
 pub use calgate_model::{ical, model};
 /// Provider clients (crate `calgate-providers`).
@@ -31,12 +33,9 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
-pub mod connect;
 pub mod dav;
-pub mod export;
 pub mod feeds;
 pub mod http;
-pub mod sync;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -132,8 +131,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     });
     let roller = tokio::spawn(roll_horizon(Arc::clone(&app)));
-    let scheduler = tokio::spawn(sync::scheduler(Arc::clone(&app)));
-    let exporter = tokio::spawn(export::deliverer(Arc::clone(&app)));
+    let scheduler = tokio::spawn(sync::scheduler(Arc::clone(&app.sync)));
+    let exporter = tokio::spawn(export::deliverer(Arc::clone(&app.export)));
     app.conflicts.redeliver_pending(&app.config.tenants);
     Ok(Running {
         addr,

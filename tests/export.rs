@@ -570,7 +570,7 @@ async fn disconnect_keeps_exported_events_unless_purged() {
     // what deliver accepts), and none ran.
     let app = gw.app();
     let tenant = app.tenant("salon").expect("salon");
-    let refused = calgate::export::deliver(app, tenant, SOURCE, false).await;
+    let refused = app.export.deliver(tenant, SOURCE, false).await;
     assert!(
         matches!(refused, Err(calgate::export::ExportError::UnknownSource(_))),
         "{refused:?}"

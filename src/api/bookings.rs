@@ -51,7 +51,7 @@ pub async fn item(
             }
             let mut body = json::booking(&booking);
             // Where the booking stands in each external calendar it is pushed to.
-            let exports = crate::export::booking_exports(app, tenant, &booking)?;
+            let exports = app.export.booking_exports(tenant, &booking)?;
             if !exports.is_empty() {
                 body["exports"] = serde_json::Value::Array(exports);
             }

@@ -39,8 +39,7 @@ pub async fn collection(
             if declared.remote.kind == ProviderKind::Ics {
                 // A URL no sync could ever fetch is refused now, not at every run.
                 app.sync
-                    .feeds
-                    .check_url(&declared.remote.target)
+                    .check_feed_url(&declared.remote.target)
                     .await
                     .map_err(|e| Problem::invalid(vec![FieldError::new("url", e.to_string())]))?;
             }
@@ -97,7 +96,9 @@ pub async fn item(
             // exported bookings included, unless ?purge=true removes those first.
             let purge = matches!(query_value(&req, "purge").as_deref(), Some("true" | "1"));
             let _quiet = if purge {
-                let (removed, guard) = crate::export::purge(app, tenant, &source)
+                let (removed, guard) = app
+                    .export
+                    .purge(tenant, &source)
                     .await
                     .map_err(export_problem)?;
                 tracing::info!(tenant = %tenant.id, source = id, removed, "exported events purged");
@@ -117,7 +118,7 @@ pub async fn item(
             let retarget = updated.remote.as_ref().map(|r| &r.target)
                 != source.remote.as_ref().map(|r| &r.target);
             app.sync
-                .update_source(app, tenant, &updated, retarget)
+                .update_source(tenant, &updated, retarget)
                 .await
                 .map_err(sync_problem)?;
             Ok(json_response(
@@ -130,12 +131,12 @@ pub async fn item(
             let direction = source.remote.as_ref().map(|r| r.direction);
             if direction == Some(crate::model::Direction::Export) {
                 // Nothing to import: deliver now, parked bookings included.
-                return match crate::export::sync_now(app, tenant, id).await {
+                return match app.export.sync_now(tenant, id).await {
                     Ok(log) => Ok(json_response(StatusCode::OK, &log_json(&log))),
                     Err(e) => Err(export_problem(e)),
                 };
             }
-            let outcome = app.sync.run(app, tenant, id, mode).await;
+            let outcome = app.sync.run(tenant, id, mode).await;
             app.export.wake();
             match outcome {
                 Ok(log) => Ok(json_response(StatusCode::OK, &log_json(&log))),
@@ -152,9 +153,13 @@ pub async fn item(
                     "only Google and Microsoft sources have an account with calendars",
                 )
             })?;
-            let session =
-                crate::connect::session(app, &tenant.id, id, kind).map_err(provider_problem)?;
-            let calendars = crate::connect::list_calendars(app, kind, &session)
+            let session = app
+                .connections
+                .session(&tenant.id, id, kind)
+                .map_err(provider_problem)?;
+            let calendars = app
+                .connections
+                .list_calendars(kind, &session)
                 .await
                 .map_err(provider_problem)?;
             Ok(json_response(
@@ -313,7 +318,7 @@ fn source_json(app: &App, tenant: &TenantConfig, source: &Source) -> Result<Valu
     let status = app.store.sync_status(&tenant.id, &source.id)?;
     let remote = source.remote.as_ref();
     let objects = app.store.objects(&tenant.id, &source.id)?.len();
-    let export = crate::export::source_status(app, &tenant.id, source)?;
+    let export = app.export.source_status(&tenant.id, source)?;
     let last_error = status.last_error.clone().or_else(|| {
         export
             .get("last_error")
@@ -415,8 +420,10 @@ pub async fn oauth(
                         tenant.id
                     ))
                 })?;
-            let url =
-                crate::connect::start(app, tenant, &source, kind).map_err(provider_problem)?;
+            let url = app
+                .connections
+                .start(tenant, &source, kind)
+                .map_err(provider_problem)?;
             let mut resp = Response::new(crate::http::empty());
             *resp.status_mut() = StatusCode::FOUND;
             resp.headers_mut().insert(
@@ -438,7 +445,9 @@ pub async fn oauth(
             else {
                 return Err(Problem::bad_request("the callback needs code and state"));
             };
-            let connected = crate::connect::callback(app, kind, &state, &code)
+            let connected = app
+                .connections
+                .callback(kind, &state, &code)
                 .await
                 .map_err(|e| match e {
                     // A replayed or forged callback is the caller's fault.
@@ -447,6 +456,9 @@ pub async fn oauth(
                     }
                     crate::connect::ConnectError::Provider(e) => provider_problem(e),
                 })?;
+            // The source is connected: it may sync and export now.
+            app.sync.wake();
+            app.export.wake();
             Ok(json_response(
                 StatusCode::OK,
                 &json!({

@@ -74,7 +74,7 @@ pub fn empty() -> Body {
 pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     if let Ok(addr) = listener.local_addr() {
         // What public_url defaults to: the real address, not the file's.
-        let _ = app.bound.set(addr);
+        app.public_url.bind(addr);
     }
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A client that never finishes its headers must not hold a connection forever.

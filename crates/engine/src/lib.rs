@@ -7,6 +7,12 @@
 //! - [`freebusy`]: merged busy time, availability and slots.
 //! - [`conflicts`]: conflicts found after the fact, and their webhook.
 //! - [`secrets`]: the key that encrypts provider tokens at rest.
+//! - [`connect`]: connected provider accounts (OAuth2), their API sessions,
+//!   and the public URL people reach the gateway at.
+//! - [`sync`]: the scheduler and the runs that import external sources.
+//! - [`export`]: bookings pushed to Google and Microsoft calendars, and what
+//!   their imports say back (through [`sync::ImportObserver`]).
+//! - [`tenants`]: the tenants the engines serve.
 //!
 //! Each engine is built with what it uses (a store handle, the engines it
 //! calls, the horizon), never with the whole server. The server crate wires
@@ -14,10 +20,15 @@
 
 /// The lower layers, under the paths the engines use.
 pub use calgate_model::{ical, model, settings};
+pub use calgate_providers as providers;
 pub use calgate_store as store;
 
 pub mod bookings;
 pub mod calendars;
 pub mod conflicts;
+pub mod connect;
+pub mod export;
 pub mod freebusy;
 pub mod secrets;
+pub mod sync;
+pub mod tenants;

@@ -10,7 +10,9 @@
 //! `permanent_error` and the scheduler leaves the source alone until it changes.
 //!
 //! What the items mean is the providers' business ([`crate::providers`]); the
-//! HTTP API over this is in [`crate::api::sources`].
+//! HTTP API over this is in the server's `api::sources`. Items that are our own
+//! exported events are reported to an [`ImportObserver`] (the exporter), which
+//! this engine knows only through that trait.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -20,15 +22,16 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::app::App;
-use crate::calendars::{CalendarError, Imported, PreparedImports};
-use crate::config::TenantConfig;
+use crate::calendars::{CalendarError, CalendarService, Imported, PreparedImports};
+use crate::connect::Connections;
 use crate::model::{SkippedItem, Source, SyncLog};
 use crate::providers::fetch::{AllowList, FetchLimits, SafeClient};
 use crate::providers::{
     self, Cursor, FetchMode, Fetched, ItemChange, ProviderError, ProviderKind, RenderContext,
 };
-use crate::store::StoreError;
+use crate::settings::TenantConfig;
+use crate::store::{Store, StoreError};
+use crate::tenants::Tenants;
 
 /// Longest pause after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(60 * 60);
@@ -57,16 +60,61 @@ pub enum SyncError {
     Calendar(#[from] CalendarError),
 }
 
-/// Shared state of the engine; lives in [`App`].
+/// A boxed future, for the [`ImportObserver`] trait object.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What [`ImportObserver::recognise`] found in a series.
+#[derive(Debug, Default)]
+pub struct Recognised {
+    /// The booking the series shows, when it is our exported event.
+    pub booking: Option<String>,
+    /// (booking, event id) of events our own inserts left besides the
+    /// booking's event (see [`ImportObserver::remove_strays`]).
+    pub strays: Vec<(String, String)>,
+}
+
+/// Told about the items a run imports, for sources that also export: the
+/// exporter's loop prevention and external-move detection. Sync calls it and
+/// knows nothing else of the exporter.
+pub trait ImportObserver: Send + Sync {
+    /// Marks the items of a series that are our own exported events, so they are
+    /// rendered transparent; names the booking and any stray copies.
+    fn recognise(
+        &self,
+        tenant: &str,
+        source: &Source,
+        items: &mut [serde_json::Value],
+    ) -> Result<Recognised, StoreError>;
+
+    /// Deletes the stray copies [`ImportObserver::recognise`] found (best effort).
+    fn remove_strays<'a>(
+        &'a self,
+        tenant: &'a TenantConfig,
+        source: &'a Source,
+        strays: &'a [(String, String)],
+    ) -> BoxFuture<'a, ()>;
+
+    /// An imported series that shows `booking` was stored: notice external moves.
+    fn observe_import<'a>(
+        &'a self,
+        tenant: &'a TenantConfig,
+        source: &'a str,
+        series: &'a str,
+        booking: &'a str,
+    ) -> BoxFuture<'a, Result<(), Box<dyn std::error::Error + Send + Sync>>>;
+}
+
+/// The sync engine: what it runs with, and the runs under way.
 pub struct SyncEngine {
     running: Mutex<HashSet<(String, String)>>,
     wake: Notify,
-    pub(crate) feeds: SafeClient,
-    /// For the providers' APIs (operator-configured endpoints, not user input).
-    pub(crate) api_http: reqwest::Client,
-    pub(crate) secrets: crate::secrets::SecretBox,
-    /// OAuth authorizations under way.
-    pub(crate) pending: crate::connect::PendingAuthorizations,
+    /// For user-supplied feed URLs (every address and redirect checked).
+    feeds: SafeClient,
+    store: Store,
+    calendars: CalendarService,
+    connections: Arc<Connections>,
+    imports: Arc<dyn ImportObserver>,
+    tenants: Arc<Tenants>,
 }
 
 /// Counts of one run.
@@ -106,25 +154,33 @@ impl Drop for RunSlot<'_> {
 }
 
 impl SyncEngine {
+    /// `allow`: networks feed URLs may reach although private (CIDR strings).
     pub fn new(
+        store: Store,
+        calendars: CalendarService,
+        connections: Arc<Connections>,
+        imports: Arc<dyn ImportObserver>,
+        tenants: Arc<Tenants>,
         allow: &[String],
-        secrets: crate::secrets::SecretBox,
     ) -> Result<SyncEngine, ProviderError> {
-        crate::install_crypto_provider();
+        crate::providers::install_crypto_provider();
         let allow = AllowList::parse(allow).map_err(ProviderError::Permanent)?;
-        let api_http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ProviderError::Permanent(format!("HTTP client: {e}")))?;
         Ok(SyncEngine {
             running: Mutex::new(HashSet::new()),
             wake: Notify::new(),
             feeds: SafeClient::new(allow, FetchLimits::default())?,
-            api_http,
-            secrets,
-            pending: Default::default(),
+            store,
+            calendars,
+            connections,
+            imports,
+            tenants,
         })
+    }
+
+    /// Whether a feed URL could ever be fetched (its address is allowed), so a
+    /// source no sync can reach is refused when it is created.
+    pub async fn check_feed_url(&self, url: &str) -> Result<(), ProviderError> {
+        self.feeds.check_url(url).await
     }
 
     /// Makes the scheduler look again (a source was added, changed or connected).
@@ -138,7 +194,6 @@ impl SyncEngine {
     /// the source syncs, so a run cannot write the old calendar back.
     pub async fn update_source(
         &self,
-        app: &App,
         tenant: &TenantConfig,
         source: &Source,
         drop_cache: bool,
@@ -152,27 +207,29 @@ impl SyncEngine {
         }
         let slot = RunSlot { engine: self, key };
         let (t, s) = (tenant.id.as_str(), source.id.as_str());
-        app.store.put_source(t, source)?;
+        self.store.put_source(t, source)?;
         // Changed settings deserve a run even after a permanent error.
-        let mut status = app.store.sync_status(t, s)?;
+        let mut status = self.store.sync_status(t, s)?;
         if status.permanent_error {
             status.permanent_error = false;
-            app.store.put_sync_status(t, s, &status)?;
+            self.store.put_sync_status(t, s, &status)?;
         }
         if drop_cache {
-            for object in app.store.objects(t, s)? {
-                app.calendars.remove_imported(tenant, s, &object.id).await?;
+            for object in self.store.objects(t, s)? {
+                self.calendars
+                    .remove_imported(tenant, s, &object.id)
+                    .await?;
             }
-            for (series, item) in app.store.mirror_keys(t, s)? {
-                app.store.put_mirror_item(t, s, &series, &item, None)?;
+            for (series, item) in self.store.mirror_keys(t, s)? {
+                self.store.put_mirror_item(t, s, &series, &item, None)?;
             }
-            app.store.put_feed_digests(t, s, None)?;
-            let mut status = app.store.sync_status(t, s)?;
+            self.store.put_feed_digests(t, s, None)?;
+            let mut status = self.store.sync_status(t, s)?;
             status.cursor = Cursor::default();
             status.next_run = None;
-            app.store.put_sync_status(t, s, &status)?;
+            self.store.put_sync_status(t, s, &status)?;
         }
-        app.store.flush().await?;
+        self.store.flush().await?;
         drop(slot);
         self.wake();
         Ok(())
@@ -181,12 +238,11 @@ impl SyncEngine {
     /// Runs one sync of a source now and returns its log entry (also stored).
     pub async fn run(
         &self,
-        app: &App,
         tenant: &TenantConfig,
         source_id: &str,
         mode: FetchMode,
     ) -> Result<SyncLog, SyncError> {
-        let source = app
+        let source = self
             .store
             .source(&tenant.id, source_id)?
             .ok_or_else(|| SyncError::UnknownSource(source_id.to_owned()))?;
@@ -206,10 +262,10 @@ impl SyncEngine {
         let _slot = RunSlot { engine: self, key };
         let started = Utc::now();
         let clock = std::time::Instant::now();
-        let mut status = app.store.sync_status(&tenant.id, &source.id)?;
+        let mut status = self.store.sync_status(&tenant.id, &source.id)?;
         status.last_attempt = Some(started);
         let result = self
-            .fetch_and_apply(app, tenant, &source, &status.cursor, mode)
+            .fetch_and_apply(tenant, &source, &status.cursor, mode)
             .await;
         let mut log = SyncLog {
             started,
@@ -265,15 +321,15 @@ impl SyncEngine {
                 Err(e)
             }
         };
-        app.store.put_sync_status(&tenant.id, &source.id, &status)?;
-        app.store.append_sync_log(&tenant.id, &source.id, &log)?;
-        app.store.flush().await?;
+        self.store
+            .put_sync_status(&tenant.id, &source.id, &status)?;
+        self.store.append_sync_log(&tenant.id, &source.id, &log)?;
+        self.store.flush().await?;
         outcome.map(|()| log)
     }
 
     async fn fetch_and_apply(
         &self,
-        app: &App,
         tenant: &TenantConfig,
         source: &Source,
         cursor: &Cursor,
@@ -287,16 +343,16 @@ impl SyncEngine {
         // What the last applied feed looked like: its unchanged events are not
         // split again. A forced full sync ignores them.
         let known = if is_feed && mode == FetchMode::Incremental {
-            app.store
+            self.store
                 .feed_digests(t, s)?
                 .and_then(|raw| providers::ics::FeedDigests::decode(&raw))
         } else {
             None
         };
-        let got = match self.fetch(app, tenant, source, cursor, mode, known).await {
+        let got = match self.fetch(tenant, source, cursor, mode, known).await {
             // The provider forgot our cursor: start over from scratch.
             Err(ProviderError::CursorExpired) if mode == FetchMode::Incremental => {
-                self.fetch(app, tenant, source, cursor, FetchMode::Full, None)
+                self.fetch(tenant, source, cursor, FetchMode::Full, None)
                     .await?
             }
             other => other?,
@@ -306,25 +362,24 @@ impl SyncEngine {
             // The digests describe the mirror: forget them until the run has
             // applied the whole feed (a failed run leaves none, and the next one
             // splits everything).
-            app.store.put_feed_digests(t, s, None)?;
+            self.store.put_feed_digests(t, s, None)?;
         }
         let listing = FeedListing {
             kept: got.kept.into_iter().collect(),
             removed: got.removed,
         };
-        let result = apply(app, tenant, source, got.fetched, &listing).await?;
+        let result = apply(self, tenant, source, got.fetched, &listing).await?;
         if is_feed
             && touches_mirror
             && let Some(digests) = got.digests
         {
-            app.store.put_feed_digests(t, s, Some(&digests.encode()))?;
+            self.store.put_feed_digests(t, s, Some(&digests.encode()))?;
         }
         Ok(result)
     }
 
     async fn fetch(
         &self,
-        app: &App,
         tenant: &TenantConfig,
         source: &Source,
         cursor: &Cursor,
@@ -341,7 +396,7 @@ impl SyncEngine {
                 providers::ics::fetch_with_digests(&self.feeds, url, cursor, mode, known).await
             }
             ProviderKind::Google | ProviderKind::Microsoft => {
-                let fetched = crate::connect::fetch(app, tenant, source, cursor, mode).await?;
+                let fetched = self.connections.fetch(tenant, source, cursor, mode).await?;
                 Ok(providers::ics::FeedFetch {
                     fetched,
                     kept: Vec::new(),
@@ -366,14 +421,14 @@ struct FeedListing {
 
 /// Applies a fetch to the mirror and the calendar, in one batch.
 async fn apply(
-    app: &App,
+    engine: &SyncEngine,
     tenant: &TenantConfig,
     source: &Source,
     fetched: Fetched,
     listing: &FeedListing,
 ) -> Result<(Applied, Cursor), SyncError> {
     let kept = &listing.kept;
-    let store = &app.store;
+    let store = &engine.store;
     let (t, s) = (tenant.id.as_str(), source.id.as_str());
     let mut affected = BTreeSet::new();
     // A full listing's items by series and item (as the mirror now holds them),
@@ -474,7 +529,7 @@ async fn apply(
                     }
                 }
             }
-            put_items(app, t, s, &changes, &mut affected)?;
+            put_items(store, t, s, &changes, &mut affected)?;
             cursor
         }
     };
@@ -501,13 +556,13 @@ async fn apply(
                 None => Vec::new(),
             };
             // Our own exported events come back here: mark them (loop prevention).
-            let recognised = crate::export::recognise(app, t, source, &mut items)?;
+            let recognised = engine.imports.recognise(t, source, &mut items)?;
             strays.extend(recognised.strays);
             own_bookings.push(recognised.booking);
             series_items.push((series.clone(), items));
         }
         let (calendars, tenant_copy, source_copy, existing) = (
-            app.calendars.clone(),
+            engine.calendars.clone(),
             tenant.clone(),
             source.clone(),
             existing.clone(),
@@ -524,11 +579,11 @@ async fn apply(
             prepared,
             own_bookings,
         }) {
-            commit_batch(app, tenant, source, previous, &mut applied).await?;
+            commit_batch(engine, tenant, source, previous, &mut applied).await?;
         }
     }
     if let Some(last) = in_flight.take() {
-        commit_batch(app, tenant, source, last, &mut applied).await?;
+        commit_batch(engine, tenant, source, last, &mut applied).await?;
     }
     if let Some(written) = mirror_written {
         match written.await {
@@ -538,7 +593,7 @@ async fn apply(
         }
     }
     if !strays.is_empty() {
-        crate::export::remove_strays(app, tenant, source, &strays).await;
+        engine.imports.remove_strays(tenant, source, &strays).await;
     }
     Ok((applied, cursor))
 }
@@ -549,7 +604,7 @@ type MirrorWrite = tokio::task::JoinHandle<Result<(), StoreError>>;
 /// Starts writing a full listing's items to the mirror on the blocking pool;
 /// returns the write and, per item, whether it differs from the mirror.
 fn write_mirror(
-    store: &crate::store::Store,
+    store: &Store,
     tenant: &str,
     source: &str,
     items: &[ItemChange],
@@ -652,7 +707,7 @@ fn render_and_prepare(
 
 /// Writes a prepared batch and counts what it did.
 async fn commit_batch(
-    app: &App,
+    engine: &SyncEngine,
     tenant: &TenantConfig,
     source: &Source,
     batch: InFlight,
@@ -670,11 +725,11 @@ async fn commit_batch(
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     };
     for series in &prepared.gone {
-        if app.calendars.remove_imported(tenant, s, series).await? {
+        if engine.calendars.remove_imported(tenant, s, series).await? {
             applied.deleted += 1;
         }
     }
-    let results = app
+    let results = engine
         .calendars
         .commit_imports(tenant, source, prepared.objects)
         .await?;
@@ -691,8 +746,10 @@ async fn commit_batch(
                     .get(*i)
                     .and_then(Option::as_deref)
                     .filter(|_| exports)
-                    && let Err(e) =
-                        crate::export::observe_import(app, tenant, s, series, booking).await
+                    && let Err(e) = engine
+                        .imports
+                        .observe_import(tenant, s, series, booking)
+                        .await
                 {
                     warn!(tenant = t, source = s, series = %series, error = %e, "external change check failed");
                 }
@@ -714,14 +771,14 @@ async fn commit_batch(
 }
 
 fn put_items(
-    app: &App,
+    store: &Store,
     tenant: &str,
     source: &str,
     items: &[ItemChange],
     affected: &mut BTreeSet<String>,
 ) -> Result<(), StoreError> {
     for change in items {
-        app.store.put_mirror_item(
+        store.put_mirror_item(
             tenant,
             source,
             &change.series,
@@ -760,12 +817,12 @@ fn scheduled(source: &Source) -> bool {
 
 /// The scheduler: runs every due source, then sleeps until the next one is due
 /// or something changed ([`SyncEngine::wake`]).
-pub async fn scheduler(app: Arc<App>) {
+pub async fn scheduler(engine: Arc<SyncEngine>) {
     loop {
         let now = Utc::now();
         let mut next: Option<DateTime<Utc>> = None;
-        for tenant in &app.config.tenants {
-            let sources = match app.store.sources(&tenant.id) {
+        for tenant in engine.tenants.all() {
+            let sources = match engine.store.sources(&tenant.id) {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(error = %e, "scheduler cannot list sources");
@@ -773,7 +830,7 @@ pub async fn scheduler(app: Arc<App>) {
                 }
             };
             for source in sources.into_iter().filter(scheduled) {
-                let status = app
+                let status = engine
                     .store
                     .sync_status(&tenant.id, &source.id)
                     .unwrap_or_default();
@@ -782,17 +839,14 @@ pub async fn scheduler(app: Arc<App>) {
                 }
                 let due = status.next_run.unwrap_or(now);
                 if due <= now {
-                    let app = Arc::clone(&app);
-                    let tenant_id = tenant.id.clone();
+                    let engine = Arc::clone(&engine);
+                    let tenant = Arc::clone(&tenant);
                     tokio::spawn(async move {
-                        if let Some(tenant) = app.tenant(&tenant_id) {
-                            // Errors are in the status and the log already.
-                            let _ = app
-                                .sync
-                                .run(&app, tenant, &source.id, FetchMode::Incremental)
-                                .await;
-                            app.sync.wake();
-                        }
+                        // Errors are in the status and the log already.
+                        let _ = engine
+                            .run(&tenant, &source.id, FetchMode::Incremental)
+                            .await;
+                        engine.wake();
                     });
                 } else {
                     next = Some(next.map_or(due, |n| n.min(due)));
@@ -805,7 +859,7 @@ pub async fn scheduler(app: Arc<App>) {
             .max(Duration::from_millis(50));
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = app.sync.wake.notified() => {}
+            _ = engine.wake.notified() => {}
         }
     }
 }
@@ -813,18 +867,20 @@ pub async fn scheduler(app: Arc<App>) {
 /// Puts the sources declared in the configuration into the store (new ones, and
 /// changed settings of existing ones; their cache and status stay). Permanent
 /// errors of earlier runs are forgotten: the allow-list may have changed.
-pub fn declare_configured_sources(app: &App) -> Result<(), StoreError> {
-    for tenant in &app.config.tenants {
-        for source in app.store.sources(&tenant.id)? {
-            let mut status = app.store.sync_status(&tenant.id, &source.id)?;
+pub fn declare_configured_sources(
+    store: &Store,
+    tenants: &[TenantConfig],
+) -> Result<(), StoreError> {
+    for tenant in tenants {
+        for source in store.sources(&tenant.id)? {
+            let mut status = store.sync_status(&tenant.id, &source.id)?;
             if status.permanent_error {
                 status.permanent_error = false;
-                app.store.put_sync_status(&tenant.id, &source.id, &status)?;
+                store.put_sync_status(&tenant.id, &source.id, &status)?;
             }
         }
         for declared in &tenant.sources {
-            let mut source = app
-                .store
+            let mut source = store
                 .source(&tenant.id, &declared.id)?
                 .unwrap_or_else(|| Source::new(&declared.id, &declared.name));
             source.name = declared.name.clone();
@@ -832,7 +888,7 @@ pub fn declare_configured_sources(app: &App) -> Result<(), StoreError> {
             source.read_only = true;
             source.components = vec!["VEVENT".into()];
             source.remote = Some(declared.remote.clone());
-            app.store.put_source(&tenant.id, &source)?;
+            store.put_source(&tenant.id, &source)?;
         }
     }
     Ok(())

@@ -1,0 +1,76 @@
+//! The tenants the engines serve, looked up by id.
+//!
+//! Background work (the sync scheduler, the export deliverer) walks every
+//! tenant; requests look one up. Entries are shared (`Arc`) so a walk holds no
+//! lock while it works, and the directory can change under it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use crate::settings::TenantConfig;
+
+/// Every tenant's settings, by id.
+#[derive(Default)]
+pub struct Tenants {
+    by_id: RwLock<BTreeMap<String, Arc<TenantConfig>>>,
+}
+
+impl Tenants {
+    pub fn new(tenants: impl IntoIterator<Item = TenantConfig>) -> Self {
+        let by_id = tenants
+            .into_iter()
+            .map(|t| (t.id.clone(), Arc::new(t)))
+            .collect();
+        Tenants {
+            by_id: RwLock::new(by_id),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<TenantConfig>> {
+        self.read().get(id).cloned()
+    }
+
+    /// A snapshot of every tenant, in id order.
+    pub fn all(&self) -> Vec<Arc<TenantConfig>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// The map; a panic elsewhere while it was held leaves it usable.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<TenantConfig>>> {
+        self.by_id.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(id: &str) -> TenantConfig {
+        TenantConfig {
+            id: id.into(),
+            name: id.into(),
+            timezone: chrono_tz::UTC,
+            users: Vec::new(),
+            api_keys: Vec::new(),
+            feeds: Vec::new(),
+            opening_hours: None,
+            buffer_minutes: 0,
+            webhook: None,
+            sources: Vec::new(),
+            accept_external_moves: false,
+            scheduling: Default::default(),
+        }
+    }
+
+    #[test]
+    fn looks_up_by_id_and_lists_in_order() {
+        let tenants = Tenants::new([tenant("salon"), tenant("garage")]);
+        assert_eq!(
+            tenants.get("salon").map(|t| t.id.clone()),
+            Some("salon".into())
+        );
+        assert!(tenants.get("nope").is_none());
+        let ids: Vec<String> = tenants.all().iter().map(|t| t.id.clone()).collect();
+        assert_eq!(ids, ["garage", "salon"]);
+    }
+}

@@ -2,6 +2,8 @@
 //!
 //! - [`model`]: bookings, sources, calendar objects, busy time, provider kinds and
 //!   cursors, the indexing horizon, and their invariants.
+//! - [`stored`]: records the store keeps beside them (export mapping and state,
+//!   inbox messages, busy-index entries), whatever backend holds them.
 //! - [`ical`]: the iCalendar codec: parsing, zones, recurrence expansion within a
 //!   budget, writing, VTIMEZONE/VFREEBUSY, iTIP.
 //!
@@ -9,3 +11,4 @@
 
 pub mod ical;
 pub mod model;
+pub mod stored;

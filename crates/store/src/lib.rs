@@ -49,6 +49,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use crate::model::{Booking, BusyKind, BusySpan, CalendarObject, Conflict, Source, Span};
+pub use calgate_model::stored::BusyEntry;
 pub use conflicts::ConflictPage;
 pub use export::{ExportRecord, ExportState, ExternalChange, Parked};
 pub use inbox::{Delivery, INBOX_CAPACITY, InboxDelete, InboxItem, Outgoing};
@@ -253,16 +254,6 @@ pub struct Store {
     inbox: sled::Tree,
     schedule_outbox: sled::Tree,
     commit: Arc<group_commit::GroupCommit>,
-}
-
-/// One entry of the busy index: who blocks which time, and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BusyEntry {
-    pub span: Span,
-    pub kind: BusyKind,
-    pub source: String,
-    /// Booking id or calendar object id.
-    pub object: String,
 }
 
 fn kind_byte(kind: BusyKind) -> u8 {

@@ -39,6 +39,7 @@ pub mod keys;
 mod object_record;
 mod sync;
 pub mod time_index;
+pub mod traits;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -54,6 +55,11 @@ pub use conflicts::ConflictPage;
 pub use export::{ExportRecord, ExportState, ExternalChange, Parked};
 pub use inbox::{Delivery, INBOX_CAPACITY, InboxDelete, InboxItem, Outgoing};
 use keys::{decode_i64, decode_u64, encode_i64, join, prefix};
+pub use sync::{MirrorWrites, SYNC_LOG_LIMIT};
+pub use traits::{
+    Backend, BookingStore, ChangeLog, ConflictStore, Durable, ExportStore, InboxStore, ObjectStore,
+    PreparedMirrorWrites, SourceStore, StoreFuture, StoreIter,
+};
 
 /// Name of the change-log collection holding a tenant's bookings.
 pub const BOOKINGS_COLLECTION: &str = "bookings";

@@ -32,6 +32,7 @@
 use calgate_model::model;
 
 mod conflicts;
+pub mod conformance;
 mod export;
 mod group_commit;
 mod inbox;

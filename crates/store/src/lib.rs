@@ -25,8 +25,30 @@
 //! move together) followed by a flush, so a write method that returns `Ok` has
 //! reached the disk: callers may acknowledge it. Writes of meetings also store,
 //! in that transaction, the scheduling messages they send ([`Outgoing`]).
-//! Callers see only domain types; a second backend can implement these same
-//! methods.
+//! Callers see only domain types.
+//!
+//! # Store traits and a second backend
+//!
+//! [`traits`] splits this API into one trait per aggregate ([`BookingStore`],
+//! [`ObjectStore`], [`ChangeLog`], [`SourceStore`], [`ExportStore`],
+//! [`InboxStore`], [`ConflictStore`], all with [`Durable`]); [`Store`]
+//! implements each by delegating to its inherent methods, and [`Backend`] is all
+//! of them. Engines can take `Arc<dyn ObjectStore>` or a generic instead of
+//! `Store`. The domain records the traits pass around live in
+//! `calgate_model::stored` and are re-exported here.
+//!
+//! A second backend (PostgreSQL) plugs in by implementing every trait for its
+//! own type (with the same atomicity: one write method, one transaction) and
+//! running the shared suite in its tests, as `tests/conformance_sled.rs` does
+//! for sled:
+//!
+//! ```ignore
+//! let ran = calgate_store::conformance::run_all(|| async { PgStore::fresh_schema().await }).await;
+//! assert_eq!(ran, calgate_store::conformance::CHECKS.len());
+//! ```
+//!
+//! [`conformance`] is the contract: a behaviour it does not check is not one
+//! the engines may rely on across backends.
 
 // The domain types this crate stores, under the paths its modules use.
 use calgate_model::model;

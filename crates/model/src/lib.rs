@@ -4,6 +4,8 @@
 //!   cursors, the indexing horizon, and their invariants.
 //! - [`settings`]: a tenant's validated settings (users, keys, feeds, sources,
 //!   opening hours, webhook) and the providers' OAuth applications.
+//! - [`stored`]: records the store keeps beside them (export mapping and state,
+//!   inbox messages, busy-index entries), whatever backend holds them.
 //! - [`ical`]: the iCalendar codec: parsing, zones, recurrence expansion within a
 //!   budget, writing, VTIMEZONE/VFREEBUSY, iTIP.
 //!
@@ -12,3 +14,4 @@
 pub mod ical;
 pub mod model;
 pub mod settings;
+pub mod stored;

@@ -9,87 +9,9 @@
 //! | `export_remote` | tenant \0 source \0 event id | booking id             |
 //! | `export_state`  | tenant \0 source             | [`ExportState`] JSON   |
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-
 use super::keys::{join, prefix};
 use super::{Store, StoreError, encode, get_json, iter_json};
-use crate::model::Span;
-
-/// How one booking stands with one exporting source.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExportRecord {
-    /// The provider's event id, while the booking is exported.
-    #[serde(default)]
-    pub remote_id: Option<String>,
-    /// ETag of the booking revision the event shows.
-    #[serde(default)]
-    pub exported_etag: Option<String>,
-    /// The time the event was given (to tell our own changes from external moves).
-    #[serde(default)]
-    pub exported_span: Option<Span>,
-    /// Bumped whenever the event is deleted, so a later create is a new
-    /// transaction for providers that deduplicate creates (Graph `transactionId`).
-    #[serde(default)]
-    pub generation: u32,
-    /// A create was sent and its answer may not have been stored: look for the
-    /// marked event before creating another one.
-    #[serde(default)]
-    pub create_pending: bool,
-    /// Delivery failed for good at this booking revision; retried when the
-    /// booking changes again (or on a manual export run).
-    #[serde(default)]
-    pub parked: Option<Parked>,
-    /// The event was moved in the external calendar.
-    #[serde(default)]
-    pub external: Option<ExternalChange>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Parked {
-    pub etag: Option<String>,
-    pub error: String,
-    pub at: DateTime<Utc>,
-}
-
-/// A move of an exported event made in the external calendar.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExternalChange {
-    pub detected: DateTime<Utc>,
-    /// The event's time in the external calendar.
-    pub span: Span,
-    /// `reported` (the tenant does not accept external moves), `applied` (the
-    /// booking was moved), or `rejected` (moving the booking would conflict).
-    pub outcome: String,
-    #[serde(default)]
-    pub detail: Option<String>,
-}
-
-/// Where a source's export stands.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExportState {
-    /// Every bookings change-log entry up to here is delivered (or parked). A
-    /// new source starts at 0: the whole log, i.e. every booking there is.
-    pub cursor: u64,
-    /// The calendar the cursor and mappings belong to; another calendar (the
-    /// source was pointed elsewhere) starts over, leaving the old one as it is.
-    #[serde(default)]
-    pub target: Option<String>,
-    #[serde(default)]
-    pub last_success: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub last_error: Option<String>,
-    #[serde(default)]
-    pub last_error_at: Option<DateTime<Utc>>,
-    /// Bookings delivered since the source started exporting.
-    #[serde(default)]
-    pub delivered: u64,
-    #[serde(default)]
-    pub consecutive_failures: u32,
-    /// No delivery before this (backoff after retryable errors).
-    #[serde(default)]
-    pub retry_at: Option<DateTime<Utc>>,
-}
+pub use calgate_model::stored::{ExportRecord, ExportState, ExternalChange, Parked};
 
 impl Store {
     pub fn export_record(

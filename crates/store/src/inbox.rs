@@ -20,7 +20,7 @@
 //! other acknowledged write. What the messages say and who receives them is the
 //! scheduling code's business, not this module's.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sled::Transactional;
@@ -37,24 +37,7 @@ use super::{
 /// never clean their inbox must not grow it without end.
 pub const INBOX_CAPACITY: usize = 500;
 
-/// One delivered iTIP message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InboxItem {
-    /// Resource name in the inbox (`{uuid}.ics`).
-    pub name: String,
-    pub etag: String,
-    pub created: DateTime<Utc>,
-    /// Position in the inbox's change log.
-    pub seq: u64,
-    pub ics: String,
-}
-
-/// A message for one user's inbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    pub user: String,
-    pub ics: String,
-}
+pub use calgate_model::stored::{Delivery, InboxItem};
 
 /// The messages one write sends: stored in the write's transaction (the
 /// object and booking writes of [`Store`] take it) and delivered after it with

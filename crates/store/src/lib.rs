@@ -25,13 +25,36 @@
 //! move together) followed by a flush, so a write method that returns `Ok` has
 //! reached the disk: callers may acknowledge it. Writes of meetings also store,
 //! in that transaction, the scheduling messages they send ([`Outgoing`]).
-//! Callers see only domain types; a second backend can implement these same
-//! methods.
+//! Callers see only domain types.
+//!
+//! # Store traits and a second backend
+//!
+//! [`traits`] splits this API into one trait per aggregate ([`BookingStore`],
+//! [`ObjectStore`], [`ChangeLog`], [`SourceStore`], [`ExportStore`],
+//! [`InboxStore`], [`ConflictStore`], all with [`Durable`]); [`Store`]
+//! implements each by delegating to its inherent methods, and [`Backend`] is all
+//! of them. Engines can take `Arc<dyn ObjectStore>` or a generic instead of
+//! `Store`. The domain records the traits pass around live in
+//! `calgate_model::stored` and are re-exported here.
+//!
+//! A second backend (PostgreSQL) plugs in by implementing every trait for its
+//! own type (with the same atomicity: one write method, one transaction) and
+//! running the shared suite in its tests, as `tests/conformance_sled.rs` does
+//! for sled:
+//!
+//! ```ignore
+//! let ran = calgate_store::conformance::run_all(|| async { PgStore::fresh_schema().await }).await;
+//! assert_eq!(ran, calgate_store::conformance::CHECKS.len());
+//! ```
+//!
+//! [`conformance`] is the contract: a behaviour it does not check is not one
+//! the engines may rely on across backends.
 
 // The domain types this crate stores, under the paths its modules use.
 use calgate_model::model;
 
 mod conflicts;
+pub mod conformance;
 mod export;
 mod group_commit;
 mod inbox;
@@ -39,6 +62,7 @@ pub mod keys;
 mod object_record;
 mod sync;
 pub mod time_index;
+pub mod traits;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -49,10 +73,16 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use crate::model::{Booking, BusyKind, BusySpan, CalendarObject, Conflict, Source, Span};
+pub use calgate_model::stored::BusyEntry;
 pub use conflicts::ConflictPage;
 pub use export::{ExportRecord, ExportState, ExternalChange, Parked};
 pub use inbox::{Delivery, INBOX_CAPACITY, InboxDelete, InboxItem, Outgoing};
 use keys::{decode_i64, decode_u64, encode_i64, join, prefix};
+pub use sync::{MirrorWrites, SYNC_LOG_LIMIT};
+pub use traits::{
+    Backend, BookingStore, ChangeLog, ConflictStore, Durable, ExportStore, InboxStore, ObjectStore,
+    PreparedMirrorWrites, SourceStore, StoreFuture, StoreIter,
+};
 
 /// Name of the change-log collection holding a tenant's bookings.
 pub const BOOKINGS_COLLECTION: &str = "bookings";
@@ -253,16 +283,6 @@ pub struct Store {
     inbox: sled::Tree,
     schedule_outbox: sled::Tree,
     commit: Arc<group_commit::GroupCommit>,
-}
-
-/// One entry of the busy index: who blocks which time, and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BusyEntry {
-    pub span: Span,
-    pub kind: BusyKind,
-    pub source: String,
-    /// Booking id or calendar object id.
-    pub object: String,
 }
 
 fn kind_byte(kind: BusyKind) -> u8 {

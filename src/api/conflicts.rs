@@ -4,6 +4,7 @@
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::answers::{ConflictPage, ConflictView};
 use super::json_response;
 use crate::app::App;
 use crate::config::TenantConfig;
@@ -101,10 +102,10 @@ pub fn list(
             tracing::error!(error = %e, "conflicts could not be read");
             Problem::internal()
         })?;
-    let body = serde_json::json!({
-        "conflicts": page.conflicts.iter().map(crate::conflicts::conflict_json).collect::<Vec<_>>(),
-        "next_cursor": page.next.map(hex::encode),
-    });
+    let body = ConflictPage {
+        conflicts: page.conflicts.iter().map(ConflictView::from).collect(),
+        next_cursor: page.next.map(hex::encode),
+    };
     Ok(json_response(StatusCode::OK, &body))
 }
 
@@ -128,6 +129,6 @@ pub async fn acknowledge(
         .ok_or_else(|| Problem::not_found(format!("conflict \"{id}\" does not exist")))?;
     Ok(json_response(
         StatusCode::OK,
-        &crate::conflicts::conflict_json(&conflict),
+        &ConflictView::from(&conflict),
     ))
 }

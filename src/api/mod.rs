@@ -2,8 +2,10 @@
 //!
 //! Authentication is `Authorization: Bearer <api key>`, scoped to one tenant:
 //! unknown tenant → 404, missing or wrong key → 401, another tenant's key → 403.
-//! Handlers translate between HTTP/JSON and the [`crate::bookings`] engine.
+//! Handlers translate between HTTP/JSON and the [`crate::bookings`] engine; what
+//! they answer is typed in [`answers`].
 
+pub mod answers;
 mod bookings;
 mod conflicts;
 mod freebusy;
@@ -101,27 +103,9 @@ pub(crate) async fn authenticate(
     Ok(principal)
 }
 
-/// RFC 3339 UTC text of an index instant.
+/// RFC 3339 UTC text of an index instant, as a JSON value (null when out of range).
 pub fn instant_json(ms: i64) -> serde_json::Value {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-        .into()
-}
-
-/// Busy entries as the API shows conflicts: when, how, and which object.
-pub fn busy_entries_json(entries: &[crate::store::BusyEntry]) -> serde_json::Value {
-    entries
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "start": instant_json(e.span.start),
-                "end": instant_json(e.span.end),
-                "kind": e.kind.as_str(),
-                "source": e.source,
-                "id": e.object,
-            })
-        })
-        .collect()
+    answers::instant_text(ms).into()
 }
 
 /// `?start=...&end=...` as a span, at most `max_days` wide.
@@ -201,9 +185,17 @@ pub async fn read_json_body(app: &App, req: Request<Incoming>) -> Result<bytes::
     crate::http::read_body(body, &parts.headers, app.config.max_body_bytes).await
 }
 
-/// A JSON response.
-pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut resp = Response::new(crate::http::full(body.to_string()));
+/// A JSON response carrying one of the [`answers`].
+pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
+    let json = match serde_json::to_vec(body) {
+        Ok(json) => json,
+        Err(e) => {
+            // Only a map with non-string keys fails, and no answer has one.
+            tracing::error!(error = %e, "answer could not be serialised");
+            return Problem::internal().into_response();
+        }
+    };
+    let mut resp = Response::new(crate::http::full(json));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,7 +1,6 @@
 //! Handlers for `/bookings` and `/bookings/{id}`.
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 
 use super::answers::{BookingList, BookingView, ConflictList};
@@ -10,7 +9,7 @@ use super::json_response;
 use crate::app::{ApiPrincipal, App};
 use crate::bookings::{BookingError, ConflictPolicy, UpdateMode};
 use crate::config::TenantConfig;
-use crate::http::{Body, Problem, empty, if_match, if_none_match, method_not_allowed};
+use crate::http::{Body, Problem, RequestBody, empty, if_match, if_none_match, method_not_allowed};
 use crate::model::Booking;
 use crate::store::IdempotencyClaim;
 
@@ -21,7 +20,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 pub async fn collection(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant: &TenantConfig,
     principal: &ApiPrincipal,
 ) -> Result<Response<Body>, Problem> {
@@ -34,7 +33,7 @@ pub async fn collection(
 
 pub async fn item(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant: &TenantConfig,
     id: &str,
 ) -> Result<Response<Body>, Problem> {
@@ -95,7 +94,7 @@ pub async fn item(
 
 fn list(
     app: &App,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     tenant: &TenantConfig,
 ) -> Result<Response<Body>, Problem> {
     let window = super::parse_window(req.uri().query().unwrap_or(""), MAX_LIST_DAYS)?;
@@ -108,7 +107,7 @@ fn list(
 
 async fn create(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant: &TenantConfig,
     principal: &ApiPrincipal,
 ) -> Result<Response<Body>, Problem> {
@@ -158,7 +157,7 @@ fn conflict_policy(allow: bool) -> ConflictPolicy {
 /// Reads a JSON body and parses it into a write request.
 async fn read_write(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<(json::WriteRequest, bytes::Bytes), Problem> {
     let body = super::read_json_body(app, req).await?;
     match json::parse_write(&body) {

@@ -2,13 +2,12 @@
 //! and acknowledging one.
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::answers::{ConflictPage, ConflictView};
 use super::json_response;
 use crate::app::App;
 use crate::config::TenantConfig;
-use crate::http::{Body, Problem};
+use crate::http::{Body, Problem, RequestBody};
 use crate::model::{Conflict, FieldError};
 
 /// Page size when the request names none.
@@ -88,7 +87,7 @@ fn parse_query(query: &str) -> Result<ListQuery, Problem> {
 /// object; `next_cursor` continues the listing when there is more.
 pub fn list(
     app: &App,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     tenant: &TenantConfig,
 ) -> Result<Response<Body>, Problem> {
     if req.method() != http::Method::GET {
@@ -111,7 +110,7 @@ pub fn list(
 
 pub async fn acknowledge(
     app: &App,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     tenant: &TenantConfig,
     id: &str,
 ) -> Result<Response<Body>, Problem> {

@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, Utc};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::answers::{
@@ -14,7 +13,7 @@ use super::{json_response, parse_window, read_json_body};
 use crate::app::App;
 use crate::config::TenantConfig;
 use crate::freebusy;
-use crate::http::{Body, Problem, method_not_allowed};
+use crate::http::{Body, Problem, RequestBody, method_not_allowed};
 use crate::model::{BOOKINGS_SOURCE, FieldError, Span};
 
 /// Widest free/busy window: occurrences are materialised for a bounded horizon.
@@ -27,7 +26,7 @@ const MAX_SLOTS: usize = 200;
 
 pub fn freebusy(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant: &TenantConfig,
 ) -> Result<Response<Body>, Problem> {
     if req.method() != Method::GET {
@@ -69,7 +68,7 @@ pub fn freebusy(
 
 pub async fn availability(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant: &TenantConfig,
 ) -> Result<Response<Body>, Problem> {
     if req.method() != Method::POST {
@@ -111,7 +110,7 @@ pub async fn availability(
 
 pub fn slots(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant: &TenantConfig,
 ) -> Result<Response<Body>, Problem> {
     if req.method() != Method::GET {

@@ -15,17 +15,16 @@ pub mod json;
 
 use chrono::{DateTime, Duration};
 use http::{Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 
 use crate::model::{FieldError, Span};
 
 use crate::app::{ApiPrincipal, App};
 use crate::config::TenantConfig;
-use crate::http::{Body, Problem};
+use crate::http::{Body, Problem, RequestBody};
 
 pub async fn route(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant_id: &str,
     rest: &[&str],
 ) -> Result<Response<Body>, Problem> {
@@ -53,7 +52,7 @@ pub async fn route(
 
 pub(crate) async fn authenticate(
     app: &App,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     tenant: &TenantConfig,
 ) -> Result<ApiPrincipal, Problem> {
     let unauthorized = |detail: &str, error: &str| {
@@ -158,7 +157,7 @@ pub fn parse_window(query: &str, max_days: i64) -> Result<Span, Problem> {
 }
 
 /// Checks the JSON media type and reads the body within the configured limit.
-pub async fn read_json_body(app: &App, req: Request<Incoming>) -> Result<bytes::Bytes, Problem> {
+pub async fn read_json_body(app: &App, req: Request<RequestBody>) -> Result<bytes::Bytes, Problem> {
     let media_type = req
         .headers()
         .get(header::CONTENT_TYPE)

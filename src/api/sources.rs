@@ -9,17 +9,16 @@ use super::answers::{
 use super::{json_response, read_json_body};
 use crate::app::App;
 use crate::config::TenantConfig;
-use crate::http::{Body, Problem};
+use crate::http::{Body, Problem, RequestBody};
 use crate::model::FieldError;
 use crate::model::Source;
 use crate::providers::{FetchMode, ProviderError, ProviderKind};
 use crate::sync::SyncError;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 pub async fn collection(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant: &TenantConfig,
 ) -> Result<Response<Body>, Problem> {
     match *req.method() {
@@ -79,7 +78,7 @@ pub async fn collection(
 
 pub async fn item(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant: &TenantConfig,
     id: &str,
     action: Option<&str>,
@@ -204,7 +203,7 @@ fn parse_mode(field: &str, text: &str) -> Result<FetchMode, FieldError> {
 
 /// The mode of `POST …/sync`: `?mode=` or a JSON body `{"mode": …}` (both may
 /// be given if they agree); incremental by default.
-async fn sync_mode(app: &App, req: Request<Incoming>) -> Result<FetchMode, Problem> {
+async fn sync_mode(app: &App, req: Request<RequestBody>) -> Result<FetchMode, Problem> {
     let query = query_value(&req, "mode");
     let (parts, body) = req.into_parts();
     let bytes = crate::http::read_body(body, &parts.headers, app.config.max_body_bytes).await?;
@@ -338,7 +337,7 @@ fn source_view(app: &App, tenant: &TenantConfig, source: &Source) -> Result<Sour
     })
 }
 
-fn query_value(req: &Request<Incoming>, name: &str) -> Option<String> {
+fn query_value(req: &Request<RequestBody>, name: &str) -> Option<String> {
     form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
@@ -358,7 +357,7 @@ fn method_not_allowed(allow: &str) -> Problem {
 /// `GET /oauth/{provider}/callback?code=&state=` (the provider's redirect).
 pub async fn oauth(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     provider: &str,
     action: &str,
 ) -> Result<Response<Body>, Problem> {

@@ -12,7 +12,7 @@ use calgate::api::answers::{BookingView, ConflictView};
 use calgate::app::App;
 use chrono::{Datelike, Duration, TimeZone, Utc};
 use common::{
-    Extra, GARAGE_KEY, SALON_KEY, add_salon_source, booking, open_app, problem_fields,
+    Extra, GARAGE_KEY, SALON_KEY, add_salon_source, booking, open_app, paris_event, problem_fields,
     put_salon_ics,
 };
 use http::{HeaderMap, Request, StatusCode, header};
@@ -43,8 +43,9 @@ impl Gateway {
         Gateway { app, _dir: dir }
     }
 
-    /// A request built by the test, answered by the router.
-    async fn send(&self, req: Request<String>) -> Answer {
+    /// A request built by the test, with `body`, answered by the router.
+    async fn send(&self, req: http::request::Builder, body: &str) -> Answer {
+        let req = req.body(body.to_owned()).expect("request builds");
         let resp = calgate::http::handle(Arc::clone(&self.app), req).await;
         let (parts, body) = resp.into_parts();
         let bytes = body.collect().await.expect("answer read").to_bytes();
@@ -75,12 +76,28 @@ impl Gateway {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
         let text = body.map(Value::to_string).unwrap_or_default();
-        self.send(req.body(text).expect("request builds")).await
+        self.send(req, &text).await
+    }
+
+    /// The query parameters a GET refused (400) names.
+    async fn refused_params(&self, path: &str) -> Vec<String> {
+        let answer = self.call("GET", path, None).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+        assert_eq!(problem_type(&answer), "urn:calgate:problem:bad-request");
+        problem_fields(&answer.body)
     }
 
     async fn create(&self, body: &Value) -> Answer {
         self.call("POST", BOOKINGS, Some(body)).await
     }
+}
+
+/// A request with the salon's key, for the headers [`Gateway::call`] does not set.
+fn salon(method: &str, path: &str) -> http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {SALON_KEY}"))
 }
 
 const BOOKINGS: &str = "/api/v1/tenants/salon/bookings";
@@ -149,15 +166,9 @@ async fn bookings_are_created_read_updated_and_cancelled() {
     );
     assert_eq!(got.body, created.body);
 
-    let mut conditional = Request::get(booking_path(&id))
-        .header(header::AUTHORIZATION, format!("Bearer {SALON_KEY}"))
-        .header(
-            header::IF_NONE_MATCH,
-            b["etag"].as_str().unwrap_or_default(),
-        )
-        .body(String::new())
-        .expect("request builds");
-    let not_modified = g.send(conditional).await;
+    let etag = b["etag"].as_str().unwrap_or_default();
+    let conditional = salon("GET", &booking_path(&id)).header(header::IF_NONE_MATCH, etag);
+    let not_modified = g.send(conditional, "").await;
     assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
 
     let moved = g
@@ -174,13 +185,10 @@ async fn bookings_are_created_read_updated_and_cancelled() {
     assert_ne!(moved.body["etag"], b["etag"]);
 
     // A write against the old ETag is refused.
-    conditional = Request::patch(booking_path(&id))
-        .header(header::AUTHORIZATION, format!("Bearer {SALON_KEY}"))
+    let conditional = salon("PATCH", &booking_path(&id))
         .header(header::CONTENT_TYPE, "application/json")
-        .header(header::IF_MATCH, b["etag"].as_str().unwrap_or_default())
-        .body(json!({"title": "stale"}).to_string())
-        .expect("request builds");
-    let stale = g.send(conditional).await;
+        .header(header::IF_MATCH, etag);
+    let stale = g.send(conditional, r#"{"title": "stale"}"#).await;
     assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
     assert_eq!(
         problem_type(&stale),
@@ -279,31 +287,23 @@ async fn invalid_requests_name_the_field() {
         "{reason}"
     );
 
-    let malformed = Request::post(BOOKINGS)
-        .header(header::AUTHORIZATION, format!("Bearer {SALON_KEY}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body("{nope".to_owned())
-        .expect("request builds");
-    let malformed = g.send(malformed).await;
+    let json = salon("POST", BOOKINGS).header(header::CONTENT_TYPE, "application/json");
+    let malformed = g.send(json, "{nope").await;
     assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
     assert_eq!(
         problem_type(&malformed),
         "urn:calgate:problem:malformed-json"
     );
 
-    let not_json = Request::post(BOOKINGS)
-        .header(header::AUTHORIZATION, format!("Bearer {SALON_KEY}"))
-        .header(header::CONTENT_TYPE, "text/plain")
-        .body("{}".to_owned())
-        .expect("request builds");
-    let not_json = g.send(not_json).await;
+    let text = salon("POST", BOOKINGS).header(header::CONTENT_TYPE, "text/plain");
+    let not_json = g.send(text, "{}").await;
     assert_eq!(not_json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
-    let window = g
-        .call("GET", &format!("{BOOKINGS}?start=yesterday"), None)
-        .await;
-    assert_eq!(window.status, StatusCode::BAD_REQUEST);
-    assert_eq!(problem_fields(&window.body), ["start", "end"]);
+    assert_eq!(
+        g.refused_params(&format!("{BOOKINGS}?start=yesterday"))
+            .await,
+        ["start", "end"]
+    );
 }
 
 #[tokio::test]
@@ -319,13 +319,13 @@ async fn bodies_over_the_limit_are_refused() {
         "urn:calgate:problem:body-too-large"
     );
     // With a Content-Length over the limit: refused before reading.
-    let declared = Request::post(BOOKINGS)
-        .header(header::AUTHORIZATION, format!("Bearer {SALON_KEY}"))
+    let declared = salon("POST", BOOKINGS)
         .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CONTENT_LENGTH, "1000000")
-        .body(String::new())
-        .expect("request builds");
-    assert_eq!(g.send(declared).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+        .header(header::CONTENT_LENGTH, "1000000");
+    assert_eq!(
+        g.send(declared, "").await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
 }
 
 #[tokio::test]
@@ -402,15 +402,13 @@ async fn freebusy_and_availability_show_bookings() {
         detailed.body["busy"][0]["sources"],
         json!([{"source": "bookings", "id": id}])
     );
-    let unknown_source = g
-        .call(
-            "GET",
-            &format!("/api/v1/tenants/salon/freebusy?{window}&sources=nope"),
-            None,
-        )
-        .await;
-    assert_eq!(unknown_source.status, StatusCode::BAD_REQUEST);
-    assert_eq!(problem_fields(&unknown_source.body), ["sources"]);
+    assert_eq!(
+        g.refused_params(&format!(
+            "/api/v1/tenants/salon/freebusy?{window}&sources=nope"
+        ))
+        .await,
+        ["sources"]
+    );
 
     let availability = g
         .call(
@@ -489,21 +487,9 @@ async fn slots_lie_in_opening_hours() {
     // 09:00-12:00 and 13:00-17:00 in steps of 15 minutes.
     assert_eq!(list.len(), 11 + 15);
 
-    let bad = g
-        .call(
-            "GET",
-            "/api/v1/tenants/salon/slots?start=2026-03-02T00:00:00Z&end=2026-03-03T00:00:00Z&duration=3",
-            None,
-        )
-        .await;
-    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    assert_eq!(problem_fields(&bad.body), ["duration"]);
-}
-
-fn event(uid: &str, start: &str, end: &str) -> String {
-    format!(
-        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Test//EN\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20261101T000000Z\r\nDTSTART;TZID=Europe/Paris:{start}\r\nDTEND;TZID=Europe/Paris:{end}\r\nSUMMARY:Dentist\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
-    )
+    let path = "/api/v1/tenants/salon/slots?start=2026-03-02T00:00:00Z&end=2026-03-03T00:00:00Z";
+    let short = g.refused_params(&format!("{path}&duration=3")).await;
+    assert_eq!(short, ["duration"]);
 }
 
 #[tokio::test]
@@ -522,7 +508,7 @@ async fn conflicts_found_later_are_listed_and_acknowledged() {
         &g.app,
         "staff",
         "dentist.ics",
-        &event("dentist", "20260302T103000", "20260302T113000"),
+        &paris_event("dentist", "20260302T103000", "20260302T113000"),
     )
     .await;
 
@@ -564,15 +550,11 @@ async fn conflicts_found_later_are_listed_and_acknowledged() {
     );
     let open = g.call("GET", "/api/v1/tenants/salon/conflicts", None).await;
     assert_eq!(open.body["conflicts"], json!([]));
-    let bad = g
-        .call(
-            "GET",
-            "/api/v1/tenants/salon/conflicts?status=later&limit=0",
-            None,
-        )
-        .await;
-    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    assert_eq!(problem_fields(&bad.body), ["status"]);
+    assert_eq!(
+        g.refused_params("/api/v1/tenants/salon/conflicts?status=later&limit=0")
+            .await,
+        ["status"]
+    );
 }
 
 #[tokio::test]

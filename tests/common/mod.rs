@@ -379,6 +379,13 @@ pub fn booking(day: &str, from: &str, to: &str, title: &str) -> Value {
     })
 }
 
+/// A one-event calendar, `start` to `end` local times in Paris (`20260302T103000`).
+pub fn paris_event(uid: &str, start: &str, end: &str) -> String {
+    format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Test//EN\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20261101T000000Z\r\nDTSTART;TZID=Europe/Paris:{start}\r\nDTEND;TZID=Europe/Paris:{end}\r\nSUMMARY:Dentist\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+}
+
 /// Runs a Python script from tests/python with third-party packages from
 /// tests/python/requirements.txt, installed once into the target directory.
 pub fn run_python(script: &str, args: &[&str]) -> std::process::Output {

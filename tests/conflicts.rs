@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{SALON_KEY, TestServer, WEBHOOK_SECRET, booking};
+use common::{SALON_KEY, TestServer, WEBHOOK_SECRET, booking, paris_event as event};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use serde_json::{Value, json};
@@ -62,12 +62,6 @@ async fn receiver() -> (String, mpsc::UnboundedReceiver<(String, String)>) {
         }
     });
     (url, rx)
-}
-
-fn event(uid: &str, start: &str, end: &str) -> String {
-    format!(
-        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Test//EN\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20261101T000000Z\r\nDTSTART;TZID=Europe/Paris:{start}\r\nDTEND;TZID=Europe/Paris:{end}\r\nSUMMARY:Dentist\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
-    )
 }
 
 async fn conflicts(s: &TestServer, status: &str) -> Vec<Value> {

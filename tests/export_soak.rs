@@ -160,7 +160,8 @@ async fn random_operations_with_failures_end_in_an_exact_calendar() {
         .map(|b| b.expect("booking"))
         .filter(|b| b.status != calgate::model::BookingStatus::Cancelled)
         .map(|b| {
-            let json = calgate::api::json::booking(&b);
+            let json = serde_json::to_value(calgate::api::answers::BookingView::from(&b))
+                .expect("bookings serialise");
             (b.id.clone(), json)
         })
         .collect();

@@ -1,18 +1,15 @@
 //! Handlers for `/bookings` and `/bookings/{id}`.
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::answers::{BookingList, BookingView, ConflictList};
 use super::json::{self, ParseError};
 use super::json_response;
 use crate::app::{ApiPrincipal, App};
-use crate::bookings::{
-    BookingError, ConflictPolicy, LISTED_CONFLICTS, UpdateMode, listed_conflicts,
-};
+use crate::bookings::{BookingError, ConflictPolicy, UpdateMode};
 use crate::config::TenantConfig;
-use crate::http::{Body, Problem, empty, if_match, if_none_match, method_not_allowed};
+use crate::http::{Body, Problem, RequestBody, empty, if_match, if_none_match, method_not_allowed};
 use crate::model::Booking;
 use crate::store::IdempotencyClaim;
 
@@ -23,7 +20,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 pub async fn collection(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant: &TenantConfig,
     principal: &ApiPrincipal,
 ) -> Result<Response<Body>, Problem> {
@@ -36,7 +33,7 @@ pub async fn collection(
 
 pub async fn item(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant: &TenantConfig,
     id: &str,
 ) -> Result<Response<Body>, Problem> {
@@ -49,12 +46,10 @@ pub async fn item(
                 set_etag(&mut resp, &booking);
                 return Ok(resp);
             }
-            let mut body = json::booking(&booking);
+            let mut body = BookingView::from(&booking);
             // Where the booking stands in each external calendar it is pushed to.
             let exports = app.export.booking_exports(tenant, &booking)?;
-            if !exports.is_empty() {
-                body["exports"] = serde_json::Value::Array(exports);
-            }
+            body.exports = (!exports.is_empty()).then_some(exports);
             let mut resp = json_response(StatusCode::OK, &body);
             set_etag(&mut resp, &booking);
             Ok(resp)
@@ -99,20 +94,20 @@ pub async fn item(
 
 fn list(
     app: &App,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     tenant: &TenantConfig,
 ) -> Result<Response<Body>, Problem> {
     let window = super::parse_window(req.uri().query().unwrap_or(""), MAX_LIST_DAYS)?;
     let bookings = app.bookings.list(tenant, window).map_err(problem)?;
-    let body = json!({
-        "bookings": bookings.iter().map(json::booking).collect::<Vec<_>>(),
-    });
+    let body = BookingList {
+        bookings: bookings.iter().map(BookingView::from).collect(),
+    };
     Ok(json_response(StatusCode::OK, &body))
 }
 
 async fn create(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant: &TenantConfig,
     principal: &ApiPrincipal,
 ) -> Result<Response<Body>, Problem> {
@@ -162,7 +157,7 @@ fn conflict_policy(allow: bool) -> ConflictPolicy {
 /// Reads a JSON body and parses it into a write request.
 async fn read_write(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<(json::WriteRequest, bytes::Bytes), Problem> {
     let body = super::read_json_body(app, req).await?;
     match json::parse_write(&body) {
@@ -210,12 +205,7 @@ fn problem(e: BookingError) -> Problem {
             "The time is already taken",
             e.to_string(),
         )
-        .with_extension(
-            "conflicts",
-            super::busy_entries_json(listed_conflicts(found)),
-        )
-        .with_extension("conflicts_total", json!(found.len()))
-        .with_extension("conflicts_truncated", json!(found.len() > LISTED_CONFLICTS)),
+        .with_conflicts(ConflictList::new(found)),
         BookingError::UidConflict(_) => Problem::new(
             StatusCode::CONFLICT,
             "uid-conflict",
@@ -236,7 +226,7 @@ fn problem(e: BookingError) -> Problem {
 }
 
 fn booking_response(status: StatusCode, booking: &Booking) -> Response<Body> {
-    let mut resp = json_response(status, &json::booking(booking));
+    let mut resp = json_response(status, &BookingView::from(booking));
     set_etag(&mut resp, booking);
     resp
 }

@@ -2,12 +2,12 @@
 //! and acknowledging one.
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 
+use super::answers::{ConflictPage, ConflictView};
 use super::json_response;
 use crate::app::App;
 use crate::config::TenantConfig;
-use crate::http::{Body, Problem};
+use crate::http::{Body, Problem, RequestBody};
 use crate::model::{Conflict, FieldError};
 
 /// Page size when the request names none.
@@ -87,7 +87,7 @@ fn parse_query(query: &str) -> Result<ListQuery, Problem> {
 /// object; `next_cursor` continues the listing when there is more.
 pub fn list(
     app: &App,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     tenant: &TenantConfig,
 ) -> Result<Response<Body>, Problem> {
     if req.method() != http::Method::GET {
@@ -101,16 +101,16 @@ pub fn list(
             tracing::error!(error = %e, "conflicts could not be read");
             Problem::internal()
         })?;
-    let body = serde_json::json!({
-        "conflicts": page.conflicts.iter().map(crate::conflicts::conflict_json).collect::<Vec<_>>(),
-        "next_cursor": page.next.map(hex::encode),
-    });
+    let body = ConflictPage {
+        conflicts: page.conflicts.iter().map(ConflictView::from).collect(),
+        next_cursor: page.next.map(hex::encode),
+    };
     Ok(json_response(StatusCode::OK, &body))
 }
 
 pub async fn acknowledge(
     app: &App,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     tenant: &TenantConfig,
     id: &str,
 ) -> Result<Response<Body>, Problem> {
@@ -128,6 +128,6 @@ pub async fn acknowledge(
         .ok_or_else(|| Problem::not_found(format!("conflict \"{id}\" does not exist")))?;
     Ok(json_response(
         StatusCode::OK,
-        &crate::conflicts::conflict_json(&conflict),
+        &ConflictView::from(&conflict),
     ))
 }

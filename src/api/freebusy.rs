@@ -3,14 +3,17 @@
 
 use chrono::{DateTime, Utc};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{busy_entries_json, instant_json, json_response, parse_window, read_json_body};
+use super::answers::{
+    AvailabilityAnswer, BusyBlockView, ConflictList, FreeBusyAnswer, SlotAvailability, SlotsAnswer,
+    SpanView, instant_text,
+};
+use super::{json_response, parse_window, read_json_body};
 use crate::app::App;
 use crate::config::TenantConfig;
 use crate::freebusy;
-use crate::http::{Body, Problem, method_not_allowed};
+use crate::http::{Body, Problem, RequestBody, method_not_allowed};
 use crate::model::{BOOKINGS_SOURCE, FieldError, Span};
 
 /// Widest free/busy window: occurrences are materialised for a bounded horizon.
@@ -23,7 +26,7 @@ const MAX_SLOTS: usize = 200;
 
 pub fn freebusy(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant: &TenantConfig,
 ) -> Result<Response<Body>, Problem> {
     if req.method() != Method::GET {
@@ -50,37 +53,22 @@ pub fn freebusy(
     check_horizon(app, window, sources.as_deref())?;
     let blocks = freebusy::busy_blocks(&app.store, &tenant.id, window, sources.as_deref(), detail)
         .map_err(storage_failed)?;
-    let busy: Vec<Value> = blocks
-        .iter()
-        .map(|b| {
-            let mut block = json!({
-                "start": instant_json(b.span.start),
-                "end": instant_json(b.span.end),
-                "kind": b.kind.as_str(),
-            });
-            if detail {
-                block["sources"] = b
-                    .contributors
-                    .iter()
-                    .map(|c| json!({"source": c.source, "id": c.object}))
-                    .collect();
-            }
-            block
-        })
-        .collect();
     Ok(json_response(
         StatusCode::OK,
-        &json!({
-            "start": instant_json(window.start),
-            "end": instant_json(window.end),
-            "busy": busy,
-        }),
+        &FreeBusyAnswer {
+            busy: blocks
+                .iter()
+                .map(|b| BusyBlockView::new(b, detail))
+                .collect(),
+            end: instant_text(window.end),
+            start: instant_text(window.start),
+        },
     ))
 }
 
 pub async fn availability(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant: &TenantConfig,
 ) -> Result<Response<Body>, Problem> {
     if req.method() != Method::POST {
@@ -106,24 +94,23 @@ pub async fn availability(
                 .into_iter()
                 .filter(|e| e.span.overlaps(slot))
                 .collect();
-        // Bounded like a 409's list: one recurring event can overlap a long
-        // slot thousands of times.
-        let listed = crate::bookings::listed_conflicts(&conflicts);
-        results.push(json!({
-            "start": instant_json(slot.start),
-            "end": instant_json(slot.end),
-            "free": conflicts.is_empty(),
-            "conflicts": busy_entries_json(listed),
-            "conflicts_total": conflicts.len(),
-            "conflicts_truncated": listed.len() < conflicts.len(),
-        }));
+        // Bounded like a 409's list.
+        results.push(SlotAvailability {
+            conflicts: ConflictList::new(&conflicts),
+            end: instant_text(slot.end),
+            free: conflicts.is_empty(),
+            start: instant_text(slot.start),
+        });
     }
-    Ok(json_response(StatusCode::OK, &json!({ "slots": results })))
+    Ok(json_response(
+        StatusCode::OK,
+        &AvailabilityAnswer { slots: results },
+    ))
 }
 
 pub fn slots(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant: &TenantConfig,
 ) -> Result<Response<Body>, Problem> {
     if req.method() != Method::GET {
@@ -169,16 +156,13 @@ pub fn slots(
         freebusy::bookable_slots(&app.store, tenant, &q).map_err(storage_failed)?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({
-            "duration_minutes": duration,
-            "step_minutes": step,
-            "buffer_minutes": tenant.buffer_minutes,
-            "slots": found
-                .iter()
-                .map(|s| json!({"start": instant_json(s.start), "end": instant_json(s.end)}))
-                .collect::<Vec<_>>(),
-            "truncated": truncated,
-        }),
+        &SlotsAnswer {
+            buffer_minutes: tenant.buffer_minutes,
+            duration_minutes: duration,
+            slots: found.iter().map(SpanView::from).collect(),
+            step_minutes: step,
+            truncated,
+        },
     ))
 }
 
@@ -309,7 +293,7 @@ fn check_horizon(app: &App, window: Span, sources: Option<&[String]>) -> Result<
     if only_bookings || (window.start >= horizon.start && window.end <= horizon.end) {
         return Ok(());
     }
-    let as_text = |ms| instant_json(ms).as_str().unwrap_or_default().to_owned();
+    let as_text = |ms| instant_text(ms).unwrap_or_default();
     Err(Problem::bad_request("outside the free/busy horizon").with_params(vec![FieldError::new(
         "start",
         format!(

@@ -1,13 +1,13 @@
-//! The booking API's JSON representation, both ways.
+//! Booking write requests: the JSON a client sends, read into a [`BookingPatch`]
+//! (answers are typed in [`super::answers`]).
 //!
 //! Request bodies are read field by field (not through derived deserialisers) so
 //! every problem is reported against the field it concerns, all at once.
 
-use chrono::SecondsFormat;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::bookings::BookingPatch;
-use crate::model::{Booking, BookingStatus, BookingTime, Customer, FieldError};
+use crate::model::{BookingStatus, Customer, FieldError};
 
 /// Fields the server owns: refused in writes, so a client that means to change
 /// one (e.g. `sequence`) learns it cannot, instead of seeing its write ignored.
@@ -131,39 +131,6 @@ fn customer(map: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Customer 
         }
     }
     c
-}
-
-/// The JSON representation of a booking.
-pub fn booking(b: &Booking) -> Value {
-    let (start, end) = match &b.time {
-        BookingTime::Timed { start, end } => (
-            start.to_rfc3339_opts(SecondsFormat::AutoSi, false),
-            end.to_rfc3339_opts(SecondsFormat::AutoSi, false),
-        ),
-        BookingTime::AllDay { start, end } => (start.to_string(), end.to_string()),
-    };
-    let ts = |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
-    json!({
-        "id": b.id,
-        "uid": b.uid,
-        "start": start,
-        "end": end,
-        "time_zone": b.time_zone.name(),
-        "all_day": b.is_all_day(),
-        "title": b.title,
-        "service": b.service,
-        "customer": b.customer.as_ref().map(|c| json!({
-            "name": c.name, "email": c.email, "phone": c.phone,
-        })),
-        "location": b.location,
-        "notes": b.notes,
-        "status": b.status.as_str(),
-        "metadata": b.metadata,
-        "created": ts(&b.created),
-        "updated": ts(&b.updated),
-        "sequence": b.sequence,
-        "etag": b.etag,
-    })
 }
 
 #[cfg(test)]

@@ -2,8 +2,10 @@
 //!
 //! Authentication is `Authorization: Bearer <api key>`, scoped to one tenant:
 //! unknown tenant → 404, missing or wrong key → 401, another tenant's key → 403.
-//! Handlers translate between HTTP/JSON and the [`crate::bookings`] engine.
+//! Handlers translate between HTTP/JSON and the [`crate::bookings`] engine; what
+//! they answer is typed in [`answers`].
 
+pub mod answers;
 mod bookings;
 mod conflicts;
 mod freebusy;
@@ -13,17 +15,16 @@ pub mod json;
 
 use chrono::{DateTime, Duration};
 use http::{Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 
 use crate::model::{FieldError, Span};
 
 use crate::app::{ApiPrincipal, App};
 use crate::config::TenantConfig;
-use crate::http::{Body, Problem};
+use crate::http::{Body, Problem, RequestBody};
 
 pub async fn route(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant_id: &str,
     rest: &[&str],
 ) -> Result<Response<Body>, Problem> {
@@ -51,7 +52,7 @@ pub async fn route(
 
 pub(crate) async fn authenticate(
     app: &App,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     tenant: &TenantConfig,
 ) -> Result<ApiPrincipal, Problem> {
     let unauthorized = |detail: &str, error: &str| {
@@ -101,25 +102,9 @@ pub(crate) async fn authenticate(
     Ok(principal)
 }
 
-/// RFC 3339 UTC text of an index instant.
+/// RFC 3339 UTC text of an index instant, as a JSON value (null when out of range).
 pub fn instant_json(ms: i64) -> serde_json::Value {
-    crate::model::instant_rfc3339(ms).into()
-}
-
-/// Busy entries as the API shows conflicts: when, how, and which object.
-pub fn busy_entries_json(entries: &[crate::store::BusyEntry]) -> serde_json::Value {
-    entries
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "start": instant_json(e.span.start),
-                "end": instant_json(e.span.end),
-                "kind": e.kind.as_str(),
-                "source": e.source,
-                "id": e.object,
-            })
-        })
-        .collect()
+    answers::instant_text(ms).into()
 }
 
 /// `?start=...&end=...` as a span, at most `max_days` wide.
@@ -172,7 +157,7 @@ pub fn parse_window(query: &str, max_days: i64) -> Result<Span, Problem> {
 }
 
 /// Checks the JSON media type and reads the body within the configured limit.
-pub async fn read_json_body(app: &App, req: Request<Incoming>) -> Result<bytes::Bytes, Problem> {
+pub async fn read_json_body(app: &App, req: Request<RequestBody>) -> Result<bytes::Bytes, Problem> {
     let media_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -199,9 +184,17 @@ pub async fn read_json_body(app: &App, req: Request<Incoming>) -> Result<bytes::
     crate::http::read_body(body, &parts.headers, app.config.max_body_bytes).await
 }
 
-/// A JSON response.
-pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut resp = Response::new(crate::http::full(body.to_string()));
+/// A JSON response carrying one of the [`answers`].
+pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
+    let json = match serde_json::to_vec(body) {
+        Ok(json) => json,
+        Err(e) => {
+            // Only a map with non-string keys fails, and no answer has one.
+            tracing::error!(error = %e, "answer could not be serialised");
+            return Problem::internal().into_response();
+        }
+    };
+    let mut resp = Response::new(crate::http::full(json));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -2,22 +2,23 @@
 //! `GET/POST /sources`, `GET/DELETE /sources/{id}`, `POST /sources/{id}/sync`,
 //! `GET /sources/{id}/logs`. The engine behind them is [`crate::sync`].
 
-use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
-use serde_json::{Value, json};
-
+use super::answers::{
+    CalendarList, CalendarView, Connected, LogList, SourceList, SourceStatusView, SourceView,
+    SyncLogView,
+};
 use super::{json_response, read_json_body};
 use crate::app::App;
 use crate::config::TenantConfig;
-use crate::http::{Body, Problem};
+use crate::http::{Body, Problem, RequestBody};
 use crate::model::FieldError;
-use crate::model::{Source, SyncLog};
+use crate::model::Source;
 use crate::providers::{FetchMode, ProviderError, ProviderKind};
 use crate::sync::SyncError;
+use http::{Method, Request, Response, StatusCode};
 
 pub async fn collection(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant: &TenantConfig,
 ) -> Result<Response<Body>, Problem> {
     match *req.method() {
@@ -25,10 +26,10 @@ pub async fn collection(
             let mut list = Vec::new();
             for source in app.store.sources(&tenant.id)? {
                 if source.remote.is_some() {
-                    list.push(source_json(app, tenant, &source)?);
+                    list.push(source_view(app, tenant, &source)?);
                 }
             }
-            Ok(json_response(StatusCode::OK, &json!({ "sources": list })))
+            Ok(json_response(StatusCode::OK, &SourceList { sources: list }))
         }
         Method::POST => {
             let body = read_json_body(app, req).await?;
@@ -67,7 +68,7 @@ pub async fn collection(
             app.export.wake();
             Ok(json_response(
                 StatusCode::CREATED,
-                &source_json(app, tenant, &source)?,
+                &source_view(app, tenant, &source)?,
             ))
         }
         _ => Err(method_not_allowed("GET, POST")),
@@ -76,7 +77,7 @@ pub async fn collection(
 
 pub async fn item(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant: &TenantConfig,
     id: &str,
     action: Option<&str>,
@@ -89,7 +90,7 @@ pub async fn item(
     match (action, req.method().clone()) {
         (None, Method::GET) => Ok(json_response(
             StatusCode::OK,
-            &source_json(app, tenant, &source)?,
+            &source_view(app, tenant, &source)?,
         )),
         (None, Method::DELETE) => {
             // Its cached events go; events in the external calendar stay there,
@@ -123,7 +124,7 @@ pub async fn item(
                 .map_err(sync_problem)?;
             Ok(json_response(
                 StatusCode::OK,
-                &source_json(app, tenant, &updated)?,
+                &source_view(app, tenant, &updated)?,
             ))
         }
         (Some("sync"), Method::POST) => {
@@ -132,14 +133,14 @@ pub async fn item(
             if direction == Some(crate::model::Direction::Export) {
                 // Nothing to import: deliver now, parked bookings included.
                 return match app.export.sync_now(tenant, id).await {
-                    Ok(log) => Ok(json_response(StatusCode::OK, &log_json(&log))),
+                    Ok(log) => Ok(json_response(StatusCode::OK, &SyncLogView::from(&log))),
                     Err(e) => Err(export_problem(e)),
                 };
             }
             let outcome = app.sync.run(tenant, id, mode).await;
             app.export.wake();
             match outcome {
-                Ok(log) => Ok(json_response(StatusCode::OK, &log_json(&log))),
+                Ok(log) => Ok(json_response(StatusCode::OK, &SyncLogView::from(&log))),
                 Err(e) => Err(sync_problem(e)),
             }
         }
@@ -164,17 +165,19 @@ pub async fn item(
                 .map_err(provider_problem)?;
             Ok(json_response(
                 StatusCode::OK,
-                &json!({ "calendars": calendars }),
+                &CalendarList {
+                    calendars: calendars.iter().map(CalendarView::from).collect(),
+                },
             ))
         }
         (Some("logs"), Method::GET) => {
-            let logs: Vec<Value> = app
-                .store
-                .sync_logs(&tenant.id, id)?
-                .iter()
-                .map(log_json)
-                .collect();
-            Ok(json_response(StatusCode::OK, &json!({ "logs": logs })))
+            let logs = app.store.sync_logs(&tenant.id, id)?;
+            Ok(json_response(
+                StatusCode::OK,
+                &LogList {
+                    logs: logs.iter().map(SyncLogView::from).collect(),
+                },
+            ))
         }
         (None, _) => Err(method_not_allowed("GET, PATCH, DELETE")),
         (Some("sync"), _) => Err(method_not_allowed("POST")),
@@ -205,7 +208,7 @@ fn parse_mode(field: &str, text: &str) -> Result<FetchMode, FieldError> {
 
 /// The mode of `POST …/sync`: `?mode=` or a JSON body `{"mode": …}` (both may
 /// be given if they agree); incremental by default.
-async fn sync_mode(app: &App, req: Request<Incoming>) -> Result<FetchMode, Problem> {
+async fn sync_mode(app: &App, req: Request<RequestBody>) -> Result<FetchMode, Problem> {
     let query = query_value(&req, "mode");
     let (parts, body) = req.into_parts();
     let bytes = crate::http::read_body(body, &parts.headers, app.config.max_body_bytes).await?;
@@ -314,62 +317,32 @@ fn patch_source(tenant: &TenantConfig, source: &Source, body: &[u8]) -> Result<S
     }
 }
 
-fn source_json(app: &App, tenant: &TenantConfig, source: &Source) -> Result<Value, Problem> {
+fn source_view(app: &App, tenant: &TenantConfig, source: &Source) -> Result<SourceView, Problem> {
     let status = app.store.sync_status(&tenant.id, &source.id)?;
     let remote = source.remote.as_ref();
-    let objects = app.store.objects(&tenant.id, &source.id)?.len();
+    let events = app.store.objects(&tenant.id, &source.id)?.len();
     let export = app.export.source_status(&tenant.id, source)?;
-    let last_error = status.last_error.clone().or_else(|| {
-        export
-            .get("last_error")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    });
-    Ok(json!({
-        "id": source.id,
-        "name": source.name,
-        "kind": remote.map(|r| r.kind.name()),
+    Ok(SourceView {
+        caldav: crate::dav::paths::calendar_href(&tenant.id, &source.id),
+        direction: remote.map(|r| r.direction),
+        enabled: remote.map(|r| r.enabled),
+        events,
+        id: source.id.clone(),
+        interval_minutes: remote.map(|r| r.interval_minutes),
+        kind: remote.map(|r| r.kind.name()),
+        name: source.name.clone(),
+        privacy: remote.map(|r| r.privacy),
+        status: SourceStatusView::new(status, export),
         // Feed URLs carry secrets: only their host is shown.
-        "target": remote.map(|r| match r.kind {
-            crate::providers::ProviderKind::Ics => crate::providers::fetch::redact_url(&r.target),
+        target: remote.map(|r| match r.kind {
+            ProviderKind::Ics => crate::providers::fetch::redact_url(&r.target),
             _ => r.target.clone(),
         }),
-        "direction": remote.map(|r| r.direction),
-        "interval_minutes": remote.map(|r| r.interval_minutes),
-        "enabled": remote.map(|r| r.enabled),
-        "privacy": remote.map(|r| r.privacy),
-        "transparent": source.transparent,
-        "caldav": crate::dav::paths::calendar_href(&tenant.id, &source.id),
-        "events": objects,
-        "status": {
-            "last_success": status.last_success,
-            "last_attempt": status.last_attempt,
-            "last_error": last_error,
-            "next_run": status.next_run,
-            "needs_reauth": status.needs_reauth,
-            "permanent_error": status.permanent_error,
-            "connected": status.connected,
-            "consecutive_failures": status.consecutive_failures,
-            "export": export,
-        },
-    }))
-}
-
-fn log_json(log: &SyncLog) -> Value {
-    json!({
-        "started": log.started,
-        "duration_ms": log.duration_ms,
-        "mode": log.mode,
-        "created": log.created,
-        "updated": log.updated,
-        "deleted": log.deleted,
-        "error": log.error,
-        "skipped": log.skipped,
-        "skipped_total": log.skipped_total,
+        transparent: source.transparent,
     })
 }
 
-fn query_value(req: &Request<Incoming>, name: &str) -> Option<String> {
+fn query_value(req: &Request<RequestBody>, name: &str) -> Option<String> {
     form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
@@ -389,7 +362,7 @@ fn method_not_allowed(allow: &str) -> Problem {
 /// `GET /oauth/{provider}/callback?code=&state=` (the provider's redirect).
 pub async fn oauth(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     provider: &str,
     action: &str,
 ) -> Result<Response<Body>, Problem> {
@@ -461,12 +434,12 @@ pub async fn oauth(
             app.export.wake();
             Ok(json_response(
                 StatusCode::OK,
-                &json!({
-                    "tenant": connected.tenant,
-                    "source": connected.source,
-                    "connected": true,
-                    "calendars": connected.calendars,
-                }),
+                &Connected {
+                    calendars: connected.calendars.iter().map(CalendarView::from).collect(),
+                    connected: true,
+                    source: &connected.source,
+                    tenant: &connected.tenant,
+                },
             ))
         }
         other => Err(Problem::not_found(format!(

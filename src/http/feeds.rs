@@ -6,16 +6,16 @@
 use std::sync::Arc;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 
 use super::{
-    Body, Problem, empty, full, http_date, if_none_match, method_not_allowed, parse_http_date,
+    Body, Problem, RequestBody, empty, full, http_date, if_none_match, method_not_allowed,
+    parse_http_date,
 };
 use crate::app::App;
 
 pub async fn serve(
     app: &Arc<App>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tenant_id: &str,
     file: &str,
 ) -> Result<Response<Body>, Problem> {

@@ -3,6 +3,8 @@
 //!
 //! Handlers live with their protocol ([`crate::api`] for JSON, [`feeds`] for .ics);
 //! this module decides which one runs and turns their errors into responses.
+//! [`handle`] is that router without a connection: [`serve`] calls it for every
+//! request, and tests call it directly with a whole body.
 
 pub mod feeds;
 pub mod problem;
@@ -70,6 +72,93 @@ pub fn empty() -> Body {
     full(Bytes::new())
 }
 
+/// A request body: streamed from a connection, or given whole by an in-process
+/// caller of [`handle`].
+#[derive(Debug)]
+pub enum RequestBody {
+    Incoming(Incoming),
+    Full(Full<Bytes>),
+}
+
+impl RequestBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        RequestBody::Full(Full::new(bytes.into()))
+    }
+
+    pub fn empty() -> Self {
+        RequestBody::full(Bytes::new())
+    }
+}
+
+impl From<Incoming> for RequestBody {
+    fn from(body: Incoming) -> Self {
+        RequestBody::Incoming(body)
+    }
+}
+
+impl From<Bytes> for RequestBody {
+    fn from(bytes: Bytes) -> Self {
+        RequestBody::full(bytes)
+    }
+}
+
+impl From<Vec<u8>> for RequestBody {
+    fn from(bytes: Vec<u8>) -> Self {
+        RequestBody::full(bytes)
+    }
+}
+
+impl From<String> for RequestBody {
+    fn from(text: String) -> Self {
+        RequestBody::full(text)
+    }
+}
+
+impl From<&'static str> for RequestBody {
+    fn from(text: &'static str) -> Self {
+        RequestBody::full(text)
+    }
+}
+
+impl From<()> for RequestBody {
+    fn from((): ()) -> Self {
+        RequestBody::empty()
+    }
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Incoming(body) => {
+                std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into)
+            }
+            RequestBody::Full(body) => std::pin::Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Incoming(body) => body.is_end_stream(),
+            RequestBody::Full(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            RequestBody::Incoming(body) => body.size_hint(),
+            RequestBody::Full(body) => body.size_hint(),
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then drains connections.
 pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     if let Ok(addr) = listener.local_addr() {
@@ -100,7 +189,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
                 let app = Arc::clone(&app);
                 let service = hyper::service::service_fn(move |req| {
                     let app = Arc::clone(&app);
-                    async move { Ok::<_, Infallible>(handle(app, req, peer).await) }
+                    async move {
+                        let req = req.map(RequestBody::Incoming);
+                        Ok::<_, Infallible>(respond(app, req, Some(peer)).await)
+                    }
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn.into_owned());
@@ -120,8 +212,20 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     }
 }
 
-/// One request: id, span, routing, access log.
-async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+/// One request without a connection: request id, span, routing, problem+json
+/// errors, access log: everything [`serve`] does per request, body limits and
+/// authentication included.
+pub async fn handle<B: Into<RequestBody>>(app: Arc<App>, req: Request<B>) -> Response<Body> {
+    respond(app, req.map(Into::into), None).await
+}
+
+/// One request: id, span, routing, access log (with the peer's address when
+/// the request came over a connection).
+async fn respond(
+    app: Arc<App>,
+    req: Request<RequestBody>,
+    peer: Option<SocketAddr>,
+) -> Response<Body> {
     let started = Instant::now();
     let request_id = request_id(req.headers());
     let method = req.method().clone();
@@ -135,7 +239,10 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
         if status >= 500 {
-            error!(status, latency_ms, %peer, "request failed");
+            match peer {
+                Some(peer) => error!(status, latency_ms, %peer, "request failed"),
+                None => error!(status, latency_ms, "request failed"),
+            }
         } else {
             info!(status, latency_ms, "request");
         }
@@ -143,7 +250,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
     resp
 }
 
-async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
+async fn route(app: &Arc<App>, req: Request<RequestBody>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let segments: Vec<String> = path
         .trim_start_matches('/')
@@ -163,10 +270,8 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let result = match segs.as_slice() {
         ["healthz"] => Ok(Response::new(full("ok\n"))),
         [".well-known", "caldav"] => Ok(crate::dav::well_known()),
-        ["dav", rest @ ..] => Ok(crate::dav::serve(app, req, rest).await),
-        [""] if matches!(req.method().as_str(), "PROPFIND" | "REPORT") => {
-            Ok(crate::dav::serve(app, req, &[]).await)
-        }
+        ["dav", rest @ ..] => dav(app, req, rest).await,
+        [""] if matches!(req.method().as_str(), "PROPFIND" | "REPORT") => dav(app, req, &[]).await,
         ["api", "v1", "tenants", tenant, rest @ ..] => {
             crate::api::route(app, req, tenant, rest).await
         }
@@ -175,6 +280,27 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
         _ => Err(Problem::not_found(format!("nothing is served at {path}"))),
     };
     result.unwrap_or_else(Problem::into_response)
+}
+
+/// CalDAV still reads its bodies from the connection (`Request<Incoming>`): in
+/// process it answers 501 until it takes a [`RequestBody`] (OPTIONS aside).
+async fn dav(
+    app: &Arc<App>,
+    req: Request<RequestBody>,
+    segments: &[&str],
+) -> Result<Response<Body>, Problem> {
+    let (parts, body) = req.into_parts();
+    match body {
+        RequestBody::Incoming(body) => {
+            Ok(crate::dav::serve(app, Request::from_parts(parts, body), segments).await)
+        }
+        RequestBody::Full(_) => Err(Problem::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not-implemented",
+            "Not implemented",
+            "CalDAV is served over connections only",
+        )),
+    }
 }
 
 /// A client-supplied request id if it is short and plain, else a fresh one.
@@ -219,11 +345,11 @@ pub fn method_not_allowed(method: &Method, allow: &str) -> Problem {
 }
 
 /// Reads a request body, refusing more than `limit` bytes with 413.
-pub async fn read_body(
-    body: Incoming,
-    headers: &HeaderMap,
-    limit: usize,
-) -> Result<Bytes, Problem> {
+pub async fn read_body<B>(body: B, headers: &HeaderMap, limit: usize) -> Result<Bytes, Problem>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,

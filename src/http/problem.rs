@@ -3,9 +3,10 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use serde_json::json;
+use serde::{Serialize, Serializer};
 
 use super::{Body, full};
+use crate::api::answers::ConflictList;
 use crate::model::FieldError;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
@@ -16,16 +17,58 @@ pub struct Problem(Box<ProblemData>);
 
 #[derive(Debug, Clone)]
 pub struct ProblemData {
-    pub status: StatusCode,
-    /// Short slug; the `type` URI is `urn:calgate:problem:{slug}`.
-    pub slug: &'static str,
-    pub title: &'static str,
-    pub detail: String,
-    pub invalid_params: Vec<FieldError>,
+    pub body: ProblemBody,
     /// Extra headers (WWW-Authenticate, Allow, ...).
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
-    /// Extension members (RFC 9457 §3.2), e.g. the conflicting busy blocks.
-    pub extensions: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The problem+json document. Members are declared in alphabetical order, the
+/// order the `json!` body it replaced had (see [`crate::api::answers`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProblemBody {
+    /// Extension members (RFC 9457 §3.2) of a booking conflict: the busy
+    /// entries in the way (`conflicts`, `conflicts_total`, `conflicts_truncated`).
+    #[serde(flatten)]
+    pub conflicts: Option<ConflictList>,
+    pub detail: String,
+    /// Each bad field or query parameter, by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub invalid_params: Vec<InvalidParam>,
+    #[serde(serialize_with = "status_number")]
+    pub status: StatusCode,
+    pub title: &'static str,
+    #[serde(rename = "type")]
+    pub kind: ProblemType,
+}
+
+/// A problem type: a short slug; on the wire `urn:calgate:problem:{slug}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProblemType(pub &'static str);
+
+impl Serialize for ProblemType {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("urn:calgate:problem:{}", self.0))
+    }
+}
+
+fn status_number<S: Serializer>(status: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u16(status.as_u16())
+}
+
+/// One entry of `invalid_params`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InvalidParam {
+    pub name: String,
+    pub reason: String,
+}
+
+impl From<FieldError> for InvalidParam {
+    fn from(f: FieldError) -> Self {
+        InvalidParam {
+            name: f.field,
+            reason: f.reason,
+        }
+    }
 }
 
 impl Problem {
@@ -36,23 +79,26 @@ impl Problem {
         detail: impl Into<String>,
     ) -> Self {
         Problem(Box::new(ProblemData {
-            status,
-            slug,
-            title,
-            detail: detail.into(),
-            invalid_params: Vec::new(),
+            body: ProblemBody {
+                conflicts: None,
+                detail: detail.into(),
+                invalid_params: Vec::new(),
+                status,
+                title,
+                kind: ProblemType(slug),
+            },
             headers: Vec::new(),
-            extensions: serde_json::Map::new(),
         }))
     }
 
-    pub fn with_extension(mut self, key: &str, value: serde_json::Value) -> Self {
-        self.0.extensions.insert(key.to_owned(), value);
+    /// Adds the busy entries a booking would overlap.
+    pub fn with_conflicts(mut self, conflicts: ConflictList) -> Self {
+        self.0.body.conflicts = Some(conflicts);
         self
     }
 
     pub fn with_params(mut self, params: Vec<FieldError>) -> Self {
-        self.0.invalid_params = params;
+        self.0.body.invalid_params = params.into_iter().map(InvalidParam::from).collect();
         self
     }
 
@@ -101,29 +147,20 @@ impl Problem {
     }
 
     pub fn status(&self) -> StatusCode {
-        self.0.status
+        self.0.body.status
+    }
+
+    /// The document this problem answers with.
+    pub fn body(&self) -> &ProblemBody {
+        &self.0.body
     }
 
     pub fn into_response(self) -> Response<Body> {
         let p = *self.0;
-        let mut body = json!({
-            "type": format!("urn:calgate:problem:{}", p.slug),
-            "title": p.title,
-            "status": p.status.as_u16(),
-            "detail": p.detail,
-        });
-        if !p.invalid_params.is_empty() {
-            body["invalid_params"] = p
-                .invalid_params
-                .iter()
-                .map(|f| json!({"name": f.field, "reason": f.reason}))
-                .collect();
-        }
-        for (key, value) in p.extensions {
-            body[key] = value;
-        }
-        let mut resp = Response::new(full(Bytes::from(body.to_string())));
-        *resp.status_mut() = p.status;
+        // Plain strings, numbers and lists: serialising cannot fail.
+        let json = serde_json::to_vec(&p.body).unwrap_or_default();
+        let mut resp = Response::new(full(Bytes::from(json)));
+        *resp.status_mut() = p.body.status;
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
         for (name, value) in p.headers {
@@ -145,5 +182,87 @@ impl From<crate::calendars::CalendarError> for Problem {
     fn from(e: crate::calendars::CalendarError) -> Problem {
         tracing::error!(error = %e, "calendar operation failed");
         Problem::internal()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::BusyEntry;
+
+    fn text(p: &Problem) -> String {
+        serde_json::to_string(p.body()).expect("problems serialise")
+    }
+
+    #[test]
+    fn plain_problem_as_documented() {
+        let p = Problem::not_found("booking \"x\" does not exist");
+        assert_eq!(
+            text(&p),
+            concat!(
+                r#"{"detail":"booking \"x\" does not exist","status":404,"#,
+                r#""title":"Not found","type":"urn:calgate:problem:not-found"}"#
+            )
+        );
+    }
+
+    #[test]
+    fn invalid_params_name_each_field() {
+        let p = Problem::invalid(vec![
+            FieldError::new("start", "must be a string"),
+            FieldError::new("customer.email", "is not an address"),
+        ]);
+        assert_eq!(p.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            text(&p),
+            concat!(
+                r#"{"detail":"start: must be a string; customer.email: is not an address","#,
+                r#""invalid_params":[{"name":"start","reason":"must be a string"},"#,
+                r#"{"name":"customer.email","reason":"is not an address"}],"status":422,"#,
+                r#""title":"The request has invalid fields","type":"urn:calgate:problem:invalid-params"}"#
+            )
+        );
+    }
+
+    #[test]
+    fn conflicts_are_members_of_the_problem() {
+        let found = [BusyEntry {
+            span: crate::model::Span::new(0, 60_000),
+            kind: crate::model::BusyKind::Busy,
+            source: "bookings".into(),
+            object: "b1".into(),
+        }];
+        let p = Problem::new(
+            StatusCode::CONFLICT,
+            "booking-conflict",
+            "The time is already taken",
+            "taken",
+        )
+        .with_conflicts(ConflictList::new(&found));
+        let direct = text(&p);
+        assert_eq!(
+            direct,
+            concat!(
+                r#"{"conflicts":[{"end":"1970-01-01T00:01:00Z","id":"b1","kind":"busy","#,
+                r#""source":"bookings","start":"1970-01-01T00:00:00Z"}],"conflicts_total":1,"#,
+                r#""conflicts_truncated":false,"detail":"taken","status":409,"#,
+                r#""title":"The time is already taken","type":"urn:calgate:problem:booking-conflict"}"#
+            )
+        );
+        // Declared in the sorted order serde_json's Value writes.
+        let sorted = serde_json::to_value(p.body())
+            .expect("serialises")
+            .to_string();
+        assert_eq!(direct, sorted);
+    }
+
+    #[test]
+    fn response_carries_status_type_and_headers() {
+        let resp = Problem::bad_request("no")
+            .with_header(header::ALLOW, "GET")
+            .into_response();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
+        assert_eq!(resp.headers()[header::ALLOW], "GET");
     }
 }

@@ -1,5 +1,6 @@
 //! Shared test harness: a real gateway on an ephemeral loopback port, talked to
-//! over HTTP; helpers for the Python-based third-party validators.
+//! over HTTP, or the gateway's [`App`] alone for in-process requests; helpers for
+//! the Python-based third-party validators.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use calgate::app::App;
 use calgate::config::Config;
 use serde_json::Value;
 
@@ -150,6 +152,44 @@ token_hash = "{garage_feed}"
     )
 }
 
+/// The test configuration ([`config_text_with`]), parsed.
+pub fn config(data_dir: &Path, listen: &str, webhook: Option<&str>, extra: &Extra) -> Config {
+    let text = config_text_with(data_dir, listen, webhook, extra);
+    Config::parse(&text, Path::new("test.toml")).expect("test config is valid")
+}
+
+/// The gateway's application state on `data_dir`, without a listener or the
+/// background tasks (sync scheduler, exporter): for in-process requests.
+pub fn open_app(data_dir: &Path, extra: &Extra) -> App {
+    App::open(config(data_dir, "127.0.0.1:0", None, extra)).expect("app opens")
+}
+
+/// Adds a calendar source to the salon (as CalDAV MKCALENDAR or a provider will).
+pub fn add_salon_source(app: &App, id: &str, transparent: bool) {
+    let tenant = app.tenant("salon").expect("salon");
+    let source = calgate::model::Source {
+        transparent,
+        ..calgate::model::Source::new(id, id)
+    };
+    app.calendars
+        .put_source(tenant, &source)
+        .expect("source stored");
+}
+
+/// Stores an iCalendar object in a salon source.
+pub async fn put_salon_ics(
+    app: &App,
+    source: &str,
+    id: &str,
+    ics: &str,
+) -> calgate::model::CalendarObject {
+    let tenant = app.tenant("salon").expect("salon");
+    app.calendars
+        .put_object(tenant, source, id, ics, &calgate::store::Precondition::None)
+        .await
+        .expect("object stored")
+}
+
 /// A gateway running in this test's runtime, with its own data directory.
 pub struct TestServer {
     pub base: String,
@@ -189,8 +229,7 @@ impl TestServer {
     }
 
     async fn start_full(dir: tempfile::TempDir, webhook: Option<&str>, extra: Extra) -> TestServer {
-        let text = config_text_with(dir.path(), "127.0.0.1:0", webhook, &extra);
-        let config = Config::parse(&text, Path::new("test.toml")).expect("test config is valid");
+        let config = config(dir.path(), "127.0.0.1:0", webhook, &extra);
         let running = calgate::start(config).await.expect("server starts");
         TestServer {
             base: format!("http://{}", running.addr),
@@ -284,15 +323,7 @@ impl TestServer {
 
     /// Adds a calendar source to the salon (as CalDAV MKCALENDAR or a provider will).
     pub fn add_source(&self, id: &str, transparent: bool) {
-        let app = self.app();
-        let tenant = app.tenant("salon").expect("salon");
-        let source = calgate::model::Source {
-            transparent,
-            ..calgate::model::Source::new(id, id)
-        };
-        app.calendars
-            .put_source(tenant, &source)
-            .expect("source stored");
+        add_salon_source(self.app(), id, transparent);
     }
 
     /// Stores an iCalendar object in a salon source.
@@ -302,12 +333,7 @@ impl TestServer {
         id: &str,
         ics: &str,
     ) -> calgate::model::CalendarObject {
-        let app = self.app();
-        let tenant = app.tenant("salon").expect("salon");
-        app.calendars
-            .put_object(tenant, source, id, ics, &calgate::store::Precondition::None)
-            .await
-            .expect("object stored")
+        put_salon_ics(self.app(), source, id, ics).await
     }
 
     pub async fn feed(&self, tenant: &str, token: &str) -> reqwest::Response {
@@ -351,6 +377,13 @@ pub fn booking(day: &str, from: &str, to: &str, title: &str) -> Value {
         "end": format!("{day}T{to}:00+01:00"),
         "title": title,
     })
+}
+
+/// A one-event calendar, `start` to `end` local times in Paris (`20260302T103000`).
+pub fn paris_event(uid: &str, start: &str, end: &str) -> String {
+    format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Test//EN\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20261101T000000Z\r\nDTSTART;TZID=Europe/Paris:{start}\r\nDTEND;TZID=Europe/Paris:{end}\r\nSUMMARY:Dentist\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
 }
 
 /// Runs a Python script from tests/python with third-party packages from

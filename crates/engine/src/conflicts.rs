@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hmac::{Hmac, KeyInit, Mac};
-use serde_json::json;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::model::{BusyKind, CalendarObject, Conflict, Span, WebhookState};
@@ -441,14 +441,15 @@ impl ConflictTracker {
         let Some(first) = batch.first() else {
             return;
         };
-        // `conflict` (the first) is kept for receivers written when a call carried one.
-        let body = json!({
-            "type": "booking.conflict",
-            "tenant": tenant,
-            "conflict": conflict_json(first),
-            "conflicts": batch.iter().map(conflict_json).collect::<Vec<_>>(),
-        })
-        .to_string();
+        let body = WebhookBody {
+            kind: "booking.conflict",
+            tenant,
+            conflict: ConflictView::from(first),
+            conflicts: batch.iter().map(ConflictView::from).collect(),
+        };
+        let Ok(body) = serde_json::to_string(&body) else {
+            return;
+        };
         // Records of one batch share their delivery state from here on; a batch
         // re-formed after a restart goes on from its least-tried record.
         let mut state = WebhookState {
@@ -534,35 +535,74 @@ pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
     )
 }
 
-/// The API representation of a conflict.
-pub fn conflict_json(c: &Conflict) -> serde_json::Value {
-    let at = crate::model::instant_rfc3339;
-    let ts = |t: &Option<chrono::DateTime<Utc>>| {
-        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-    };
-    json!({
-        "id": c.id,
-        "booking_id": c.booking_id,
-        "source": c.source,
-        "object_id": c.object_id,
-        "start": at(c.span.start),
-        "end": at(c.span.end),
-        "occurrences": c.occurrences,
-        "kind": c.kind.as_str(),
-        "detected": c.detected.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "acknowledged": ts(&c.acknowledged),
-        "resolved": ts(&c.resolved),
-        "webhook": {
-            "delivered": ts(&c.webhook.delivered),
-            "attempts": c.webhook.attempts,
-            "last_error": c.webhook.last_error,
-        },
-    })
+/// A conflict in its wire shape: as the API lists it and the webhook sends it.
+#[derive(Debug, Serialize)]
+pub struct ConflictView<'a> {
+    pub acknowledged: Option<String>,
+    pub booking_id: &'a str,
+    pub detected: String,
+    pub end: Option<String>,
+    pub id: &'a str,
+    pub kind: &'static str,
+    pub object_id: &'a str,
+    pub occurrences: u32,
+    pub resolved: Option<String>,
+    pub source: &'a str,
+    pub start: Option<String>,
+    pub webhook: WebhookView<'a>,
+}
+
+/// Where a conflict's webhook delivery stands.
+#[derive(Debug, Serialize)]
+pub struct WebhookView<'a> {
+    pub attempts: u32,
+    pub delivered: Option<String>,
+    pub last_error: Option<&'a str>,
+}
+
+impl<'a> From<&'a Conflict> for ConflictView<'a> {
+    fn from(c: &'a Conflict) -> Self {
+        ConflictView {
+            acknowledged: c.acknowledged.as_ref().map(seconds_text),
+            booking_id: &c.booking_id,
+            detected: seconds_text(&c.detected),
+            end: crate::model::instant_rfc3339(c.span.end),
+            id: &c.id,
+            kind: c.kind.as_str(),
+            object_id: &c.object_id,
+            occurrences: c.occurrences,
+            resolved: c.resolved.as_ref().map(seconds_text),
+            source: &c.source,
+            start: crate::model::instant_rfc3339(c.span.start),
+            webhook: WebhookView {
+                attempts: c.webhook.attempts,
+                delivered: c.webhook.delivered.as_ref().map(seconds_text),
+                last_error: c.webhook.last_error.as_deref(),
+            },
+        }
+    }
+}
+
+/// Second-precision UTC text, as conflicts show their dates.
+fn seconds_text(t: &chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// What a conflict webhook POSTs.
+#[derive(Serialize)]
+struct WebhookBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    tenant: &'a str,
+    /// The first of the batch, kept for receivers written when a call carried one.
+    conflict: ConflictView<'a>,
+    conflicts: Vec<ConflictView<'a>>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn legacy(id: &str, start: i64, acknowledged: bool, delivered: bool) -> Conflict {
         let at = |s| chrono::DateTime::from_timestamp(s, 0).unwrap_or_default();

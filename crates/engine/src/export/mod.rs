@@ -53,6 +53,7 @@ use std::time::Duration;
 use futures_util::{StreamExt, stream};
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -1170,18 +1171,66 @@ fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn span_json(span: Span) -> Value {
-    let at = |ms| DateTime::<Utc>::from_timestamp_millis(ms).map(|t| ts(&t));
-    json!({"start": at(span.start), "end": at(span.end)})
+/// A span as millisecond-precision RFC 3339 instants.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExportedSpan {
+    pub end: Option<String>,
+    pub start: Option<String>,
+}
+
+impl From<Span> for ExportedSpan {
+    fn from(span: Span) -> Self {
+        let at = |ms| DateTime::<Utc>::from_timestamp_millis(ms).map(|t| ts(&t));
+        ExportedSpan {
+            end: at(span.end),
+            start: at(span.start),
+        }
+    }
+}
+
+/// How a booking stands with one exporting source (a booking's `exports`).
+/// Fields are in alphabetical order: the order the API has always written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BookingExport {
+    pub error: Option<String>,
+    pub event_id: Option<String>,
+    pub external_change: Option<ExternalChangeView>,
+    pub source: String,
+    /// `exported`, `pending`, `removed` or `failed`.
+    pub state: &'static str,
+}
+
+/// A move of an exported event made in the external calendar.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExternalChangeView {
+    pub detail: Option<String>,
+    pub detected: String,
+    pub external_time: ExportedSpan,
+    /// `applied`, `rejected` or `reported`.
+    pub outcome: String,
+}
+
+/// The `export` part of an exporting source's status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExportStatus {
+    pub consecutive_failures: u32,
+    pub delivered: u64,
+    pub failed_bookings: usize,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub last_success: Option<String>,
+    pub pending_changes: usize,
+    pub privacy: Option<crate::model::ExportPrivacy>,
+    pub retry_at: Option<String>,
 }
 
 impl Exporter {
-    /// How a booking stands with each exporting source, for its JSON.
+    /// How a booking stands with each exporting source.
     pub fn booking_exports(
         &self,
         tenant: &TenantConfig,
         booking: &Booking,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<BookingExport>, StoreError> {
         let mut out = Vec::new();
         for source in self.store.sources(&tenant.id)? {
             if !source
@@ -1210,46 +1259,46 @@ impl Exporter {
             } else {
                 "pending"
             };
-            out.push(json!({
-                "source": source.id,
-                "event_id": rec.remote_id,
-                "state": state,
-                "error": rec.parked.as_ref().map(|p| p.error.clone()),
-                "external_change": rec.external.as_ref().map(|x| json!({
-                    "detected": ts(&x.detected),
-                    "external_time": span_json(x.span),
-                    "outcome": x.outcome,
-                    "detail": x.detail,
-                })),
-            }));
+            out.push(BookingExport {
+                error: rec.parked.as_ref().map(|p| p.error.clone()),
+                event_id: rec.remote_id,
+                external_change: rec.external.map(|x| ExternalChangeView {
+                    detail: x.detail,
+                    detected: ts(&x.detected),
+                    external_time: x.span.into(),
+                    outcome: x.outcome,
+                }),
+                source: source.id,
+                state,
+            });
         }
         Ok(out)
     }
 
-    /// The `export` part of a source's status.
-    pub fn source_status(&self, tenant: &str, source: &Source) -> Result<Value, StoreError> {
-        if !source
-            .remote
-            .as_ref()
-            .is_some_and(|r| r.direction.exports())
-        {
-            return Ok(Value::Null);
-        }
+    /// The `export` part of a source's status; `None` when it does not export.
+    pub fn source_status(
+        &self,
+        tenant: &str,
+        source: &Source,
+    ) -> Result<Option<ExportStatus>, StoreError> {
+        let Some(remote) = source.remote.as_ref().filter(|r| r.direction.exports()) else {
+            return Ok(None);
+        };
         let state = self.store.export_state(tenant, &source.id)?;
-        let pending = self
+        let pending_changes = self
             .store
             .booking_changes_after(tenant, state.cursor, usize::MAX)?
             .len();
-        Ok(json!({
-            "privacy": source.remote.as_ref().map(|r| r.privacy),
-            "pending_changes": pending,
-            "delivered": state.delivered,
-            "failed_bookings": self.store.export_parked_count(tenant, &source.id)?,
-            "last_success": state.last_success.as_ref().map(ts),
-            "last_error": state.last_error,
-            "last_error_at": state.last_error_at.as_ref().map(ts),
-            "retry_at": state.retry_at.as_ref().map(ts),
-            "consecutive_failures": state.consecutive_failures,
+        Ok(Some(ExportStatus {
+            consecutive_failures: state.consecutive_failures,
+            delivered: state.delivered,
+            failed_bookings: self.store.export_parked_count(tenant, &source.id)?,
+            last_error: state.last_error,
+            last_error_at: state.last_error_at.as_ref().map(ts),
+            last_success: state.last_success.as_ref().map(ts),
+            pending_changes,
+            privacy: Some(remote.privacy),
+            retry_at: state.retry_at.as_ref().map(ts),
         }))
     }
 }

@@ -120,6 +120,13 @@ impl DavError {
     }
 }
 
+/// A malformed header the handler needs: 400, with the header's message.
+impl From<super::request::HeaderError> for DavError {
+    fn from(e: super::request::HeaderError) -> Self {
+        DavError::new(StatusCode::BAD_REQUEST, e.to_string())
+    }
+}
+
 impl From<crate::store::StoreError> for DavError {
     fn from(e: crate::store::StoreError) -> Self {
         DavError::internal(e)

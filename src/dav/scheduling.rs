@@ -32,7 +32,7 @@
 //! plumbing stays in the handlers; this module decides who is told what.
 
 use chrono::Utc;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, header};
 
 use super::error::DavError;
 use super::node::{self, Calendar, Ctx};
@@ -139,21 +139,6 @@ pub struct DeletePlan {
     pub outgoing: Option<Outgoing>,
 }
 
-/// `If-Schedule-Tag-Match` (RFC 6638 §8.3), when sent.
-fn if_schedule_tag_match(headers: &HeaderMap) -> Result<Option<String>, DavError> {
-    headers
-        .get("if-schedule-tag-match")
-        .map(|v| {
-            v.to_str().map(|s| s.trim().to_owned()).map_err(|_| {
-                DavError::new(
-                    StatusCode::BAD_REQUEST,
-                    "If-Schedule-Tag-Match must be a quoted Schedule-Tag",
-                )
-            })
-        })
-        .transpose()
-}
-
 fn schedule_tag_mismatch() -> DavError {
     DavError::new(
         StatusCode::PRECONDITION_FAILED,
@@ -161,13 +146,14 @@ fn schedule_tag_mismatch() -> DavError {
     )
 }
 
-/// Checks `If-Schedule-Tag-Match` against the stored object; true when it was sent.
-fn check_schedule_tag(headers: &HeaderMap, current: Option<&Current>) -> Result<bool, DavError> {
-    let Some(wanted) = if_schedule_tag_match(headers)? else {
+/// Checks `If-Schedule-Tag-Match` (RFC 6638 §8.3: `wanted`) against the stored
+/// object; true when it was sent.
+fn check_schedule_tag(wanted: Option<&str>, current: Option<&Current>) -> Result<bool, DavError> {
+    let Some(wanted) = wanted else {
         return Ok(false);
     };
     let tag = current.and_then(|c| itip::schedule_tag(&c.text));
-    if tag.as_deref() == Some(wanted.as_str()) {
+    if tag.as_deref() == Some(wanted) {
         Ok(true)
     } else {
         Err(schedule_tag_mismatch())
@@ -179,14 +165,14 @@ fn is_caller(ctx: &Ctx<'_>, address: &str) -> bool {
     resolve(ctx.tenant, address).is_some_and(|u| u.username == ctx.user.username)
 }
 
-/// Plans a PUT of `text` over `current` (None: a create). Tenants without
-/// server scheduling, and objects that are not and were not scheduling
-/// objects, are stored as sent.
+/// Plans a PUT of `text` over `current` (None: a create), sent with
+/// `If-Schedule-Tag-Match: schedule_tag`. Tenants without server scheduling,
+/// and objects that are not and were not scheduling objects, are stored as sent.
 pub fn plan_put(
     ctx: &Ctx<'_>,
     current: Option<&Current>,
     text: &str,
-    headers: &HeaderMap,
+    schedule_tag: Option<&str>,
     precondition: &Precondition,
 ) -> Result<PutPlan, DavError> {
     let as_sent = PutPlan {
@@ -198,7 +184,7 @@ pub fn plan_put(
     if !enabled(ctx) {
         return Ok(as_sent);
     }
-    let tag_checked = check_schedule_tag(headers, current)?;
+    let tag_checked = check_schedule_tag(schedule_tag, current)?;
     let old = current.and_then(|c| itip::scheduling(&c.text));
     let new = itip::scheduling(text);
     if old.is_none() && new.is_none() {
@@ -362,11 +348,11 @@ fn pinned(
 }
 
 /// Plans the DELETE of `current` (None: read nothing, or found nothing), asked
-/// under If-Match `expected`.
+/// under If-Match `expected` and If-Schedule-Tag-Match `schedule_tag`.
 pub fn plan_delete(
     ctx: &Ctx<'_>,
     current: Option<&Current>,
-    headers: &HeaderMap,
+    schedule_tag: Option<&str>,
     expected: Option<&str>,
 ) -> Result<DeletePlan, DavError> {
     let as_asked = DeletePlan {
@@ -377,7 +363,7 @@ pub fn plan_delete(
     if !enabled(ctx) {
         return Ok(as_asked);
     }
-    let tag_checked = check_schedule_tag(headers, current)?;
+    let tag_checked = check_schedule_tag(schedule_tag, current)?;
     let Some(current) = current else {
         return Ok(as_asked);
     };

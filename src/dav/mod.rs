@@ -41,7 +41,7 @@ use crate::config::Scheduling;
 use crate::http::{Body, empty, full};
 use crate::model::{BOOKINGS_SOURCE, Source};
 use crate::store::{InboxDelete, Outgoing, Precondition};
-pub use error::DavError;
+pub use error::{Condition, DavError};
 use node::{Calendar, Ctx, Node};
 use paths::DavPath;
 use xml::{
@@ -211,9 +211,9 @@ fn depth(headers: &DavHeaders) -> Result<u8, DavError> {
         // RFC 4918 reads a missing Depth as infinity; clients that omit it mean 0.
         None | Some(Depth::Zero) => Ok(0),
         Some(Depth::One) => Ok(1),
-        Some(Depth::Infinity) => Err(DavError::dav(
+        Some(Depth::Infinity) => Err(DavError::condition(
             StatusCode::FORBIDDEN,
-            "propfind-finite-depth",
+            Condition::PropfindFiniteDepth,
             "Depth: infinity is not supported; use Depth: 0 or 1",
         )),
     }
@@ -232,9 +232,9 @@ enum BodyKind {
 /// The request's body, or the answer to a body that could not be read.
 fn body(req: &DavRequest, kind: BodyKind) -> Result<&bytes::Bytes, DavError> {
     req.body().map_err(|e| match (e, kind) {
-        (BodyError::TooLarge { limit }, BodyKind::Resource) => DavError::caldav(
+        (BodyError::TooLarge { limit }, BodyKind::Resource) => DavError::condition(
             StatusCode::FORBIDDEN,
-            "max-resource-size",
+            Condition::MaxResourceSize,
             format!("calendar objects are limited to {limit} bytes"),
         ),
         (BodyError::TooLarge { .. }, BodyKind::Request) => {
@@ -456,9 +456,9 @@ async fn put(ctx: &Ctx<'_>, path: &DavPath, req: &DavRequest) -> Result<Response
     }
     let content_type = req.headers.content_type().unwrap_or("text/calendar");
     if !content_type.starts_with("text/calendar") {
-        return Err(DavError::caldav(
+        return Err(DavError::condition(
             StatusCode::FORBIDDEN,
-            "supported-calendar-data",
+            Condition::SupportedCalendarData,
             format!("calendar objects are text/calendar, not {content_type}"),
         ));
     }
@@ -474,9 +474,9 @@ async fn put(ctx: &Ctx<'_>, path: &DavPath, req: &DavRequest) -> Result<Response
     };
     let bytes = body(req, BodyKind::Resource)?;
     let text = std::str::from_utf8(bytes).map_err(|_| {
-        DavError::caldav(
+        DavError::condition(
             StatusCode::FORBIDDEN,
-            "valid-calendar-data",
+            Condition::ValidCalendarData,
             "calendar data must be UTF-8",
         )
     })?;
@@ -549,17 +549,17 @@ async fn store_object(
 fn calendar_error(ctx: &Ctx<'_>, source: &str, e: CalendarError) -> DavError {
     match e {
         CalendarError::Invalid(msg) => {
-            DavError::caldav(StatusCode::FORBIDDEN, "valid-calendar-data", msg)
+            DavError::condition(StatusCode::FORBIDDEN, Condition::ValidCalendarData, msg)
         }
-        e @ CalendarError::UnsupportedComponent { .. } => DavError::caldav(
+        e @ CalendarError::UnsupportedComponent { .. } => DavError::condition(
             StatusCode::FORBIDDEN,
-            "supported-calendar-component",
+            Condition::SupportedCalendarComponent,
             e.to_string(),
         ),
         CalendarError::PreconditionFailed { .. } => DavError::etag_mismatch(),
-        CalendarError::UidConflict(owner) => DavError::caldav(
+        CalendarError::UidConflict(owner) => DavError::condition(
             StatusCode::FORBIDDEN,
-            "no-uid-conflict",
+            Condition::NoUidConflict,
             "another object in this calendar has the same UID",
         )
         .with_inner(format!(
@@ -570,14 +570,14 @@ fn calendar_error(ctx: &Ctx<'_>, source: &str, e: CalendarError) -> DavError {
             StatusCode::CONFLICT,
             format!("calendar \"{s}\" does not exist"),
         ),
-        CalendarError::OverBudget(over) => DavError::caldav(
+        CalendarError::OverBudget(over) => DavError::condition(
             StatusCode::FORBIDDEN,
             // RFC 4791 §5.2.8 names the limit on instances; the other limits
             // (RRULE lines, dates, components) make the object unacceptable here.
             if over.is_instances() {
-                "max-instances"
+                Condition::MaxInstances
             } else {
-                "valid-calendar-object-resource"
+                Condition::ValidCalendarObjectResource
             },
             over.to_string(),
         ),
@@ -718,9 +718,9 @@ async fn mkcalendar(
         && id != BOOKINGS_SOURCE
         && id != paths::OUTBOX;
     if node::calendar(ctx, id).is_ok() || id == BOOKINGS_SOURCE || id == paths::OUTBOX {
-        return Err(DavError::dav(
+        return Err(DavError::condition(
             StatusCode::METHOD_NOT_ALLOWED,
-            "resource-must-be-null",
+            Condition::ResourceMustBeNull,
             format!("\"{id}\" already exists"),
         ));
     }
@@ -747,9 +747,9 @@ async fn mkcalendar(
                 };
                 let comp = comp.value.to_ascii_uppercase();
                 if !crate::model::CALENDAR_COMPONENTS.contains(&comp.as_str()) {
-                    return Err(DavError::caldav(
+                    return Err(DavError::condition(
                         StatusCode::FORBIDDEN,
-                        "supported-calendar-component",
+                        Condition::SupportedCalendarComponent,
                         format!("calendars hold VEVENT, VTODO or VJOURNAL, not {comp}"),
                     ));
                 }
@@ -764,9 +764,9 @@ async fn mkcalendar(
         })?;
     }
     if !saw_calendar_type {
-        return Err(DavError::dav(
+        return Err(DavError::condition(
             StatusCode::FORBIDDEN,
-            "valid-resourcetype",
+            Condition::ValidResourcetype,
             "only calendar collections can be created here",
         ));
     }

@@ -4,7 +4,8 @@
 //! - [`paths`]: the URL layout.
 //! - [`request`]: the typed request (DAV headers parsed once, the body read once)
 //!   every handler takes.
-//! - [`node`]: resources and their properties.
+//! - [`node`]: the resources; [`props`]: their properties, rendered (pure)
+//!   from what was loaded for them.
 //! - [`scheduling`]: implicit scheduling (RFC 6638): who is told what when a
 //!   meeting is written; `inbox`: the REPORTs of the scheduling inboxes.
 //! - [`validate`]: what a calendar object must be before it is stored (RFC 4791 §4.1).
@@ -24,6 +25,7 @@ pub mod listing;
 pub mod node;
 mod outbox;
 pub mod plans;
+pub mod props;
 mod report;
 mod scheduling;
 mod stream;
@@ -307,36 +309,14 @@ async fn propfind(
     Ok(multistatus(out))
 }
 
-/// One resource's propstats for a PROPFIND: found values 200, unknown names 404.
+/// One resource's propstats for a PROPFIND: what they need loaded, then rendered.
 fn propstats(
     ctx: &Ctx<'_>,
     node: &Node,
     request: &PropRequest,
 ) -> Result<xml::PropstatResponse, DavError> {
-    let mut response = xml::PropstatResponse::new(node.href(ctx));
-    match request {
-        PropRequest::PropName => {
-            for name in node.prop_names() {
-                response.ok(name, PropContent::Empty);
-            }
-        }
-        PropRequest::AllProp { include } => {
-            for name in node.prop_names().into_iter().chain(include.iter().cloned()) {
-                if let Some(value) = node.prop(ctx, &name)? {
-                    response.ok(name, value);
-                }
-            }
-        }
-        PropRequest::Prop(names) => {
-            for name in names {
-                match node.prop(ctx, name)? {
-                    Some(value) => response.ok(name.clone(), value),
-                    None => response.not_found(name.clone()),
-                };
-            }
-        }
-    }
-    Ok(response)
+    let resource = props::Resource::load(ctx, node, request)?;
+    Ok(props::propstats(&props::Env::of(ctx), &resource, request))
 }
 
 async fn get(ctx: &Ctx<'_>, path: &DavPath, head: bool) -> Result<Response<Body>, DavError> {
@@ -481,7 +461,7 @@ async fn put(ctx: &Ctx<'_>, path: &DavPath, req: &DavRequest) -> Result<Response
         )
     })?;
     validate::object(text, ctx.tenant.timezone, cal.years())?;
-    let schedule_tag = if scheduling::enabled(ctx) {
+    let schedule_tag = if scheduling::enabled(ctx.tenant) {
         req.headers.if_schedule_tag_match()?
     } else {
         None
@@ -490,7 +470,7 @@ async fn put(ctx: &Ctx<'_>, path: &DavPath, req: &DavRequest) -> Result<Response
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let current = if scheduling::enabled(ctx) {
+        let current = if scheduling::enabled(ctx.tenant) {
             scheduling::current(ctx, &cal, name)?
         } else {
             None
@@ -652,7 +632,7 @@ async fn delete_object(
             s.id
         )));
     }
-    let schedule_tag = if scheduling::enabled(ctx) {
+    let schedule_tag = if scheduling::enabled(ctx.tenant) {
         headers.if_schedule_tag_match()?
     } else {
         None
@@ -661,7 +641,7 @@ async fn delete_object(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let current = if scheduling::enabled(ctx) {
+        let current = if scheduling::enabled(ctx.tenant) {
             scheduling::current(ctx, cal, id)?
         } else {
             None

@@ -87,6 +87,8 @@ pub(super) fn object_response(
             return Ok(response);
         }
     };
+    let resource = super::props::Resource::load(ctx, node, props)?;
+    let env = super::props::Env::of(ctx);
     for name in names {
         if name.is(NS_CALDAV, "calendar-data") {
             match calendar_data(ctx, node, data)? {
@@ -95,7 +97,7 @@ pub(super) fn object_response(
             };
             continue;
         }
-        match node.prop(ctx, &name)? {
+        match super::props::render(&env, &resource, &name) {
             Some(value) => response.ok(name, value),
             None => response.not_found(name),
         };

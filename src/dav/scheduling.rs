@@ -47,14 +47,14 @@ pub const SCHEDULE_TAG: &str = "schedule-tag";
 /// How often a write is planned before a run of concurrent writes wins with a 412.
 const ATTEMPTS: u32 = 3;
 
-/// Whether the server schedules for the caller's tenant.
-pub fn enabled(ctx: &Ctx<'_>) -> bool {
-    ctx.tenant.scheduling == Scheduling::Server
+/// Whether the server schedules for a tenant.
+pub fn enabled(tenant: &TenantConfig) -> bool {
+    tenant.scheduling == Scheduling::Server
 }
 
 /// The Schedule-Tag of a stored object, in tenants the server schedules for.
-pub fn schedule_tag(ctx: &Ctx<'_>, text: &str) -> Option<String> {
-    if enabled(ctx) {
+pub fn schedule_tag(tenant: &TenantConfig, text: &str) -> Option<String> {
+    if enabled(tenant) {
         itip::schedule_tag(text)
     } else {
         None
@@ -64,7 +64,7 @@ pub fn schedule_tag(ctx: &Ctx<'_>, text: &str) -> Option<String> {
 /// Whether a request names `CALDAV:schedule-tag` where it can have a value:
 /// collection listings hold no bodies, so such requests read every object.
 pub fn asks_schedule_tag(ctx: &Ctx<'_>, props: &super::xml::PropRequest) -> bool {
-    enabled(ctx)
+    enabled(ctx.tenant)
         && matches!(props, super::xml::PropRequest::Prop(names)
             if names.iter().any(|n| n.is(super::xml::NS_CALDAV, "schedule-tag")))
 }
@@ -181,7 +181,7 @@ pub fn plan_put(
         replan: false,
         outgoing: None,
     };
-    if !enabled(ctx) {
+    if !enabled(ctx.tenant) {
         return Ok(as_sent);
     }
     let tag_checked = check_schedule_tag(schedule_tag, current)?;
@@ -360,7 +360,7 @@ pub fn plan_delete(
         replan: false,
         outgoing: None,
     };
-    if !enabled(ctx) {
+    if !enabled(ctx.tenant) {
         return Ok(as_asked);
     }
     let tag_checked = check_schedule_tag(schedule_tag, current)?;
@@ -386,7 +386,7 @@ pub fn meetings(ctx: &Ctx<'_>, cal: &Calendar) -> Result<Vec<String>, DavError> 
     let Calendar::Source(source) = cal else {
         return Ok(Vec::new());
     };
-    if !enabled(ctx) || source.read_only {
+    if !enabled(ctx.tenant) || source.read_only {
         return Ok(Vec::new());
     }
     let mut ids = Vec::new();
@@ -482,5 +482,5 @@ pub fn finish_put(ctx: &Ctx<'_>, resp: &mut Response<Body>, sent: &str, stored: 
 
 /// The `Schedule-Tag` header value for an object, when it is a scheduling object.
 pub fn schedule_tag_header(ctx: &Ctx<'_>, text: &str) -> Option<HeaderValue> {
-    schedule_tag(ctx, text).and_then(|tag| HeaderValue::from_str(&tag).ok())
+    schedule_tag(ctx.tenant, text).and_then(|tag| HeaderValue::from_str(&tag).ok())
 }

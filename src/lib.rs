@@ -38,6 +38,7 @@ pub mod export;
 pub mod feeds;
 pub mod freebusy;
 pub mod http;
+pub mod scheduling;
 pub mod secrets;
 pub mod sync;
 

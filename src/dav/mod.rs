@@ -6,8 +6,9 @@
 //!   every handler takes.
 //! - [`node`]: the resources; [`props`]: their properties, rendered (pure)
 //!   from what was loaded for them.
-//! - [`scheduling`]: implicit scheduling (RFC 6638): who is told what when a
-//!   meeting is written; `inbox`: the REPORTs of the scheduling inboxes.
+//! - [`scheduling`]: what implicit scheduling (RFC 6638, decided and delivered
+//!   by [`crate::scheduling`]) needs from DAV; `inbox`: the REPORTs of the
+//!   scheduling inboxes.
 //! - [`validate`]: what a calendar object must be before it is stored (RFC 4791 §4.1).
 //! - this module: authentication and the HTTP methods.
 //!
@@ -461,7 +462,7 @@ async fn put(ctx: &Ctx<'_>, path: &DavPath, req: &DavRequest) -> Result<Response
         )
     })?;
     validate::object(text, ctx.tenant.timezone, cal.years())?;
-    let schedule_tag = if scheduling::enabled(ctx.tenant) {
+    let schedule_tag = if crate::scheduling::enabled(ctx.tenant) {
         req.headers.if_schedule_tag_match()?
     } else {
         None
@@ -470,23 +471,40 @@ async fn put(ctx: &Ctx<'_>, path: &DavPath, req: &DavRequest) -> Result<Response
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let current = if scheduling::enabled(ctx.tenant) {
+        let current = if crate::scheduling::enabled(ctx.tenant) {
             scheduling::current(ctx, &cal, name)?
         } else {
             None
         };
-        let plan = scheduling::plan_put(ctx, current.as_ref(), text, schedule_tag, &precondition)?;
+        let plan = crate::scheduling::plan_put(
+            &scheduling::scope(ctx),
+            current.as_ref(),
+            text,
+            schedule_tag,
+            &precondition,
+        )?;
         let outgoing = plan.outgoing.as_ref();
         match store_object(ctx, &cal, name, &plan.text, &plan.precondition, outgoing).await {
-            Err(e) if scheduling::plan_again(plan.replan, &e, attempts) => {}
+            Err(e)
+                if crate::scheduling::plan_again(
+                    plan.replan,
+                    failed_precondition(&e),
+                    attempts,
+                ) => {}
             Err(e) => return Err(e),
             Ok(mut resp) => {
-                scheduling::deliver(ctx, outgoing).await?;
+                crate::scheduling::deliver(&ctx.app.store, &ctx.tenant.id, outgoing).await?;
                 scheduling::finish_put(ctx, &mut resp, text, &plan.text);
                 return Ok(resp);
             }
         }
     }
+}
+
+/// Whether a write failed on its precondition (412), which a scheduling plan
+/// may have set ([`crate::scheduling::plan_again`]).
+fn failed_precondition(e: &DavError) -> bool {
+    e.status() == StatusCode::PRECONDITION_FAILED
 }
 
 /// Writes a calendar object (a booking in the bookings calendar), with the
@@ -592,9 +610,12 @@ async fn delete(
                 InboxDelete::PreconditionFailed(_) => return Err(DavError::etag_mismatch()),
             }
         }
-        Node::Calendar(cal @ Calendar::Source(_)) => {
+        Node::Calendar(Calendar::Source(source)) => {
             // Each meeting in it is cancelled, as deleting it alone would.
-            for id in scheduling::meetings(ctx, &cal)? {
+            let meetings =
+                crate::scheduling::meetings(&scheduling::scope(ctx), &app.store, &source)?;
+            let cal = Calendar::Source(source);
+            for id in meetings {
                 delete_object(ctx, &cal, &id, &DavHeaders::default(), None).await?;
             }
             let id = cal.id();
@@ -632,7 +653,7 @@ async fn delete_object(
             s.id
         )));
     }
-    let schedule_tag = if scheduling::enabled(ctx.tenant) {
+    let schedule_tag = if crate::scheduling::enabled(ctx.tenant) {
         headers.if_schedule_tag_match()?
     } else {
         None
@@ -641,13 +662,17 @@ async fn delete_object(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let current = if scheduling::enabled(ctx.tenant) {
+        let current = if crate::scheduling::enabled(ctx.tenant) {
             scheduling::current(ctx, cal, id)?
         } else {
             None
         };
-        let plan =
-            scheduling::plan_delete(ctx, current.as_ref(), schedule_tag, expected.as_deref())?;
+        let plan = crate::scheduling::plan_delete(
+            &scheduling::scope(ctx),
+            current.as_ref(),
+            schedule_tag,
+            expected.as_deref(),
+        )?;
         let etag = plan.etag.as_deref();
         let outgoing = plan.outgoing.as_ref();
         let deleted = match cal {
@@ -663,9 +688,17 @@ async fn delete_object(
                 .map_err(|e| calendar_error(ctx, &s.id, e)),
         };
         match deleted {
-            Err(e) if scheduling::plan_again(plan.replan, &e, attempts) => {}
+            Err(e)
+                if crate::scheduling::plan_again(
+                    plan.replan,
+                    failed_precondition(&e),
+                    attempts,
+                ) => {}
             Err(e) => return Err(e),
-            Ok(()) => return scheduling::deliver(ctx, outgoing).await,
+            Ok(()) => {
+                crate::scheduling::deliver(&ctx.app.store, &ctx.tenant.id, outgoing).await?;
+                return Ok(());
+            }
         }
     }
 }

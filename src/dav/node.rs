@@ -3,7 +3,7 @@
 //!
 //! Resources are a closed set (root, principals and their scheduling inboxes, home,
 //! calendars, objects), so they are an enum. Property values are rendered by
-//! [`props`](super::props) from what is loaded here; what a kind does not have is a
+//! [`props`] from what is loaded here; what a kind does not have is a
 //! 404 propstat, never an error. Writes are decided by the handler, which refuses
 //! them on every kind that does not support them.
 
@@ -364,7 +364,7 @@ impl Node {
     }
 
     /// The value of one property, or None (answered as 404 in its propstat):
-    /// loaded, then rendered ([`props`](super::props)).
+    /// loaded, then rendered ([`props`]).
     pub fn prop(&self, ctx: &Ctx<'_>, name: &PropName) -> Result<Option<PropContent>, DavError> {
         let resource = Resource::load(ctx, self, &PropRequest::Prop(vec![name.clone()]))?;
         Ok(props::render(&Env::of(ctx), &resource, name))

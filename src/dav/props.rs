@@ -12,7 +12,6 @@ use chrono::{DateTime, Utc};
 use super::error::DavError;
 use super::node::{Calendar, Ctx, Node, calendar_user_addresses, inbox_collection, sync_token};
 use super::paths::{self, OUTBOX};
-use super::scheduling;
 use super::xml::{
     self, NS_APPLE_ICAL, NS_CALDAV, NS_CALENDARSERVER, NS_DAV, PropContent, PropName, PropRequest,
 };
@@ -167,7 +166,7 @@ pub fn render(env: &Env<'_>, res: &Resource<'_>, name: &PropName) -> Option<Prop
             _ => None,
         },
         (NS_CALDAV, "schedule-inbox-URL") => match node {
-            Node::Principal(u) if scheduling::enabled(t) => {
+            Node::Principal(u) if crate::scheduling::enabled(t) => {
                 Some(PropContent::hrefs(&[paths::inbox_href(u)]))
             }
             _ => None,
@@ -175,7 +174,7 @@ pub fn render(env: &Env<'_>, res: &Resource<'_>, name: &PropName) -> Option<Prop
         (NS_CALDAV, "schedule-tag") => match node {
             Node::Booking(_) | Node::Object(..) => node
                 .body_in(t.timezone)
-                .and_then(|text| scheduling::schedule_tag(t, &text))
+                .and_then(|text| crate::scheduling::schedule_tag(t, &text))
                 .map(PropContent::text),
             _ => None,
         },

@@ -485,26 +485,15 @@ async fn put(ctx: &Ctx<'_>, path: &DavPath, req: &DavRequest) -> Result<Response
         )?;
         let outgoing = plan.outgoing.as_ref();
         match store_object(ctx, &cal, name, &plan.text, &plan.precondition, outgoing).await {
-            Err(e)
-                if crate::scheduling::plan_again(
-                    plan.replan,
-                    failed_precondition(&e),
-                    attempts,
-                ) => {}
+            Err(e) if scheduling::plan_again(plan.replan, &e, attempts) => {}
             Err(e) => return Err(e),
             Ok(mut resp) => {
-                crate::scheduling::deliver(&ctx.app.store, &ctx.tenant.id, outgoing).await?;
+                scheduling::deliver(ctx, outgoing).await?;
                 scheduling::finish_put(ctx, &mut resp, text, &plan.text);
                 return Ok(resp);
             }
         }
     }
-}
-
-/// Whether a write failed on its precondition (412), which a scheduling plan
-/// may have set ([`crate::scheduling::plan_again`]).
-fn failed_precondition(e: &DavError) -> bool {
-    e.status() == StatusCode::PRECONDITION_FAILED
 }
 
 /// Writes a calendar object (a booking in the bookings calendar), with the
@@ -688,17 +677,9 @@ async fn delete_object(
                 .map_err(|e| calendar_error(ctx, &s.id, e)),
         };
         match deleted {
-            Err(e)
-                if crate::scheduling::plan_again(
-                    plan.replan,
-                    failed_precondition(&e),
-                    attempts,
-                ) => {}
+            Err(e) if scheduling::plan_again(plan.replan, &e, attempts) => {}
             Err(e) => return Err(e),
-            Ok(()) => {
-                crate::scheduling::deliver(&ctx.app.store, &ctx.tenant.id, outgoing).await?;
-                return Ok(());
-            }
+            Ok(()) => return scheduling::deliver(ctx, outgoing).await,
         }
     }
 }

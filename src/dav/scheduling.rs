@@ -17,6 +17,7 @@ use crate::config::{TenantConfig, UserConfig};
 use crate::http::Body;
 use crate::ical::itip;
 use crate::scheduling::{Current, SchedulingError, Scope};
+use crate::store::Outgoing;
 
 /// The response header carrying a Schedule-Tag (RFC 6638 §8.2).
 pub const SCHEDULE_TAG: &str = "schedule-tag";
@@ -75,6 +76,18 @@ pub fn current(ctx: &Ctx<'_>, cal: &Calendar, name: &str) -> Result<Option<Curre
                 text: o.ics,
             }),
     })
+}
+
+/// Whether a write that failed with `e` is planned again
+/// ([`crate::scheduling::plan_again`]): a 412 may be the plan's own precondition.
+pub fn plan_again(replan: bool, e: &DavError, attempts: u32) -> bool {
+    let failed_precondition = e.status() == StatusCode::PRECONDITION_FAILED;
+    crate::scheduling::plan_again(replan, failed_precondition, attempts)
+}
+
+/// Delivers what a write stored in the outbox ([`crate::scheduling::deliver`]).
+pub async fn deliver(ctx: &Ctx<'_>, outgoing: Option<&Outgoing>) -> Result<(), DavError> {
+    Ok(crate::scheduling::deliver(&ctx.app.store, &ctx.tenant.id, outgoing).await?)
 }
 
 /// A failed plan: 412 for a precondition, 500 (logged) for the store.

@@ -36,6 +36,7 @@ pub mod config;
 pub mod dav;
 pub mod feeds;
 pub mod http;
+pub mod scheduling;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

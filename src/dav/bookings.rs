@@ -7,7 +7,7 @@
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use http::{HeaderValue, Response, StatusCode, header};
 
-use super::error::DavError;
+use super::error::{Condition, DavError};
 use super::node::Ctx;
 use super::paths;
 use super::xml::escape_text;
@@ -39,9 +39,9 @@ fn id_of(name: &str) -> Result<&str, DavError> {
 }
 
 fn invalid_object(message: impl Into<String>) -> DavError {
-    DavError::caldav(
+    DavError::condition(
         StatusCode::FORBIDDEN,
-        "valid-calendar-object-resource",
+        Condition::ValidCalendarObjectResource,
         message,
     )
 }
@@ -149,12 +149,16 @@ pub async fn put(
 ) -> Result<Response<Body>, DavError> {
     let id = id_of(name)?;
     let parsed = crate::ical::parse::parse(text).map_err(|e| {
-        DavError::caldav(StatusCode::FORBIDDEN, "valid-calendar-data", e.to_string())
+        DavError::condition(
+            StatusCode::FORBIDDEN,
+            Condition::ValidCalendarData,
+            e.to_string(),
+        )
     })?;
     let Some(event) = parsed.events.first() else {
-        return Err(DavError::caldav(
+        return Err(DavError::condition(
             StatusCode::FORBIDDEN,
-            "supported-calendar-component",
+            Condition::SupportedCalendarComponent,
             "bookings are events (VEVENT)",
         ));
     };
@@ -264,9 +268,9 @@ pub(super) fn booking_error(ctx: &Ctx<'_>, e: BookingError) -> DavError {
                 format!("the time is already taken: {}{more}", when.join(", ")),
             )
         }
-        BookingError::UidConflict(owner) => DavError::caldav(
+        BookingError::UidConflict(owner) => DavError::condition(
             StatusCode::FORBIDDEN,
-            "no-uid-conflict",
+            Condition::NoUidConflict,
             "another booking has the same UID",
         )
         .with_inner(format!(

@@ -9,7 +9,7 @@
 
 use http::{Response, StatusCode};
 
-use super::error::DavError;
+use super::error::{Condition, DavError};
 use super::node::{self, Ctx, Node};
 use super::paths::{self, DavPath};
 use super::report::{latest_changes, member_response, millis, object_response, sync_start};
@@ -28,9 +28,9 @@ pub fn report(
         ReportRequest::CalendarMultiget(m) => multiget(ctx, user, &m),
         ReportRequest::CalendarQuery(q) => query(ctx, user, &q),
         ReportRequest::SyncCollection(s) => sync(ctx, user, &s),
-        _ => Err(DavError::dav(
+        _ => Err(DavError::condition(
             StatusCode::FORBIDDEN,
-            "supported-report",
+            Condition::SupportedReport,
             "a scheduling inbox answers calendar-multiget, calendar-query and sync-collection",
         )),
     }
@@ -72,16 +72,16 @@ fn multiget(
 /// property filters are not supported here.
 fn query(ctx: &Ctx<'_>, user: &str, q: &xml::CalendarQuery) -> Result<Response<Body>, DavError> {
     let unsupported = || {
-        DavError::caldav(
+        DavError::condition(
             StatusCode::FORBIDDEN,
-            "supported-filter",
+            Condition::SupportedFilter,
             "an inbox is searched by component and time-range only; fetch the messages and read them",
         )
     };
     if !q.filter.name.eq_ignore_ascii_case("VCALENDAR") {
-        return Err(DavError::caldav(
+        return Err(DavError::condition(
             StatusCode::FORBIDDEN,
-            "valid-filter",
+            Condition::ValidFilter,
             "the filter must start with VCALENDAR",
         ));
     }
@@ -158,9 +158,9 @@ fn sync(ctx: &Ctx<'_>, user: &str, s: &xml::SyncCollection) -> Result<Response<B
         s.sync_token.trim().is_empty(),
     );
     if s.limit.is_some_and(|l| (l as usize) < changed.len()) {
-        return Err(DavError::dav(
+        return Err(DavError::condition(
             StatusCode::INSUFFICIENT_STORAGE,
-            "number-of-matches-within-limits",
+            Condition::NumberOfMatchesWithinLimits,
             format!(
                 "the inbox has {} changes to report; ask without a limit",
                 changed.len()

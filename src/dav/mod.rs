@@ -2,9 +2,13 @@
 //!
 //! - [`xml`]: the pure XML layer: request parsing and multistatus writing.
 //! - [`paths`]: the URL layout.
-//! - [`node`]: resources and their properties.
-//! - [`scheduling`]: implicit scheduling (RFC 6638): who is told what when a
-//!   meeting is written; `inbox`: the REPORTs of the scheduling inboxes.
+//! - [`request`]: the typed request (DAV headers parsed once, the body read once)
+//!   every handler takes.
+//! - [`node`]: the resources; [`props`]: their properties, rendered (pure)
+//!   from what was loaded for them.
+//! - [`scheduling`]: what implicit scheduling (RFC 6638, decided and delivered
+//!   by [`crate::scheduling`]) needs from DAV; `inbox`: the REPORTs of the
+//!   scheduling inboxes.
 //! - [`validate`]: what a calendar object must be before it is stored (RFC 4791 §4.1).
 //! - this module: authentication and the HTTP methods.
 //!
@@ -17,11 +21,12 @@ mod bookings;
 mod error;
 mod inbox;
 /// The pure protocol layer (crate `calgate-dav-proto`).
-pub use calgate_dav_proto::{paths, xml};
+pub use calgate_dav_proto::{paths, request, xml};
 pub mod listing;
 pub mod node;
 mod outbox;
 pub mod plans;
+pub mod props;
 mod report;
 mod scheduling;
 mod stream;
@@ -31,14 +36,15 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use request::{BodyError, DavHeaders, DavRequest, Depth, EtagMatch};
 
 use crate::app::{App, UserPrincipal};
 use crate::calendars::CalendarError;
 use crate::config::Scheduling;
-use crate::http::{Body, empty, full, if_match};
+use crate::http::{Body, empty, full};
 use crate::model::{BOOKINGS_SOURCE, Source};
 use crate::store::{InboxDelete, Outgoing, Precondition};
-pub use error::DavError;
+pub use error::{Condition, DavError};
 use node::{Calendar, Ctx, Node};
 use paths::DavPath;
 use xml::{
@@ -93,10 +99,11 @@ pub fn well_known() -> Response<Body> {
 /// Serves a request for `/dav/...` (`segments` after `dav`), or the server root
 /// when a client probes `/` with PROPFIND.
 pub async fn serve(app: &Arc<App>, req: Request<Incoming>, segments: &[&str]) -> Response<Body> {
-    if req.method() == Method::OPTIONS {
-        return options(app, req.headers()).await;
+    let (parts, incoming) = req.into_parts();
+    if parts.method == Method::OPTIONS {
+        return options(app, &parts.headers).await;
     }
-    let user = match authenticate(app, req.headers()).await {
+    let user = match authenticate(app, &parts.headers).await {
         Ok(user) => user,
         Err(e) => return e.into_response(),
     };
@@ -122,22 +129,23 @@ pub async fn serve(app: &Arc<App>, req: Request<Incoming>, segments: &[&str]) ->
     if let Err(e) = node::own_tenant(&ctx, &path) {
         return e.into_response();
     }
-    let result = match req.method().as_str() {
-        "PROPFIND" => propfind(&ctx, &path, req).await,
-        "PROPPATCH" => proppatch(&ctx, &path, req).await,
-        "GET" | "HEAD" => get(&ctx, &path, req.method() == Method::HEAD).await,
-        "PUT" => put(&ctx, &path, req).await,
+    let req = read_request(app, &parts, incoming, &path).await;
+    let result = match req.method.as_str() {
+        "PROPFIND" => propfind(&ctx, &path, &req).await,
+        "PROPPATCH" => proppatch(&ctx, &path, &req).await,
+        "GET" | "HEAD" => get(&ctx, &path, req.method == Method::HEAD).await,
+        "PUT" => put(&ctx, &path, &req).await,
         "POST" if matches!(path, DavPath::Outbox(_)) => match node::resolve(&ctx, &path) {
-            Ok(_) => match body(&ctx, req, BodyKind::Request).await {
-                Ok(bytes) => outbox::post(&ctx, &bytes),
+            Ok(_) => match body(&req, BodyKind::Request) {
+                Ok(bytes) => outbox::post(&ctx, bytes),
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
         },
-        "DELETE" => delete(&ctx, &path, req.headers()).await,
-        "MKCALENDAR" | "MKCOL" => mkcalendar(&ctx, &path, req).await,
-        "REPORT" => match body(&ctx, req, BodyKind::Request).await {
-            Ok(bytes) => match xml::parse_report(&bytes) {
+        "DELETE" => delete(&ctx, &path, &req.headers).await,
+        "MKCALENDAR" | "MKCOL" => mkcalendar(&ctx, &path, &req).await,
+        "REPORT" => match body(&req, BodyKind::Request) {
+            Ok(bytes) => match xml::parse_report(bytes) {
                 Ok(request) => match &path {
                     DavPath::Inbox(user) => inbox::report(&ctx, user, request),
                     _ => report::report(&ctx, &path, request).await,
@@ -152,6 +160,34 @@ pub async fn serve(app: &Arc<App>, req: Request<Incoming>, segments: &[&str]) ->
         )),
     };
     result.unwrap_or_else(DavError::into_response)
+}
+
+/// The typed request: the DAV headers parsed and the body read, once, for the
+/// methods that have one. A body that could not be read is answered only by
+/// the handler that uses it, after its own checks, as when each read its own.
+async fn read_request(
+    app: &App,
+    parts: &http::request::Parts,
+    incoming: Incoming,
+    path: &DavPath,
+) -> DavRequest {
+    let reads_body = match parts.method.as_str() {
+        "PROPFIND" | "PROPPATCH" | "PUT" | "MKCALENDAR" | "MKCOL" | "REPORT" => true,
+        "POST" => matches!(path, DavPath::Outbox(_)),
+        _ => false,
+    };
+    let limit = app.config.max_body_bytes;
+    let body = if reads_body {
+        crate::http::read_body(incoming, &parts.headers, limit)
+            .await
+            .map_err(|p| match p.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => BodyError::TooLarge { limit },
+                _ => BodyError::Unreadable,
+            })
+    } else {
+        Ok(bytes::Bytes::new())
+    };
+    DavRequest::new(parts, body)
 }
 
 /// Basic authentication against the tenants' CalDAV users.
@@ -172,23 +208,16 @@ async fn authenticate(app: &App, headers: &HeaderMap) -> Result<UserPrincipal, D
         .ok_or_else(|| challenge("wrong user name or password"))
 }
 
-fn depth(headers: &HeaderMap) -> Result<u8, DavError> {
-    match headers
-        .get("depth")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-    {
+/// The Depth of a PROPFIND: 0 or 1.
+fn depth(headers: &DavHeaders) -> Result<u8, DavError> {
+    match headers.depth()? {
         // RFC 4918 reads a missing Depth as infinity; clients that omit it mean 0.
-        None | Some("0") => Ok(0),
-        Some("1") => Ok(1),
-        Some(v) if v.eq_ignore_ascii_case("infinity") => Err(DavError::dav(
+        None | Some(Depth::Zero) => Ok(0),
+        Some(Depth::One) => Ok(1),
+        Some(Depth::Infinity) => Err(DavError::condition(
             StatusCode::FORBIDDEN,
-            "propfind-finite-depth",
+            Condition::PropfindFiniteDepth,
             "Depth: infinity is not supported; use Depth: 0 or 1",
-        )),
-        Some(v) => Err(DavError::new(
-            StatusCode::BAD_REQUEST,
-            format!("Depth \"{v}\" must be 0, 1 or infinity"),
         )),
     }
 }
@@ -203,27 +232,19 @@ enum BodyKind {
     Request,
 }
 
-async fn body(
-    ctx: &Ctx<'_>,
-    req: Request<Incoming>,
-    kind: BodyKind,
-) -> Result<bytes::Bytes, DavError> {
-    let limit = ctx.app.config.max_body_bytes;
-    let (parts, body) = req.into_parts();
-    crate::http::read_body(body, &parts.headers, limit)
-        .await
-        .map_err(|p| match (p.status(), kind) {
-            (StatusCode::PAYLOAD_TOO_LARGE, BodyKind::Resource) => DavError::caldav(
-                StatusCode::FORBIDDEN,
-                "max-resource-size",
-                format!("calendar objects are limited to {limit} bytes"),
-            ),
-            (StatusCode::PAYLOAD_TOO_LARGE, BodyKind::Request) => DavError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request bodies are limited to {limit} bytes"),
-            ),
-            (status, _) => DavError::new(status, "could not read the request body"),
-        })
+/// The request's body, or the answer to a body that could not be read.
+fn body(req: &DavRequest, kind: BodyKind) -> Result<&bytes::Bytes, DavError> {
+    req.body().map_err(|e| match (e, kind) {
+        (BodyError::TooLarge { limit }, BodyKind::Resource) => DavError::condition(
+            StatusCode::FORBIDDEN,
+            Condition::MaxResourceSize,
+            format!("calendar objects are limited to {limit} bytes"),
+        ),
+        (BodyError::TooLarge { .. }, BodyKind::Request) => {
+            DavError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+        }
+        (BodyError::Unreadable, _) => DavError::new(StatusCode::BAD_REQUEST, e.to_string()),
+    })
 }
 
 fn bad_xml(e: xml::XmlError) -> DavError {
@@ -243,11 +264,10 @@ fn multistatus(text: String) -> Response<Body> {
 async fn propfind(
     ctx: &Ctx<'_>,
     path: &DavPath,
-    req: Request<Incoming>,
+    req: &DavRequest,
 ) -> Result<Response<Body>, DavError> {
-    let depth = depth(req.headers())?;
-    let request =
-        xml::parse_propfind(&body(ctx, req, BodyKind::Request).await?).map_err(bad_xml)?;
+    let depth = depth(&req.headers)?;
+    let request = xml::parse_propfind(body(req, BodyKind::Request)?).map_err(bad_xml)?;
     let node = node::resolve(ctx, path)?;
     if depth == 1
         && let Node::Calendar(cal) = &node
@@ -290,36 +310,14 @@ async fn propfind(
     Ok(multistatus(out))
 }
 
-/// One resource's propstats for a PROPFIND: found values 200, unknown names 404.
+/// One resource's propstats for a PROPFIND: what they need loaded, then rendered.
 fn propstats(
     ctx: &Ctx<'_>,
     node: &Node,
     request: &PropRequest,
 ) -> Result<xml::PropstatResponse, DavError> {
-    let mut response = xml::PropstatResponse::new(node.href(ctx));
-    match request {
-        PropRequest::PropName => {
-            for name in node.prop_names() {
-                response.ok(name, PropContent::Empty);
-            }
-        }
-        PropRequest::AllProp { include } => {
-            for name in node.prop_names().into_iter().chain(include.iter().cloned()) {
-                if let Some(value) = node.prop(ctx, &name)? {
-                    response.ok(name, value);
-                }
-            }
-        }
-        PropRequest::Prop(names) => {
-            for name in names {
-                match node.prop(ctx, name)? {
-                    Some(value) => response.ok(name.clone(), value),
-                    None => response.not_found(name.clone()),
-                };
-            }
-        }
-    }
-    Ok(response)
+    let resource = props::Resource::load(ctx, node, request)?;
+    Ok(props::propstats(&props::Env::of(ctx), &resource, request))
 }
 
 async fn get(ctx: &Ctx<'_>, path: &DavPath, head: bool) -> Result<Response<Body>, DavError> {
@@ -409,11 +407,7 @@ async fn whole_calendar(
     Ok(resp)
 }
 
-async fn put(
-    ctx: &Ctx<'_>,
-    path: &DavPath,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, DavError> {
+async fn put(ctx: &Ctx<'_>, path: &DavPath, req: &DavRequest) -> Result<Response<Body>, DavError> {
     // The tenant in the path is the caller's: `serve` answered 404 otherwise.
     let DavPath::Object(_, cal_id, name) = path else {
         if matches!(path, DavPath::Inbox(_) | DavPath::InboxItem(..)) {
@@ -441,59 +435,54 @@ async fn put(
             s.id
         )));
     }
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("text/calendar")
-        .to_ascii_lowercase();
+    let content_type = req.headers.content_type().unwrap_or("text/calendar");
     if !content_type.starts_with("text/calendar") {
-        return Err(DavError::caldav(
+        return Err(DavError::condition(
             StatusCode::FORBIDDEN,
-            "supported-calendar-data",
+            Condition::SupportedCalendarData,
             format!("calendar objects are text/calendar, not {content_type}"),
         ));
     }
-    let precondition = if req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == b"*")
-    {
+    // If-None-Match other than `*`, and a malformed one, say nothing to a PUT.
+    let precondition = if req.headers.if_none_match() == Ok(Some(&EtagMatch::Any)) {
         Precondition::MustNotExist
-    } else if req
-        .headers()
-        .get(header::IF_MATCH)
-        .is_some_and(|v| v.as_bytes() == b"*")
-    {
-        Precondition::MustExist
     } else {
-        match if_match(req.headers())
-            .map_err(|_| DavError::new(StatusCode::BAD_REQUEST, "If-Match must be a quoted ETag"))?
-        {
-            Some(etag) => Precondition::EtagIs(etag),
+        match req.headers.if_match()? {
+            Some(EtagMatch::Any) => Precondition::MustExist,
+            Some(EtagMatch::Tag(etag)) => Precondition::EtagIs(etag.clone()),
             None => Precondition::None,
         }
     };
-    let headers = req.headers().clone();
-    let bytes = body(ctx, req, BodyKind::Resource).await?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| {
-        DavError::caldav(
+    let bytes = body(req, BodyKind::Resource)?;
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        DavError::condition(
             StatusCode::FORBIDDEN,
-            "valid-calendar-data",
+            Condition::ValidCalendarData,
             "calendar data must be UTF-8",
         )
     })?;
     validate::object(text, ctx.tenant.timezone, cal.years())?;
+    let schedule_tag = if crate::scheduling::enabled(ctx.tenant) {
+        req.headers.if_schedule_tag_match()?
+    } else {
+        None
+    };
     // A scheduling plan rests on what is stored: another write first, plan again.
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let current = if scheduling::enabled(ctx) {
+        let current = if crate::scheduling::enabled(ctx.tenant) {
             scheduling::current(ctx, &cal, name)?
         } else {
             None
         };
-        let plan = scheduling::plan_put(ctx, current.as_ref(), text, &headers, &precondition)?;
+        let plan = crate::scheduling::plan_put(
+            &scheduling::scope(ctx),
+            current.as_ref(),
+            text,
+            schedule_tag,
+            &precondition,
+        )?;
         let outgoing = plan.outgoing.as_ref();
         match store_object(ctx, &cal, name, &plan.text, &plan.precondition, outgoing).await {
             Err(e) if scheduling::plan_again(plan.replan, &e, attempts) => {}
@@ -547,17 +536,17 @@ async fn store_object(
 fn calendar_error(ctx: &Ctx<'_>, source: &str, e: CalendarError) -> DavError {
     match e {
         CalendarError::Invalid(msg) => {
-            DavError::caldav(StatusCode::FORBIDDEN, "valid-calendar-data", msg)
+            DavError::condition(StatusCode::FORBIDDEN, Condition::ValidCalendarData, msg)
         }
-        e @ CalendarError::UnsupportedComponent { .. } => DavError::caldav(
+        e @ CalendarError::UnsupportedComponent { .. } => DavError::condition(
             StatusCode::FORBIDDEN,
-            "supported-calendar-component",
+            Condition::SupportedCalendarComponent,
             e.to_string(),
         ),
         CalendarError::PreconditionFailed { .. } => DavError::etag_mismatch(),
-        CalendarError::UidConflict(owner) => DavError::caldav(
+        CalendarError::UidConflict(owner) => DavError::condition(
             StatusCode::FORBIDDEN,
-            "no-uid-conflict",
+            Condition::NoUidConflict,
             "another object in this calendar has the same UID",
         )
         .with_inner(format!(
@@ -568,14 +557,14 @@ fn calendar_error(ctx: &Ctx<'_>, source: &str, e: CalendarError) -> DavError {
             StatusCode::CONFLICT,
             format!("calendar \"{s}\" does not exist"),
         ),
-        CalendarError::OverBudget(over) => DavError::caldav(
+        CalendarError::OverBudget(over) => DavError::condition(
             StatusCode::FORBIDDEN,
             // RFC 4791 §5.2.8 names the limit on instances; the other limits
             // (RRULE lines, dates, components) make the object unacceptable here.
             if over.is_instances() {
-                "max-instances"
+                Condition::MaxInstances
             } else {
-                "valid-calendar-object-resource"
+                Condition::ValidCalendarObjectResource
             },
             over.to_string(),
         ),
@@ -587,10 +576,9 @@ fn calendar_error(ctx: &Ctx<'_>, source: &str, e: CalendarError) -> DavError {
 async fn delete(
     ctx: &Ctx<'_>,
     path: &DavPath,
-    headers: &HeaderMap,
+    headers: &DavHeaders,
 ) -> Result<Response<Body>, DavError> {
-    let expected = if_match(headers)
-        .map_err(|_| DavError::new(StatusCode::BAD_REQUEST, "If-Match must be a quoted ETag"))?;
+    let expected = headers.if_match_tag()?.map(str::to_owned);
     let node = node::resolve(ctx, path)?;
     let app = ctx.app;
     match node {
@@ -611,10 +599,13 @@ async fn delete(
                 InboxDelete::PreconditionFailed(_) => return Err(DavError::etag_mismatch()),
             }
         }
-        Node::Calendar(cal @ Calendar::Source(_)) => {
+        Node::Calendar(Calendar::Source(source)) => {
             // Each meeting in it is cancelled, as deleting it alone would.
-            for id in scheduling::meetings(ctx, &cal)? {
-                delete_object(ctx, &cal, &id, &HeaderMap::new(), None).await?;
+            let meetings =
+                crate::scheduling::meetings(&scheduling::scope(ctx), &app.store, &source)?;
+            let cal = Calendar::Source(source);
+            for id in meetings {
+                delete_object(ctx, &cal, &id, &DavHeaders::default(), None).await?;
             }
             let id = cal.id();
             app.calendars
@@ -640,7 +631,7 @@ async fn delete_object(
     ctx: &Ctx<'_>,
     cal: &Calendar,
     id: &str,
-    headers: &HeaderMap,
+    headers: &DavHeaders,
     expected: Option<String>,
 ) -> Result<(), DavError> {
     if let Calendar::Source(s) = cal
@@ -651,16 +642,26 @@ async fn delete_object(
             s.id
         )));
     }
+    let schedule_tag = if crate::scheduling::enabled(ctx.tenant) {
+        headers.if_schedule_tag_match()?
+    } else {
+        None
+    };
     let app = ctx.app;
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let current = if scheduling::enabled(ctx) {
+        let current = if crate::scheduling::enabled(ctx.tenant) {
             scheduling::current(ctx, cal, id)?
         } else {
             None
         };
-        let plan = scheduling::plan_delete(ctx, current.as_ref(), headers, expected.as_deref())?;
+        let plan = crate::scheduling::plan_delete(
+            &scheduling::scope(ctx),
+            current.as_ref(),
+            schedule_tag,
+            expected.as_deref(),
+        )?;
         let etag = plan.etag.as_deref();
         let outgoing = plan.outgoing.as_ref();
         let deleted = match cal {
@@ -687,19 +688,19 @@ async fn delete_object(
 async fn mkcalendar(
     ctx: &Ctx<'_>,
     path: &DavPath,
-    req: Request<Incoming>,
+    req: &DavRequest,
 ) -> Result<Response<Body>, DavError> {
     let DavPath::Calendar(_, id) = path else {
         return Err(DavError::forbidden(
             "calendars are created in the calendar home: /dav/calendars/{tenant}/{name}/",
         ));
     };
-    let is_mkcol = req.method().as_str() == "MKCOL";
-    let bytes = body(ctx, req, BodyKind::Request).await?;
+    let is_mkcol = req.method.as_str() == "MKCOL";
+    let bytes = body(req, BodyKind::Request)?;
     let request = if is_mkcol {
-        xml::parse_mkcol(&bytes)
+        xml::parse_mkcol(bytes)
     } else {
-        xml::parse_mkcalendar(&bytes)
+        xml::parse_mkcalendar(bytes)
     }
     .map_err(bad_xml)?;
     let valid_id = !id.is_empty()
@@ -711,9 +712,9 @@ async fn mkcalendar(
         && id != BOOKINGS_SOURCE
         && id != paths::OUTBOX;
     if node::calendar(ctx, id).is_ok() || id == BOOKINGS_SOURCE || id == paths::OUTBOX {
-        return Err(DavError::dav(
+        return Err(DavError::condition(
             StatusCode::METHOD_NOT_ALLOWED,
-            "resource-must-be-null",
+            Condition::ResourceMustBeNull,
             format!("\"{id}\" already exists"),
         ));
     }
@@ -740,9 +741,9 @@ async fn mkcalendar(
                 };
                 let comp = comp.value.to_ascii_uppercase();
                 if !crate::model::CALENDAR_COMPONENTS.contains(&comp.as_str()) {
-                    return Err(DavError::caldav(
+                    return Err(DavError::condition(
                         StatusCode::FORBIDDEN,
-                        "supported-calendar-component",
+                        Condition::SupportedCalendarComponent,
                         format!("calendars hold VEVENT, VTODO or VJOURNAL, not {comp}"),
                     ));
                 }
@@ -757,9 +758,9 @@ async fn mkcalendar(
         })?;
     }
     if !saw_calendar_type {
-        return Err(DavError::dav(
+        return Err(DavError::condition(
             StatusCode::FORBIDDEN,
-            "valid-resourcetype",
+            Condition::ValidResourcetype,
             "only calendar collections can be created here",
         ));
     }
@@ -854,10 +855,9 @@ fn apply_prop(
 async fn proppatch(
     ctx: &Ctx<'_>,
     path: &DavPath,
-    req: Request<Incoming>,
+    req: &DavRequest,
 ) -> Result<Response<Body>, DavError> {
-    let bytes = body(ctx, req, BodyKind::Request).await?;
-    let request = xml::parse_proppatch(&bytes).map_err(bad_xml)?;
+    let request = xml::parse_proppatch(body(req, BodyKind::Request)?).map_err(bad_xml)?;
     let node = node::resolve(ctx, path)?;
     let href = node.href(ctx);
     let mut response = xml::PropstatResponse::new(href);

@@ -1,17 +1,21 @@
-//! The DAV resources of a tenant and the properties each one has.
+//! The DAV resources of a tenant: finding them, their members, bodies and ETags,
+//! and the names of their properties.
 //!
 //! Resources are a closed set (root, principals and their scheduling inboxes, home,
-//! calendars, objects), so they are an enum; each kind's properties are answered by
-//! one function, and what a kind does not have is a 404 propstat, never an error. Writes are decided by the
-//! handler, which refuses them on every kind that does not support them.
+//! calendars, objects), so they are an enum. Property values are rendered by
+//! [`props`] from what is loaded here; what a kind does not have is a
+//! 404 propstat, never an error. Writes are decided by the handler, which refuses
+//! them on every kind that does not support them.
 
 use http::StatusCode;
 
 use super::error::DavError;
 use super::paths::{self, DavPath, OUTBOX};
-use super::scheduling;
+use super::props::{self, Env, Resource};
 use super::validate::Years;
-use super::xml::{NS_APPLE_ICAL, NS_CALDAV, NS_CALENDARSERVER, NS_DAV, PropContent, PropName};
+use super::xml::{
+    NS_APPLE_ICAL, NS_CALDAV, NS_CALENDARSERVER, NS_DAV, PropContent, PropName, PropRequest,
+};
 use std::sync::Arc;
 
 use super::listing::Member;
@@ -176,7 +180,11 @@ pub fn object(ctx: &Ctx<'_>, cal: Calendar, name: &str) -> Result<Node, DavError
 
 impl Node {
     pub fn href(&self, ctx: &Ctx<'_>) -> String {
-        let t = &ctx.tenant.id;
+        self.href_in(&ctx.tenant.id)
+    }
+
+    /// [`Node::href`] in tenant `t`.
+    pub fn href_in(&self, t: &str) -> String {
         match self {
             Node::Root => paths::ROOT.to_owned(),
             Node::Principals => "/dav/principals/".to_owned(),
@@ -255,11 +263,16 @@ impl Node {
 
     /// The iCalendar body of an object resource.
     pub fn body(&self, ctx: &Ctx<'_>) -> Option<String> {
+        self.body_in(ctx.tenant.timezone)
+    }
+
+    /// [`Node::body`], bookings rendered in `zone` (the tenant's).
+    pub fn body_in(&self, zone: chrono_tz::Tz) -> Option<String> {
         match self {
             // The client's own text while nothing changed it since; else rendered.
             Node::Booking(b) => Some(match (&b.calendar_text, b.calendar_text_sequence) {
                 (Some(text), Some(seq)) if seq == b.sequence => text.clone(),
-                _ => crate::ical::booking::render_booking(ctx.tenant.timezone, b),
+                _ => crate::ical::booking::render_booking(zone, b),
             }),
             Node::Object(_, o) => Some(o.ics.clone()),
             Node::Member(_, m) => m.body.clone(),
@@ -269,21 +282,30 @@ impl Node {
     }
 
     pub fn etag(&self, ctx: &Ctx<'_>) -> Result<Option<String>, DavError> {
+        Ok(self.etag_at(self.version(ctx)?))
+    }
+
+    /// The change-log sequence of a calendar or an inbox, read from the store:
+    /// their ETag, sync-token and ctag. None for other resources.
+    pub fn version(&self, ctx: &Ctx<'_>) -> Result<Option<u64>, DavError> {
+        let store = &ctx.app.store;
         Ok(match self {
+            Node::Inbox(user) => Some(store.inbox_version(&ctx.tenant.id, user)?),
+            Node::Calendar(c) => Some(store.collection_version(&ctx.tenant.id, c.id())?),
+            _ => None,
+        })
+    }
+
+    /// The ETag, a collection's from its `version` ([`Node::version`]).
+    pub fn etag_at(&self, version: Option<u64>) -> Option<String> {
+        match self {
             Node::Booking(b) => Some(b.etag.clone()),
             Node::Object(_, o) => Some(o.etag.clone()),
             Node::Member(_, m) => Some(m.etag.clone()),
             Node::InboxItem(_, item) => Some(item.etag.clone()),
-            Node::Inbox(user) => Some(format!(
-                "\"{}\"",
-                ctx.app.store.inbox_version(&ctx.tenant.id, user)?
-            )),
-            Node::Calendar(c) => Some(format!(
-                "\"{}\"",
-                ctx.app.store.collection_version(&ctx.tenant.id, c.id())?
-            )),
+            Node::Inbox(_) | Node::Calendar(_) => version.map(|v| format!("\"{v}\"")),
             _ => None,
-        })
+        }
     }
 
     /// Names of the properties this resource has (allprop / propname).
@@ -341,217 +363,12 @@ impl Node {
         names
     }
 
-    /// The value of one property, or None (answered as 404 in its propstat).
+    /// The value of one property, or None (answered as 404 in its propstat):
+    /// loaded, then rendered ([`props`]).
     pub fn prop(&self, ctx: &Ctx<'_>, name: &PropName) -> Result<Option<PropContent>, DavError> {
-        let t = ctx.tenant;
-        let principal = paths::principal_href(&ctx.user.username);
-        let ns = name.ns.as_str();
-        let local = name.name.as_str();
-        let value = match (ns, local) {
-            (NS_DAV, "resourcetype") => Some(PropContent::raw(match self {
-                Node::Root | Node::Principals | Node::Home => "<d:collection/>",
-                Node::Principal(_) => "<d:principal/>",
-                Node::Outbox => "<d:collection/><cal:schedule-outbox/>",
-                Node::Inbox(_) => "<d:collection/><cal:schedule-inbox/>",
-                Node::Calendar(_) => "<d:collection/><cal:calendar/>",
-                Node::Booking(_) | Node::Object(..) | Node::Member(..) | Node::InboxItem(..) => "",
-            })),
-            (NS_DAV, "current-user-principal") => Some(PropContent::hrefs(&[principal])),
-            (NS_DAV, "current-user-privilege-set") => Some(PropContent::raw(privileges(self))),
-            (NS_DAV, "owner") if self.is_collection() => Some(PropContent::hrefs(&[principal])),
-            (NS_DAV, "displayname") => match self {
-                Node::Root => Some(PropContent::text("calgate")),
-                Node::Principals => Some(PropContent::text("principals")),
-                Node::Principal(u) => Some(PropContent::text(u.clone())),
-                Node::Home => Some(PropContent::text(t.name.clone())),
-                Node::Outbox => Some(PropContent::text("outbox")),
-                Node::Inbox(_) => Some(PropContent::text("inbox")),
-                Node::Calendar(Calendar::Bookings) => {
-                    Some(PropContent::text(format!("{} bookings", t.name)))
-                }
-                Node::Calendar(Calendar::Source(s)) => Some(PropContent::text(s.name.clone())),
-                _ => None,
-            },
-            (NS_DAV, "principal-URL") if matches!(self, Node::Principal(_)) => {
-                Some(PropContent::hrefs(&[self.href(ctx)]))
-            }
-            (NS_CALDAV, "calendar-home-set") if matches!(self, Node::Principal(_)) => {
-                Some(PropContent::hrefs(&[paths::home_href(&t.id)]))
-            }
-            (NS_CALDAV, "calendar-user-address-set") => match self {
-                Node::Principal(u) => t
-                    .users
-                    .iter()
-                    .find(|user| user.username == *u)
-                    .map(|user| PropContent::hrefs(&calendar_user_addresses(user, &t.id))),
-                _ => None,
-            },
-            (NS_CALDAV, "schedule-inbox-URL") => match self {
-                Node::Principal(u) if scheduling::enabled(ctx) => {
-                    Some(PropContent::hrefs(&[paths::inbox_href(u)]))
-                }
-                _ => None,
-            },
-            (NS_CALDAV, "schedule-tag") => match self {
-                Node::Booking(_) | Node::Object(..) => self
-                    .body(ctx)
-                    .and_then(|text| scheduling::schedule_tag(ctx, &text))
-                    .map(PropContent::text),
-                _ => None,
-            },
-            (NS_CALDAV, "schedule-outbox-URL") if matches!(self, Node::Principal(_)) => {
-                Some(PropContent::hrefs(&[paths::calendar_href(&t.id, OUTBOX)]))
-            }
-            (NS_CALDAV, "calendar-user-type") if matches!(self, Node::Principal(_)) => {
-                Some(PropContent::text("INDIVIDUAL"))
-            }
-            (NS_DAV, "getetag") => self.etag(ctx)?.map(PropContent::text),
-            (NS_DAV, "sync-token") | (NS_CALENDARSERVER, "getctag") => match self {
-                Node::Calendar(c) => Some(PropContent::text(sync_token(
-                    &t.id,
-                    c.id(),
-                    ctx.app.store.collection_version(&t.id, c.id())?,
-                ))),
-                Node::Inbox(user) => Some(PropContent::text(sync_token(
-                    &t.id,
-                    &inbox_collection(user),
-                    ctx.app.store.inbox_version(&t.id, user)?,
-                ))),
-                _ => None,
-            },
-            (NS_DAV, "supported-report-set") => match self {
-                Node::Calendar(_) => Some(PropContent::raw(
-                    "<d:supported-report><d:report><cal:calendar-query/></d:report></d:supported-report>\
-                     <d:supported-report><d:report><cal:calendar-multiget/></d:report></d:supported-report>\
-                     <d:supported-report><d:report><d:sync-collection/></d:report></d:supported-report>\
-                     <d:supported-report><d:report><cal:free-busy-query/></d:report></d:supported-report>",
-                )),
-                Node::Inbox(_) => Some(PropContent::raw(
-                    "<d:supported-report><d:report><cal:calendar-query/></d:report></d:supported-report>\
-                     <d:supported-report><d:report><cal:calendar-multiget/></d:report></d:supported-report>\
-                     <d:supported-report><d:report><d:sync-collection/></d:report></d:supported-report>",
-                )),
-                _ => None,
-            },
-            (NS_CALDAV, "calendar-description") => match self {
-                Node::Calendar(Calendar::Source(s)) => s.description.clone().map(PropContent::text),
-                Node::Calendar(Calendar::Bookings) => Some(PropContent::text(format!(
-                    "Bookings of {}, kept in sync with the booking engine",
-                    t.name
-                ))),
-                _ => None,
-            },
-            (NS_CALDAV, "calendar-timezone") if matches!(self, Node::Calendar(_)) => {
-                Some(PropContent::text(tenant_timezone(t)))
-            }
-            (NS_CALDAV, "supported-calendar-component-set") => match self {
-                Node::Calendar(Calendar::Source(s)) => Some(PropContent::raw(
-                    s.component_set()
-                        .iter()
-                        .map(|c| format!("<cal:comp name=\"{c}\"/>"))
-                        .collect::<String>(),
-                )),
-                Node::Calendar(Calendar::Bookings) => {
-                    Some(PropContent::raw("<cal:comp name=\"VEVENT\"/>"))
-                }
-                _ => None,
-            },
-            (NS_CALDAV, "supported-calendar-data") if matches!(self, Node::Calendar(_)) => {
-                Some(PropContent::raw(
-                    "<cal:calendar-data content-type=\"text/calendar\" version=\"2.0\"/>",
-                ))
-            }
-            (NS_CALDAV, "max-resource-size") if matches!(self, Node::Calendar(_)) => {
-                Some(PropContent::text(ctx.app.config.max_body_bytes.to_string()))
-            }
-            // The occurrences an object may have in the indexed window (RFC 4791
-            // §5.2.8); more is refused with the `max-instances` precondition.
-            (NS_CALDAV, "max-instances") if matches!(self, Node::Calendar(_)) => Some(
-                PropContent::text(crate::ical::expand::MAX_INSTANCES.to_string()),
-            ),
-            (NS_CALDAV, "min-date-time") => match self {
-                Node::Calendar(c) => Some(PropContent::text(c.years().min_date_time())),
-                _ => None,
-            },
-            (NS_CALDAV, "max-date-time") => match self {
-                Node::Calendar(c) => Some(PropContent::text(c.years().max_date_time())),
-                _ => None,
-            },
-            (NS_CALDAV, "schedule-calendar-transp") => match self {
-                Node::Calendar(c) => {
-                    let transparent = matches!(c, Calendar::Source(s) if s.transparent);
-                    Some(PropContent::raw(if transparent {
-                        "<cal:transparent/>"
-                    } else {
-                        "<cal:opaque/>"
-                    }))
-                }
-                _ => None,
-            },
-            (NS_APPLE_ICAL, "calendar-color") => match self {
-                Node::Calendar(Calendar::Source(s)) => s.color.clone().map(PropContent::text),
-                _ => None,
-            },
-            (NS_APPLE_ICAL, "calendar-order") => match self {
-                Node::Calendar(Calendar::Source(s)) => {
-                    s.order.map(|o| PropContent::text(o.to_string()))
-                }
-                _ => None,
-            },
-            (NS_DAV, "getcontenttype") if !self.is_collection() => {
-                Some(PropContent::text("text/calendar; charset=utf-8"))
-            }
-            (NS_DAV, "getcontentlength") => match self {
-                Node::Member(_, m) => Some(PropContent::text(m.length_text())),
-                _ => self
-                    .body(ctx)
-                    .map(|b| PropContent::text(b.len().to_string())),
-            },
-            (NS_DAV, "getlastmodified") => match self {
-                Node::Booking(b) => Some(PropContent::text(crate::http::http_date(b.updated))),
-                Node::Object(_, o) => Some(PropContent::text(crate::http::http_date(o.updated))),
-                Node::Member(_, m) => Some(PropContent::text(m.last_modified.clone())),
-                Node::InboxItem(_, item) => {
-                    Some(PropContent::text(crate::http::http_date(item.created)))
-                }
-                _ => None,
-            },
-            _ => None,
-        };
-        Ok(value)
+        let resource = Resource::load(ctx, self, &PropRequest::Prop(vec![name.clone()]))?;
+        Ok(props::render(&Env::of(ctx), &resource, name))
     }
-}
-
-/// What the current user may do here (RFC 3744 §5.4).
-fn privileges(node: &Node) -> String {
-    let privilege = |p: &str| format!("<d:privilege><d:{p}/></d:privilege>");
-    let writable = match node {
-        Node::Calendar(c) | Node::Object(c, _) | Node::Member(c, _) => c.writable(),
-        Node::Booking(_) | Node::Home => true,
-        Node::Outbox => {
-            return privilege("read") + "<d:privilege><cal:schedule-send/></d:privilege>";
-        }
-        // Messages are read and removed, never written.
-        Node::Inbox(_) => {
-            return privilege("read")
-                + &privilege("read-current-user-privilege-set")
-                + &privilege("unbind");
-        }
-        _ => false,
-    };
-    let mut set = privilege("read") + &privilege("read-current-user-privilege-set");
-    if writable {
-        for p in [
-            "write",
-            "write-properties",
-            "write-content",
-            "bind",
-            "unbind",
-        ] {
-            set += &privilege(p);
-        }
-    }
-    set
 }
 
 /// The address other users schedule with (`mailto:` form clients expect).
@@ -577,23 +394,6 @@ pub fn inbox_collection(user: &str) -> String {
 /// token cannot be replayed against another tenant's or calendar's history.
 pub fn sync_token(tenant: &str, collection: &str, seq: u64) -> String {
     format!("urn:calgate:sync:{tenant}:{collection}:{seq}")
-}
-
-/// The tenant's zone as a VCALENDAR holding one VTIMEZONE (CalDAV calendar-timezone).
-fn tenant_timezone(t: &TenantConfig) -> String {
-    let mut w = crate::ical::ContentWriter::with_capacity(1024);
-    w.begin("VCALENDAR");
-    w.text("PRODID", &[], crate::ical::booking::PRODID);
-    w.raw("VERSION", &[], "2.0");
-    let now = chrono::Utc::now();
-    crate::ical::vtimezone::write_vtimezone(
-        &mut w,
-        t.timezone,
-        now,
-        now + chrono::Duration::days(730),
-    );
-    w.end("VCALENDAR");
-    w.finish()
 }
 
 /// 403 for writes on resources that have none.

@@ -7,7 +7,7 @@
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use super::error::DavError;
+use super::error::{Condition, DavError};
 use super::node::Ctx;
 use super::xml::escape_text;
 use crate::http::{Body, full};
@@ -17,17 +17,17 @@ use crate::model::Span;
 
 pub fn post(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, DavError> {
     let text = std::str::from_utf8(body).map_err(|_| {
-        DavError::caldav(
+        DavError::condition(
             StatusCode::BAD_REQUEST,
-            "valid-calendar-data",
+            Condition::ValidCalendarData,
             "the request must be UTF-8 iCalendar",
         )
     })?;
     let unfolded = crate::ical::parse::unfolded(text);
     let cal = crate::ical::parse::read(&unfolded).map_err(|e| {
-        DavError::caldav(
+        DavError::condition(
             StatusCode::BAD_REQUEST,
-            "valid-calendar-data",
+            Condition::ValidCalendarData,
             e.to_string(),
         )
     })?;
@@ -41,9 +41,9 @@ pub fn post(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, DavError> {
         .iter()
         .find(|c| c.name.as_str() == "VFREEBUSY");
     let (Some("REQUEST"), Some(request)) = (method.as_deref(), request) else {
-        return Err(DavError::caldav(
+        return Err(DavError::condition(
             StatusCode::FORBIDDEN,
-            "valid-scheduling-message",
+            Condition::ValidSchedulingMessage,
             "the outbox answers METHOD:REQUEST with a VFREEBUSY (free/busy lookups)",
         ));
     };
@@ -54,16 +54,16 @@ pub fn post(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, DavError> {
             .map(|n| n.and_utc().timestamp_millis())
     };
     let (Some(start), Some(end)) = (instant("DTSTART"), instant("DTEND")) else {
-        return Err(DavError::caldav(
+        return Err(DavError::condition(
             StatusCode::FORBIDDEN,
-            "valid-scheduling-message",
+            Condition::ValidSchedulingMessage,
             "the VFREEBUSY request needs DTSTART and DTEND in UTC",
         ));
     };
     if end <= start {
-        return Err(DavError::caldav(
+        return Err(DavError::condition(
             StatusCode::FORBIDDEN,
-            "valid-scheduling-message",
+            Condition::ValidSchedulingMessage,
             "DTEND must be after DTSTART",
         ));
     }
@@ -79,9 +79,9 @@ pub fn post(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, DavError> {
         .map(|p| p.val.as_str().trim().to_owned())
         .collect();
     if attendees.is_empty() {
-        return Err(DavError::caldav(
+        return Err(DavError::condition(
             StatusCode::FORBIDDEN,
-            "valid-scheduling-message",
+            Condition::ValidSchedulingMessage,
             "name at least one ATTENDEE",
         ));
     }

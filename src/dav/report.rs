@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use super::error::DavError;
+use super::error::{Condition, DavError};
 use super::listing::{Listing, Slot, Template};
 use super::node::{self, Calendar, Ctx, Node};
 use super::paths::{self, DavPath};
@@ -35,9 +35,9 @@ pub async fn report(
         ReportRequest::FreeBusyQuery(range) => free_busy_query(ctx, path, range),
         ReportRequest::PrincipalPropertySearch(search) => principal_search(ctx, &search),
         ReportRequest::PrincipalSearchPropertySet => Ok(principal_search_property_set()),
-        other => Err(DavError::dav(
+        other => Err(DavError::condition(
             StatusCode::FORBIDDEN,
-            "supported-report",
+            Condition::SupportedReport,
             format!("this report is not supported here: {}", report_name(&other)),
         )),
     }
@@ -57,9 +57,9 @@ fn report_name(r: &ReportRequest) -> String {
 fn calendar_of(ctx: &Ctx<'_>, path: &DavPath) -> Result<Calendar, DavError> {
     match node::resolve(ctx, path)? {
         Node::Calendar(c) => Ok(c),
-        _ => Err(DavError::dav(
+        _ => Err(DavError::condition(
             StatusCode::FORBIDDEN,
-            "supported-report",
+            Condition::SupportedReport,
             "this report applies to calendar collections",
         )),
     }
@@ -87,6 +87,8 @@ pub(super) fn object_response(
             return Ok(response);
         }
     };
+    let resource = super::props::Resource::load(ctx, node, props)?;
+    let env = super::props::Env::of(ctx);
     for name in names {
         if name.is(NS_CALDAV, "calendar-data") {
             match calendar_data(ctx, node, data)? {
@@ -95,7 +97,7 @@ pub(super) fn object_response(
             };
             continue;
         }
-        match node.prop(ctx, &name)? {
+        match super::props::render(&env, &resource, &name) {
             Some(value) => response.ok(name, value),
             None => response.not_found(name),
         };
@@ -285,9 +287,9 @@ pub(super) fn sync_start(
     }
     match token_seq(ctx, collection, token) {
         Some(seq) if seq <= current => Ok(seq),
-        _ => Err(DavError::dav(
+        _ => Err(DavError::condition(
             StatusCode::FORBIDDEN,
-            "valid-sync-token",
+            Condition::ValidSyncToken,
             "this sync token is not valid for this collection; sync again from scratch",
         )),
     }
@@ -356,10 +358,8 @@ async fn sync_collection(
 /// `DAV:limit` (RFC 6578 §3.6); the token that closes the answer continues it.
 fn truncation_marker(request_href: String) -> xml::Response {
     xml::Response::Status(
-        xml::StatusResponse::new(request_href, xml::Status::INSUFFICIENT_STORAGE).with_error(
-            xml::PropName::new(NS_DAV, "number-of-matches-within-limits"),
-            None,
-        ),
+        xml::StatusResponse::new(request_href, xml::Status::INSUFFICIENT_STORAGE)
+            .with_error(Condition::NumberOfMatchesWithinLimits, None),
     )
 }
 
@@ -452,9 +452,9 @@ async fn calendar_query(
 ) -> Result<Response<Body>, DavError> {
     let cal = calendar_of(ctx, path)?;
     if !q.filter.name.eq_ignore_ascii_case("VCALENDAR") {
-        return Err(DavError::caldav(
+        return Err(DavError::condition(
             StatusCode::FORBIDDEN,
-            "valid-filter",
+            Condition::ValidFilter,
             "the filter must start with VCALENDAR",
         ));
     }
@@ -591,9 +591,9 @@ fn within_horizon(ctx: &Ctx<'_>, window: Span) -> bool {
 fn check_collation(tm: &TextMatch) -> Result<(), DavError> {
     match tm.collation.as_str() {
         "i;ascii-casemap" | "i;octet" | "i;unicode-casemap" => Ok(()),
-        other => Err(DavError::caldav(
+        other => Err(DavError::condition(
             StatusCode::FORBIDDEN,
-            "supported-collation",
+            Condition::SupportedCollation,
             format!(
                 "collation {other} is not supported; use i;ascii-casemap, i;unicode-casemap or i;octet"
             ),

@@ -1,70 +1,31 @@
-//! Implicit scheduling (RFC 6638 §3) in calgate's model, for tenants with
-//! `scheduling = "server"`.
+//! The DAV side of implicit scheduling (RFC 6638), for tenants with
+//! `scheduling = "server"`: what [`crate::scheduling`] (which decides who is
+//! told what, and delivers it) needs from the protocol.
 //!
-//! All users of a tenant share one calendar home, so the organizer's stored
-//! object is also every same-tenant attendee's copy: scheduling never stores a
-//! second one (it would double the tenant's busy time and confuse the booking
-//! engine). What it does is tell people, and record that it did. Each write of a
-//! scheduling object is planned here before it is stored:
-//!
-//! - a create, or a change that matters to attendees (anyone's: every staff
-//!   member may edit the tenant's calendars): a REQUEST into the inbox of each
-//!   attendee who is a user of the tenant, SCHEDULE-STATUS 1.2 on them and 5.2
-//!   on everyone else (no e-mail goes out); attendees dropped get a CANCEL;
-//! - an attendee changing their own participation and nothing else: a REPLY
-//!   into the organizer's inbox (1.2 on the ORGANIZER; 5.2 when the organizer
-//!   is not a user of the tenant);
-//! - a deletion: a CANCEL to the attendees who are users of the tenant.
-//!
-//! Nobody is sent a message about a change they made themselves. The
-//! Schedule-Tag is a digest of what matters to attendees
-//! ([`itip::schedule_tag`]), so it moves with such changes and never with
-//! replies; `If-Schedule-Tag-Match` is checked against it. A plan depends on
-//! what is stored, so it is written under that version's ETag and made again if
-//! another write came first.
-//!
-//! The messages a write sends are stored in the write's own transaction (the
-//! store's scheduling outbox) and delivered right after it ([`deliver`]), so
-//! the inbox holds them by the time the write is answered; a crash in between
-//! leaves them in the outbox, which the store delivers when it opens again.
-//!
-//! The iCalendar work is [`itip`]'s, the inboxes are the store's, and the HTTP
-//! plumbing stays in the handlers; this module decides who is told what.
+//! - [`current`]: the stored object a write or deletion is planned against, as
+//!   clients read it;
+//! - [`resolve`]: the tenant's user a calendar user address names, principal
+//!   URLs included;
+//! - the `Schedule-Tag` response header, and the answers to failed plans.
 
-use chrono::Utc;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, header};
 
 use super::error::DavError;
 use super::node::{self, Calendar, Ctx};
 use super::paths;
-use crate::config::{Scheduling, TenantConfig, UserConfig};
+use crate::config::{TenantConfig, UserConfig};
 use crate::http::Body;
-use crate::ical::itip::{self, Agent, Method, Party, Stamp, Statuses, status};
-use crate::store::{Delivery, Outgoing, Precondition};
+use crate::ical::itip;
+use crate::scheduling::{Current, SchedulingError, Scope};
+use crate::store::Outgoing;
 
 /// The response header carrying a Schedule-Tag (RFC 6638 §8.2).
 pub const SCHEDULE_TAG: &str = "schedule-tag";
-/// How often a write is planned before a run of concurrent writes wins with a 412.
-const ATTEMPTS: u32 = 3;
-
-/// Whether the server schedules for the caller's tenant.
-pub fn enabled(ctx: &Ctx<'_>) -> bool {
-    ctx.tenant.scheduling == Scheduling::Server
-}
-
-/// The Schedule-Tag of a stored object, in tenants the server schedules for.
-pub fn schedule_tag(ctx: &Ctx<'_>, text: &str) -> Option<String> {
-    if enabled(ctx) {
-        itip::schedule_tag(text)
-    } else {
-        None
-    }
-}
 
 /// Whether a request names `CALDAV:schedule-tag` where it can have a value:
 /// collection listings hold no bodies, so such requests read every object.
 pub fn asks_schedule_tag(ctx: &Ctx<'_>, props: &super::xml::PropRequest) -> bool {
-    enabled(ctx)
+    crate::scheduling::enabled(ctx.tenant)
         && matches!(props, super::xml::PropRequest::Prop(names)
             if names.iter().any(|n| n.is(super::xml::NS_CALDAV, "schedule-tag")))
 }
@@ -85,11 +46,13 @@ pub fn resolve<'t>(tenant: &'t TenantConfig, address: &str) -> Option<&'t UserCo
     })
 }
 
-/// What is stored now where a client writes or deletes.
-#[derive(Debug, Clone)]
-pub struct Current {
-    pub etag: String,
-    pub text: String,
+/// Whom a write by the caller is planned for.
+pub fn scope<'a>(ctx: &Ctx<'a>) -> Scope<'a> {
+    Scope {
+        tenant: ctx.tenant,
+        caller: &ctx.user.username,
+        resolve,
+    }
 }
 
 /// The object at `name` in `cal` as clients read it, if any.
@@ -115,371 +78,29 @@ pub fn current(ctx: &Ctx<'_>, cal: &Calendar, name: &str) -> Result<Option<Curre
     })
 }
 
-/// A write of a calendar object, planned.
-#[derive(Debug)]
-pub struct PutPlan {
-    /// What to store: the client's text with the server's SCHEDULE-STATUS.
-    pub text: String,
-    /// What the write requires of the stored object: the client's precondition,
-    /// or the ETag of the version the plan was made from.
-    pub precondition: Precondition,
-    /// Whether a failed precondition is the plan's own (plan again) rather than
-    /// the client's (answer 412).
-    pub replan: bool,
-    /// Messages to store with the object and deliver once it is stored.
-    pub outgoing: Option<Outgoing>,
-}
-
-/// A deletion, planned.
-#[derive(Debug)]
-pub struct DeletePlan {
-    /// The ETag the deleted object must still have.
-    pub etag: Option<String>,
-    pub replan: bool,
-    pub outgoing: Option<Outgoing>,
-}
-
-/// `If-Schedule-Tag-Match` (RFC 6638 §8.3), when sent.
-fn if_schedule_tag_match(headers: &HeaderMap) -> Result<Option<String>, DavError> {
-    headers
-        .get("if-schedule-tag-match")
-        .map(|v| {
-            v.to_str().map(|s| s.trim().to_owned()).map_err(|_| {
-                DavError::new(
-                    StatusCode::BAD_REQUEST,
-                    "If-Schedule-Tag-Match must be a quoted Schedule-Tag",
-                )
-            })
-        })
-        .transpose()
-}
-
-fn schedule_tag_mismatch() -> DavError {
-    DavError::new(
-        StatusCode::PRECONDITION_FAILED,
-        "the organizer changed this meeting since its Schedule-Tag was read; fetch it again",
-    )
-}
-
-/// Checks `If-Schedule-Tag-Match` against the stored object; true when it was sent.
-fn check_schedule_tag(headers: &HeaderMap, current: Option<&Current>) -> Result<bool, DavError> {
-    let Some(wanted) = if_schedule_tag_match(headers)? else {
-        return Ok(false);
-    };
-    let tag = current.and_then(|c| itip::schedule_tag(&c.text));
-    if tag.as_deref() == Some(wanted.as_str()) {
-        Ok(true)
-    } else {
-        Err(schedule_tag_mismatch())
-    }
-}
-
-/// Whether an address is the calling user's.
-fn is_caller(ctx: &Ctx<'_>, address: &str) -> bool {
-    resolve(ctx.tenant, address).is_some_and(|u| u.username == ctx.user.username)
-}
-
-/// Plans a PUT of `text` over `current` (None: a create). Tenants without
-/// server scheduling, and objects that are not and were not scheduling
-/// objects, are stored as sent.
-pub fn plan_put(
-    ctx: &Ctx<'_>,
-    current: Option<&Current>,
-    text: &str,
-    headers: &HeaderMap,
-    precondition: &Precondition,
-) -> Result<PutPlan, DavError> {
-    let as_sent = PutPlan {
-        text: text.to_owned(),
-        precondition: precondition.clone(),
-        replan: false,
-        outgoing: None,
-    };
-    if !enabled(ctx) {
-        return Ok(as_sent);
-    }
-    let tag_checked = check_schedule_tag(headers, current)?;
-    let old = current.and_then(|c| itip::scheduling(&c.text));
-    let new = itip::scheduling(text);
-    if old.is_none() && new.is_none() {
-        return Ok(as_sent);
-    }
-    let (precondition, replan) = pinned(precondition, current)?;
-    let is_me = |a: &str| is_caller(ctx, a);
-    let local = |a: &str| resolve(ctx.tenant, a);
-    let meeting_changed = current.is_none_or(|c| itip::changes_meeting(&c.text, text));
-    let mut text = text.to_owned();
-    if tag_checked
-        && !meeting_changed
-        && let Some(c) = current
-        && let Some(merged) = itip::keep_replies(&text, &c.text, &|a| !is_me(a))
-    {
-        text = merged;
-    }
-    let mut sends: Vec<Send> = Vec::new();
-    let mut statuses = Statuses::default();
-    let organizer = new.as_ref().map(|s| (s, local(&s.organizer.address)));
-    match organizer {
-        Some((new, Some(organizer))) if meeting_changed => {
-            (sends, statuses.attendees) = invitations(ctx, new, old.as_ref(), organizer);
-        }
-        Some((new, organizer)) => {
-            let replied = new.organizer.agent == Agent::Server
-                && !is_me(&new.organizer.address)
-                && current.is_some_and(|c| itip::reply_changed(&c.text, &text, &is_me));
-            if replied {
-                let code = match organizer {
-                    Some(organizer) => {
-                        sends.push((organizer, Method::Reply, false));
-                        status::DELIVERED
-                    }
-                    None => status::NO_WAY_TO_DELIVER,
-                };
-                statuses.organizer = Some(Some(code.to_owned()));
-            }
-        }
-        // No longer a meeting: cancelled below, from the stored version.
-        None => {}
-    }
-    if let Some(new) = &new {
-        keep_recorded(&mut statuses, new, old.as_ref());
-        if let Some(recorded) = itip::record_statuses(&text, &statuses) {
-            text = recorded;
-        }
-    }
-    let stamp = Stamp {
-        prodid: crate::ical::booking::PRODID,
-        now: Utc::now(),
-    };
-    let mut deliveries: Vec<Delivery> = sends
-        .into_iter()
-        .map(|(user, method, from_stored)| {
-            let source = match (from_stored, current) {
-                (true, Some(c)) => c.text.as_str(),
-                _ => text.as_str(),
-            };
-            Delivery {
-                user: user.username.clone(),
-                ics: itip::message(source, method, &is_me, stamp),
-            }
-        })
-        .collect();
-    if new.is_none()
-        && let Some(c) = current
-    {
-        deliveries.extend(cancellations(ctx, &c.text));
-    }
-    Ok(PutPlan {
-        text,
-        precondition,
-        replan,
-        outgoing: Outgoing::new(deliveries),
-    })
-}
-
-/// A message to send: to whom, which, and whether it describes the stored
-/// version (a CANCEL for those no longer invited) rather than the new one.
-type Send<'t> = (&'t UserConfig, Method, bool);
-
-/// What the organizer's side of a change sends: a REQUEST to each attendee of
-/// the new version who is a user of the tenant (and their SCHEDULE-STATUS, 5.2
-/// for the others), a CANCEL to those the old version invited and the new one
-/// does not. Neither the organizer nor the caller are sent anything.
-fn invitations<'t>(
-    ctx: &Ctx<'t>,
-    new: &itip::Scheduling,
-    old: Option<&itip::Scheduling>,
-    organizer: &'t UserConfig,
-) -> (Vec<Send<'t>>, Vec<(String, Option<String>)>) {
-    let mut sends = Vec::new();
-    let mut statuses = Vec::new();
-    let told = |a: &Party| {
-        a.agent == Agent::Server
-            && !is_caller(ctx, &a.address)
-            && resolve(ctx.tenant, &a.address).is_none_or(|u| u.username != organizer.username)
-    };
-    for a in new.attendees.iter().filter(|a| told(a)) {
-        let code = match resolve(ctx.tenant, &a.address) {
-            Some(user) => {
-                sends.push((user, Method::Request, false));
-                status::DELIVERED
-            }
-            None => status::NO_WAY_TO_DELIVER,
-        };
-        statuses.push((a.address.clone(), Some(code.to_owned())));
-    }
-    let organized_here = old.is_some_and(|o| resolve(ctx.tenant, &o.organizer.address).is_some());
-    for a in old
-        .filter(|_| organized_here)
-        .map_or(&[][..], |o| &o.attendees)
-    {
-        if new.attendee(&a.address).is_none()
-            && told(a)
-            && let Some(user) = resolve(ctx.tenant, &a.address)
-        {
-            sends.push((user, Method::Cancel, true));
-        }
-    }
-    (sends, statuses)
-}
-
-/// SCHEDULE-STATUS is the server's: for participants no message went to this
-/// time, what it recorded before (nothing, on a new meeting).
-fn keep_recorded(statuses: &mut Statuses, new: &itip::Scheduling, old: Option<&itip::Scheduling>) {
-    for a in new.attendees.iter().filter(|a| a.agent == Agent::Server) {
-        if statuses
-            .attendees
-            .iter()
-            .any(|(x, _)| itip::same_address(x, &a.address))
-        {
-            continue;
-        }
-        let before = old
-            .and_then(|o| o.attendee(&a.address))
-            .and_then(|p| p.status.clone());
-        statuses.attendees.push((a.address.clone(), before));
-    }
-    if statuses.organizer.is_none() && new.organizer.agent == Agent::Server {
-        statuses.organizer = Some(old.and_then(|o| o.organizer.status.clone()));
-    }
-}
-
-/// The precondition a plan made from `current` is written under, and whether
-/// its failure calls for a new plan (the client asked for less) or a 412.
-fn pinned(
-    asked: &Precondition,
-    current: Option<&Current>,
-) -> Result<(Precondition, bool), DavError> {
-    match (asked, current) {
-        (Precondition::EtagIs(e), Some(c)) if *e != c.etag => Err(DavError::etag_mismatch()),
-        (Precondition::EtagIs(_) | Precondition::MustExist, None)
-        | (Precondition::MustNotExist, Some(_)) => Err(DavError::etag_mismatch()),
-        (Precondition::EtagIs(e), Some(_)) => Ok((Precondition::EtagIs(e.clone()), false)),
-        (Precondition::MustNotExist, None) => Ok((Precondition::MustNotExist, false)),
-        (_, Some(c)) => Ok((Precondition::EtagIs(c.etag.clone()), true)),
-        (_, None) => Ok((Precondition::MustNotExist, true)),
-    }
-}
-
-/// Plans the DELETE of `current` (None: read nothing, or found nothing), asked
-/// under If-Match `expected`.
-pub fn plan_delete(
-    ctx: &Ctx<'_>,
-    current: Option<&Current>,
-    headers: &HeaderMap,
-    expected: Option<&str>,
-) -> Result<DeletePlan, DavError> {
-    let as_asked = DeletePlan {
-        etag: expected.map(str::to_owned),
-        replan: false,
-        outgoing: None,
-    };
-    if !enabled(ctx) {
-        return Ok(as_asked);
-    }
-    let tag_checked = check_schedule_tag(headers, current)?;
-    let Some(current) = current else {
-        return Ok(as_asked);
-    };
-    if expected.is_some_and(|e| e != current.etag) {
-        return Err(DavError::etag_mismatch());
-    }
-    let deliveries = cancellations(ctx, &current.text);
-    let pinned = tag_checked || !deliveries.is_empty();
-    Ok(DeletePlan {
-        etag: (pinned || expected.is_some()).then(|| current.etag.clone()),
-        replan: pinned && expected.is_none(),
-        outgoing: Outgoing::new(deliveries),
-    })
-}
-
-/// The objects of a staff calendar whose deletion sends CANCELs: deleting the
-/// calendar deletes each of them as a DELETE of it alone would, first. An
-/// imported calendar holds other people's events and sends none.
-pub fn meetings(ctx: &Ctx<'_>, cal: &Calendar) -> Result<Vec<String>, DavError> {
-    let Calendar::Source(source) = cal else {
-        return Ok(Vec::new());
-    };
-    if !enabled(ctx) || source.read_only {
-        return Ok(Vec::new());
-    }
-    let mut ids = Vec::new();
-    for object in ctx.app.store.iter_objects(&ctx.tenant.id, &source.id) {
-        let object = object?;
-        if !cancellations(ctx, &object.ics).is_empty() {
-            ids.push(object.id);
-        }
-    }
-    Ok(ids)
-}
-
-/// A CANCEL for each attendee of a meeting organized in the tenant who is a
-/// user of the tenant (the organizer and the caller aside).
-fn cancellations(ctx: &Ctx<'_>, text: &str) -> Vec<Delivery> {
-    let Some(meeting) = itip::scheduling(text) else {
-        return Vec::new();
-    };
-    let Some(organizer) = resolve(ctx.tenant, &meeting.organizer.address) else {
-        return Vec::new();
-    };
-    let stamp = Stamp {
-        prodid: crate::ical::booking::PRODID,
-        now: Utc::now(),
-    };
-    meeting
-        .attendees
-        .iter()
-        .filter(|a| a.agent == Agent::Server && !is_caller(ctx, &a.address))
-        .filter_map(|a| resolve(ctx.tenant, &a.address))
-        .filter(|user| user.username != organizer.username)
-        .map(|user| Delivery {
-            user: user.username.clone(),
-            ics: itip::message(text, Method::Cancel, &|_| false, stamp),
-        })
-        .collect()
-}
-
-/// Whether a write that failed with `e` on its `attempts`-th plan is planned
-/// again: when its precondition was the plan's own, not the client's.
+/// Whether a write that failed with `e` is planned again
+/// ([`crate::scheduling::plan_again`]): a 412 may be the plan's own precondition.
 pub fn plan_again(replan: bool, e: &DavError, attempts: u32) -> bool {
-    replan && e.status() == StatusCode::PRECONDITION_FAILED && attempts < ATTEMPTS
+    let failed_precondition = e.status() == StatusCode::PRECONDITION_FAILED;
+    crate::scheduling::plan_again(replan, failed_precondition, attempts)
 }
 
-/// Delivers the messages a write stored in the outbox, once the write is
-/// durable (durable on return).
+/// Delivers what a write stored in the outbox ([`crate::scheduling::deliver`]).
 pub async fn deliver(ctx: &Ctx<'_>, outgoing: Option<&Outgoing>) -> Result<(), DavError> {
-    let Some(outgoing) = outgoing else {
-        return Ok(());
-    };
-    crash_point("schedule-outbox-write");
-    ctx.app
-        .store
-        .deliver(&ctx.tenant.id, outgoing)
-        .await
-        .map_err(DavError::internal)?;
-    crash_point("schedule-delivered");
-    Ok(())
+    Ok(crate::scheduling::deliver(&ctx.app.store, &ctx.tenant.id, outgoing).await?)
 }
 
-/// Fault injection for the `kill -9` tests (tests/process.rs): with
-/// `CALGATE_TEST_CRASH_AFTER` set to a point's name, the process kills itself
-/// with SIGKILL on reaching it. Points: `schedule-outbox-write` (a meeting and
-/// its messages are durable, nothing is delivered yet) and `schedule-delivered`
-/// (delivered, not yet answered). Does nothing unless the variable is set.
-fn crash_point(point: &str) {
-    static CRASH_AFTER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let armed = CRASH_AFTER.get_or_init(|| std::env::var("CALGATE_TEST_CRASH_AFTER").ok());
-    if armed.as_deref() != Some(point) {
-        return;
+/// A failed plan: 412 for a precondition, 500 (logged) for the store.
+impl From<SchedulingError> for DavError {
+    fn from(e: SchedulingError) -> Self {
+        match e {
+            SchedulingError::EtagMismatch => DavError::etag_mismatch(),
+            SchedulingError::ScheduleTagMismatch => {
+                DavError::new(StatusCode::PRECONDITION_FAILED, e.to_string())
+            }
+            SchedulingError::Store(e) | SchedulingError::Deliver(e) => DavError::internal(e),
+        }
     }
-    tracing::warn!(point, "CALGATE_TEST_CRASH_AFTER: killing the process");
-    #[cfg(unix)]
-    // SAFETY: kill(2) on our own pid with a valid signal number has no memory
-    // effects; SIGKILL cannot be caught, so nothing runs after it.
-    unsafe {
-        libc::kill(libc::getpid(), libc::SIGKILL);
-    }
-    std::process::abort();
 }
 
 /// The headers of a successful PUT: no ETag when what is stored is not what
@@ -496,5 +117,6 @@ pub fn finish_put(ctx: &Ctx<'_>, resp: &mut Response<Body>, sent: &str, stored: 
 
 /// The `Schedule-Tag` header value for an object, when it is a scheduling object.
 pub fn schedule_tag_header(ctx: &Ctx<'_>, text: &str) -> Option<HeaderValue> {
-    schedule_tag(ctx, text).and_then(|tag| HeaderValue::from_str(&tag).ok())
+    crate::scheduling::schedule_tag(ctx.tenant, text)
+        .and_then(|tag| HeaderValue::from_str(&tag).ok())
 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc};
 use chrono_tz::Tz;
 use http::StatusCode;
 
-use super::error::DavError;
+use super::error::{Condition, DavError};
 use crate::ical::parse::{self, IcalTime, Kind, ParseError, ParsedCalendar, PeriodEnd, RDate};
 use crate::ical::zones::Zone;
 
@@ -95,23 +95,25 @@ pub enum ObjectError {
 
 impl ObjectError {
     /// The CalDAV precondition the object breaks (RFC 4791 §5.3.2.1).
-    fn condition(&self) -> &'static str {
+    fn condition(&self) -> Condition {
         match self {
-            ObjectError::SeveralUids(..) => "valid-calendar-object-resource",
-            ObjectError::OutOfRange { year, years, .. } if *year < years.first => "min-date-time",
-            ObjectError::OutOfRange { .. } => "max-date-time",
+            ObjectError::SeveralUids(..) => Condition::ValidCalendarObjectResource,
+            ObjectError::OutOfRange { year, years, .. } if *year < years.first => {
+                Condition::MinDateTime
+            }
+            ObjectError::OutOfRange { .. } => Condition::MaxDateTime,
             ObjectError::Syntax(_)
             | ObjectError::Unusable(_)
             | ObjectError::MissingUid { .. }
             | ObjectError::EndBeforeStart { .. }
-            | ObjectError::LeapSecond { .. } => "valid-calendar-data",
+            | ObjectError::LeapSecond { .. } => Condition::ValidCalendarData,
         }
     }
 }
 
 impl From<ObjectError> for DavError {
     fn from(e: ObjectError) -> Self {
-        DavError::caldav(StatusCode::FORBIDDEN, e.condition(), e.to_string())
+        DavError::condition(StatusCode::FORBIDDEN, e.condition(), e.to_string())
     }
 }
 
@@ -295,7 +297,7 @@ mod tests {
         );
         let backwards = OK.replace("DTEND:20261201T110000Z", "DTEND:20261201T090000Z");
         let e = check(&backwards).unwrap_err();
-        assert_eq!(e.condition(), "valid-calendar-data");
+        assert_eq!(e.condition(), Condition::ValidCalendarData);
         assert!(e.to_string().contains("DTEND 20261201T090000Z"), "{e}");
         let leap = OK.replace("DTSTART:20261201T100000Z", "DTSTART:20261201T095960Z");
         let e = check(&leap).unwrap_err();
@@ -304,7 +306,7 @@ mod tests {
             .replace("DTSTART:20261201T100000Z", "DTSTART:00001201T100000Z")
             .replace("DTEND:20261201T110000Z", "DTEND:00001201T110000Z");
         let e = check(&year0).unwrap_err();
-        assert_eq!(e.condition(), "min-date-time", "{e}");
+        assert_eq!(e.condition(), Condition::MinDateTime, "{e}");
         let e = object(
             &event(OK),
             chrono_tz::Europe::Paris,
@@ -314,7 +316,7 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert_eq!(e.condition(), "max-date-time", "{e}");
+        assert_eq!(e.condition(), Condition::MaxDateTime, "{e}");
         assert!(e.to_string().contains("years 1900-2000"), "{e}");
     }
 

@@ -447,6 +447,10 @@ pub enum Precondition {
     ResourceMustBeNull,
     /// RFC 3744 §7.1.1: with `<d:resource><d:href/><d:privilege/></d:resource>` inside.
     NeedPrivileges,
+    /// RFC 3253 §3.6: a REPORT the resource does not answer.
+    SupportedReport,
+    /// RFC 5689 §3.3: an extended MKCOL of a resource type that cannot be made here.
+    ValidResourcetype,
     /// RFC 6578 §3.2: unknown or expired sync-token (403).
     ValidSyncToken,
     /// RFC 6578 §3.6 / RFC 4918: the result was truncated (507).
@@ -468,6 +472,8 @@ pub enum Precondition {
     SupportedFilter,
     SupportedCollation,
     ValidCalendarTimezone,
+    /// RFC 6638 §6.1.2: a POST to the scheduling outbox that is no usable iTIP message.
+    ValidSchedulingMessage,
 }
 
 impl Precondition {
@@ -477,6 +483,8 @@ impl Precondition {
             PropfindFiniteDepth => (NS_DAV, "propfind-finite-depth"),
             ResourceMustBeNull => (NS_DAV, "resource-must-be-null"),
             NeedPrivileges => (NS_DAV, "need-privileges"),
+            SupportedReport => (NS_DAV, "supported-report"),
+            ValidResourcetype => (NS_DAV, "valid-resourcetype"),
             ValidSyncToken => (NS_DAV, "valid-sync-token"),
             NumberOfMatchesWithinLimits => (NS_DAV, "number-of-matches-within-limits"),
             NoUidConflict => (NS_CALDAV, "no-uid-conflict"),
@@ -494,6 +502,7 @@ impl Precondition {
             SupportedFilter => (NS_CALDAV, "supported-filter"),
             SupportedCollation => (NS_CALDAV, "supported-collation"),
             ValidCalendarTimezone => (NS_CALDAV, "valid-calendar-timezone"),
+            ValidSchedulingMessage => (NS_CALDAV, "valid-scheduling-message"),
         };
         PropName::new(ns, name)
     }

@@ -20,7 +20,7 @@
 
 /// The engines (crate `calgate-engine`).
 pub use calgate_engine::{
-    bookings, calendars, conflicts, connect, export, freebusy, secrets, sync, tenants,
+    bookings, calendars, conflicts, connect, export, freebusy, scheduling, secrets, sync, tenants,
 };
 /// The lower layer (crate `calgate-model`), under the paths the modules above use.
 pub use calgate_model::{ical, model};
@@ -36,7 +36,6 @@ pub mod config;
 pub mod dav;
 pub mod feeds;
 pub mod http;
-pub mod scheduling;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

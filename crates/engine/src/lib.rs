@@ -12,6 +12,8 @@
 //! - [`sync`]: the scheduler and the runs that import external sources.
 //! - [`export`]: bookings pushed to Google and Microsoft calendars, and what
 //!   their imports say back (through [`sync::ImportObserver`]).
+//! - [`scheduling`]: implicit scheduling between a tenant's users (RFC 6638):
+//!   who is told what on a write, and delivery from the durable outbox.
 //! - [`tenants`]: the tenants the engines serve.
 //!
 //! Each engine is built with what it uses (a store handle, the engines it
@@ -29,6 +31,7 @@ pub mod conflicts;
 pub mod connect;
 pub mod export;
 pub mod freebusy;
+pub mod scheduling;
 pub mod secrets;
 pub mod sync;
 pub mod tenants;

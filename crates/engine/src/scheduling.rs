@@ -32,13 +32,13 @@
 //! protocol stays in the front ends (`dav::scheduling` loads what is stored,
 //! reads `If-Schedule-Tag-Match`, knows the principal URLs that name users and
 //! writes the Schedule-Tag header); this module decides who is told what and
-//! delivers it. It uses no HTTP or DAV types, so it can move to the engines.
+//! delivers it. It uses no HTTP or DAV types.
 
 use chrono::Utc;
 
-use crate::config::{Scheduling, TenantConfig, UserConfig};
 use crate::ical::itip::{self, Agent, Method, Party, Stamp, Statuses, status};
 use crate::model::Source;
+use crate::settings::{Scheduling, TenantConfig, UserConfig};
 use crate::store::{Delivery, Outgoing, Precondition, Store, StoreError};
 
 /// How often a write is planned before a run of concurrent writes wins with a 412.

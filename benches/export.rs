@@ -102,7 +102,7 @@ async fn google() -> Run {
     let elapsed = export(&gw, Provider::Google).await;
     Run {
         provider: "Google Calendar mock",
-        concurrency: calgate::export::GOOGLE_CONCURRENCY,
+        concurrency: calgate::providers::google::EXPORT_CONCURRENCY,
         elapsed,
         requests: g.api_requests().len(),
         events: g.live_events(&g.primary_id()).len(),
@@ -118,7 +118,7 @@ async fn graph() -> Run {
     let elapsed = export(&gw, Provider::Microsoft).await;
     Run {
         provider: "Microsoft Graph mock",
-        concurrency: calgate::export::GRAPH_CONCURRENCY,
+        concurrency: calgate::providers::microsoft::EXPORT_CONCURRENCY,
         elapsed,
         requests: m
             .requests()

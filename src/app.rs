@@ -112,10 +112,14 @@ impl App {
         let calendars = CalendarService::new(store.clone(), config.horizon, Arc::clone(&conflicts));
         let tenants = Arc::new(Tenants::new(config.tenants.iter().cloned()));
         let public_url = Arc::new(PublicUrl::new(config.public_url.clone(), config.listen));
+        let providers = Arc::new(crate::providers::Providers::new(
+            &config.providers,
+            &config.fetch_allow,
+        )?);
         let connections = Arc::new(Connections::new(
             store.clone(),
             secrets,
-            config.providers.clone(),
+            providers,
             &config.source,
             Arc::clone(&public_url),
             config.horizon,
@@ -133,8 +137,7 @@ impl App {
             Arc::clone(&connections),
             Arc::clone(&export) as Arc<dyn crate::sync::ImportObserver>,
             Arc::clone(&tenants),
-            &config.fetch_allow,
-        )?);
+        ));
         Ok(App {
             sync,
             export,

@@ -18,18 +18,6 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default data directory (sled database and keys), relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./data";
-/// Google's endpoints: authorize, token, API.
-const GOOGLE_DEFAULTS: [&str; 3] = [
-    "https://accounts.google.com/o/oauth2/v2/auth",
-    "https://oauth2.googleapis.com/token",
-    "https://www.googleapis.com/calendar/v3",
-];
-/// Microsoft identity platform (any account) and Graph.
-const MICROSOFT_DEFAULTS: [&str; 3] = [
-    "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
-    "https://login.microsoftonline.com/common/oauth2/v2.0/token",
-    "https://graph.microsoft.com/v1.0",
-];
 /// Default cap on request bodies, in bytes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 
@@ -351,11 +339,19 @@ impl Validator<'_> {
         let providers = ProvidersConfig {
             google: match raw.providers.google {
                 None => None,
-                Some(p) => Some(self.provider("providers.google", p, GOOGLE_DEFAULTS)?),
+                Some(p) => Some(self.provider(
+                    "providers.google",
+                    p,
+                    crate::providers::google::DEFAULT_ENDPOINTS,
+                )?),
             },
             microsoft: match raw.providers.microsoft {
                 None => None,
-                Some(p) => Some(self.provider("providers.microsoft", p, MICROSOFT_DEFAULTS)?),
+                Some(p) => Some(self.provider(
+                    "providers.microsoft",
+                    p,
+                    crate::providers::microsoft::DEFAULT_ENDPOINTS,
+                )?),
             },
         };
         Ok(Config {

@@ -1024,7 +1024,7 @@ async fn graph_a_stray_insert_of_ours_is_deleted_when_imported() {
     for field in ["id", "iCalUId", "@odata.etag", "changeKey"] {
         stray[field] = Value::Null;
     }
-    stray["transactionId"] = json!(calgate::export::event::transaction_id(
+    stray["transactionId"] = json!(calgate::providers::microsoft::export::transaction_id(
         "salon", SOURCE, &id, 7
     ));
     let stray_id = m.put_event(DEFAULT_CALENDAR_ID, stray);

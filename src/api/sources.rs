@@ -40,7 +40,7 @@ pub async fn collection(
             if declared.remote.kind == ProviderKind::Ics {
                 // A URL no sync could ever fetch is refused now, not at every run.
                 app.sync
-                    .check_feed_url(&declared.remote.target)
+                    .check_calendar(&declared.remote)
                     .await
                     .map_err(|e| Problem::invalid(vec![FieldError::new("url", e.to_string())]))?;
             }

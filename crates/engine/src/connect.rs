@@ -18,12 +18,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::model::{Horizon, Source};
+use crate::providers::ics::{FeedDigests, FeedFetch};
 use crate::providers::oauth::{self, OAuthEndpoints, Session, Tokens};
 use crate::providers::{
-    Cursor, FetchMode, Fetched, ProviderError, ProviderKind, RemoteCalendar, google, microsoft,
+    Cursor, FetchMode, FetchRequest, Provider, ProviderError, ProviderKind, Providers,
+    RemoteCalendar,
 };
 use crate::secrets::SecretBox;
-use crate::settings::{ProviderConfig, ProvidersConfig, TenantConfig};
+use crate::settings::TenantConfig;
 use crate::store::Store;
 
 /// How long a started authorization may take.
@@ -100,13 +102,13 @@ impl PublicUrl {
     }
 }
 
-/// The providers' OAuth applications and what talking to their APIs takes.
+/// The providers and what talking to them for a source takes.
 pub struct Connections {
     store: Store,
     secrets: SecretBox,
-    /// For the providers' APIs (operator-configured endpoints, not user input).
+    /// For OAuth token requests (operator-configured endpoints, not user input).
     http: reqwest::Client,
-    apps: ProvidersConfig,
+    providers: Arc<Providers>,
     /// The configuration file, named when an application is missing.
     config_file: String,
     public_url: Arc<PublicUrl>,
@@ -118,7 +120,7 @@ impl Connections {
     pub fn new(
         store: Store,
         secrets: SecretBox,
-        apps: ProvidersConfig,
+        providers: Arc<Providers>,
         config_file: &std::path::Path,
         public_url: Arc<PublicUrl>,
         horizon: Horizon,
@@ -133,7 +135,7 @@ impl Connections {
             store,
             secrets,
             http,
-            apps,
+            providers,
             config_file: config_file.display().to_string(),
             public_url,
             horizon,
@@ -141,24 +143,14 @@ impl Connections {
         })
     }
 
-    /// The client for the providers' APIs.
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
     /// Where people's browsers reach the gateway.
     pub fn public_url(&self) -> String {
         self.public_url.get()
     }
 
-    /// The OAuth application of `kind`, or why there is none.
-    pub fn app(&self, kind: ProviderKind) -> Result<&ProviderConfig, ProviderError> {
-        let config = match kind {
-            ProviderKind::Google => self.apps.google.as_ref(),
-            ProviderKind::Microsoft => self.apps.microsoft.as_ref(),
-            ProviderKind::Ics => None,
-        };
-        config.ok_or_else(|| {
+    /// The provider of `kind`, or why there is none.
+    pub fn provider(&self, kind: ProviderKind) -> Result<&Arc<dyn Provider>, ProviderError> {
+        self.providers.get(kind).ok_or_else(|| {
             ProviderError::Permanent(format!(
                 "no [providers.{}] application is configured in {}",
                 kind.name(),
@@ -167,16 +159,23 @@ impl Connections {
         })
     }
 
+    /// The OAuth endpoints of a provider that connects accounts with OAuth.
+    fn oauth_of(&self, provider: &dyn Provider) -> Option<OAuthEndpoints> {
+        let kind = provider.kind();
+        provider.oauth(format!(
+            "{}/oauth/{}/callback",
+            self.public_url(),
+            kind.name()
+        ))
+    }
+
     fn endpoints(&self, kind: ProviderKind) -> Result<OAuthEndpoints, ProviderError> {
-        let c = self.app(kind)?;
-        let redirect = format!("{}/oauth/{}/callback", self.public_url(), kind.name());
-        let base = match kind {
-            ProviderKind::Microsoft => {
-                OAuthEndpoints::microsoft("common", &c.client_id, &c.client_secret, redirect)
-            }
-            _ => OAuthEndpoints::google(&c.client_id, &c.client_secret, redirect),
-        };
-        Ok(base.with_endpoints(&c.auth_url, &c.token_url))
+        self.oauth_of(self.provider(kind)?.as_ref()).ok_or_else(|| {
+            ProviderError::Permanent(format!(
+                "{} sources have no account to connect",
+                kind.name()
+            ))
+        })
     }
 
     /// Starts connecting `source` (which must be of `kind`): the provider URL to
@@ -290,6 +289,15 @@ impl Connections {
         source: &str,
         kind: ProviderKind,
     ) -> Result<Session, ProviderError> {
+        self.session_with(self.endpoints(kind)?, tenant, source)
+    }
+
+    fn session_with(
+        &self,
+        endpoints: OAuthEndpoints,
+        tenant: &str,
+        source: &str,
+    ) -> Result<Session, ProviderError> {
         let tokens = self.stored_tokens(tenant, source)?;
         let store = self.store.clone();
         let secrets = self.secrets.clone();
@@ -303,12 +311,7 @@ impl Connections {
                 }
             }
         });
-        Ok(Session::new(
-            self.endpoints(kind)?,
-            self.http.clone(),
-            tokens,
-            persist,
-        ))
+        Ok(Session::new(endpoints, self.http.clone(), tokens, persist))
     }
 
     /// The calendars of a connected account, to pick from.
@@ -317,56 +320,40 @@ impl Connections {
         kind: ProviderKind,
         session: &Session,
     ) -> Result<Vec<RemoteCalendar>, ProviderError> {
-        let c = self.app(kind)?;
-        match kind {
-            ProviderKind::Google => {
-                google::GoogleApi::new(&c.api_base, self.http.clone())
-                    .list_calendars(session)
-                    .await
-            }
-            ProviderKind::Microsoft => {
-                microsoft::GraphApi::new(&c.api_base, self.http.clone())
-                    .list_calendars(session)
-                    .await
-            }
-            ProviderKind::Ics => Ok(Vec::new()),
-        }
+        self.provider(kind)?.list_calendars(session).await
     }
 
-    /// Fetches a Google or Microsoft source with its stored grant.
+    /// Fetches a source's calendar through its provider, with the source's
+    /// stored grant when the provider connects accounts. `known`: the digests
+    /// of the last applied listing, for providers that keep them.
     pub async fn fetch(
         &self,
         tenant: &TenantConfig,
         source: &Source,
         cursor: &Cursor,
         mode: FetchMode,
-    ) -> Result<Fetched, ProviderError> {
+        known: Option<FeedDigests>,
+    ) -> Result<FeedFetch, ProviderError> {
         let Some(remote) = &source.remote else {
             return Err(ProviderError::Permanent("not an external source".into()));
         };
-        let session = self.session(&tenant.id, &source.id, remote.kind)?;
-        let c = self.app(remote.kind)?;
-        match remote.kind {
-            ProviderKind::Google => {
-                google::GoogleApi::new(&c.api_base, self.http.clone())
-                    .fetch(&session, &remote.target, cursor, mode)
-                    .await
-            }
-            ProviderKind::Microsoft => {
-                let horizon = self.horizon.window(Utc::now());
-                let at = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
-                microsoft::GraphApi::new(&c.api_base, self.http.clone())
-                    .fetch(
-                        &session,
-                        &remote.target,
-                        cursor,
-                        mode,
-                        (at(horizon.start), at(horizon.end)),
-                    )
-                    .await
-            }
-            ProviderKind::Ics => Err(ProviderError::Permanent("not an OAuth source".into())),
-        }
+        let provider = self.provider(remote.kind)?;
+        let session = match self.oauth_of(provider.as_ref()) {
+            Some(endpoints) => Some(self.session_with(endpoints, &tenant.id, &source.id)?),
+            None => None,
+        };
+        let horizon = self.horizon.window(Utc::now());
+        let at = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
+        provider
+            .fetch(FetchRequest {
+                session: session.as_ref(),
+                calendar: &remote.target,
+                cursor,
+                mode,
+                known,
+                window: (at(horizon.start), at(horizon.end)),
+            })
+            .await
     }
 }
 

@@ -25,9 +25,8 @@ use tracing::{info, warn};
 use crate::calendars::{CalendarError, CalendarService, Imported, PreparedImports};
 use crate::connect::Connections;
 use crate::model::{SkippedItem, Source, SyncLog};
-use crate::providers::fetch::{AllowList, FetchLimits, SafeClient};
 use crate::providers::{
-    self, Cursor, FetchMode, Fetched, ItemChange, ProviderError, ProviderKind, RenderContext,
+    self, Cursor, FetchMode, Fetched, ItemChange, Provider, ProviderError, RenderContext,
 };
 use crate::settings::TenantConfig;
 use crate::store::{Store, StoreError};
@@ -108,8 +107,6 @@ pub trait ImportObserver: Send + Sync {
 pub struct SyncEngine {
     running: Mutex<HashSet<(String, String)>>,
     wake: Notify,
-    /// For user-supplied feed URLs (every address and redirect checked).
-    feeds: SafeClient,
     store: Store,
     calendars: CalendarService,
     connections: Arc<Connections>,
@@ -154,33 +151,35 @@ impl Drop for RunSlot<'_> {
 }
 
 impl SyncEngine {
-    /// `allow`: networks feed URLs may reach although private (CIDR strings).
     pub fn new(
         store: Store,
         calendars: CalendarService,
         connections: Arc<Connections>,
         imports: Arc<dyn ImportObserver>,
         tenants: Arc<Tenants>,
-        allow: &[String],
-    ) -> Result<SyncEngine, ProviderError> {
-        crate::providers::install_crypto_provider();
-        let allow = AllowList::parse(allow).map_err(ProviderError::Permanent)?;
-        Ok(SyncEngine {
+    ) -> SyncEngine {
+        SyncEngine {
             running: Mutex::new(HashSet::new()),
             wake: Notify::new(),
-            feeds: SafeClient::new(allow, FetchLimits::default())?,
             store,
             calendars,
             connections,
             imports,
             tenants,
-        })
+        }
     }
 
-    /// Whether a feed URL could ever be fetched (its address is allowed), so a
-    /// source no sync can reach is refused when it is created.
-    pub async fn check_feed_url(&self, url: &str) -> Result<(), ProviderError> {
-        self.feeds.check_url(url).await
+    /// Whether a source's calendar could ever be fetched (an iCal URL's
+    /// address is allowed), so a source no sync can reach is refused when it
+    /// is created.
+    pub async fn check_calendar(
+        &self,
+        remote: &crate::model::RemoteSource,
+    ) -> Result<(), ProviderError> {
+        self.connections
+            .provider(remote.kind)?
+            .check_calendar(&remote.target)
+            .await
     }
 
     /// Makes the scheduler look again (a source was added, changed or connected).
@@ -336,75 +335,47 @@ impl SyncEngine {
         mode: FetchMode,
     ) -> Result<(Applied, Cursor), SyncError> {
         let (t, s) = (tenant.id.as_str(), source.id.as_str());
-        let is_feed = source
-            .remote
-            .as_ref()
-            .is_some_and(|r| r.kind == ProviderKind::Ics);
-        // What the last applied feed looked like: its unchanged events are not
-        // split again. A forced full sync ignores them.
-        let known = if is_feed && mode == FetchMode::Incremental {
+        let Some(remote) = &source.remote else {
+            return Err(SyncError::NotExternal(source.id.clone()));
+        };
+        let provider = Arc::clone(self.connections.provider(remote.kind)?);
+        let keeps_digests = provider.keeps_digests();
+        // What the last applied listing looked like: its unchanged events are
+        // not split again. A forced full sync ignores them.
+        let known = if keeps_digests && mode == FetchMode::Incremental {
             self.store
                 .feed_digests(t, s)?
                 .and_then(|raw| providers::ics::FeedDigests::decode(&raw))
         } else {
             None
         };
-        let got = match self.fetch(tenant, source, cursor, mode, known).await {
+        let fetch = |mode, known| self.connections.fetch(tenant, source, cursor, mode, known);
+        let got = match fetch(mode, known).await {
             // The provider forgot our cursor: start over from scratch.
             Err(ProviderError::CursorExpired) if mode == FetchMode::Incremental => {
-                self.fetch(tenant, source, cursor, FetchMode::Full, None)
-                    .await?
+                fetch(FetchMode::Full, None).await?
             }
             other => other?,
         };
         let touches_mirror = !matches!(got.fetched, Fetched::Unchanged { .. });
-        if is_feed && touches_mirror {
+        if keeps_digests && touches_mirror {
             // The digests describe the mirror: forget them until the run has
-            // applied the whole feed (a failed run leaves none, and the next one
-            // splits everything).
+            // applied the whole listing (a failed run leaves none, and the next
+            // one splits everything).
             self.store.put_feed_digests(t, s, None)?;
         }
         let listing = FeedListing {
             kept: got.kept.into_iter().collect(),
             removed: got.removed,
         };
-        let result = apply(self, tenant, source, got.fetched, &listing).await?;
-        if is_feed
+        let result = apply(self, tenant, source, provider, got.fetched, &listing).await?;
+        if keeps_digests
             && touches_mirror
             && let Some(digests) = got.digests
         {
             self.store.put_feed_digests(t, s, Some(&digests.encode()))?;
         }
         Ok(result)
-    }
-
-    async fn fetch(
-        &self,
-        tenant: &TenantConfig,
-        source: &Source,
-        cursor: &Cursor,
-        mode: FetchMode,
-        known: Option<providers::ics::FeedDigests>,
-    ) -> Result<providers::ics::FeedFetch, ProviderError> {
-        let Some(remote) = &source.remote else {
-            return Err(ProviderError::Permanent("not an external source".into()));
-        };
-        match remote.kind {
-            ProviderKind::Ics => {
-                // After a permanent redirect the feed lives at the new URL.
-                let url = cursor.url.as_deref().unwrap_or(&remote.target);
-                providers::ics::fetch_with_digests(&self.feeds, url, cursor, mode, known).await
-            }
-            ProviderKind::Google | ProviderKind::Microsoft => {
-                let fetched = self.connections.fetch(tenant, source, cursor, mode).await?;
-                Ok(providers::ics::FeedFetch {
-                    fetched,
-                    kept: Vec::new(),
-                    removed: None,
-                    digests: None,
-                })
-            }
-        }
     }
 }
 
@@ -424,6 +395,7 @@ async fn apply(
     engine: &SyncEngine,
     tenant: &TenantConfig,
     source: &Source,
+    provider: Arc<dyn Provider>,
     fetched: Fetched,
     listing: &FeedListing,
 ) -> Result<(Applied, Cursor), SyncError> {
@@ -533,7 +505,6 @@ async fn apply(
             cursor
         }
     };
-    let kind = source.remote.as_ref().map(|r| r.kind);
     let mut applied = Applied::default();
     // Batches are pipelined: while one is parsed and expanded on a blocking
     // thread, the previous one is written and the next one rendered.
@@ -561,15 +532,16 @@ async fn apply(
             own_bookings.push(recognised.booking);
             series_items.push((series.clone(), items));
         }
-        let (calendars, tenant_copy, source_copy, existing) = (
+        let (calendars, provider_copy, tenant_copy, source_copy, existing) = (
             engine.calendars.clone(),
+            Arc::clone(&provider),
             tenant.clone(),
             source.clone(),
             existing.clone(),
         );
         let prepared = tokio::task::spawn_blocking(move || {
             let batch = Batch {
-                kind,
+                provider: provider_copy.as_ref(),
                 series_items,
                 existing: existing.as_deref(),
             };
@@ -650,7 +622,8 @@ struct Prepared {
 
 /// One import batch to render and prepare.
 struct Batch<'a> {
-    kind: Option<ProviderKind>,
+    /// Renders the series.
+    provider: &'a dyn Provider,
     /// Each series' items.
     series_items: Vec<(String, Vec<serde_json::Value>)>,
     /// The source's objects, when known: a series not among them is new.
@@ -666,7 +639,7 @@ fn render_and_prepare(
     batch: Batch<'_>,
 ) -> Result<Prepared, CalendarError> {
     let Batch {
-        kind,
+        provider,
         series_items,
         existing,
     } = batch;
@@ -681,11 +654,7 @@ fn render_and_prepare(
         let text = if items.is_empty() {
             None
         } else {
-            match kind {
-                Some(ProviderKind::Google) => providers::google::render(&items, &ctx),
-                Some(ProviderKind::Microsoft) => providers::microsoft::render(&items, &ctx),
-                Some(ProviderKind::Ics) | None => providers::ics::render(&items, &ctx),
-            }
+            provider.render(&items, &ctx)
         };
         match text {
             Some(ics) => {

@@ -8,16 +8,24 @@
 //! in the gateway's sync engine; OAuth tokens in [`oauth`]; safe outbound HTTP in
 //! [`fetch`].
 //!
+//! Every provider lives in its own folder and implements [`Provider`]; the
+//! engines reach them through the [`Providers`] registry built from config.
+//! Writing bookings back is [`export`]'s.
+//!
 //! Nothing here writes to the store or knows about CalDAV.
 
 // The domain types and the iCalendar codec, under the paths these modules use.
-use calgate_model::{ical, model};
+use calgate_model::{ical, model, settings};
 
+pub mod export;
 pub mod fetch;
 pub mod google;
 pub mod ics;
 pub mod microsoft;
 pub mod oauth;
+pub mod registry;
+
+pub use registry::{FetchRequest, Provider, Providers};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -98,6 +106,9 @@ pub enum FetchMode {
     /// Ignore the cursor: everything again.
     Full,
 }
+
+/// A boxed future, for the provider traits' objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Hands out a valid access token; `force_refresh` after the API answered 401.
 pub trait TokenSource: Send + Sync {

@@ -13,8 +13,10 @@
 //! - purge on disconnect ([`purge`]) and what the API shows ([`booking_exports`],
 //!   [`source_status`]).
 //!
-//! Event content and markers are in [`event`]; provider write clients in
-//! [`target`]; the mapping and cursors in `store::export`.
+//! Event content, markers and the write clients are the providers' (
+//! `calgate_providers::export` and each provider's `export` module); what is
+//! provider-specific here goes through the [`Provider`] trait. The mapping and
+//! cursors are in `store::export`.
 //!
 //! **Outbox.** There is no separate queue: the bookings change log, appended in
 //! the same sled transaction as every booking write, is the durable outbox. Each
@@ -42,9 +44,6 @@
 //! booking was exported as another event, the import deletes that stray
 //! ([`ImportObserver::recognise`], [`ImportObserver::remove_strays`]).
 
-pub mod event;
-pub mod target;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,7 +53,7 @@ use futures_util::{StreamExt, stream};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -63,20 +62,20 @@ use crate::bookings::{BookingError, BookingPatch, ConflictPolicy, UpdateMode};
 use crate::connect::Connections;
 use crate::model::Horizon;
 use crate::model::{Booking, BookingStatus, BookingTime, Source, Span, SyncLog};
+use crate::providers::Provider;
+use crate::providers::export::{
+    self as event, ExportEvent, ExportTarget, Inserted, Patched, is_throttled,
+};
 use crate::providers::{ProviderError, ProviderKind};
 use crate::settings::TenantConfig;
 use crate::store::Store;
 use crate::store::{ExportRecord, ExportState, ExternalChange, Parked, StoreError};
 use crate::sync::{BoxFuture, ImportObserver, Recognised};
 use crate::tenants::Tenants;
-use event::ExportEvent;
-use target::{ExportTarget, GoogleTarget, GraphTarget, Inserted, Patched, Target};
 
-/// Bookings in flight per Google source.
-pub const GOOGLE_CONCURRENCY: usize = 8;
-/// Bookings in flight per Microsoft source (Outlook allows 4 concurrent requests
-/// per mailbox, REFERENCE.md §3.7).
-pub const GRAPH_CONCURRENCY: usize = 4;
+/// The write client of one exporting source.
+type Target = Arc<dyn ExportTarget>;
+
 /// Change-log entries read per batch.
 const BATCH: usize = 512;
 /// Backoff after retryable failures: full jitter over `base · 2^(n-1)`, capped.
@@ -297,38 +296,34 @@ struct Ctx<'a> {
     tenant: String,
     source: String,
     privacy: crate::model::ExportPrivacy,
+    provider: Arc<dyn Provider>,
     target: Target,
     window: Span,
     /// Retry parked bookings too (a manual run).
     retry_parked: bool,
 }
 
-/// The write client of an exporting source, with its authorised session.
+/// The provider and write client of an exporting source, with its
+/// authorised session.
 fn target_for(
     connections: &Connections,
     tenant: &str,
     source: &Source,
-) -> Result<Target, ProviderError> {
+) -> Result<(Arc<dyn Provider>, Target), ProviderError> {
     let Some(remote) = &source.remote else {
         return Err(ProviderError::Permanent("not an external source".into()));
     };
-    let config = connections.app(remote.kind)?;
+    let provider = Arc::clone(connections.provider(remote.kind)?);
     let session = Arc::new(connections.session(tenant, &source.id, remote.kind)?);
-    let http = connections.http().clone();
-    Ok(match remote.kind {
-        ProviderKind::Microsoft => Target::Graph(GraphTarget::new(
-            http,
-            session,
-            &config.api_base,
-            &remote.target,
-        )),
-        _ => Target::Google(GoogleTarget::new(
-            http,
-            session,
-            &config.api_base,
-            &remote.target,
-        )),
-    })
+    let target = provider
+        .export_target(session, &remote.target)
+        .ok_or_else(|| {
+            ProviderError::Permanent(format!(
+                "{} sources cannot be exported to",
+                remote.kind.name()
+            ))
+        })?;
+    Ok((provider, target))
 }
 
 impl Exporter {
@@ -379,12 +374,8 @@ impl Exporter {
         }
         let started = Utc::now();
         let clock = std::time::Instant::now();
-        let concurrency = match source.remote.as_ref().map(|r| r.kind) {
-            Some(ProviderKind::Microsoft) => GRAPH_CONCURRENCY,
-            _ => GOOGLE_CONCURRENCY,
-        };
-        let target = match target_for(&self.connections, t, &source) {
-            Ok(target) => target,
+        let (provider, target) = match target_for(&self.connections, t, &source) {
+            Ok(found) => found,
             Err(e) => {
                 self.fail(t, s, &mut state, &mut pass, &e)?;
                 self.store.flush().await?;
@@ -400,6 +391,7 @@ impl Exporter {
                 .as_ref()
                 .map(|r| r.privacy)
                 .unwrap_or_default(),
+            provider,
             target,
             window: self.horizon.window(Utc::now()),
             retry_parked,
@@ -436,7 +428,7 @@ impl Exporter {
                     }
                     (id, Some(outcome))
                 })
-                .buffer_unordered(concurrency);
+                .buffer_unordered(ctx.provider.export_concurrency());
             while let Some((id, outcome)) = results.next().await {
                 let Some(outcome) = outcome else { continue };
                 match outcome {
@@ -526,9 +518,7 @@ impl Exporter {
 /// rest of the batch goes on (the source backs off after the pass).
 fn stops_pass(e: &ProviderError) -> bool {
     match e {
-        ProviderError::Retryable { retry_after, .. } => {
-            retry_after.is_some() || target::is_throttled(e)
-        }
+        ProviderError::Retryable { retry_after, .. } => retry_after.is_some() || is_throttled(e),
         ProviderError::Reauth(_) => true,
         _ => false,
     }
@@ -706,7 +696,11 @@ async fn put_event(
         // A create may have landed before a crash: find it by its marker,
         // this generation's event first; other events of our inserts are strays.
         let found = find_ours(ctx, &b.id).await?;
-        let keep = found.iter().position(|id| *id == ev.google_id).unwrap_or(0);
+        let chosen = ctx.provider.chosen_event_id(&ev);
+        let keep = found
+            .iter()
+            .position(|id| Some(id) == chosen.as_ref())
+            .unwrap_or(0);
         if let Some(remote) = found.get(keep).cloned() {
             for (i, stray) in found.iter().enumerate() {
                 if i != keep {
@@ -773,20 +767,11 @@ async fn adopt(
     }
 }
 
-/// Whether `id`, an event carrying the booking's marker, was made by one of
-/// our inserts. A person's copy of our event keeps the marker (Google copies
-/// extended properties) but gets an id of Google's choosing, so on Google
-/// only our id scheme says it; Graph copies lose the `transactionId`, and a
-/// marker match is ours.
-fn made_by_us(tenant: &str, source: &str, target: &Target, booking: &str, id: &str) -> bool {
-    match target {
-        Target::Google(_) => event::is_google_event_id(tenant, source, booking, id),
-        Target::Graph(_) => true,
-    }
-}
-
-/// The live events our inserts made for a booking (see [`made_by_us`]).
+/// The live events our inserts made for a booking: carrying its marker, with
+/// an id our inserts may have made (a person's copy keeps the marker on Google
+/// but gets Google's own id; Graph copies lose the `transactionId`).
 async fn find_ours_in(
+    provider: &dyn Provider,
     target: &Target,
     tenant: &str,
     source: &str,
@@ -797,12 +782,19 @@ async fn find_ours_in(
         .await?;
     Ok(found
         .into_iter()
-        .filter(|id| made_by_us(tenant, source, target, booking, id))
+        .filter(|id| provider.may_be_ours(tenant, source, booking, id))
         .collect())
 }
 
 async fn find_ours(ctx: &Ctx<'_>, booking: &str) -> Result<Vec<String>, ProviderError> {
-    find_ours_in(&ctx.target, &ctx.tenant, &ctx.source, booking).await
+    find_ours_in(
+        ctx.provider.as_ref(),
+        &ctx.target,
+        &ctx.tenant,
+        &ctx.source,
+        booking,
+    )
+    .await
 }
 
 /// Deleted or cancelled booking: delete its event if there is one.
@@ -845,9 +837,8 @@ async fn remove_event(
 impl Exporter {
     /// Marks the items of a series that are our own exported events, so rendering
     /// makes them transparent (they must not count twice, nor conflict with their
-    /// own booking). Google items carry the marker already; Graph's delta cannot
-    /// expand extended properties, so there the stored event id or our
-    /// `transactionId` says it.
+    /// own booking). The provider reads its marks (Google's marker property,
+    /// Graph's `transactionId`); otherwise the stored event id says it.
     ///
     /// A second event with one of our markers is one of two things:
     /// - our own stray insert (an insert that went through after its answer was
@@ -865,28 +856,19 @@ impl Exporter {
         items: &mut [Value],
     ) -> Result<Recognised, StoreError> {
         let mut found = Recognised::default();
-        let Some(remote) = &source.remote else {
+        let Some(provider) = source
+            .remote
+            .as_ref()
+            .and_then(|r| self.connections.provider(r.kind).ok())
+        else {
             return Ok(found);
         };
         for item in items.iter_mut() {
             let Some(id) = item.get("id").and_then(Value::as_str).map(str::to_owned) else {
                 continue;
             };
-            let by_marker = match remote.kind {
-                ProviderKind::Google => item
-                    .pointer("/extendedProperties/private/gatewayBookingId")
-                    .and_then(Value::as_str)
-                    .and_then(|m| event::booking_of_marker(tenant, m))
-                    .map(str::to_owned),
-                _ => None,
-            };
-            let by_transaction = item
-                .get("transactionId")
-                .and_then(Value::as_str)
-                .and_then(|tx| event::booking_of_transaction(tenant, &source.id, tx))
-                .map(str::to_owned);
-            let our_insert = by_transaction.is_some();
-            let booking = match by_marker.or(by_transaction) {
+            let claimed = provider.claimed_booking(tenant, &source.id, item);
+            let booking = match claimed {
                 // With no event id stored yet (a create whose answer was lost) the
                 // marker is all there is: ours.
                 Some(b) => {
@@ -895,22 +877,12 @@ impl Exporter {
                         .export_record(tenant, &source.id, &b)?
                         .and_then(|r| r.remote_id);
                     if exported_as.is_some_and(|e| e != id) {
-                        let from_here = item
-                            .pointer("/extendedProperties/private/gatewaySource")
-                            .and_then(Value::as_str)
-                            == Some(source.id.as_str());
-                        let stray = our_insert
-                            || (from_here
-                                && event::is_google_event_id(tenant, &source.id, &b, &id));
-                        if stray {
-                            mark_ours(remote.kind, item, &event::marker(tenant, &b));
+                        if provider.inserted_by_us(tenant, &source.id, &b, item) {
+                            provider.mark_ours(item, &event::marker(tenant, &b));
                             found.strays.push((b, id));
-                        } else if let Some(private) = item
-                            .pointer_mut("/extendedProperties/private")
-                            .and_then(Value::as_object_mut)
-                        {
+                        } else {
                             // Someone's copy: it blocks time like any of their events.
-                            private.remove(target::GOOGLE_MARKER);
+                            provider.unmark(item);
                         }
                         continue;
                     }
@@ -919,35 +891,10 @@ impl Exporter {
                 None => self.store.exported_booking(tenant, &source.id, &id)?,
             };
             let Some(booking) = booking else { continue };
-            mark_ours(remote.kind, item, &event::marker(tenant, &booking));
+            provider.mark_ours(item, &event::marker(tenant, &booking));
             found.booking = Some(booking);
         }
         Ok(found)
-    }
-}
-
-/// Puts our marker on an item the way its provider's renderer reads it.
-fn mark_ours(kind: ProviderKind, item: &mut Value, marker: &str) {
-    match kind {
-        ProviderKind::Microsoft => {
-            item["singleValueExtendedProperties"] =
-                json!([{"id": target::GRAPH_MARKER_PROPERTY, "value": marker}]);
-        }
-        _ => {
-            if item
-                .get("extendedProperties")
-                .is_none_or(|e| !e.is_object())
-            {
-                item["extendedProperties"] = json!({});
-            }
-            if item["extendedProperties"]
-                .get("private")
-                .is_none_or(|p| !p.is_object())
-            {
-                item["extendedProperties"]["private"] = json!({});
-            }
-            item["extendedProperties"]["private"][target::GOOGLE_MARKER] = json!(marker);
-        }
     }
 }
 
@@ -965,7 +912,7 @@ impl Exporter {
         // No delivery of the source meanwhile: it could be adopting one of them.
         let _quiet = self.quiesce(t, s).await;
         let target = match target_for(&self.connections, t, source) {
-            Ok(target) => target,
+            Ok((_, target)) => target,
             Err(e) => {
                 warn!(tenant = t, source = s, error = %e, "stray exported events not removed");
                 return;
@@ -1133,7 +1080,7 @@ impl Exporter {
         {
             return Ok((0, guard));
         }
-        let target = target_for(&self.connections, t, source)?;
+        let (provider, target) = target_for(&self.connections, t, source)?;
         let mut removed = 0;
         for (booking, mut rec) in records {
             if let Some(remote) = rec.remote_id.take() {
@@ -1141,7 +1088,7 @@ impl Exporter {
                 removed += 1;
             }
             if rec.create_pending {
-                for found in find_ours_in(&target, t, s, &booking).await? {
+                for found in find_ours_in(provider.as_ref(), &target, t, s, &booking).await? {
                     target.delete(&found).await?;
                     removed += 1;
                 }

@@ -8,6 +8,11 @@
 //! master id, and [`render`] turns one series into one iCalendar object whose busy
 //! semantics follow §2.3.
 
+pub mod export;
+mod provider;
+
+pub use provider::{EXPORT_CONCURRENCY, Google};
+
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -25,6 +30,12 @@ use crate::ical::{ContentWriter, format_date, format_utc, zoned_value, zones};
 
 /// The production API base.
 pub const API_BASE: &str = "https://www.googleapis.com/calendar/v3";
+/// Google's production endpoints: authorize, token, API.
+pub const DEFAULT_ENDPOINTS: [&str; 3] = [
+    "https://accounts.google.com/o/oauth2/v2/auth",
+    "https://oauth2.googleapis.com/token",
+    API_BASE,
+];
 pub const PRODID: &str = "-//calgate//google import//EN";
 /// Our export marker in `extendedProperties.private` (REFERENCE.md §2.4).
 pub const BOOKING_MARKER: &str = "gatewayBookingId";
@@ -768,12 +779,13 @@ mod tests {
     use crate::model::{BusyKind, Span};
     use chrono::TimeZone;
 
-    const PAGE1: &str = include_str!("../../../fixtures/providers/google/events_page1.json");
-    const PAGE2: &str = include_str!("../../../fixtures/providers/google/events_page2_final.json");
+    const PAGE1: &str = include_str!("../../../../fixtures/providers/google/events_page1.json");
+    const PAGE2: &str =
+        include_str!("../../../../fixtures/providers/google/events_page2_final.json");
     const INCREMENTAL: &str =
-        include_str!("../../../fixtures/providers/google/events_incremental.json");
+        include_str!("../../../../fixtures/providers/google/events_incremental.json");
     const CALENDAR_LIST: &str =
-        include_str!("../../../fixtures/providers/google/calendar_list.json");
+        include_str!("../../../../fixtures/providers/google/calendar_list.json");
 
     fn body(example: &str) -> Value {
         let v: Value = serde_json::from_str(example).expect("fixture is JSON");

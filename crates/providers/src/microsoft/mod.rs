@@ -16,6 +16,18 @@
 //! the engine finds the series such an item was filed under. Busy semantics
 //! follow `showAs`.
 
+/// Microsoft identity platform (any account) and Graph: authorize, token, API.
+pub const DEFAULT_ENDPOINTS: [&str; 3] = [
+    "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+    "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+    "https://graph.microsoft.com/v1.0",
+];
+
+pub mod export;
+mod provider;
+
+pub use provider::{EXPORT_CONCURRENCY, Microsoft};
+
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, NaiveDateTime, SecondsFormat, Utc};
@@ -619,18 +631,18 @@ mod tests {
     use chrono::TimeZone;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    const CALENDARS: &str = include_str!("../../../fixtures/providers/microsoft/calendars.json");
-    const PAGE1: &str = include_str!("../../../fixtures/providers/microsoft/delta_page1.json");
+    const CALENDARS: &str = include_str!("../../../../fixtures/providers/microsoft/calendars.json");
+    const PAGE1: &str = include_str!("../../../../fixtures/providers/microsoft/delta_page1.json");
     const PAGE2_EMPTY: &str =
-        include_str!("../../../fixtures/providers/microsoft/delta_page2_empty.json");
+        include_str!("../../../../fixtures/providers/microsoft/delta_page2_empty.json");
     const PAGE3_FINAL: &str =
-        include_str!("../../../fixtures/providers/microsoft/delta_page3_final.json");
+        include_str!("../../../../fixtures/providers/microsoft/delta_page3_final.json");
     const INCREMENTAL: &str =
-        include_str!("../../../fixtures/providers/microsoft/delta_incremental.json");
+        include_str!("../../../../fixtures/providers/microsoft/delta_incremental.json");
     const SERIES_MASTER: &str =
-        include_str!("../../../fixtures/providers/microsoft/event_series_master.json");
+        include_str!("../../../../fixtures/providers/microsoft/event_series_master.json");
     const PACIFIC: &str =
-        include_str!("../../../fixtures/providers/microsoft/calendarview_pacific.json");
+        include_str!("../../../../fixtures/providers/microsoft/calendarview_pacific.json");
 
     /// The origin the fixtures' links point at.
     const GRAPH: &str = "https://graph.microsoft.com/v1.0";

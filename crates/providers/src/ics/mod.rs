@@ -12,6 +12,10 @@
 //! multi-byte UTF-8 sequences) and cut into components by line, each parsed on
 //! its own: one malformed event is skipped, not the whole feed.
 
+mod provider;
+
+pub use provider::Ics;
+
 use std::collections::HashMap;
 
 use http::header::{
@@ -64,6 +68,18 @@ pub struct FeedFetch {
     /// The digests of this feed, to keep with the mirror once it is applied
     /// (`None`: not worth keeping; the next sync splits the whole feed again).
     pub digests: Option<FeedDigests>,
+}
+
+impl FeedFetch {
+    /// A fetch that keeps no listing digests (every provider but iCal feeds).
+    pub fn of(fetched: Fetched) -> Self {
+        FeedFetch {
+            fetched,
+            kept: Vec::new(),
+            removed: None,
+            digests: None,
+        }
+    }
 }
 
 /// [`fetch`], skipping the UIDs whose raw text is unchanged since `known` (the

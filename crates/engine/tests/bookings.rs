@@ -36,7 +36,7 @@ async fn a_booking_is_created_read_updated_cancelled_and_deleted() {
         .bookings
         .list(&t, span(at(10, 0, 0), at(11, 0, 0)))
         .expect("list");
-    assert_eq!(listed, [b.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&b));
     assert!(
         e.bookings
             .list(&t, span(at(10, 10, 0), at(11, 0, 0)))
@@ -356,7 +356,7 @@ async fn an_idempotency_key_replays_its_booking_and_refuses_another_request() {
         .bookings
         .list(&t, span(at(0, 0, 0), at(20, 0, 0)))
         .expect("list");
-    assert_eq!(all, [first.booking.clone()]);
+    assert_eq!(all, std::slice::from_ref(&first.booking));
 
     // Keys and their bookings survive a restart.
     let id = first.booking.id.clone();

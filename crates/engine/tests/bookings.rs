@@ -4,23 +4,35 @@
 
 mod common;
 
-use calgate_engine::bookings::{BookingError, BookingPatch, ConflictPolicy, UpdateMode};
-use calgate_engine::model::{BOOKINGS_SOURCE, BookingStatus, BusyKind};
+use calgate_engine::bookings::{BookingError, BookingPatch, ConflictPolicy, Created};
+use calgate_engine::model::{BOOKINGS_SOURCE, Booking, BookingStatus, BusyKind};
+use calgate_engine::settings::TenantConfig;
 use calgate_engine::store::IdempotencyClaim;
-use common::{Engines, at, span, tenant, timed};
+use common::{Engines, at, moved_to, span, tenant, timed};
 
-fn claim(key: &str, fingerprint: &str) -> IdempotencyClaim {
-    IdempotencyClaim {
+/// Creates a booking under the front desk's Idempotency-Key `key`, for a
+/// request whose digest is `fingerprint`.
+async fn create_with_key(
+    e: &Engines,
+    t: &TenantConfig,
+    patch: BookingPatch,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Created, BookingError> {
+    let claim = IdempotencyClaim {
         api_key: "frontdesk".into(),
         key: key.into(),
         fingerprint: fingerprint.into(),
-    }
+    };
+    e.bookings
+        .create(t, patch, Some(claim), ConflictPolicy::Refuse)
+        .await
 }
 
 #[tokio::test]
 async fn a_booking_is_created_read_updated_cancelled_and_deleted() {
     let t = tenant("salon");
-    let e = Engines::start(std::slice::from_ref(&t));
+    let e = Engines::start(&t);
     let created = e.book(&t, timed("Cut", at(10, 9, 0), at(10, 10, 0))).await;
     assert!(!created.replayed);
     let b = created.booking;
@@ -51,15 +63,7 @@ async fn a_booking_is_created_read_updated_cancelled_and_deleted() {
         ..BookingPatch::default()
     };
     let renamed = e
-        .bookings
-        .update(
-            &t,
-            &b.id,
-            &rename,
-            UpdateMode::Merge,
-            Some(&b.etag),
-            ConflictPolicy::Refuse,
-        )
+        .change(&t, &b.id, rename, Some(&b.etag), ConflictPolicy::Refuse)
         .await
         .expect("update");
     assert_eq!(renamed.title, "Cut and colour");
@@ -74,15 +78,7 @@ async fn a_booking_is_created_read_updated_cancelled_and_deleted() {
         ..BookingPatch::default()
     };
     let cancelled = e
-        .bookings
-        .update(
-            &t,
-            &b.id,
-            &cancel,
-            UpdateMode::Merge,
-            None,
-            ConflictPolicy::Refuse,
-        )
+        .change(&t, &b.id, cancel, None, ConflictPolicy::Refuse)
         .await
         .expect("cancel");
     assert_eq!(cancelled.status, BookingStatus::Cancelled);
@@ -120,13 +116,9 @@ async fn a_booking_is_created_read_updated_cancelled_and_deleted() {
 #[tokio::test]
 async fn an_invalid_request_is_refused_with_its_fields() {
     let t = tenant("salon");
-    let e = Engines::start(std::slice::from_ref(&t));
+    let e = Engines::start(&t);
     let backwards = timed("Backwards", at(10, 10, 0), at(10, 9, 0));
-    let Err(BookingError::Invalid(errors)) = e
-        .bookings
-        .create(&t, backwards, None, ConflictPolicy::Refuse)
-        .await
-    else {
+    let Err(BookingError::Invalid(errors)) = e.try_book(&t, backwards).await else {
         panic!("an end before the start must be refused");
     };
     assert!(!errors.is_empty());
@@ -134,11 +126,7 @@ async fn an_invalid_request_is_refused_with_its_fields() {
         title: None,
         ..timed("", at(10, 9, 0), at(10, 10, 0))
     };
-    let Err(BookingError::Invalid(errors)) = e
-        .bookings
-        .create(&t, untitled, None, ConflictPolicy::Refuse)
-        .await
-    else {
+    let Err(BookingError::Invalid(errors)) = e.try_book(&t, untitled).await else {
         panic!("a booking without a title must be refused");
     };
     assert!(errors.iter().any(|f| f.field == "title"), "{errors:?}");
@@ -150,26 +138,23 @@ async fn an_invalid_request_is_refused_with_its_fields() {
     );
 }
 
-#[tokio::test]
-async fn an_overlapping_create_is_refused_and_names_what_it_overlaps() {
+/// The salon's engines with one booking, `First`, on day 10 from 10:00 to 11:00.
+async fn booked_at_ten() -> (TenantConfig, Engines, Booking) {
     let t = tenant("salon");
-    let e = Engines::start(std::slice::from_ref(&t));
+    let e = Engines::start(&t);
     let first = e
         .book(&t, timed("First", at(10, 10, 0), at(10, 11, 0)))
         .await
         .booking;
-    let result = e
-        .bookings
-        .create(
-            &t,
-            timed("Second", at(10, 10, 30), at(10, 11, 30)),
-            None,
-            ConflictPolicy::Refuse,
-        )
+    (t, e, first)
+}
+
+#[tokio::test]
+async fn an_overlapping_create_is_refused_and_names_what_it_overlaps() {
+    let (t, e, first) = booked_at_ten().await;
+    let found = e
+        .refused(&t, timed("Second", at(10, 10, 30), at(10, 11, 30)))
         .await;
-    let Err(BookingError::Conflict(found)) = result else {
-        panic!("expected a conflict, got {:?}", result.map(|c| c.booking));
-    };
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].source, BOOKINGS_SOURCE);
     assert_eq!(found[0].object, first.id);
@@ -186,7 +171,7 @@ async fn an_overlapping_create_is_refused_and_names_what_it_overlaps() {
 #[tokio::test]
 async fn touching_bookings_do_not_conflict() {
     let t = tenant("salon");
-    let e = Engines::start(std::slice::from_ref(&t));
+    let e = Engines::start(&t);
     e.book(&t, timed("Middle", at(10, 10, 0), at(10, 11, 0)))
         .await;
     e.book(&t, timed("After", at(10, 11, 0), at(10, 12, 0)))
@@ -194,26 +179,17 @@ async fn touching_bookings_do_not_conflict() {
     e.book(&t, timed("Before", at(10, 9, 0), at(10, 10, 0)))
         .await;
     // One minute into the middle one is refused again.
-    let result = e
-        .bookings
-        .create(
-            &t,
-            timed("Overlap", at(10, 8, 0), at(10, 9, 1)),
-            None,
-            ConflictPolicy::Refuse,
-        )
-        .await;
-    assert!(matches!(result, Err(BookingError::Conflict(ref f)) if f.len() == 1));
+    assert_eq!(
+        e.refused(&t, timed("Overlap", at(10, 8, 0), at(10, 9, 1)))
+            .await
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
 async fn allow_conflict_double_books_and_only_moves_are_checked_afterwards() {
-    let t = tenant("salon");
-    let e = Engines::start(std::slice::from_ref(&t));
-    let first = e
-        .book(&t, timed("First", at(10, 10, 0), at(10, 11, 0)))
-        .await
-        .booking;
+    let (t, e, first) = booked_at_ten().await;
     let second = e
         .bookings
         .create(
@@ -237,35 +213,15 @@ async fn allow_conflict_double_books_and_only_moves_are_checked_afterwards() {
         ..BookingPatch::default()
     };
     let noted = e
-        .bookings
-        .update(
-            &t,
-            &second.id,
-            &note,
-            UpdateMode::Merge,
-            None,
-            ConflictPolicy::Refuse,
-        )
+        .change(&t, &second.id, note, None, ConflictPolicy::Refuse)
         .await
         .expect("a note on a double-booked booking");
     assert_eq!(noted.notes.as_deref(), Some("knowingly double-booked"));
 
     // Moving it onto still-busy time is checked, and refused by default.
-    let shift = BookingPatch {
-        start: Some(at(10, 10, 30).to_rfc3339()),
-        end: Some(at(10, 11, 30).to_rfc3339()),
-        ..BookingPatch::default()
-    };
+    let shift = moved_to(at(10, 10, 30), at(10, 11, 30));
     let refused = e
-        .bookings
-        .update(
-            &t,
-            &second.id,
-            &shift,
-            UpdateMode::Merge,
-            None,
-            ConflictPolicy::Refuse,
-        )
+        .change(&t, &second.id, shift.clone(), None, ConflictPolicy::Refuse)
         .await;
     assert!(
         matches!(&refused, Err(BookingError::Conflict(f)) if f.len() == 1 && f[0].object == first.id),
@@ -277,33 +233,13 @@ async fn allow_conflict_double_books_and_only_moves_are_checked_afterwards() {
     );
     // With the policy set, the move goes through.
     let moved = e
-        .bookings
-        .update(
-            &t,
-            &second.id,
-            &shift,
-            UpdateMode::Merge,
-            None,
-            ConflictPolicy::Allow,
-        )
+        .change(&t, &second.id, shift, None, ConflictPolicy::Allow)
         .await
         .expect("allowed move");
     assert_eq!(moved.span(), span(at(10, 10, 30), at(10, 11, 30)));
     // A booking's own time never conflicts with itself when it moves.
-    let later = BookingPatch {
-        start: Some(at(10, 11, 0).to_rfc3339()),
-        end: Some(at(10, 12, 0).to_rfc3339()),
-        ..BookingPatch::default()
-    };
-    e.bookings
-        .update(
-            &t,
-            &second.id,
-            &later,
-            UpdateMode::Merge,
-            None,
-            ConflictPolicy::Refuse,
-        )
+    let later = moved_to(at(10, 11, 0), at(10, 12, 0));
+    e.change(&t, &second.id, later, None, ConflictPolicy::Refuse)
         .await
         .expect("moving off the other booking, over its own old time");
 }
@@ -311,42 +247,27 @@ async fn allow_conflict_double_books_and_only_moves_are_checked_afterwards() {
 #[tokio::test]
 async fn an_idempotency_key_replays_its_booking_and_refuses_another_request() {
     let t = tenant("salon");
-    let e = Engines::start(std::slice::from_ref(&t));
+    let e = Engines::start(&t);
     let request = || timed("Cut", at(10, 9, 0), at(10, 10, 0));
-    let first = e
-        .bookings
-        .create(
-            &t,
-            request(),
-            Some(claim("k1", "f1")),
-            ConflictPolicy::Refuse,
-        )
+    let first = create_with_key(&e, &t, request(), "k1", "f1")
         .await
         .expect("create");
     assert!(!first.replayed);
     // The retry would overlap the first booking: it is a replay, not a conflict.
-    let again = e
-        .bookings
-        .create(
-            &t,
-            request(),
-            Some(claim("k1", "f1")),
-            ConflictPolicy::Refuse,
-        )
+    let again = create_with_key(&e, &t, request(), "k1", "f1")
         .await
         .expect("replay");
     assert!(again.replayed);
     assert_eq!(again.booking, first.booking);
 
-    let other = e
-        .bookings
-        .create(
-            &t,
-            timed("Colour", at(11, 9, 0), at(11, 10, 0)),
-            Some(claim("k1", "f2")),
-            ConflictPolicy::Refuse,
-        )
-        .await;
+    let other = create_with_key(
+        &e,
+        &t,
+        timed("Colour", at(11, 9, 0), at(11, 10, 0)),
+        "k1",
+        "f2",
+    )
+    .await;
     assert!(
         matches!(other, Err(BookingError::IdempotencyKeyReused)),
         "{:?}",
@@ -361,14 +282,7 @@ async fn an_idempotency_key_replays_its_booking_and_refuses_another_request() {
     // Keys and their bookings survive a restart.
     let id = first.booking.id.clone();
     let e = e.reopen();
-    let replay = e
-        .bookings
-        .create(
-            &t,
-            request(),
-            Some(claim("k1", "f1")),
-            ConflictPolicy::Refuse,
-        )
+    let replay = create_with_key(&e, &t, request(), "k1", "f1")
         .await
         .expect("replay after reopen");
     assert!(replay.replayed);
@@ -379,7 +293,7 @@ async fn an_idempotency_key_replays_its_booking_and_refuses_another_request() {
 #[tokio::test]
 async fn a_stale_etag_is_refused_for_updates_and_deletes() {
     let t = tenant("salon");
-    let e = Engines::start(std::slice::from_ref(&t));
+    let e = Engines::start(&t);
     let b = e
         .book(&t, timed("Cut", at(10, 9, 0), at(10, 10, 0)))
         .await
@@ -390,24 +304,20 @@ async fn a_stale_etag_is_refused_for_updates_and_deletes() {
         ..BookingPatch::default()
     };
     let fresh = e
-        .bookings
-        .update(
+        .change(
             &t,
             &b.id,
-            &rename("One"),
-            UpdateMode::Merge,
+            rename("One"),
             Some(&stale),
             ConflictPolicy::Refuse,
         )
         .await
         .expect("first writer");
     let late = e
-        .bookings
-        .update(
+        .change(
             &t,
             &b.id,
-            &rename("Two"),
-            UpdateMode::Merge,
+            rename("Two"),
             Some(&stale),
             ConflictPolicy::Refuse,
         )
@@ -433,15 +343,22 @@ async fn a_stale_etag_is_refused_for_updates_and_deletes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_two_concurrent_creates_of_one_slot_exactly_one_wins() {
     let t = tenant("salon");
-    let e = Engines::start(std::slice::from_ref(&t));
-    for round in 0..8 {
+    let e = Engines::start(&t);
+    // Each create on its own task, so that the two really run in parallel on
+    // the two workers (futures joined on one task never interleave their
+    // synchronous check-and-commit).
+    let create = |title: &str, start, end| {
+        let (bookings, t, patch) = (e.bookings.clone(), t.clone(), timed(title, start, end));
+        tokio::spawn(async move {
+            bookings
+                .create(&t, patch, None, ConflictPolicy::Refuse)
+                .await
+        })
+    };
+    for round in 0..16 {
         let (start, end) = (at(10 + round, 9, 0), at(10 + round, 10, 0));
-        let (a, b) = tokio::join!(
-            e.bookings
-                .create(&t, timed("A", start, end), None, ConflictPolicy::Refuse),
-            e.bookings
-                .create(&t, timed("B", start, end), None, ConflictPolicy::Refuse),
-        );
+        let (a, b) = tokio::join!(create("A", start, end), create("B", start, end));
+        let (a, b) = (a.expect("task A"), b.expect("task B"));
         let (winner, loser) = match (a, b) {
             (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w.booking, l),
             (a, b) => panic!(

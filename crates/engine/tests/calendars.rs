@@ -5,7 +5,6 @@
 
 mod common;
 
-use calgate_engine::bookings::{BookingError, ConflictPolicy};
 use calgate_engine::calendars::CalendarError;
 use calgate_engine::freebusy;
 use calgate_engine::model::{BusyKind, Contributor, Horizon, Source, Span};
@@ -18,7 +17,7 @@ const STAFF: &str = "staff";
 /// A tenant and its engines with one blocking source, `staff`.
 fn with_staff() -> (TenantConfig, Engines) {
     let t = tenant("salon");
-    let e = Engines::start(std::slice::from_ref(&t));
+    let e = Engines::start(&t);
     e.add_source(&t, Source::new(STAFF, "Staff"));
     (t, e)
 }
@@ -120,11 +119,7 @@ async fn a_recurring_event_is_expanded_within_the_horizon() {
         past_days: 7,
         future_days: 30,
     };
-    let e = Engines::with(
-        std::slice::from_ref(&t),
-        horizon,
-        ProvidersConfig::default(),
-    );
+    let e = Engines::with(&t, horizon, ProvidersConfig::default());
     e.add_source(&t, Source::new(STAFF, "Staff"));
     // Weekly without end: the indexed window ends 31 days from today's midnight,
     // so the occurrences on days 1, 8, 15, 22 and 29 are indexed, day 36 is not.
@@ -261,18 +256,9 @@ async fn a_booking_over_calendar_time_conflicts_and_a_later_event_is_recorded() 
         .put_object(&t, STAFF, "meeting.ics", &ics, &Precondition::None)
         .await
         .expect("put");
-    let result = e
-        .bookings
-        .create(
-            &t,
-            timed("Cut", at(4, 14, 30), at(4, 15, 30)),
-            None,
-            ConflictPolicy::Refuse,
-        )
+    let found = e
+        .refused(&t, timed("Cut", at(4, 14, 30), at(4, 15, 30)))
         .await;
-    let Err(BookingError::Conflict(found)) = result else {
-        panic!("expected a conflict");
-    };
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].source, STAFF);
     assert_eq!(found[0].object, "meeting.ics");

@@ -5,7 +5,7 @@
 
 mod common;
 
-use calgate_engine::bookings::{BookingPatch, ConflictPolicy, UpdateMode};
+use calgate_engine::bookings::{BookingPatch, ConflictPolicy};
 use calgate_engine::export::event::marker;
 use calgate_engine::model::{
     BookingStatus, Direction, ExportPrivacy, Horizon, ProviderKind, RemoteSource, Source,
@@ -14,7 +14,7 @@ use calgate_engine::providers::oauth::Tokens;
 use calgate_engine::settings::{ProviderConfig, ProvidersConfig, TenantConfig};
 use calgate_test_mocks::google::{GOOGLE_CLIENT_ID, GOOGLE_CLIENT_SECRET, GoogleMock};
 use chrono::{DateTime, Utc};
-use common::{Engines, at, tenant, timed};
+use common::{Engines, at, moved_to, tenant, timed};
 use serde_json::Value;
 
 const SOURCE: &str = "google";
@@ -32,7 +32,7 @@ async fn connected(g: &GoogleMock) -> (TenantConfig, Engines) {
         }),
         microsoft: None,
     };
-    let e = Engines::with(std::slice::from_ref(&t), Horizon::default(), providers);
+    let e = Engines::with(&t, Horizon::default(), providers);
     let mut source = Source::new(SOURCE, "Google");
     source.remote = Some(RemoteSource {
         kind: ProviderKind::Google,
@@ -113,19 +113,9 @@ async fn a_booking_is_inserted_patched_and_deleted() {
     // A move and a new title patch the same event.
     let change = BookingPatch {
         title: Some("Cut and colour".into()),
-        start: Some(at(5, 11, 0).to_rfc3339()),
-        end: Some(at(5, 12, 30).to_rfc3339()),
-        ..BookingPatch::default()
+        ..moved_to(at(5, 11, 0), at(5, 12, 30))
     };
-    e.bookings
-        .update(
-            &t,
-            &b.id,
-            &change,
-            UpdateMode::Merge,
-            None,
-            ConflictPolicy::Refuse,
-        )
+    e.change(&t, &b.id, change, None, ConflictPolicy::Refuse)
         .await
         .expect("update");
     let pass = deliver().await.expect("second pass");
@@ -181,15 +171,7 @@ async fn a_cancelled_booking_loses_its_event_and_the_others_keep_theirs() {
         status: Some(BookingStatus::Cancelled),
         ..BookingPatch::default()
     };
-    e.bookings
-        .update(
-            &t,
-            &cancelled.id,
-            &cancel,
-            UpdateMode::Merge,
-            None,
-            ConflictPolicy::Refuse,
-        )
+    e.change(&t, &cancelled.id, cancel, None, ConflictPolicy::Refuse)
         .await
         .expect("cancel");
     let pass = e.export.deliver(&t, SOURCE, false).await.expect("pass");

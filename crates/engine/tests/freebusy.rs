@@ -35,7 +35,7 @@ fn contributor(source: &str, object: &str) -> Contributor {
 #[tokio::test]
 async fn bookings_and_events_merge_into_blocks_of_the_strongest_kind() {
     let t = tenant("salon");
-    let e = Engines::start(std::slice::from_ref(&t));
+    let e = Engines::start(&t);
     e.add_source(&t, Source::new("staff", "Staff"));
     let early = e.book(&t, timed("Early", at(5, 9, 0), at(5, 10, 0))).await;
     let late = e.book(&t, timed("Late", at(5, 11, 0), at(5, 12, 0))).await;
@@ -150,7 +150,7 @@ fn query(window: Span, not_before: i64, limit: usize) -> SlotQuery {
 #[tokio::test]
 async fn slots_fall_in_local_opening_hours_clear_of_busy_time_by_the_buffer() {
     let t = paris_tenant();
-    let e = Engines::start(std::slice::from_ref(&t));
+    let e = Engines::start(&t);
     let monday = next_monday();
     let wednesday = monday + Duration::days(2);
     let paris = |d: NaiveDate, h, m| local(Paris, d, h, m);

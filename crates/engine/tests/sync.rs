@@ -137,7 +137,7 @@ struct Fixture {
 async fn fixture(direction: Direction, recorder: Recorder) -> Fixture {
     let mock = IcsMock::start().await;
     let t = tenant("salon");
-    let e = Engines::start(std::slice::from_ref(&t));
+    let e = Engines::start(&t);
     e.add_source(&t, feed_source(&mock.url(FEED), direction));
     let recorder = Arc::new(recorder);
     let sync = e.sync(Arc::clone(&recorder) as Arc<dyn ImportObserver>);

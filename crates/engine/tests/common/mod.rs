@@ -4,21 +4,21 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use calgate_engine::bookings::{BookingEngine, BookingPatch, ConflictPolicy, Created};
+use calgate_engine::bookings::{
+    BookingEngine, BookingError, BookingPatch, ConflictPolicy, Created, UpdateMode,
+};
 use calgate_engine::calendars::CalendarService;
 use calgate_engine::conflicts::ConflictTracker;
 use calgate_engine::connect::{Connections, PublicUrl};
 use calgate_engine::export::Exporter;
-use calgate_engine::model::{Horizon, Source, Span};
+use calgate_engine::model::{Booking, Horizon, Source, Span};
 use calgate_engine::secrets::SecretBox;
 use calgate_engine::settings::{ProvidersConfig, Scheduling, TenantConfig};
-use calgate_engine::store::Store;
+use calgate_engine::store::{BusyEntry, Store};
 use calgate_engine::sync::{ImportObserver, SyncEngine};
 use calgate_engine::tenants::Tenants;
 use chrono::{DateTime, Duration as Days, NaiveDate, NaiveTime, TimeZone, Utc};
@@ -53,36 +53,46 @@ pub struct Engines {
     pub export: Arc<Exporter>,
     /// The key the connections seal provider tokens with.
     pub secrets: SecretBox,
-    pub horizon: Horizon,
-    providers: ProvidersConfig,
-    tenant_list: Vec<TenantConfig>,
     /// Last, so the directory goes after every store handle above.
+    setup: Setup,
+}
+
+/// What the engines are made from, kept to open them again.
+struct Setup {
+    tenant: TenantConfig,
+    horizon: Horizon,
+    providers: ProvidersConfig,
     dir: tempfile::TempDir,
 }
 
 impl Engines {
-    /// The engines for `tenants` over a fresh store, with the default horizon.
-    pub fn start(tenants: &[TenantConfig]) -> Engines {
-        Engines::with(tenants, Horizon::default(), ProvidersConfig::default())
+    /// The engines for `tenant` over a fresh store, with the default horizon.
+    pub fn start(tenant: &TenantConfig) -> Engines {
+        Engines::with(tenant, Horizon::default(), ProvidersConfig::default())
     }
 
-    pub fn with(tenants: &[TenantConfig], horizon: Horizon, providers: ProvidersConfig) -> Engines {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        Engines::wire(dir, tenants.to_vec(), horizon, providers)
+    pub fn with(tenant: &TenantConfig, horizon: Horizon, providers: ProvidersConfig) -> Engines {
+        Engines::wire(Setup {
+            tenant: tenant.clone(),
+            horizon,
+            providers,
+            dir: tempfile::tempdir().expect("temporary directory"),
+        })
     }
 
-    fn wire(
-        dir: tempfile::TempDir,
-        tenant_list: Vec<TenantConfig>,
-        horizon: Horizon,
-        providers: ProvidersConfig,
-    ) -> Engines {
+    fn wire(setup: Setup) -> Engines {
+        let Setup {
+            tenant,
+            horizon,
+            providers,
+            dir,
+        } = &setup;
         let store = Store::open(&dir.path().join("db")).expect("store opens");
         let secrets = SecretBox::open(dir.path()).expect("secret key");
         let conflicts = ConflictTracker::new(store.clone());
         let bookings = BookingEngine::new(store.clone(), Arc::clone(&conflicts));
-        let calendars = CalendarService::new(store.clone(), horizon, Arc::clone(&conflicts));
-        let tenants = Arc::new(Tenants::new(tenant_list.iter().cloned()));
+        let calendars = CalendarService::new(store.clone(), *horizon, Arc::clone(&conflicts));
+        let tenants = Arc::new(Tenants::new([tenant.clone()]));
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("address");
         let public_url = Arc::new(PublicUrl::new(None, listen));
         let connections = Arc::new(
@@ -92,7 +102,7 @@ impl Engines {
                 providers.clone(),
                 Path::new("gateway.toml"),
                 public_url,
-                horizon,
+                *horizon,
             )
             .expect("connections"),
         );
@@ -101,7 +111,7 @@ impl Engines {
             bookings.clone(),
             Arc::clone(&connections),
             Arc::clone(&tenants),
-            horizon,
+            *horizon,
         ));
         Engines {
             store,
@@ -112,42 +122,20 @@ impl Engines {
             connections,
             export,
             secrets,
-            horizon,
-            providers,
-            tenant_list,
-            dir,
+            setup,
         }
     }
 
-    /// Drops every engine and store handle, then opens the same directory again
-    /// (what a restart of the gateway sees).
+    /// Closes every engine and store handle, then opens the same directory
+    /// again (what a restart of the gateway sees).
     pub fn reopen(self) -> Engines {
-        let Engines {
-            store,
-            conflicts,
-            bookings,
-            calendars,
-            tenants,
-            connections,
-            export,
-            secrets,
-            horizon,
-            providers,
-            tenant_list,
-            dir,
-        } = self;
-        conflicts.stop_deliveries();
-        drop((
-            export,
-            connections,
-            calendars,
-            bookings,
-            conflicts,
-            tenants,
-            secrets,
-        ));
-        drop(store);
-        Engines::wire(dir, tenant_list, horizon, providers)
+        Engines::wire(self.close())
+    }
+
+    /// Everything but the setup is dropped on return, releasing the store.
+    fn close(self) -> Setup {
+        self.conflicts.stop_deliveries();
+        self.setup
     }
 
     /// A sync engine reporting imports to `observer`; feed URLs may reach the
@@ -168,19 +156,51 @@ impl Engines {
         .expect("sync engine")
     }
 
-    /// Stores a writable, blocking calendar source.
+    /// Stores a calendar source.
     pub fn add_source(&self, tenant: &TenantConfig, source: Source) {
         self.calendars
             .put_source(tenant, &source)
             .expect("source stored");
     }
 
-    /// Creates a booking that must succeed.
-    pub async fn book(&self, tenant: &TenantConfig, patch: BookingPatch) -> Created {
+    /// Creates a booking with the default policy (conflicts refused).
+    pub async fn try_book(
+        &self,
+        tenant: &TenantConfig,
+        patch: BookingPatch,
+    ) -> Result<Created, BookingError> {
         self.bookings
             .create(tenant, patch, None, ConflictPolicy::Refuse)
             .await
+    }
+
+    /// Creates a booking that must be refused as a conflict; what it overlaps.
+    pub async fn refused(&self, tenant: &TenantConfig, patch: BookingPatch) -> Vec<BusyEntry> {
+        match self.try_book(tenant, patch).await {
+            Err(BookingError::Conflict(found)) => found,
+            other => panic!("expected a conflict, got {:?}", other.map(|c| c.booking)),
+        }
+    }
+
+    /// Creates a booking that must succeed.
+    pub async fn book(&self, tenant: &TenantConfig, patch: BookingPatch) -> Created {
+        self.try_book(tenant, patch)
+            .await
             .unwrap_or_else(|e| panic!("booking refused: {e:?}"))
+    }
+
+    /// Merges `patch` into booking `id` (a PATCH).
+    pub async fn change(
+        &self,
+        tenant: &TenantConfig,
+        id: &str,
+        patch: BookingPatch,
+        if_match: Option<&str>,
+        policy: ConflictPolicy,
+    ) -> Result<Booking, BookingError> {
+        self.bookings
+            .update(tenant, id, &patch, UpdateMode::Merge, if_match, policy)
+            .await
     }
 }
 
@@ -207,13 +227,20 @@ pub fn span(start: DateTime<Utc>, end: DateTime<Utc>) -> Span {
     Span::from_instants(start, end)
 }
 
+/// A change of a booking's time only.
+pub fn moved_to(start: DateTime<Utc>, end: DateTime<Utc>) -> BookingPatch {
+    BookingPatch {
+        start: Some(start.to_rfc3339()),
+        end: Some(end.to_rfc3339()),
+        ..BookingPatch::default()
+    }
+}
+
 /// A timed booking request.
 pub fn timed(title: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> BookingPatch {
     BookingPatch {
         title: Some(title.to_owned()),
-        start: Some(start.to_rfc3339()),
-        end: Some(end.to_rfc3339()),
-        ..BookingPatch::default()
+        ..moved_to(start, end)
     }
 }
 
@@ -248,20 +275,4 @@ pub fn calendar(events: &[String]) -> String {
 /// A calendar of one event.
 pub fn event(uid: &str, start: DateTime<Utc>, end: DateTime<Utc>, extra: &[&str]) -> String {
     calendar(&[vevent(uid, start, end, extra)])
-}
-
-/// Waits until `check` says yes, or fails the test after `deadline`.
-pub async fn until<F, Fut>(what: &str, deadline: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let end = tokio::time::Instant::now() + deadline;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }

@@ -6,10 +6,10 @@
 mod common;
 
 use calgate_engine::bookings::{BookingPatch, ConflictPolicy};
-use calgate_engine::export::event::marker;
 use calgate_engine::model::{
     BookingStatus, Direction, ExportPrivacy, Horizon, ProviderKind, RemoteSource, Source,
 };
+use calgate_engine::providers::export::marker;
 use calgate_engine::providers::oauth::Tokens;
 use calgate_engine::settings::{ProviderConfig, ProvidersConfig, TenantConfig};
 use calgate_test_mocks::google::{GOOGLE_CLIENT_ID, GOOGLE_CLIENT_SECRET, GoogleMock};

@@ -16,6 +16,7 @@ use calgate_engine::conflicts::ConflictTracker;
 use calgate_engine::connect::{Connections, PublicUrl};
 use calgate_engine::export::Exporter;
 use calgate_engine::model::{Booking, Horizon, Source, Span};
+use calgate_engine::providers::Providers;
 use calgate_engine::secrets::SecretBox;
 use calgate_engine::settings::{ProvidersConfig, Scheduling, TenantConfig};
 use calgate_engine::store::{BusyEntry, Store};
@@ -58,6 +59,34 @@ pub struct Engines {
 }
 
 /// What the engines are made from, kept to open them again.
+/// Feed URLs on the loopback mocks are allowed.
+const LOOPBACK: &[&str] = &["127.0.0.0/8"];
+
+/// The providers and connections, with feed URLs limited to `allow`.
+fn connections(
+    store: &Store,
+    secrets: &SecretBox,
+    apps: &ProvidersConfig,
+    horizon: Horizon,
+    allow: &[&str],
+) -> Arc<Connections> {
+    let allow: Vec<String> = allow.iter().map(|a| (*a).to_owned()).collect();
+    let providers = Arc::new(Providers::new(apps, &allow).expect("providers"));
+    let listen: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let public_url = Arc::new(PublicUrl::new(None, listen));
+    Arc::new(
+        Connections::new(
+            store.clone(),
+            secrets.clone(),
+            providers,
+            Path::new("gateway.toml"),
+            public_url,
+            horizon,
+        )
+        .expect("connections"),
+    )
+}
+
 struct Setup {
     tenant: TenantConfig,
     horizon: Horizon,
@@ -93,19 +122,7 @@ impl Engines {
         let bookings = BookingEngine::new(store.clone(), Arc::clone(&conflicts));
         let calendars = CalendarService::new(store.clone(), *horizon, Arc::clone(&conflicts));
         let tenants = Arc::new(Tenants::new([tenant.clone()]));
-        let listen: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        let public_url = Arc::new(PublicUrl::new(None, listen));
-        let connections = Arc::new(
-            Connections::new(
-                store.clone(),
-                secrets.clone(),
-                providers.clone(),
-                Path::new("gateway.toml"),
-                public_url,
-                *horizon,
-            )
-            .expect("connections"),
-        );
+        let connections = connections(&store, &secrets, providers, *horizon, LOOPBACK);
         let export = Arc::new(Exporter::new(
             store.clone(),
             bookings.clone(),
@@ -141,19 +158,30 @@ impl Engines {
     /// A sync engine reporting imports to `observer`; feed URLs may reach the
     /// loopback mocks.
     pub fn sync(&self, observer: Arc<dyn ImportObserver>) -> SyncEngine {
-        self.sync_allowing(observer, &["127.0.0.0/8".into()])
+        self.sync_with(observer, Arc::clone(&self.connections))
     }
 
-    pub fn sync_allowing(&self, observer: Arc<dyn ImportObserver>, allow: &[String]) -> SyncEngine {
+    /// A sync engine whose feed URLs may reach only `allow` (CIDR strings).
+    pub fn sync_allowing(&self, observer: Arc<dyn ImportObserver>, allow: &[&str]) -> SyncEngine {
+        let Setup {
+            horizon, providers, ..
+        } = &self.setup;
+        let connections = connections(&self.store, &self.secrets, providers, *horizon, allow);
+        self.sync_with(observer, connections)
+    }
+
+    fn sync_with(
+        &self,
+        observer: Arc<dyn ImportObserver>,
+        connections: Arc<Connections>,
+    ) -> SyncEngine {
         SyncEngine::new(
             self.store.clone(),
             self.calendars.clone(),
-            Arc::clone(&self.connections),
+            connections,
             observer,
             Arc::clone(&self.tenants),
-            allow,
         )
-        .expect("sync engine")
     }
 
     /// Stores a calendar source.

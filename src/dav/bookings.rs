@@ -4,18 +4,15 @@
 //! The client's text is kept and served back unchanged (alarms, X- properties,
 //! attendees) until the booking changes elsewhere; then the booking is rendered.
 
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::error::{Condition, DavError};
 use super::node::Ctx;
 use super::paths;
 use super::xml::escape_text;
-use crate::bookings::{BookingError, BookingPatch, ConflictPolicy, UpdateMode, listed_conflicts};
+use crate::bookings::{BookingError, ConflictPolicy, UpdateMode, listed_conflicts};
 use crate::http::{Body, empty};
-use crate::ical::parse::{EventStatus, IcalTime, VEvent};
-use crate::ical::zones::Zone;
-use crate::model::{BOOKINGS_SOURCE, Booking, BookingStatus};
+use crate::model::BOOKINGS_SOURCE;
 use crate::store::{Outgoing, Precondition};
 
 /// Booking ids that a resource name may give (they are store keys and URL segments).
@@ -44,99 +41,6 @@ fn invalid_object(message: impl Into<String>) -> DavError {
         Condition::ValidCalendarObjectResource,
         message,
     )
-}
-
-fn rfc3339(t: DateTime<Utc>, zone: Option<chrono_tz::Tz>) -> String {
-    match zone {
-        Some(tz) => t
-            .with_timezone(&tz)
-            .to_rfc3339_opts(SecondsFormat::AutoSi, false),
-        None => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-    }
-}
-
-/// The instant and, when the value names one, the IANA zone of a DATE-TIME.
-fn instant(
-    t: &IcalTime,
-    tenant_zone: chrono_tz::Tz,
-) -> Option<(DateTime<Utc>, Option<chrono_tz::Tz>)> {
-    match t {
-        IcalTime::Date(_) => None,
-        IcalTime::Utc(u) => Some((*u, None)),
-        IcalTime::Floating(n) => Some((Zone::Iana(tenant_zone).to_utc(*n), Some(tenant_zone))),
-        IcalTime::Zoned(n, zone) => {
-            let tz = match zone {
-                Zone::Iana(tz) => Some(*tz),
-                Zone::Custom(_) => None,
-            };
-            Some((zone.to_utc(*n), tz))
-        }
-    }
-}
-
-/// The booking fields a VEVENT states.
-fn patch_from(
-    ctx: &Ctx<'_>,
-    event: &VEvent,
-    existing: Option<&Booking>,
-    text: &str,
-) -> Result<BookingPatch, DavError> {
-    let tz = ctx.tenant.timezone;
-    let mut patch = BookingPatch {
-        uid: Some(event.uid.clone()),
-        calendar_text: Some(text.to_owned()),
-        title: Some(
-            event
-                .summary
-                .clone()
-                .filter(|s| !s.trim().is_empty())
-                .unwrap_or_else(|| "Untitled booking".to_owned()),
-        ),
-        location: Some(event.location.clone()),
-        status: Some(match event.status {
-            Some(EventStatus::Cancelled) => BookingStatus::Cancelled,
-            Some(EventStatus::Tentative) => BookingStatus::Tentative,
-            _ => BookingStatus::Confirmed,
-        }),
-        ..BookingPatch::default()
-    };
-    // A DESCRIPTION that is just our own rendering (customer, service, notes) sent
-    // back by the client says nothing new; anything else is the client's notes.
-    let ours = existing.map(crate::ical::booking::describe);
-    if event.description.as_deref() != ours.as_deref() {
-        patch.notes = Some(event.description.clone());
-    }
-    match &event.start {
-        IcalTime::Date(d) => {
-            let end = match (&event.end, event.duration) {
-                (Some(IcalTime::Date(e)), _) => *e,
-                (None, Some(dur)) => *d + Duration::days(dur.num_days().max(1)),
-                (None, None) => *d + Duration::days(1),
-                (Some(_), _) => {
-                    return Err(invalid_object("an all-day DTSTART needs an all-day DTEND"));
-                }
-            };
-            patch.all_day = Some(true);
-            patch.start = Some(d.to_string());
-            patch.end = Some(end.to_string());
-        }
-        start => {
-            let (begin, zone) =
-                instant(start, tz).ok_or_else(|| invalid_object("DTSTART is not a date-time"))?;
-            let finish = match (&event.end, event.duration) {
-                (Some(end), _) => instant(end, tz)
-                    .map(|(t, _)| t)
-                    .ok_or_else(|| invalid_object("DTEND is not a date-time"))?,
-                (None, Some(dur)) => begin + dur,
-                (None, None) => begin,
-            };
-            patch.all_day = Some(false);
-            patch.time_zone = Some(zone.unwrap_or(tz));
-            patch.start = Some(rfc3339(begin, zone));
-            patch.end = Some(rfc3339(finish, zone));
-        }
-    }
-    Ok(patch)
 }
 
 /// PUT of `/dav/calendars/{tenant}/bookings/{name}`.
@@ -185,7 +89,9 @@ pub async fn put(
         return Err(booking_error(ctx, BookingError::UidConflict(owner)));
     }
     let existing = store.booking(&ctx.tenant.id, id)?;
-    let patch = patch_from(ctx, event, existing.as_ref(), text)?;
+    let patch =
+        crate::ical::booking::patch_from_event(event, ctx.tenant.timezone, existing.as_ref(), text)
+            .map_err(|e| invalid_object(e.to_string()))?;
     let engine = &ctx.app.bookings;
     let result = match (&existing, precondition) {
         (Some(_), Precondition::MustNotExist)

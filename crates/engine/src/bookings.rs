@@ -6,7 +6,6 @@
 //! silently overwrite each other. Protocol details (JSON, headers) stay with callers.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 
 use std::collections::HashMap;
@@ -51,26 +50,7 @@ pub fn listed_conflicts(found: &[BusyEntry]) -> &[BusyEntry] {
     &found[..found.len().min(LISTED_CONFLICTS)]
 }
 
-/// A requested change. `None` leaves a field as it is; for optional fields
-/// `Some(None)` clears it. Times are kept as text until the final `all_day` is known.
-#[derive(Debug, Clone, Default)]
-pub struct BookingPatch {
-    pub all_day: Option<bool>,
-    pub start: Option<String>,
-    pub end: Option<String>,
-    pub time_zone: Option<Tz>,
-    pub title: Option<String>,
-    pub service: Option<Option<String>>,
-    pub customer: Option<Option<Customer>>,
-    pub location: Option<Option<String>>,
-    pub notes: Option<Option<String>>,
-    pub status: Option<BookingStatus>,
-    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
-    /// iCalendar UID for a new booking (CalDAV); the id otherwise.
-    pub uid: Option<String>,
-    /// The iCalendar text a CalDAV client wrote, to serve back as written.
-    pub calendar_text: Option<String>,
-}
+pub use crate::model::BookingPatch;
 
 /// How an update treats fields the patch leaves out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -112,6 +112,27 @@ pub fn instant_rfc3339(ms: i64) -> Option<String> {
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
 }
 
+/// A requested change. `None` leaves a field as it is; for optional fields
+/// `Some(None)` clears it. Times are kept as text until the final `all_day` is known.
+#[derive(Debug, Clone, Default)]
+pub struct BookingPatch {
+    pub all_day: Option<bool>,
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub time_zone: Option<chrono_tz::Tz>,
+    pub title: Option<String>,
+    pub service: Option<Option<String>>,
+    pub customer: Option<Option<Customer>>,
+    pub location: Option<Option<String>>,
+    pub notes: Option<Option<String>>,
+    pub status: Option<BookingStatus>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// iCalendar UID for a new booking (CalDAV); the id otherwise.
+    pub uid: Option<String>,
+    /// The iCalendar text a CalDAV client wrote, to serve back as written.
+    pub calendar_text: Option<String>,
+}
+
 /// The reserved source id of a tenant's own bookings.
 pub const BOOKINGS_SOURCE: &str = "bookings";
 

@@ -1,14 +1,17 @@
-//! Bookings as iCalendar: the one writer of a booking's VEVENT, used by the
-//! CalDAV object of a booking, the .ics feeds and iTIP messages, so each shows a
-//! booking the same way.
+//! Bookings as iCalendar, both ways: the one writer of a booking's VEVENT, used
+//! by the CalDAV object of a booking, the .ics feeds and iTIP messages, so each
+//! shows a booking the same way; and the one reader of a VEVENT a calendar
+//! client writes into the bookings calendar ([`patch_from_event`]).
 
-use chrono::{TimeZone, Utc};
+use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 
 use super::{ContentWriter, vtimezone};
 use crate::ical;
-use crate::model::{Booking, BookingStatus, BookingTime, Span};
+use crate::ical::parse::{EventStatus, IcalTime, VEvent};
+use crate::ical::zones::Zone;
+use crate::model::{Booking, BookingPatch, BookingStatus, BookingTime, Span};
 
 /// Identifies this software in PRODID.
 pub const PRODID: &str = concat!("-//calgate//calgate ", env!("CARGO_PKG_VERSION"), "//EN");
@@ -193,4 +196,157 @@ pub fn describe(b: &Booking) -> String {
         lines.push(notes.clone());
     }
     lines.join("\n")
+}
+/// Why a VEVENT cannot be a booking.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("an all-day DTSTART needs an all-day DTEND")]
+    AllDayEndNotDate,
+    #[error("DTSTART is not a date-time")]
+    StartNotDateTime,
+    #[error("DTEND is not a date-time")]
+    EndNotDateTime,
+}
+
+fn rfc3339(t: DateTime<Utc>, zone: Option<Tz>) -> String {
+    match zone {
+        Some(tz) => t
+            .with_timezone(&tz)
+            .to_rfc3339_opts(SecondsFormat::AutoSi, false),
+        None => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+    }
+}
+
+/// The instant and, when the value names one, the IANA zone of a DATE-TIME.
+fn instant(t: &IcalTime, tenant_zone: Tz) -> Option<(DateTime<Utc>, Option<Tz>)> {
+    match t {
+        IcalTime::Date(_) => None,
+        IcalTime::Utc(u) => Some((*u, None)),
+        IcalTime::Floating(n) => Some((Zone::Iana(tenant_zone).to_utc(*n), Some(tenant_zone))),
+        IcalTime::Zoned(n, zone) => {
+            let tz = match zone {
+                Zone::Iana(tz) => Some(*tz),
+                Zone::Custom(_) => None,
+            };
+            Some((zone.to_utc(*n), tz))
+        }
+    }
+}
+
+/// The booking fields a VEVENT written by a calendar client states (`text` is
+/// the client's object, kept to serve back as written). Floating times are in
+/// `tenant_zone`; a DESCRIPTION that is just our own rendering of `existing`
+/// says nothing new.
+pub fn patch_from_event(
+    event: &VEvent,
+    tenant_zone: Tz,
+    existing: Option<&Booking>,
+    text: &str,
+) -> Result<BookingPatch, EventError> {
+    let tz = tenant_zone;
+    let mut patch = BookingPatch {
+        uid: Some(event.uid.clone()),
+        calendar_text: Some(text.to_owned()),
+        title: Some(
+            event
+                .summary
+                .clone()
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| "Untitled booking".to_owned()),
+        ),
+        location: Some(event.location.clone()),
+        status: Some(match event.status {
+            Some(EventStatus::Cancelled) => BookingStatus::Cancelled,
+            Some(EventStatus::Tentative) => BookingStatus::Tentative,
+            _ => BookingStatus::Confirmed,
+        }),
+        ..BookingPatch::default()
+    };
+    // A DESCRIPTION that is just our own rendering (customer, service, notes) sent
+    // back by the client says nothing new; anything else is the client's notes.
+    let ours = existing.map(describe);
+    if event.description.as_deref() != ours.as_deref() {
+        patch.notes = Some(event.description.clone());
+    }
+    match &event.start {
+        IcalTime::Date(d) => {
+            let end = match (&event.end, event.duration) {
+                (Some(IcalTime::Date(e)), _) => *e,
+                (None, Some(dur)) => *d + Duration::days(dur.num_days().max(1)),
+                (None, None) => *d + Duration::days(1),
+                (Some(_), _) => {
+                    return Err(EventError::AllDayEndNotDate);
+                }
+            };
+            patch.all_day = Some(true);
+            patch.start = Some(d.to_string());
+            patch.end = Some(end.to_string());
+        }
+        start => {
+            let (begin, zone) = instant(start, tz).ok_or(EventError::StartNotDateTime)?;
+            let finish = match (&event.end, event.duration) {
+                (Some(end), _) => instant(end, tz)
+                    .map(|(t, _)| t)
+                    .ok_or(EventError::EndNotDateTime)?,
+                (None, Some(dur)) => begin + dur,
+                (None, None) => begin,
+            };
+            patch.all_day = Some(false);
+            patch.time_zone = Some(zone.unwrap_or(tz));
+            patch.start = Some(rfc3339(begin, zone));
+            patch.end = Some(rfc3339(finish, zone));
+        }
+    }
+    Ok(patch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(lines: &str) -> VEvent {
+        let text = format!(
+            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\nBEGIN:VEVENT\r\nUID:u1\r\nDTSTAMP:20260101T000000Z\r\n{lines}END:VEVENT\r\nEND:VCALENDAR\r\n"
+        );
+        let mut parsed = crate::ical::parse::parse(&text).expect("parses");
+        parsed.events.remove(0)
+    }
+
+    #[test]
+    fn a_zoned_event_keeps_its_zone_and_a_missing_title_gets_one() {
+        let ev = event(
+            "DTSTART;TZID=Europe/Paris:20260302T100000\r\nDTEND;TZID=Europe/Paris:20260302T110000\r\nSTATUS:TENTATIVE\r\n",
+        );
+        let patch = patch_from_event(&ev, chrono_tz::UTC, None, "text").expect("a booking");
+        assert_eq!(patch.start.as_deref(), Some("2026-03-02T10:00:00+01:00"));
+        assert_eq!(patch.end.as_deref(), Some("2026-03-02T11:00:00+01:00"));
+        assert_eq!(patch.time_zone, Some(chrono_tz::Europe::Paris));
+        assert_eq!(patch.all_day, Some(false));
+        assert_eq!(patch.title.as_deref(), Some("Untitled booking"));
+        assert_eq!(patch.status, Some(BookingStatus::Tentative));
+        assert_eq!(patch.uid.as_deref(), Some("u1"));
+        assert_eq!(patch.calendar_text.as_deref(), Some("text"));
+    }
+
+    #[test]
+    fn floating_times_are_in_the_tenant_zone_and_a_duration_gives_the_end() {
+        let ev = event("SUMMARY:Cut\r\nDTSTART:20260302T100000\r\nDURATION:PT45M\r\n");
+        let patch = patch_from_event(&ev, chrono_tz::Europe::Berlin, None, "").expect("a booking");
+        assert_eq!(patch.start.as_deref(), Some("2026-03-02T10:00:00+01:00"));
+        assert_eq!(patch.end.as_deref(), Some("2026-03-02T10:45:00+01:00"));
+        assert_eq!(patch.title.as_deref(), Some("Cut"));
+    }
+
+    #[test]
+    fn all_day_events_need_an_all_day_end() {
+        let ev = event("DTSTART;VALUE=DATE:20260302\r\n");
+        let patch = patch_from_event(&ev, chrono_tz::UTC, None, "").expect("a booking");
+        assert_eq!(patch.all_day, Some(true));
+        assert_eq!(patch.end.as_deref(), Some("2026-03-03"));
+        let ev = event("DTSTART;VALUE=DATE:20260302\r\nDTEND:20260303T100000Z\r\n");
+        assert_eq!(
+            patch_from_event(&ev, chrono_tz::UTC, None, "").err(),
+            Some(EventError::AllDayEndNotDate)
+        );
+    }
 }

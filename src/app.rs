@@ -12,7 +12,7 @@ use crate::config::{Config, TenantConfig};
 use crate::conflicts::ConflictTracker;
 use crate::connect::{Connections, PublicUrl};
 use crate::feeds::FeedService;
-use crate::store::{Store, StoreError};
+use crate::store::{SledStore, Store, StoreError};
 use crate::tenants::Tenants;
 
 /// Who a booking-API key belongs to.
@@ -74,8 +74,8 @@ pub enum AppError {
 impl App {
     /// Opens the store in the configured data directory and wires everything up.
     pub fn open(config: Config) -> Result<App, AppError> {
-        let store = Store::open(&config.data_dir)?;
-        App::with_store(config, store)
+        let store = SledStore::open(&config.data_dir)?;
+        App::with_store(config, Arc::new(store))
     }
 
     pub fn with_store(config: Config, store: Store) -> Result<App, AppError> {

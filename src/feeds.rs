@@ -163,7 +163,7 @@ impl FeedService {
         let blocks = if feed.include_sources.any() {
             let horizon = self.horizon.window(now);
             let within = Span::new(window.start.max(horizon.start), window.end.min(horizon.end));
-            self.store.object_busy_in(&tenant.id, within, |source| {
+            self.store.object_busy_in(&tenant.id, within, &|source| {
                 feed.include_sources.includes(source)
             })?
         } else {

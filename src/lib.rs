@@ -18,6 +18,10 @@
 //! - [`export`]: bookings pushed to Google / Microsoft calendars (durable outbox).
 //! - [`app`]: the shared state wiring these together.
 
+/// Storage (crate `calgate-store`'s traits and backends; `store::Store` is
+/// the shared handle on whichever backend runs, `store::SledStore` the
+/// embedded default).
+pub use calgate_engine::store;
 /// The engines (crate `calgate-engine`).
 pub use calgate_engine::{
     bookings, calendars, conflicts, connect, export, freebusy, scheduling, secrets, sync, tenants,
@@ -26,8 +30,6 @@ pub use calgate_engine::{
 pub use calgate_model::{ical, model};
 /// Provider clients (crate `calgate-providers`).
 pub use calgate_providers as providers;
-/// Storage (crate `calgate-store`).
-pub use calgate_store as store;
 
 pub mod api;
 pub mod app;

@@ -542,7 +542,7 @@ async fn conflicts_found_later_are_listed_and_acknowledged() {
     let page = g
         .app
         .store
-        .conflicts_page("salon", None, 10, |_| true)
+        .conflicts_page("salon", None, 10, &|_| true)
         .expect("conflicts read");
     assert_eq!(
         acknowledged.body,

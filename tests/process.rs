@@ -488,7 +488,7 @@ fn the_shipped_gateway_toml_is_valid_and_has_the_demo_tenant() {
     in_temp.data_dir = dir.path().to_owned();
     let app = calgate::app::App::with_store(
         in_temp,
-        calgate::store::Store::open(&dir.path().join("db")).unwrap(),
+        std::sync::Arc::new(calgate::store::SledStore::open(&dir.path().join("db")).unwrap()),
     )
     .expect("app wired up");
     rt.block_on(async {

@@ -96,7 +96,7 @@ pub fn list(
     let q = parse_query(req.uri().query().unwrap_or(""))?;
     let page = app
         .store
-        .conflicts_page(&tenant.id, q.after.as_deref(), q.limit, q.keep)
+        .conflicts_page(&tenant.id, q.after.as_deref(), q.limit, &q.keep)
         .map_err(|e| {
             tracing::error!(error = %e, "conflicts could not be read");
             Problem::internal()

@@ -23,7 +23,18 @@
 /// The lower layers, under the paths the engines use.
 pub use calgate_model::{ical, model, settings};
 pub use calgate_providers as providers;
-pub use calgate_store as store;
+/// Storage as the engines see it: the store traits of `calgate-store`, behind
+/// one shared handle, whatever the backend.
+pub mod store {
+    /// The embedded sled backend (the concrete type, for opening one).
+    pub use calgate_store::Store as SledStore;
+    pub use calgate_store::*;
+
+    /// A shared handle on a storage backend (sled today; any backend that
+    /// passes `calgate_store::conformance`). It shadows the concrete sled
+    /// `Store`, so no engine can depend on one backend.
+    pub type Store = std::sync::Arc<dyn Backend>;
+}
 
 pub mod bookings;
 pub mod calendars;

@@ -584,7 +584,7 @@ fn write_mirror(
     let (writes, changed) = store.mirror_changes(
         tenant,
         source,
-        items
+        &mut items
             .iter()
             .map(|i| (i.series.as_str(), i.item.as_str(), i.body.as_ref())),
     )?;

@@ -19,7 +19,7 @@ use calgate_engine::model::{Booking, Horizon, Source, Span};
 use calgate_engine::providers::Providers;
 use calgate_engine::secrets::SecretBox;
 use calgate_engine::settings::{ProvidersConfig, Scheduling, TenantConfig};
-use calgate_engine::store::{BusyEntry, Store};
+use calgate_engine::store::{BusyEntry, SledStore, Store};
 use calgate_engine::sync::{ImportObserver, SyncEngine};
 use calgate_engine::tenants::Tenants;
 use chrono::{DateTime, Duration as Days, NaiveDate, NaiveTime, TimeZone, Utc};
@@ -116,7 +116,7 @@ impl Engines {
             providers,
             dir,
         } = &setup;
-        let store = Store::open(&dir.path().join("db")).expect("store opens");
+        let store: Store = Arc::new(SledStore::open(&dir.path().join("db")).expect("store opens"));
         let secrets = SecretBox::open(dir.path()).expect("secret key");
         let conflicts = ConflictTracker::new(store.clone());
         let bookings = BookingEngine::new(store.clone(), Arc::clone(&conflicts));

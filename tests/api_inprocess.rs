@@ -1,4 +1,4 @@
-//! The booking API driven in process: requests go straight to the router
+//! The booking API (and CalDAV) driven in process: requests go straight to the router
 //! (`calgate::http::handle`) with whole bodies, no socket and no server task.
 //! Bodies are checked by the field names of the answer types
 //! (`calgate::api::answers`, `calgate::http::problem`), and whole answers against
@@ -637,4 +637,68 @@ async fn sources_are_listed_with_their_status() {
         )
         .await;
     assert_eq!(other.body, json!({"sources": []}));
+}
+
+/// CalDAV through the same router, in process: a calendar made, an event put,
+/// found by PROPFIND and by a time-range query, refused for another tenant's user.
+#[tokio::test]
+async fn caldav_is_served_in_process() {
+    let gw = Gateway::open();
+    let basic = |user: &str| http_auth_basic::Credentials::new(user, "secret").as_http_header();
+    let dav = |method: &str, path: &str, user: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, basic(user))
+    };
+    let text = |resp: http::Response<calgate::http::Body>| async move {
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("answer read")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    };
+    let ask = |req: http::request::Builder, body: &str| {
+        let req = req.body(body.to_owned()).expect("request builds");
+        calgate::http::handle(Arc::clone(&gw.app), req)
+    };
+
+    let (status, _) =
+        text(ask(dav("MKCALENDAR", "/dav/calendars/salon/staff/", "ana"), "").await).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let event = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\nBEGIN:VEVENT\r\nUID:in-process-1\r\nDTSTAMP:20260101T000000Z\r\nDTSTART:20300304T100000Z\r\nDTEND:20300304T110000Z\r\nSUMMARY:Colour\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    let put = dav("PUT", "/dav/calendars/salon/staff/colour.ics", "ana")
+        .header(header::CONTENT_TYPE, "text/calendar")
+        .header(header::IF_NONE_MATCH, "*");
+    let (status, _) = text(ask(put, event).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let propfind = dav("PROPFIND", "/dav/calendars/salon/staff/", "ana").header("Depth", "1");
+    let body = r#"<?xml version="1.0"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop></d:propfind>"#;
+    let (status, xml) = text(ask(propfind, body).await).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS);
+    assert!(
+        xml.contains("/dav/calendars/salon/staff/colour.ics"),
+        "{xml}"
+    );
+
+    let query = dav("REPORT", "/dav/calendars/salon/staff/", "ana").header("Depth", "1");
+    let body = r#"<?xml version="1.0"?><c:calendar-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop><c:calendar-data/></d:prop><c:filter><c:comp-filter name="VCALENDAR"><c:comp-filter name="VEVENT"><c:time-range start="20300304T000000Z" end="20300305T000000Z"/></c:comp-filter></c:comp-filter></c:filter></c:calendar-query>"#;
+    let (status, xml) = text(ask(query, body).await).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS);
+    assert!(xml.contains("UID:in-process-1"), "{xml}");
+
+    // The garage's user cannot see the salon's calendars.
+    let (status, _) = text(
+        ask(
+            dav("PROPFIND", "/dav/calendars/salon/staff/", "gus").header("Depth", "0"),
+            body,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -34,8 +34,8 @@ pub mod validate;
 
 use std::sync::Arc;
 
+use crate::http::RequestBody;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use request::{BodyError, DavHeaders, DavRequest, Depth, EtagMatch};
 
 use crate::app::{App, UserPrincipal};
@@ -98,7 +98,7 @@ pub fn well_known() -> Response<Body> {
 
 /// Serves a request for `/dav/...` (`segments` after `dav`), or the server root
 /// when a client probes `/` with PROPFIND.
-pub async fn serve(app: &Arc<App>, req: Request<Incoming>, segments: &[&str]) -> Response<Body> {
+pub async fn serve(app: &Arc<App>, req: Request<RequestBody>, segments: &[&str]) -> Response<Body> {
     let (parts, incoming) = req.into_parts();
     if parts.method == Method::OPTIONS {
         return options(app, &parts.headers).await;
@@ -168,7 +168,7 @@ pub async fn serve(app: &Arc<App>, req: Request<Incoming>, segments: &[&str]) ->
 async fn read_request(
     app: &App,
     parts: &http::request::Parts,
-    incoming: Incoming,
+    incoming: RequestBody,
     path: &DavPath,
 ) -> DavRequest {
     let reads_body = match parts.method.as_str() {

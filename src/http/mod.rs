@@ -282,25 +282,13 @@ async fn route(app: &Arc<App>, req: Request<RequestBody>) -> Response<Body> {
     result.unwrap_or_else(Problem::into_response)
 }
 
-/// CalDAV still reads its bodies from the connection (`Request<Incoming>`): in
-/// process it answers 501 until it takes a [`RequestBody`] (OPTIONS aside).
+/// CalDAV, over a connection or in process alike.
 async fn dav(
     app: &Arc<App>,
     req: Request<RequestBody>,
     segments: &[&str],
 ) -> Result<Response<Body>, Problem> {
-    let (parts, body) = req.into_parts();
-    match body {
-        RequestBody::Incoming(body) => {
-            Ok(crate::dav::serve(app, Request::from_parts(parts, body), segments).await)
-        }
-        RequestBody::Full(_) => Err(Problem::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not-implemented",
-            "Not implemented",
-            "CalDAV is served over connections only",
-        )),
-    }
+    Ok(crate::dav::serve(app, req, segments).await)
 }
 
 /// A client-supplied request id if it is short and plain, else a fresh one.

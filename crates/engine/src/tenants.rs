@@ -46,20 +46,7 @@ mod tests {
     use super::*;
 
     fn tenant(id: &str) -> TenantConfig {
-        TenantConfig {
-            id: id.into(),
-            name: id.into(),
-            timezone: chrono_tz::UTC,
-            users: Vec::new(),
-            api_keys: Vec::new(),
-            feeds: Vec::new(),
-            opening_hours: None,
-            buffer_minutes: 0,
-            webhook: None,
-            sources: Vec::new(),
-            accept_external_moves: false,
-            scheduling: Default::default(),
-        }
+        TenantConfig::new(id, id, chrono_tz::UTC)
     }
 
     #[test]

@@ -69,6 +69,28 @@ pub struct TenantConfig {
     pub scheduling: Scheduling,
 }
 
+impl TenantConfig {
+    /// A tenant with nothing but its id, name and zone: no users, keys,
+    /// feeds, sources or webhook, open at any time, no buffer, server-side
+    /// scheduling. The file and the provisioning API fill in the rest.
+    pub fn new(id: impl Into<String>, name: impl Into<String>, timezone: Tz) -> Self {
+        TenantConfig {
+            id: id.into(),
+            name: name.into(),
+            timezone,
+            users: Vec::new(),
+            api_keys: Vec::new(),
+            feeds: Vec::new(),
+            opening_hours: None,
+            buffer_minutes: 0,
+            webhook: None,
+            sources: Vec::new(),
+            accept_external_moves: false,
+            scheduling: Scheduling::Server,
+        }
+    }
+}
+
 /// Who schedules (RFC 6638): `scheduling = "server" | "client"` on a tenant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Scheduling {

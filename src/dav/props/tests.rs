@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use chrono::{TimeZone, Utc};
 
 use super::{Env, Resource, propstats};
-use crate::config::{Scheduling, TenantConfig, UserConfig};
+use crate::config::{TenantConfig, UserConfig};
 use crate::dav::node::{Calendar, Node};
 use crate::dav::xml::{self, parse_propfind};
 use crate::model::{CalendarObject, Source};
@@ -20,18 +20,8 @@ fn tenant() -> TenantConfig {
         email: email.map(str::to_owned),
     };
     TenantConfig {
-        id: "salon".into(),
-        name: "Salon Ana".into(),
-        timezone: chrono_tz::Europe::Berlin,
         users: vec![user("ana", Some("ana@example.com")), user("bea", None)],
-        api_keys: Vec::new(),
-        feeds: Vec::new(),
-        opening_hours: None,
-        buffer_minutes: 0,
-        webhook: None,
-        sources: Vec::new(),
-        accept_external_moves: false,
-        scheduling: Scheduling::Server,
+        ..TenantConfig::new("salon", "Salon Ana", chrono_tz::Europe::Berlin)
     }
 }
 

@@ -18,7 +18,7 @@ use calgate_engine::export::Exporter;
 use calgate_engine::model::{Booking, Horizon, Source, Span};
 use calgate_engine::providers::Providers;
 use calgate_engine::secrets::SecretBox;
-use calgate_engine::settings::{ProvidersConfig, Scheduling, TenantConfig};
+use calgate_engine::settings::{ProvidersConfig, TenantConfig};
 use calgate_engine::store::{BusyEntry, SledStore, Store};
 use calgate_engine::sync::{ImportObserver, SyncEngine};
 use calgate_engine::tenants::Tenants;
@@ -27,20 +27,7 @@ use chrono_tz::Tz;
 
 /// A tenant in UTC, open all the time, without buffer, webhook or sources.
 pub fn tenant(id: &str) -> TenantConfig {
-    TenantConfig {
-        id: id.to_owned(),
-        name: id.to_owned(),
-        timezone: chrono_tz::UTC,
-        users: Vec::new(),
-        api_keys: Vec::new(),
-        feeds: Vec::new(),
-        opening_hours: None,
-        buffer_minutes: 0,
-        webhook: None,
-        sources: Vec::new(),
-        accept_external_moves: false,
-        scheduling: Scheduling::Server,
-    }
+    TenantConfig::new(id, id, chrono_tz::UTC)
 }
 
 /// The engines of one store, wired as `App::with_store` wires them.

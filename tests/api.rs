@@ -1,14 +1,14 @@
-//! The booking API over real HTTP: CRUD, validation, auth, concurrency control,
-//! idempotency and range queries.
+//! The booking API through the router in process (`calgate::http::handle`): CRUD,
+//! validation, auth, concurrency control, idempotency and range queries.
 
 mod common;
 
-use common::{GARAGE_KEY, SALON_KEY, TestServer, booking, problem_fields, split};
+use common::{GARAGE_KEY, SALON_KEY, TestGateway, booking, problem_fields, split};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn create_get_update_delete_round_trip() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let body = json!({
         "start": "2026-12-01T10:00:00+01:00",
         "end": "2026-12-01T10:45:00+01:00",
@@ -132,7 +132,7 @@ async fn create_get_update_delete_round_trip() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_honours_if_match() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let (_, created, etag) = s
         .create(&booking("2026-12-01", "10:00", "11:00", "A"))
         .await;
@@ -162,7 +162,7 @@ async fn delete_honours_if_match() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_via_status_keeps_the_booking() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let (_, created, _) = s
         .create(&booking("2026-12-01", "10:00", "11:00", "A"))
         .await;
@@ -188,7 +188,7 @@ async fn cancel_via_status_keeps_the_booking() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn all_day_bookings_take_dates() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let (status, created, _) = s
         .create(&json!({"all_day": true, "start": "2026-12-24", "end": "2026-12-26", "title": "Closed"}))
         .await;
@@ -214,7 +214,7 @@ async fn all_day_bookings_take_dates() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn validation_errors_name_each_field() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let cases: Vec<(Value, Vec<&str>)> = vec![
         (
             json!({"start": "2026-12-01T10:00:00+01:00", "end": "2026-12-01T09:00:00+01:00", "title": "x"}),
@@ -279,7 +279,7 @@ async fn validation_errors_name_each_field() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_bodies_get_precise_4xx() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let post = |body: &'static str, content_type: &'static str| {
         s.client
             .post(s.bookings_url("salon"))
@@ -324,7 +324,7 @@ async fn malformed_bodies_get_precise_4xx() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn authentication_and_tenant_scoping() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let (status, created, _) = s
         .create(&booking("2026-12-01", "10:00", "11:00", "A"))
         .await;
@@ -391,7 +391,7 @@ async fn authentication_and_tenant_scoping() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idempotency_key_replays_and_detects_reuse() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let body = booking("2026-12-01", "10:00", "11:00", "Once");
     let send = |body: Value, key: &'static str| {
         s.client
@@ -441,7 +441,7 @@ async fn idempotency_key_replays_and_detects_reuse() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn range_query_returns_overlapping_bookings_in_order() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     for (day, from, to, title) in [
         ("2026-12-03", "09:00", "10:00", "C"),
         ("2026-12-01", "09:00", "10:00", "A"),
@@ -498,7 +498,7 @@ async fn range_query_returns_overlapping_bookings_in_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn moving_a_booking_moves_it_in_the_index() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let (_, created, _) = s
         .create(&booking("2026-12-01", "10:00", "11:00", "Move me"))
         .await;
@@ -526,7 +526,7 @@ async fn moving_a_booking_moves_it_in_the_index() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_patches_without_if_match_all_apply() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let (_, created, _) = s
         .create(&booking("2026-12-01", "10:00", "11:00", "Counter"))
         .await;
@@ -553,7 +553,7 @@ async fn concurrent_patches_without_if_match_all_apply() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_routes_and_methods() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let resp = s.client.get(s.url("/nope")).send().await.unwrap();
     assert_eq!(resp.status(), 404);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
@@ -573,7 +573,7 @@ async fn unknown_routes_and_methods() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bookings_survive_a_restart() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let (_, created, etag) = s
         .create(&booking("2026-12-01", "10:00", "11:00", "Persisted"))
         .await;

@@ -4,6 +4,13 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+mod inprocess;
+
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use inprocess::{
+    InProcessClient, InProcessError, InProcessRequest, InProcessResponse, TestGateway,
+};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -305,16 +312,10 @@ impl TestServer {
 
     /// The salon's bookings overlapping [start, end) (RFC 3339, `+` allowed).
     pub async fn list(&self, start: &str, end: &str) -> Vec<Value> {
-        let enc = |s: &str| s.replace('+', "%2B");
-        let url = format!(
-            "{}?start={}&end={}",
-            self.bookings_url("salon"),
-            enc(start),
-            enc(end)
-        );
-        let (status, body, _) = self.get(&url).await;
-        assert_eq!(status, 200, "{body}");
-        body["bookings"].as_array().expect("bookings array").clone()
+        let (status, body, _) = self
+            .get(&range_url(&self.bookings_url("salon"), start, end))
+            .await;
+        listed(status, &body)
     }
 
     pub fn app(&self) -> &calgate::app::App {
@@ -345,17 +346,50 @@ impl TestServer {
     }
 }
 
-/// (status, JSON body or Null, ETag header)
-pub async fn split(resp: reqwest::Response) -> (u16, Value, Option<String>) {
-    let status = resp.status().as_u16();
+/// `bookings` (a collection URL) asked for [start, end) (RFC 3339, `+` allowed).
+fn range_url(bookings: &str, start: &str, end: &str) -> String {
+    let enc = |s: &str| s.replace('+', "%2B");
+    format!("{bookings}?start={}&end={}", enc(start), enc(end))
+}
+
+/// The bookings of a successful listing.
+fn listed(status: u16, body: &Value) -> Vec<Value> {
+    assert_eq!(status, 200, "{body}");
+    body["bookings"].as_array().expect("bookings array").clone()
+}
+
+/// (status, JSON body or Null, ETag header), from an answer over TCP or in process.
+pub async fn split(resp: impl Answer) -> (u16, Value, Option<String>) {
+    let status = resp.status_code();
     let etag = resp
-        .headers()
+        .header_map()
         .get("etag")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let bytes = resp.bytes().await.expect("body read");
+    let bytes = resp.body_bytes().await;
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     (status, body, etag)
+}
+
+/// An answer [`split`] reads: `reqwest::Response` or [`InProcessResponse`].
+pub trait Answer {
+    fn status_code(&self) -> u16;
+    fn header_map(&self) -> &reqwest::header::HeaderMap;
+    fn body_bytes(self) -> impl std::future::Future<Output = bytes::Bytes> + Send;
+}
+
+impl Answer for reqwest::Response {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+
+    fn header_map(&self) -> &reqwest::header::HeaderMap {
+        self.headers()
+    }
+
+    async fn body_bytes(self) -> bytes::Bytes {
+        self.bytes().await.expect("body read")
+    }
 }
 
 /// The fields a problem+json body's `invalid_params` names, in order.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{SALON_KEY, TestServer, WEBHOOK_SECRET, booking, paris_event as event};
+use common::{SALON_KEY, TestGateway, WEBHOOK_SECRET, booking, paris_event as event};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use serde_json::{Value, json};
@@ -64,7 +64,7 @@ async fn receiver() -> (String, mpsc::UnboundedReceiver<(String, String)>) {
     (url, rx)
 }
 
-async fn conflicts(s: &TestServer, status: &str) -> Vec<Value> {
+async fn conflicts(s: &TestGateway, status: &str) -> Vec<Value> {
     let (code, body, _) = s
         .get(&format!("/api/v1/tenants/salon/conflicts?status={status}"))
         .await;
@@ -73,7 +73,7 @@ async fn conflicts(s: &TestServer, status: &str) -> Vec<Value> {
 }
 
 /// POSTs the acknowledgement of conflict `id`: the status.
-async fn acknowledge(s: &TestServer, id: &str) -> u16 {
+async fn acknowledge(s: &TestGateway, id: &str) -> u16 {
     let path = format!("/api/v1/tenants/salon/conflicts/{id}/acknowledge");
     let resp = s.client.post(s.url(&path)).bearer_auth(SALON_KEY);
     resp.send().await.unwrap().status().as_u16()
@@ -97,7 +97,7 @@ fn verify(signature: &str, body: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn imported_event_on_a_booking_is_recorded_announced_and_resolved() {
     let (url, mut hooks) = receiver().await;
-    let s = TestServer::start_with_webhook(&url).await;
+    let s = TestGateway::start_with_webhook(&url).await;
     s.add_source("staff-ana", false);
     let (_, b, _) = s
         .create(&booking("2026-12-22", "10:00", "11:00", "Colour"))
@@ -207,7 +207,7 @@ async fn imported_event_on_a_booking_is_recorded_announced_and_resolved() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn conflict_api_errors() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let (status, body, _) = s.get("/api/v1/tenants/salon/conflicts?status=maybe").await;
     assert_eq!(status, 400);
     assert_eq!(body["invalid_params"][0]["name"], "status");
@@ -230,7 +230,7 @@ fn recurring(uid: &str, start: &str, minutes: u32, freq: &str, count: u32) -> St
 }
 
 /// Ana's staff calendar, made over CalDAV.
-async fn staff_calendar(s: &TestServer) {
+async fn staff_calendar(s: &TestGateway) {
     let resp = s
         .client
         .request(
@@ -245,7 +245,7 @@ async fn staff_calendar(s: &TestServer) {
 }
 
 /// PUTs `ics` to a CalDAV path as ana: (status, body).
-async fn dav_put(s: &TestServer, path: &str, ics: &str) -> (u16, String) {
+async fn dav_put(s: &TestGateway, path: &str, ics: &str) -> (u16, String) {
     let resp = s
         .client
         .put(s.url(path))
@@ -259,7 +259,7 @@ async fn dav_put(s: &TestServer, path: &str, ics: &str) -> (u16, String) {
 }
 
 /// Creates one 10:00-11:00 booking a day from 2026-12-01: their ids.
-async fn daily_bookings(s: &TestServer, days: u32) -> Vec<String> {
+async fn daily_bookings(s: &TestGateway, days: u32) -> Vec<String> {
     let mut ids = Vec::new();
     for day in 1..=days {
         let (status, b, _) = s
@@ -277,7 +277,7 @@ async fn daily_bookings(s: &TestServer, days: u32) -> Vec<String> {
 }
 
 /// Every page of a listing: (records in order, pages).
-async fn walk(s: &TestServer, query: &str) -> (Vec<Value>, usize) {
+async fn walk(s: &TestGateway, query: &str) -> (Vec<Value>, usize) {
     let (mut all, mut pages) = (Vec::new(), 0);
     let mut url = format!("/api/v1/tenants/salon/conflicts?{query}");
     loop {
@@ -297,7 +297,7 @@ async fn walk(s: &TestServer, query: &str) -> (Vec<Value>, usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn recurring_object_over_one_booking_is_one_conflict_record() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     staff_calendar(&s).await;
     let (status, b, _) = s
         .create(&booking("2026-12-22", "10:00", "15:00", "Long colour"))
@@ -339,7 +339,7 @@ async fn recurring_object_over_one_booking_is_one_conflict_record() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn conflicts_are_listed_page_by_page() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     s.add_source("staff-ana", false);
     daily_bookings(&s, 12).await;
     // Two objects, each over all twelve bookings: 24 records.
@@ -391,7 +391,7 @@ async fn conflicts_are_listed_page_by_page() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refusals_list_a_bounded_number_of_conflicting_entries() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     staff_calendar(&s).await;
     let ics = recurring("x1", "20261222T100000", 1, "MINUTELY", 300);
     assert_eq!(
@@ -465,7 +465,7 @@ fn drain(hooks: &mut mpsc::UnboundedReceiver<(String, String)>) -> Vec<(String, 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_write_over_many_bookings_makes_one_webhook_call() {
     let (url, mut hooks) = receiver().await;
-    let s = TestServer::start_with_webhook(&url).await;
+    let s = TestGateway::start_with_webhook(&url).await;
     s.add_source("staff-ana", false);
     let bookings = daily_bookings(&s, 30).await;
     // Every booking is overlapped four times: 30 conflicts.
@@ -520,7 +520,7 @@ async fn one_write_over_many_bookings_makes_one_webhook_call() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pending_conflicts_are_redelivered_in_batches_after_a_restart() {
     // No webhook yet: 150 conflicts wait undelivered.
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     s.add_source("staff-ana", false);
     daily_bookings(&s, 30).await;
     for n in 0..5 {
@@ -606,7 +606,7 @@ async fn one_log_line_per_write_that_finds_conflicts() {
     let log = captured_log();
     // A source no other test uses: their lines do not count.
     let lines = || log.lines_with("detected", "staff-logged");
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     s.add_source("staff-logged", false);
     daily_bookings(&s, 3).await;
     // 3 bookings, 30 occurrences over each.
@@ -624,7 +624,7 @@ async fn one_log_line_per_write_that_finds_conflicts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn per_occurrence_records_of_older_versions_read_fold_and_resolve() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     s.add_source("staff-ana", false);
     let (_, b, _) = s
         .create(&booking("2026-12-22", "10:00", "15:00", "Long colour"))
@@ -692,7 +692,7 @@ async fn per_occurrence_records_of_older_versions_read_fold_and_resolve() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_during_a_webhook_retry_ends_it_and_delivers_after() {
     let (url, mut hooks) = receiver().await;
-    let s = TestServer::start_with_webhook(&url).await;
+    let s = TestGateway::start_with_webhook(&url).await;
     s.add_source("staff-ana", false);
     daily_bookings(&s, 1).await;
     let ics = recurring("o", "20261201T100000", 10, "DAILY", 1);

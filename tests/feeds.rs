@@ -1,10 +1,11 @@
-//! .ics feeds over real HTTP, validated by an independent parser (python icalendar).
+//! .ics feeds through the router in process (HEAD over TCP), validated by an
+//! independent parser (python icalendar, which reads the fetched feed from a file).
 
 mod common;
 
 use common::{
-    BUSY_FEED, FULL_FEED, GARAGE_FEED, GARAGE_KEY, SALON_KEY, TestServer, booking, run_python,
-    split,
+    BUSY_FEED, FULL_FEED, GARAGE_FEED, GARAGE_KEY, SALON_KEY, TestGateway, TestServer, booking,
+    run_python, split,
 };
 use serde_json::{Value, json};
 
@@ -29,7 +30,7 @@ fn validate(feed: &[u8], expected: &Value) {
 }
 
 /// Bookings with hostile text, several zones, all-day, DST edge and a cancellation.
-async fn hostile_bookings(s: &TestServer) -> Vec<Value> {
+async fn hostile_bookings(s: &TestGateway) -> Vec<Value> {
     let notes = format!(
         "Line one, with comma; and semicolon\nLine two \\ backslash\r\nEmoji 🎉💇‍♀️ and ümlauts {}",
         "é".repeat(440)
@@ -64,7 +65,7 @@ async fn hostile_bookings(s: &TestServer) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn full_feed_is_valid_rfc5545_for_an_independent_parser() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let b = hostile_bookings(&s).await;
     let resp = s.feed("salon", FULL_FEED).await;
     assert_eq!(resp.status(), 200);
@@ -114,7 +115,7 @@ async fn full_feed_is_valid_rfc5545_for_an_independent_parser() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn busy_feed_reveals_nothing_but_time() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let b = hostile_bookings(&s).await;
     let feed = s.feed("salon", BUSY_FEED).await.bytes().await.unwrap();
     let text = String::from_utf8(feed.to_vec()).unwrap();
@@ -156,6 +157,8 @@ async fn busy_feed_reveals_nothing_but_time() {
     validate(&feed, &json!({ "events": events }));
 }
 
+/// Over TCP: that a HEAD answer has no body is the connection's doing (hyper
+/// drops the body the feed handler renders for GET and HEAD alike).
 #[tokio::test(flavor = "multi_thread")]
 async fn conditional_get_and_head() {
     let s = TestServer::start().await;
@@ -249,8 +252,8 @@ async fn conditional_get_and_head() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_tokens_reveal_nothing() {
-    let s = TestServer::start().await;
-    let not_found = |resp: reqwest::Response| async move {
+    let s = TestGateway::start().await;
+    let not_found = |resp: common::InProcessResponse| async move {
         assert_eq!(resp.status(), 404);
         resp.text().await.unwrap()
     };
@@ -277,7 +280,7 @@ async fn wrong_tokens_reveal_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn feeds_are_tenant_private() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     s.create(&booking("2026-12-01", "10:00", "11:00", "Salon only"))
         .await;
     let resp = s

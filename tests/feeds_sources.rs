@@ -5,7 +5,7 @@
 mod common;
 use calgate_test_mocks as providers;
 
-use common::{BUSY_FEED, Extra, FULL_FEED, SALON_KEY, TestServer};
+use common::{BUSY_FEED, Extra, FULL_FEED, SALON_KEY, TestGateway};
 use providers::ics::IcsMock;
 
 const SOURCE: &str = "anna-ics";
@@ -136,7 +136,7 @@ fn blocks(feed: &str) -> Vec<(String, String)> {
 }
 
 async fn get_feed(
-    s: &TestServer,
+    s: &TestGateway,
     token: &str,
     etag: Option<&str>,
 ) -> (u16, Option<String>, String) {
@@ -154,7 +154,7 @@ async fn get_feed(
     (status, etag, resp.text().await.unwrap_or_default())
 }
 
-async fn sync(s: &TestServer) -> serde_json::Value {
+async fn sync(s: &TestGateway) -> serde_json::Value {
     let resp = s
         .client
         .post(s.url(&format!(
@@ -187,7 +187,7 @@ fn assert_private(feed: &str) {
 async fn imported_events_are_published_as_busy_blocks() {
     let mock = IcsMock::start().await;
     mock.set_feed("/anna.ics", anna_calendar(true, false));
-    let s = TestServer::start_with_extra(extra(&mock.url("/anna.ics"))).await;
+    let s = TestGateway::start_with_extra(extra(&mock.url("/anna.ics"))).await;
     // A booking, so the feed has both kinds of events.
     let (status, body, _) = s
         .create(&common::booking("2030-05-06", "14:00", "15:00", "Haircut"))
@@ -336,7 +336,7 @@ async fn a_transparent_source_publishes_nothing() {
     extra.salon = extra
         .salon
         .replace("enabled = false\n", "enabled = false\ntransparent = true\n");
-    let s = TestServer::start_with_extra(extra).await;
+    let s = TestGateway::start_with_extra(extra).await;
     let log = sync(&s).await;
     assert_eq!(log["created"], 5, "{log}");
     let (status, _, text) = get_feed(&s, TEAM_FEED, None).await;

@@ -1,9 +1,10 @@
-//! Free/busy, availability and conflict detection over real HTTP, with calendar
-//! sources (recurring events in real zones) next to bookings.
+//! Free/busy, availability and conflict detection through the router in
+//! process, with calendar sources (recurring events in real zones) next to
+//! bookings.
 
 mod common;
 
-use common::{SALON_KEY, TestServer, booking, split};
+use common::{SALON_KEY, TestGateway, booking, split};
 use serde_json::{Value, json};
 
 /// A weekly Monday 09:00-10:00 Paris meeting from 2026-11-30 on, one week
@@ -51,7 +52,7 @@ END:VEVENT\r
 END:VCALENDAR\r
 ";
 
-async fn freebusy(s: &TestServer, query: &str) -> (u16, Value) {
+async fn freebusy(s: &TestGateway, query: &str) -> (u16, Value) {
     let url = format!("/api/v1/tenants/salon/freebusy?{query}");
     let (status, body, _) = s.get(&url).await;
     (status, body)
@@ -72,8 +73,8 @@ fn blocks(body: &Value) -> Vec<(String, String, String)> {
         .collect()
 }
 
-async fn seeded() -> TestServer {
-    let s = TestServer::start().await;
+async fn seeded() -> TestGateway {
+    let s = TestGateway::start().await;
     s.add_source("staff-ana", false);
     let object = s.put_ics("staff-ana", "team.ics", STAFF_CALENDAR).await;
     assert!(object.recurring);
@@ -160,7 +161,7 @@ async fn merges_bookings_and_recurring_calendar_events() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn transparent_sources_do_not_block() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     s.add_source("holidays", true);
     let object = s.put_ics("holidays", "h.ics", STAFF_CALENDAR).await;
     // Indexed (CalDAV time-range queries see them), but blocking nothing.
@@ -380,7 +381,7 @@ async fn bookings_on_busy_time_are_refused_with_the_conflicts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_requests_for_one_slot_book_it_once() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let attempts: Vec<_> = (0..10)
         .map(|i| {
             s.create_owned(booking(
@@ -434,7 +435,7 @@ fn paris(day: chrono::NaiveDate, hh: u32, mm: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slots_follow_opening_hours_busy_time_and_buffer() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let monday = next_monday();
     let booked =
         json!({"start": paris(monday, 10, 0), "end": paris(monday, 10, 30), "title": "Booked"});
@@ -545,7 +546,7 @@ async fn slots_follow_opening_hours_busy_time_and_buffer() {
 /// of its occurrences, with the total (issue 13: no answer grows with an object).
 #[tokio::test(flavor = "multi_thread")]
 async fn availability_lists_a_bounded_number_of_conflicts() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     s.add_source("staff-ana", false);
     let hourly = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:t\r\nBEGIN:VEVENT\r\nUID:hourly\r\nDTSTAMP:20261201T000000Z\r\nDTSTART:20261201T000000Z\r\nDURATION:PT10M\r\nRRULE:FREQ=HOURLY;COUNT=500\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
     s.put_ics("staff-ana", "hourly.ics", hourly).await;

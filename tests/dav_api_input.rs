@@ -3,17 +3,16 @@
 
 mod common;
 
-use common::{SALON_KEY, TestServer, booking, problem_fields, split};
+use common::{SALON_KEY, TestGateway, booking, problem_fields, split};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn m(name: &str) -> Method {
     Method::from_bytes(name.as_bytes()).expect("method name")
 }
 
 /// Sends a CalDAV request as `ana` (salon); (status, body).
-async fn dav(s: &TestServer, method: &str, path: &str, body: &str) -> (StatusCode, String) {
+async fn dav(s: &TestGateway, method: &str, path: &str, body: &str) -> (StatusCode, String) {
     let mut req = s
         .client
         .request(m(method), s.url(path))
@@ -28,23 +27,21 @@ async fn dav(s: &TestServer, method: &str, path: &str, body: &str) -> (StatusCod
     (status, resp.text().await.unwrap_or_default())
 }
 
-/// A request written byte for byte: HTTP clients resolve `%2e%2e` segments
-/// (WHATWG URL) before sending, a hostile client does not. Returns the status.
-async fn raw(s: &TestServer, method: &str, path: &str) -> u16 {
-    let addr = s.base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    // "ana:secret"
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic YW5hOnNlY3JldA==\r\nDepth: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.expect("read");
-    answer
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
+/// A request sent as written: HTTP clients resolve `%2e%2e` segments (WHATWG
+/// URL) before sending, a hostile client does not, nor does the in-process
+/// client. Returns the status.
+async fn raw(s: &TestGateway, method: &str, path: &str) -> u16 {
+    let resp = s
+        .client
+        .request(m(method), path)
+        .basic_auth("ana", Some("secret"))
+        .header("depth", "1")
+        .header("content-length", "0")
+        .header("connection", "close")
+        .send()
+        .await
+        .expect("request sent");
+    resp.status().as_u16()
 }
 
 fn ics(event: &str) -> String {
@@ -63,7 +60,7 @@ const MKCALENDAR: &str = r#"<?xml version="1.0" encoding="utf-8"?>
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_put_into_another_tenant_is_404_and_stores_nothing() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let (status, body) = dav(&s, "MKCALENDAR", "/dav/calendars/salon/staff2/", MKCALENDAR).await;
     assert_eq!(status, 201, "{body}");
     let event = ics(&vevent(
@@ -99,7 +96,7 @@ async fn a_put_into_another_tenant_is_404_and_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dot_segments_never_name_a_resource() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     for (method, path) in [
         ("MKCALENDAR", "/dav/calendars/salon/%2e%2e/"),
         ("MKCALENDAR", "/dav/calendars/salon/%2E/"),
@@ -127,7 +124,7 @@ async fn dot_segments_never_name_a_resource() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_calendar_objects_are_refused_with_their_precondition() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let (status, body) = dav(&s, "MKCALENDAR", "/dav/calendars/salon/staff/", MKCALENDAR).await;
     assert_eq!(status, 201, "{body}");
     let good = vevent(Some("a"), "20261201T100000Z", "20261201T110000Z");
@@ -235,16 +232,16 @@ async fn invalid_calendar_objects_are_refused_with_their_precondition() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_requests_are_413_and_oversized_objects_max_resource_size() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     // The test server's limit is 65536 bytes.
     let padding = "x".repeat(70_000);
     let propfind = format!(
         "<?xml version=\"1.0\"?><d:propfind xmlns:d=\"DAV:\"><d:prop><d:displayname/></d:prop><!-- {padding} --></d:propfind>"
     );
-    // The server answers before reading such a body and closes the connection:
-    // each request gets its own.
+    // Refused by its declared length, before the body is read.
     let once = |method: &'static str, path: &'static str, body: String| {
-        let req = common::http_client()
+        let req = s
+            .client
             .request(m(method), s.url(path))
             .basic_auth("ana", Some("secret"))
             .header("content-type", "text/calendar; charset=utf-8")
@@ -272,7 +269,7 @@ async fn oversized_requests_are_413_and_oversized_objects_max_resource_size() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn proppatch_refuses_oversized_and_malformed_values_by_name() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let (status, body) = dav(&s, "MKCALENDAR", "/dav/calendars/salon/staff/", MKCALENDAR).await;
     assert_eq!(status, 201, "{body}");
     let patch = |props: &str| {
@@ -343,7 +340,7 @@ async fn proppatch_refuses_oversized_and_malformed_values_by_name() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_leap_second_booking_is_refused_by_name() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let (status, body, _) = s
         .create(&json!({"start": "2027-06-30T23:59:60Z", "end": "2027-07-01T00:30:00Z", "title": "Leap"}))
         .await;
@@ -357,7 +354,7 @@ async fn a_leap_second_booking_is_refused_by_name() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn customer_emails_must_be_plain_addresses() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let with_email = |email: &str| {
         let mut body = booking("2026-12-01", "10:00", "10:30", "Cut");
         body["customer"] = json!({ "email": email });
@@ -379,7 +376,7 @@ async fn customer_emails_must_be_plain_addresses() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idempotency_key_is_visible_ascii_only() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     for key in ["order\t1", "order 1"] {
         let resp = s
             .client
@@ -401,7 +398,7 @@ async fn an_idempotency_key_is_visible_ascii_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn read_only_fields_are_refused_not_ignored() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let cut = booking("2026-12-01", "10:00", "10:30", "Cut");
     let (status, created, _) = s.create(&cut).await;
     assert_eq!(status, 201, "{created}");

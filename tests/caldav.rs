@@ -1,9 +1,11 @@
-//! The CalDAV server over real HTTP: discovery, authentication, PROPFIND,
-//! MKCALENDAR/PROPPATCH, object GET/PUT/DELETE with preconditions, isolation.
+//! The CalDAV server through the router in process: discovery, authentication,
+//! PROPFIND, MKCALENDAR/PROPPATCH, object GET/PUT/DELETE with preconditions,
+//! isolation. Over real TCP: the third-party clients (python caldav,
+//! caldav-server-tester) and the chunked streaming of large listings.
 
 mod common;
 
-use common::{TestServer, booking};
+use common::{Gateway, TestGateway, TestServer, booking};
 use reqwest::{Method, StatusCode};
 
 fn m(name: &str) -> Method {
@@ -17,12 +19,12 @@ const PROPFIND_DISCOVERY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
   <A:prop><A:current-user-principal/><A:resourcetype/><A:displayname/><B:calendar-home-set/><X:whatever/></A:prop>
 </A:propfind>"#;
 
-struct Dav<'a> {
-    s: &'a TestServer,
+struct Dav<'a, S> {
+    s: &'a S,
     user: &'a str,
 }
 
-impl Dav<'_> {
+impl<S: Gateway> Dav<'_, S> {
     async fn send(
         &self,
         method: &str,
@@ -30,21 +32,17 @@ impl Dav<'_> {
         depth: Option<&str>,
         body: &str,
     ) -> (StatusCode, reqwest::header::HeaderMap, String) {
-        let mut req = self
-            .s
-            .client
-            .request(m(method), self.s.url(path))
-            .basic_auth(self.user, Some("secret"))
-            .body(body.to_owned());
+        let mut headers = Vec::new();
         if let Some(d) = depth {
-            req = req.header("depth", d);
+            headers.push(("depth", d));
         }
         if method == "PUT" {
-            req = req.header("content-type", "text/calendar; charset=utf-8");
+            headers.push(("content-type", "text/calendar; charset=utf-8"));
         }
-        let resp = req.send().await.expect("request sent");
-        let (status, headers) = (resp.status(), resp.headers().clone());
-        (status, headers, resp.text().await.unwrap_or_default())
+        let body = body.to_owned();
+        self.s
+            .send_as(self.user, method, path, &headers, body)
+            .await
     }
 
     async fn put(
@@ -53,25 +51,16 @@ impl Dav<'_> {
         body: &str,
         header: Option<(&str, &str)>,
     ) -> (StatusCode, reqwest::header::HeaderMap, String) {
-        let mut req = self
-            .s
-            .client
-            .put(self.s.url(path))
-            .basic_auth(self.user, Some("secret"))
-            .header("content-type", "text/calendar; charset=utf-8")
-            .body(body.to_owned());
-        if let Some((k, v)) = header {
-            req = req.header(k, v);
-        }
-        let resp = req.send().await.expect("request sent");
-        let (status, headers) = (resp.status(), resp.headers().clone());
-        (status, headers, resp.text().await.unwrap_or_default())
+        let mut headers = vec![("content-type", "text/calendar; charset=utf-8")];
+        headers.extend(header);
+        let body = body.to_owned();
+        self.s.send_as(self.user, "PUT", path, &headers, body).await
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn discovery_and_probing() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     // OPTIONS anywhere, unauthenticated: never a 405.
     for path in ["/", "/dav/", "/some/unknown/path"] {
         let resp = s
@@ -88,12 +77,9 @@ async fn discovery_and_probing() {
                 .contains("calendar-access")
         );
     }
-    // Well-known redirect.
-    let no_redirects = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let resp = no_redirects
+    // Well-known redirect (the in-process client follows none).
+    let resp = s
+        .client
         .get(s.url("/.well-known/caldav"))
         .send()
         .await
@@ -171,7 +157,7 @@ async fn discovery_and_probing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn calendars_and_objects() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let dav = Dav { s: &s, user: "ana" };
     let home = "/dav/calendars/salon/";
     let mk = r#"<?xml version="1.0" encoding="utf-8"?>
@@ -328,7 +314,7 @@ async fn calendars_and_objects() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bookings_appear_as_objects_and_tenants_stay_apart() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let (_, created, _) = s
         .create(&booking("2026-12-01", "10:00", "11:00", "Haircut"))
         .await;
@@ -382,7 +368,7 @@ fn report_body(inner: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reports() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let dav = Dav { s: &s, user: "ana" };
     let cal = "/dav/calendars/salon/staff/";
     assert_eq!(dav.send("MKCALENDAR", cal, None, "").await.0, 201);
@@ -569,7 +555,7 @@ fn token_of(body: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sync_collection_with_limits_deletions_and_restarts() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let dav = Dav { s: &s, user: "ana" };
     let cal = "/dav/calendars/salon/staff/";
     assert_eq!(dav.send("MKCALENDAR", cal, None, "").await.0, 201);
@@ -719,7 +705,7 @@ async fn caldav_server_tester_finds_no_regression() {
 /// RFC 6638 free/busy through the scheduling outbox, as Apple Calendar asks it.
 #[tokio::test(flavor = "multi_thread")]
 async fn outbox_answers_free_busy_requests() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let dav = Dav { s: &s, user: "ana" };
     assert_eq!(
         dav.send("MKCALENDAR", "/dav/calendars/salon/staff/", None, "")
@@ -791,7 +777,7 @@ const APPOINTMENT: &str = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Apple Inc
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bookings_written_over_caldav_are_bookings() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let dav = Dav { s: &s, user: "ana" };
     let href = "/dav/calendars/salon/bookings/appt-1.ics";
     let (status, headers, body) = dav
@@ -906,7 +892,7 @@ async fn bookings_written_over_caldav_are_bookings() {
 /// Calendars may hold tasks (as clients expect); tasks never block time.
 #[tokio::test(flavor = "multi_thread")]
 async fn task_calendars() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let dav = Dav { s: &s, user: "ana" };
     let mk = r#"<?xml version="1.0"?><C:mkcalendar xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop>
       <C:supported-calendar-component-set><C:comp name="VTODO"/></C:supported-calendar-component-set></D:prop></D:set></C:mkcalendar>"#;
@@ -1018,7 +1004,7 @@ async fn task_calendars() {
 /// Bad request bodies and headers get precise 4xx answers, never a 500.
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_puts() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let dav = Dav { s: &s, user: "ana" };
     assert_eq!(
         dav.send("MKCALENDAR", "/dav/calendars/salon/staff/", None, "")
@@ -1057,7 +1043,7 @@ async fn malformed_puts() {
 /// searched by trigger time; principals are found by name.
 #[tokio::test(flavor = "multi_thread")]
 async fn recurring_tasks_alarms_and_principal_search() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let dav = Dav { s: &s, user: "ana" };
     assert_eq!(
         dav.send("MKCALENDAR", "/dav/calendars/salon/team@salon/", None, "")
@@ -1248,7 +1234,7 @@ fn hrefs_and_etags(body: &str) -> Vec<(String, String)> {
 /// CalDAV or the booking API, must show in the very next answer.
 #[tokio::test(flavor = "multi_thread")]
 async fn listings_and_expansions_follow_every_change() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let dav = Dav { s: &s, user: "ana" };
     let cal = "/dav/calendars/salon/staff/";
     assert_eq!(dav.send("MKCALENDAR", cal, None, "").await.0, 201);
@@ -1418,7 +1404,7 @@ async fn listings_and_expansions_follow_every_change() {
 /// the collection's ETag; bookings as events too.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_collection_is_one_calendar_on_get() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let dav = Dav { s: &s, user: "ana" };
     let cal = "/dav/calendars/salon/staff/";
     assert_eq!(dav.send("MKCALENDAR", cal, None, "").await.0, 201);

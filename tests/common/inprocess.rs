@@ -25,7 +25,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    Answer, Extra, SALON_KEY, add_salon_source, config, listed, put_salon_ics, range_url, split,
+    Answer, Extra, Gateway, SALON_KEY, add_salon_source, config, listed, put_salon_ics, range_url,
+    split,
 };
 
 /// The authority in-process URLs carry (any host works; this one reads as fake).
@@ -424,6 +425,27 @@ impl TestGateway {
             .send()
             .await
             .expect("request sent")
+    }
+}
+
+impl Gateway for TestGateway {
+    async fn send_as(
+        &self,
+        user: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: String,
+    ) -> (StatusCode, HeaderMap, String) {
+        let method = Method::from_bytes(method.as_bytes()).expect("method name");
+        let mut req = self.client.request(method, path);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.basic_auth(user, Some("secret")).body(body);
+        let resp = req.send().await.expect("request sent");
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        (status, headers, resp.text().await.unwrap_or_default())
     }
 }
 

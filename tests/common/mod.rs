@@ -17,6 +17,8 @@ use std::sync::OnceLock;
 
 use calgate::app::App;
 use calgate::config::Config;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 pub const SALON_KEY: &str = "key-salon-0123";
@@ -356,6 +358,42 @@ fn range_url(bookings: &str, start: &str, end: &str) -> String {
 fn listed(status: u16, body: &Value) -> Vec<Value> {
     assert_eq!(status, 200, "{body}");
     body["bookings"].as_array().expect("bookings array").clone()
+}
+
+/// A gateway under test, over TCP ([`TestServer`]) or in process
+/// ([`TestGateway`]), for helpers shared by tests of both kinds.
+pub trait Gateway {
+    /// `method path` as CalDAV user `user` (password `secret`) with `headers` and
+    /// `body`: (status, headers, body text).
+    fn send_as(
+        &self,
+        user: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: String,
+    ) -> impl std::future::Future<Output = (StatusCode, HeaderMap, String)> + Send;
+}
+
+impl Gateway for TestServer {
+    async fn send_as(
+        &self,
+        user: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: String,
+    ) -> (StatusCode, HeaderMap, String) {
+        let method = Method::from_bytes(method.as_bytes()).expect("method name");
+        let mut req = self.client.request(method, self.url(path));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.basic_auth(user, Some("secret")).body(body);
+        let resp = req.send().await.expect("request sent");
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        (status, headers, resp.text().await.unwrap_or_default())
+    }
 }
 
 /// (status, JSON body or Null, ETag header), from an answer over TCP or in process.

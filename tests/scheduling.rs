@@ -1,11 +1,12 @@
-//! CalDAV scheduling (RFC 6638) over real HTTP: what OPTIONS and principals
-//! advertise per tenant, invitations, replies and cancellations delivered to the
-//! inboxes of the tenant's users, SCHEDULE-STATUS, Schedule-Tags, inbox access
-//! and REPORTs, and tenants whose clients schedule themselves.
+//! CalDAV scheduling (RFC 6638) through the router in process: what OPTIONS and
+//! principals advertise per tenant, invitations, replies and cancellations
+//! delivered to the inboxes of the tenant's users, SCHEDULE-STATUS,
+//! Schedule-Tags, inbox access and REPORTs, and tenants whose clients schedule
+//! themselves.
 
 mod common;
 
-use common::{Extra, TestServer, booking, password_hash};
+use common::{Extra, Gateway, TestGateway, booking, password_hash};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 
@@ -17,7 +18,7 @@ const TEAM: &str = "/dav/calendars/salon/team/";
 
 /// One CalDAV user of the test server.
 struct User<'a> {
-    s: &'a TestServer,
+    s: &'a TestGateway,
     name: &'a str,
 }
 
@@ -35,21 +36,13 @@ impl Answer {
 
 impl User<'_> {
     async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
-        let method = Method::from_bytes(method.as_bytes()).expect("method name");
-        let mut req = self
-            .s
-            .client
-            .request(method, self.s.url(path))
-            .basic_auth(self.name, Some("secret"))
-            .body(body.to_owned());
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = req.send().await.expect("request sent");
+        let (status, headers, body) = (self.s)
+            .send_as(self.name, method, path, headers, body.to_owned())
+            .await;
         Answer {
-            status: resp.status(),
-            headers: resp.headers().clone(),
-            body: resp.text().await.unwrap_or_default(),
+            status,
+            headers,
+            body,
         }
     }
 
@@ -135,7 +128,7 @@ fn studio() -> Extra {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn options_and_principals_say_who_schedules() {
-    let s = TestServer::start_with_extra(studio()).await;
+    let s = TestGateway::start_with_extra(studio()).await;
     let options = |user: Option<&'static str>| {
         let mut req = s.client.request(Method::OPTIONS, s.url("/dav/"));
         if let Some(user) = user {
@@ -241,7 +234,7 @@ async fn options_and_principals_say_who_schedules() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invitations_replies_and_cancellations_reach_the_inboxes() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let ana = User { s: &s, name: "ana" };
     let bea = User { s: &s, name: "bea" };
     ana.make_calendar(TEAM).await;
@@ -423,7 +416,7 @@ async fn invitations_replies_and_cancellations_reach_the_inboxes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dropped_attendees_are_cancelled_and_plain_events_stay_as_sent() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let ana = User { s: &s, name: "ana" };
     let bea = User { s: &s, name: "bea" };
     ana.make_calendar(TEAM).await;
@@ -480,7 +473,7 @@ async fn dropped_attendees_are_cancelled_and_plain_events_stay_as_sent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_calendar_cancels_its_meetings() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let ana = User { s: &s, name: "ana" };
     let bea = User { s: &s, name: "bea" };
     ana.make_calendar(TEAM).await;
@@ -511,7 +504,7 @@ async fn deleting_a_calendar_cancels_its_meetings() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn inboxes_are_private_and_only_the_server_writes_them() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let ana = User { s: &s, name: "ana" };
     let bea = User { s: &s, name: "bea" };
     let gus = User { s: &s, name: "gus" };
@@ -584,7 +577,7 @@ async fn inboxes_are_private_and_only_the_server_writes_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn inbox_reports_and_restarts() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let ana = User { s: &s, name: "ana" };
     let bea = User { s: &s, name: "bea" };
     ana.make_calendar(TEAM).await;
@@ -663,7 +656,7 @@ async fn inbox_reports_and_restarts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn meetings_in_the_bookings_calendar_are_bookings_once() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     let ana = User { s: &s, name: "ana" };
     let bea = User { s: &s, name: "bea" };
     let url = "/dav/calendars/salon/bookings/consult.ics";
@@ -713,7 +706,7 @@ async fn meetings_in_the_bookings_calendar_are_bookings_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn outbox_free_busy_of_a_colleague() {
-    let s = TestServer::start_with_extra(studio()).await;
+    let s = TestGateway::start_with_extra(studio()).await;
     let ana = User { s: &s, name: "ana" };
     ana.make_calendar(TEAM).await;
     assert_eq!(
@@ -767,7 +760,7 @@ async fn outbox_free_busy_of_a_colleague() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_scheduling_tenants_store_what_is_sent() {
-    let s = TestServer::start_with_extra(studio()).await;
+    let s = TestGateway::start_with_extra(studio()).await;
     let sol = User { s: &s, name: "sol" };
     let tim = User { s: &s, name: "tim" };
     let cal = "/dav/calendars/studio/team/";

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{
-    BUSY_FEED, FULL_FEED, GARAGE_FEED, GARAGE_KEY, SALON_KEY, TestGateway, TestServer, booking,
-    run_python, split,
+    BUSY_FEED, FULL_FEED, GARAGE_FEED, GARAGE_KEY, SALON_KEY, TestGateway, booking, run_python,
+    split,
 };
 use serde_json::{Value, json};
 
@@ -157,11 +157,11 @@ async fn busy_feed_reveals_nothing_but_time() {
     validate(&feed, &json!({ "events": events }));
 }
 
-/// Over TCP: that a HEAD answer has no body is the connection's doing (hyper
-/// drops the body the feed handler renders for GET and HEAD alike).
+/// In process: `http::handle` drops a HEAD answer's body as hyper does on a
+/// connection (the feed handler renders it for GET and HEAD alike).
 #[tokio::test(flavor = "multi_thread")]
 async fn conditional_get_and_head() {
-    let s = TestServer::start().await;
+    let s = TestGateway::start().await;
     s.create(&booking("2026-12-01", "10:00", "11:00", "First"))
         .await;
     let resp = s.feed("salon", FULL_FEED).await;

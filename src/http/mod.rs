@@ -216,7 +216,15 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
 /// errors, access log: everything [`serve`] does per request, body limits and
 /// authentication included.
 pub async fn handle<B: Into<RequestBody>>(app: Arc<App>, req: Request<B>) -> Response<Body> {
-    respond(app, req.map(Into::into), None).await
+    let head = req.method() == Method::HEAD;
+    let resp = respond(app, req.map(Into::into), None).await;
+    if head {
+        // What hyper does on a connection: a HEAD answer keeps its headers
+        // (Content-Length included) and sends no body.
+        let (parts, _) = resp.into_parts();
+        return Response::from_parts(parts, empty());
+    }
+    resp
 }
 
 /// One request: id, span, routing, access log (with the peer's address when

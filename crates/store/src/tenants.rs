@@ -12,11 +12,12 @@
 //! tree (all keys start with `tenant \0`, see [`crate::keys`]). It is not one
 //! transaction (a tenant may own millions of keys); the caller marks the record
 //! `deleting` first, so a crash part-way is finished at the next start. The
-//! tenant's version counter in `meta` stays: it only ever grows, so a sync token
-//! or ETag handed out before the deletion never matches a re-created tenant's.
+//! tenant's version counter in `meta` stays and moves on once more: it only
+//! ever grows, so a sync token or ETag handed out before the deletion never
+//! matches a re-created tenant's.
 
-use super::keys::prefix;
-use super::{Store, StoreError, encode, get_json, iter_json};
+use super::keys::{encode_i64, join, prefix};
+use super::{Store, StoreError, decode_version, encode, get_json, iter_json};
 pub use calgate_model::provisioned::ProvisionedTenant;
 
 /// Keys removed per batch when clearing a tenant (bounded memory per batch).
@@ -68,6 +69,19 @@ impl Store {
                 tree.apply_batch(batch)?;
             }
         }
+        // The version moves on, so validators of the old data (feed ETags,
+        // sync tokens) never match what a re-created tenant serves.
+        let key = join(&[b"version", tenant.as_bytes()]);
+        let old = self
+            .meta
+            .get(&key)?
+            .map(|raw| decode_version(&raw))
+            .unwrap_or_default();
+        let mut raw = (old.seq + 1).to_be_bytes().to_vec();
+        raw.extend_from_slice(&encode_i64(
+            chrono::Utc::now().timestamp_millis().max(old.modified_ms),
+        ));
+        self.meta.insert(key, raw)?;
         self.flush().await
     }
 

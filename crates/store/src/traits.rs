@@ -455,8 +455,9 @@ pub trait TenantStore: Durable {
     /// Removes every record of the tenant in every aggregate above (bookings,
     /// Idempotency-Keys, sources, objects, change logs, sync state and logs,
     /// mirror, tokens, export mapping and state, inboxes and outbox,
-    /// conflicts), and nothing of another tenant. The tenant's version never
-    /// goes back (a re-created tenant's sync tokens cannot match old ones).
+    /// conflicts), and nothing of another tenant. The tenant's version moves
+    /// on, never back (a re-created tenant's sync tokens and ETags cannot match
+    /// old ones).
     /// Need not be atomic; durable when it returns.
     fn delete_tenant_data<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, ()>;
 }

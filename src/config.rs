@@ -1155,6 +1155,48 @@ mod tests {
     }
 
     #[test]
+    fn admin_key_hash_is_checked() {
+        assert!(parse("").unwrap().admin.is_none());
+        let c = parse(&format!("[admin]\nkey_hash = \"{HASH}\"\n")).unwrap();
+        assert_eq!(c.admin.map(|a| a.key_hash).as_deref(), Some(HASH));
+        let err = parse("[admin]\nkey_hash = \"plain\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("admin.key_hash") && err.contains("calgate hash-password"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn records_are_checked_as_the_file_is() {
+        use calgate_model::provisioned::{FeedSettings, ProvisionedFeed, TenantSettings};
+        let mut record = ProvisionedTenant::new(
+            "bakery",
+            TenantSettings {
+                timezone: "Europe/Berlin".into(),
+                ..TenantSettings::default()
+            },
+        );
+        let t = tenant_from_record(&record).unwrap();
+        assert_eq!(t.timezone, chrono_tz::Europe::Berlin);
+        assert_eq!(t.name, "bakery");
+        record.feeds.push(ProvisionedFeed {
+            name: "public".into(),
+            token_hash: HASH.into(),
+            lookup: "0011".into(),
+            settings: FeedSettings {
+                refresh_minutes: Some(0),
+                ..FeedSettings::default()
+            },
+        });
+        let (field, message) = tenant_from_record(&record).unwrap_err();
+        assert_eq!(field, "refresh_minutes", "{message}");
+        record.settings.timezone = "Mars/Olympus".into();
+        assert_eq!(tenant_from_record(&record).unwrap_err().0, "timezone");
+    }
+
+    #[test]
     fn bad_tenant_id_is_refused() {
         let err = parse("[[tenant]]\nid=\"Demo Salon\"\ntimezone=\"UTC\"\n")
             .unwrap_err()

@@ -567,7 +567,7 @@ enabled = false
 
 /// Connects the Google source: OAuth start, the mock's consent redirect, callback.
 async fn connect_google(app: &calgate::app::App, http: &reqwest::Client) {
-    let tenant = app.tenant(TENANT).expect("tenant");
+    let tenant = &*app.tenant(TENANT).expect("tenant");
     let source = app
         .store
         .source(TENANT, "google")

@@ -12,7 +12,7 @@ use crate::config::{Config, TenantConfig};
 use crate::conflicts::ConflictTracker;
 use crate::connect::{Connections, PublicUrl};
 use crate::feeds::FeedService;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{ProvisionedTenant, SledStore, Store, StoreError};
 use crate::tenants::Tenants;
 
 /// Who a booking-API key belongs to.
@@ -36,6 +36,15 @@ pub struct UserPrincipal {
     pub username: String,
 }
 
+/// The holder of the operator key (`[admin]`): may provision tenants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Operator;
+
+/// Prefix of generated API keys and feed tokens (they are told apart from the
+/// file's, which are tried one by one, by their lookup: [`crate::auth::lookup_of`]).
+pub const API_KEY_PREFIX: &str = "ck_";
+pub const FEED_TOKEN_PREFIX: &str = "cf_";
+
 pub struct App {
     pub config: Config,
     pub store: Store,
@@ -58,6 +67,13 @@ pub struct App {
     pub tenants: Arc<Tenants>,
     /// Where browsers reach the gateway (set to the bound address once known).
     pub public_url: Arc<PublicUrl>,
+    /// The operator key, when `[admin]` is configured.
+    pub operator: Option<Arc<Verifier<Operator>>>,
+    /// One provisioning change at a time (read, check, store, apply).
+    pub provisioning: tokio::sync::Mutex<()>,
+    /// Provisioned tenants whose deletion a crash interrupted: finished by
+    /// [`crate::start`] before serving.
+    pub interrupted_deletions: Vec<String>,
 }
 
 /// Why the gateway could not be wired up.
@@ -80,37 +96,31 @@ impl App {
 
     pub fn with_store(config: Config, store: Store) -> Result<App, AppError> {
         let secrets = crate::secrets::SecretBox::open(&config.data_dir)?;
-        let mut api_keys = Verifier::new();
-        let mut feed_tokens = Verifier::new();
-        let mut users = Verifier::new();
+        let api_keys = Arc::new(Verifier::new());
+        let feed_tokens = Arc::new(Verifier::new());
+        let users = Arc::new(Verifier::new());
+        let operator = config.admin.as_ref().map(|admin| {
+            let verifier = Verifier::new();
+            verifier.add(None, &admin.key_hash, Operator);
+            Arc::new(verifier)
+        });
+        let credentials = Credentials {
+            api_keys: &api_keys,
+            feed_tokens: &feed_tokens,
+            users: &users,
+        };
         for t in &config.tenants {
-            for k in &t.api_keys {
-                let who = ApiPrincipal {
-                    tenant: t.id.clone(),
-                    key_name: k.name.clone(),
-                };
-                api_keys.add(None, &k.key_hash, who);
-            }
-            for f in &t.feeds {
-                let which = FeedPrincipal {
-                    tenant: t.id.clone(),
-                    feed: f.name.clone(),
-                };
-                feed_tokens.add(None, &f.token_hash, which);
-            }
-            for u in &t.users {
-                let who = UserPrincipal {
-                    tenant: t.id.clone(),
-                    username: u.username.clone(),
-                };
-                users.add(Some(&u.username), &u.password_hash, who);
-            }
+            credentials.register(t, None);
         }
+        let (provisioned, interrupted_deletions) =
+            load_provisioned(&store, &config.tenants, &credentials)?;
         crate::sync::declare_configured_sources(&store, &config.tenants)?;
         let conflicts = ConflictTracker::new(store.clone());
         let bookings = BookingEngine::new(store.clone(), Arc::clone(&conflicts));
         let calendars = CalendarService::new(store.clone(), config.horizon, Arc::clone(&conflicts));
-        let tenants = Arc::new(Tenants::new(config.tenants.iter().cloned()));
+        let tenants = Arc::new(Tenants::new(
+            config.tenants.iter().cloned().chain(provisioned),
+        ));
         let public_url = Arc::new(PublicUrl::new(config.public_url.clone(), config.listen));
         let providers = Arc::new(crate::providers::Providers::new(
             &config.providers,
@@ -150,16 +160,59 @@ impl App {
             calendars,
             conflicts,
             feeds: FeedService::new(store.clone(), config.horizon),
-            api_keys: Arc::new(api_keys),
-            feed_tokens: Arc::new(feed_tokens),
-            users: Arc::new(users),
+            api_keys,
+            feed_tokens,
+            users,
+            operator,
+            provisioning: tokio::sync::Mutex::new(()),
+            interrupted_deletions,
             store,
             config,
         })
     }
 
-    pub fn tenant(&self, id: &str) -> Option<&TenantConfig> {
-        self.config.tenant(id)
+    /// A tenant as it is now (the file's or a provisioned one).
+    pub fn tenant(&self, id: &str) -> Option<Arc<TenantConfig>> {
+        self.tenants.get(id)
+    }
+
+    /// Whether `gateway.toml` declares the tenant (then only the file changes it).
+    pub fn declared_in_file(&self, id: &str) -> bool {
+        self.config.tenant(id).is_some()
+    }
+
+    /// Whose booking-API key this is: a generated key is found by its lookup
+    /// (one argon2 check), a key of the file among the file's.
+    pub async fn verify_api_key(&self, key: &str) -> Option<ApiPrincipal> {
+        match self
+            .api_keys
+            .verify(Some(&crate::auth::lookup_of(key)), key)
+            .await
+        {
+            Some(found) => Some(found),
+            None => self.api_keys.verify(None, key).await,
+        }
+    }
+
+    /// Which feed a feed token opens (as [`App::verify_api_key`]).
+    pub async fn verify_feed_token(&self, token: &str) -> Option<FeedPrincipal> {
+        match self
+            .feed_tokens
+            .verify(Some(&crate::auth::lookup_of(token)), token)
+            .await
+        {
+            Some(found) => Some(found),
+            None => self.feed_tokens.verify(None, token).await,
+        }
+    }
+
+    /// The verifiers, to add or remove a tenant's secrets.
+    pub fn credentials(&self) -> Credentials<'_> {
+        Credentials {
+            api_keys: &self.api_keys,
+            feed_tokens: &self.feed_tokens,
+            users: &self.users,
+        }
     }
 
     /// Where browsers reach the gateway: `server.public_url`, or else the
@@ -168,4 +221,104 @@ impl App {
     pub fn public_url(&self) -> String {
         self.public_url.get()
     }
+}
+
+/// The three verifiers together: a tenant's secrets come and go as one.
+pub struct Credentials<'a> {
+    pub api_keys: &'a Verifier<ApiPrincipal>,
+    pub feed_tokens: &'a Verifier<FeedPrincipal>,
+    pub users: &'a Verifier<UserPrincipal>,
+}
+
+impl Credentials<'_> {
+    /// Makes a tenant's users, keys and feed tokens valid. `record` gives the
+    /// lookups of a provisioned tenant's generated secrets; without it (the
+    /// file's) keys and tokens are tried one by one.
+    pub fn register(&self, t: &TenantConfig, record: Option<&ProvisionedTenant>) {
+        let lookup_of_key = |name: &str| {
+            record
+                .and_then(|r| r.api_keys.iter().find(|k| k.name == name))
+                .map(|k| k.lookup.as_str())
+        };
+        let lookup_of_feed = |name: &str| {
+            record
+                .and_then(|r| r.feeds.iter().find(|f| f.name == name))
+                .map(|f| f.lookup.as_str())
+        };
+        for k in &t.api_keys {
+            let who = ApiPrincipal {
+                tenant: t.id.clone(),
+                key_name: k.name.clone(),
+            };
+            self.api_keys.add(lookup_of_key(&k.name), &k.key_hash, who);
+        }
+        for f in &t.feeds {
+            let which = FeedPrincipal {
+                tenant: t.id.clone(),
+                feed: f.name.clone(),
+            };
+            self.feed_tokens
+                .add(lookup_of_feed(&f.name), &f.token_hash, which);
+        }
+        for u in &t.users {
+            let who = UserPrincipal {
+                tenant: t.id.clone(),
+                username: u.username.clone(),
+            };
+            self.users.add(Some(&u.username), &u.password_hash, who);
+        }
+    }
+
+    /// Makes every secret of a tenant invalid at once.
+    pub fn forget(&self, tenant: &str) {
+        self.api_keys.remove(|p| p.tenant == tenant);
+        self.feed_tokens.remove(|p| p.tenant == tenant);
+        self.users.remove(|p| p.tenant == tenant);
+    }
+}
+
+/// The provisioned tenants in the store, checked as the file is, with their
+/// secrets registered; and the ids whose deletion a crash interrupted. A
+/// record that no longer passes (the file now declares its id or one of its
+/// user names) is left out with an error in the log, never dropped.
+fn load_provisioned(
+    store: &Store,
+    declared: &[TenantConfig],
+    credentials: &Credentials<'_>,
+) -> Result<(Vec<TenantConfig>, Vec<String>), StoreError> {
+    let mut usernames: std::collections::HashSet<String> = declared
+        .iter()
+        .flat_map(|t| t.users.iter().map(|u| u.username.clone()))
+        .collect();
+    let mut tenants = Vec::new();
+    let mut interrupted = Vec::new();
+    for record in store.tenant_records()? {
+        if record.deleting {
+            interrupted.push(record.id);
+            continue;
+        }
+        if declared.iter().any(|t| t.id == record.id) {
+            tracing::error!(tenant = %record.id, "a provisioned tenant has the id of one gateway.toml declares; the file's is served (rename one of them)");
+            continue;
+        }
+        let tenant = match crate::config::tenant_from_record(&record) {
+            Ok(t) => t,
+            Err((field, message)) => {
+                tracing::error!(tenant = %record.id, field, message, "a provisioned tenant no longer passes validation and is not served");
+                continue;
+            }
+        };
+        if let Some(taken) = tenant
+            .users
+            .iter()
+            .find(|u| usernames.contains(&u.username))
+        {
+            tracing::error!(tenant = %record.id, user = %taken.username, "a provisioned user name is taken by another tenant; the tenant is not served");
+            continue;
+        }
+        usernames.extend(tenant.users.iter().map(|u| u.username.clone()));
+        credentials.register(&tenant, Some(&record));
+        tenants.push(tenant);
+    }
+    Ok((tenants, interrupted))
 }

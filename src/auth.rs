@@ -12,7 +12,7 @@
 //! HTTP layer; this module only answers "whose secret is this?".
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -61,37 +61,75 @@ fn matches(hash: &str, secret: &[u8]) -> bool {
 }
 
 struct Entry<P> {
-    /// Narrows which entries a secret is checked against (a user name); `None` for
-    /// bearer-style secrets (keys, tokens) that must be tried against every entry.
-    lookup: Option<String>,
     hash: String,
     principal: P,
 }
 
+/// The entries, by lookup: the user name for password entries; `None` for
+/// bearer-style secrets (keys, tokens) of the file, which are tried one after
+/// another; a digest prefix of the secret ([`lookup_of`]) for generated ones.
+type Entries<P> = HashMap<Option<String>, Vec<Entry<P>>>;
+
 /// Finds the principal owning a secret, with a bounded memo of past answers.
+///
+/// Entries are added and removed at run time (provisioning). A removal drops
+/// the memo's answers naming that principal, and an addition its negative
+/// answers, so neither a revoked secret nor a new one is answered from memory
+/// wrongly; `generation` keeps a check that raced with a change from
+/// remembering what it found before the change.
 pub struct Verifier<P> {
-    entries: Vec<Entry<P>>,
-    cache: Mutex<HashMap<[u8; 32], Option<P>>>,
+    entries: RwLock<Entries<P>>,
+    cache: Mutex<Memo<P>>,
     /// argon2 checks run so far (each costs tens of ms and 19 MiB).
     checks: std::sync::atomic::AtomicUsize,
 }
 
-impl<P: Clone + Send + Sync + 'static> Verifier<P> {
+struct Memo<P> {
+    answers: HashMap<[u8; 32], Option<P>>,
+    /// Bumped by every change of the entries.
+    generation: u64,
+}
+
+impl<P: Clone + PartialEq + Send + Sync + 'static> Verifier<P> {
     pub fn new() -> Self {
         Verifier {
-            entries: Vec::new(),
-            cache: Mutex::new(HashMap::new()),
+            entries: RwLock::new(HashMap::new()),
+            cache: Mutex::new(Memo {
+                answers: HashMap::new(),
+                generation: 0,
+            }),
             checks: Default::default(),
         }
     }
 
-    /// Adds a hashed secret; `lookup` is the user name for password entries.
-    pub fn add(&mut self, lookup: Option<&str>, hash: &str, principal: P) {
-        self.entries.push(Entry {
-            lookup: lookup.map(str::to_owned),
-            hash: hash.to_owned(),
-            principal,
-        });
+    /// Adds a hashed secret; `lookup` is the user name for password entries,
+    /// or [`lookup_of`] the secret for generated keys and tokens.
+    pub fn add(&self, lookup: Option<&str>, hash: &str, principal: P) {
+        let mut entries = self.write_entries();
+        entries
+            .entry(lookup.map(str::to_owned))
+            .or_default()
+            .push(Entry {
+                hash: hash.to_owned(),
+                principal,
+            });
+        let mut memo = self.lock_cache();
+        memo.generation += 1;
+        // A secret refused before may be this one.
+        memo.answers.retain(|_, answer| answer.is_some());
+    }
+
+    /// Removes every entry whose principal `gone` matches; effective at once.
+    pub fn remove(&self, gone: impl Fn(&P) -> bool) {
+        let mut entries = self.write_entries();
+        for bucket in entries.values_mut() {
+            bucket.retain(|e| !gone(&e.principal));
+        }
+        entries.retain(|_, bucket| !bucket.is_empty());
+        let mut memo = self.lock_cache();
+        memo.generation += 1;
+        memo.answers
+            .retain(|_, answer| !answer.as_ref().is_some_and(&gone));
     }
 
     /// Returns the principal whose secret this is, or `None`.
@@ -103,44 +141,77 @@ impl<P: Clone + Send + Sync + 'static> Verifier<P> {
             h.update(secret.as_bytes());
             <[u8; 32]>::from(h.finalize())
         };
-        if let Some(known) = self.lock_cache().get(&digest) {
+        if let Some(known) = self.lock_cache().answers.get(&digest) {
             return known.clone();
         }
         // The semaphore is never closed; were it, verifying unthrottled is still correct.
         let _slot = VERIFICATION_SLOTS.acquire().await.ok();
         // Concurrent requests with the same secret: the first one verified it.
-        if let Some(known) = self.lock_cache().get(&digest) {
-            return known.clone();
-        }
+        let generation = {
+            let memo = self.lock_cache();
+            if let Some(known) = memo.answers.get(&digest) {
+                return known.clone();
+            }
+            memo.generation
+        };
         let this = Arc::clone(self);
         let lookup = lookup.map(str::to_owned);
         let secret = secret.to_owned();
         self.checks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let found = tokio::task::spawn_blocking(move || {
-            this.entries
+            let entries = this.read_entries();
+            entries
+                .get(&lookup)?
                 .iter()
-                .filter(|e| e.lookup == lookup)
                 .find(|e| matches(&e.hash, secret.as_bytes()))
                 .map(|e| e.principal.clone())
         })
         .await
         .unwrap_or(None);
-        let mut cache = self.lock_cache();
-        if cache.len() >= CACHE_CAPACITY {
-            cache.clear();
+        let mut memo = self.lock_cache();
+        // Entries changed meanwhile: answer, but do not remember (the answer
+        // may already be stale, e.g. the key was revoked).
+        if memo.generation == generation {
+            if memo.answers.len() >= CACHE_CAPACITY {
+                memo.answers.clear();
+            }
+            memo.answers.insert(digest, found.clone());
         }
-        cache.insert(digest, found.clone());
         found
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Option<P>>> {
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, Memo<P>> {
         // A poisoned memo is still a valid memo: every value in it was fully written.
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn read_entries(&self) -> std::sync::RwLockReadGuard<'_, Entries<P>> {
+        // Entries are replaced whole under the lock: a panic cannot leave half of one.
+        self.entries.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_entries(&self) -> std::sync::RwLockWriteGuard<'_, Entries<P>> {
+        self.entries.write().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
-impl<P: Clone + Send + Sync + 'static> Default for Verifier<P> {
+/// The lookup of a generated bearer secret (API key or feed token): a digest
+/// prefix, so verifying it costs one argon2 check however many keys exist.
+/// 64 bits of a SHA-256 of 256 random bits tell an attacker nothing usable.
+pub fn lookup_of(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    hex::encode(&digest[..8])
+}
+
+/// A new random bearer secret: `prefix` and 32 random bytes (256 bits) in hex.
+pub fn generate_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+impl<P: Clone + PartialEq + Send + Sync + 'static> Default for Verifier<P> {
     fn default() -> Self {
         Self::new()
     }
@@ -154,7 +225,7 @@ mod tests {
     async fn verifies_and_remembers() {
         let hash = hash_secret("s3cret").unwrap();
         check_hash_format(&hash).unwrap();
-        let mut v = Verifier::new();
+        let v = Verifier::new();
         v.add(None, &hash, "tenant-a");
         v.add(Some("alice"), &hash, "alice");
         let v = Arc::new(v);
@@ -170,7 +241,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_burst_with_one_secret_checks_it_at_most_twice() {
         let hash = hash_secret("burst").unwrap();
-        let mut v = Verifier::new();
+        let v = Verifier::new();
         v.add(Some("ana"), &hash, "ana");
         let v = Arc::new(v);
         let burst: Vec<_> = (0..8)
@@ -187,6 +258,29 @@ mod tests {
             (1..=PARALLEL_VERIFICATIONS).contains(&checks),
             "{checks} checks"
         );
+    }
+
+    /// A removed secret is refused at once although it was remembered, and a
+    /// secret refused before is accepted once added.
+    #[tokio::test]
+    async fn changes_take_effect_at_once() {
+        let hash = hash_secret("k1").unwrap();
+        let v = Arc::new(Verifier::new());
+        assert_eq!(v.verify(Some(&lookup_of("k1")), "k1").await, None);
+        v.add(Some(&lookup_of("k1")), &hash, "a");
+        v.add(Some("bob"), &hash, "bob");
+        assert_eq!(v.verify(Some(&lookup_of("k1")), "k1").await, Some("a"));
+        assert_eq!(v.verify(Some("bob"), "k1").await, Some("bob"));
+        v.remove(|p| *p == "a");
+        assert_eq!(v.verify(Some(&lookup_of("k1")), "k1").await, None);
+        assert_eq!(
+            v.verify(Some("bob"), "k1").await,
+            Some("bob"),
+            "others stay"
+        );
+        let secret = generate_secret("ck_");
+        assert_eq!(secret.len(), 3 + 64);
+        assert_ne!(secret, generate_secret("ck_"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use calgate_model::provisioned::ProvisionedTenant;
 use chrono::NaiveTime;
 use chrono_tz::Tz;
 use serde::Deserialize;
@@ -58,6 +59,16 @@ pub struct Config {
     /// server actually listens on (see `App::public_url`).
     pub public_url: Option<String>,
     pub providers: ProvidersConfig,
+    /// The operator key of the provisioning API (`[admin]`); `None`: the API
+    /// cannot create, change or delete tenants.
+    pub admin: Option<AdminConfig>,
+}
+
+/// `[admin]`: who may provision tenants over the API.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// argon2 PHC hash of the operator key (`calgate hash-password`).
+    pub key_hash: String,
 }
 
 pub use calgate_model::settings::{
@@ -86,6 +97,13 @@ struct RawConfig {
     tenant: Vec<RawTenant>,
     #[serde(default)]
     providers: RawProviders,
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    key_hash: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -256,6 +274,99 @@ pub fn parse_source_json(body: &[u8]) -> Result<SourceConfig, (String, String)> 
         })
 }
 
+/// Checks a provisioned tenant with the rules of a `[[tenant]]` table and
+/// builds its settings. An error names the field as a request body does
+/// (`timezone`, `opening_hours.monday[0]`, `refresh_minutes`: the prefix of a
+/// user, key or feed entry left out) and says what is wrong.
+pub fn tenant_from_record(record: &ProvisionedTenant) -> Result<TenantConfig, (String, String)> {
+    let path = Path::new("request body");
+    let raw = raw_tenant(record)?;
+    Validator { path }.tenant(0, raw).map_err(|e| match e {
+        ConfigError::Invalid { key, message, .. } => (body_field(&key), message),
+        other => ("body".to_owned(), other.to_string()),
+    })
+}
+
+/// `tenant[0].feed[2].privacy` → `privacy`; `tenant[0].timezone` → `timezone`.
+fn body_field(key: &str) -> String {
+    let key = key.strip_prefix("tenant[0].").unwrap_or(key);
+    for list in ["user[", "api_key[", "feed["] {
+        if let Some(rest) = key.strip_prefix(list)
+            && let Some((_, field)) = rest.split_once("].")
+        {
+            return field.to_owned();
+        }
+    }
+    key.to_owned()
+}
+
+/// A stored record as the `[[tenant]]` table it stands for.
+fn raw_tenant(record: &ProvisionedTenant) -> Result<RawTenant, (String, String)> {
+    let settings = &record.settings;
+    let mut feed = Vec::with_capacity(record.feeds.len());
+    for f in &record.feeds {
+        let s = &f.settings;
+        let privacy = match &s.privacy {
+            None => None,
+            Some(p) => Some(
+                serde_json::from_value(serde_json::Value::String(p.clone())).map_err(|_| {
+                    (
+                        "privacy".to_owned(),
+                        format!("\"{p}\" is neither \"full\" nor \"busy\""),
+                    )
+                })?,
+            ),
+        };
+        let include_sources = match &s.include_sources {
+            None => None,
+            Some(v) => Some(serde_json::from_value(v.clone()).map_err(|_| {
+                (
+                    "include_sources".to_owned(),
+                    "must be \"all\" or a list of source ids such as [\"anna-google\"]".to_owned(),
+                )
+            })?),
+        };
+        feed.push(RawFeed {
+            name: f.name.clone(),
+            token_hash: f.token_hash.clone(),
+            privacy,
+            refresh_minutes: s.refresh_minutes,
+            past_days: s.past_days,
+            include_cancelled: s.include_cancelled,
+            include_sources,
+        });
+    }
+    Ok(RawTenant {
+        id: record.id.clone(),
+        name: settings.name.clone(),
+        timezone: settings.timezone.clone(),
+        user: record
+            .users
+            .iter()
+            .map(|u| RawUser {
+                username: u.username.clone(),
+                password_hash: u.password_hash.clone(),
+                email: u.email.clone(),
+            })
+            .collect(),
+        api_key: record
+            .api_keys
+            .iter()
+            .map(|k| RawApiKey {
+                name: k.name.clone(),
+                key_hash: k.key_hash.clone(),
+            })
+            .collect(),
+        feed,
+        opening_hours: settings.opening_hours.clone(),
+        buffer_minutes: settings.buffer_minutes,
+        webhook: None,
+        source: Vec::new(),
+        accept_external_moves: settings.accept_external_moves,
+        scheduling: settings.scheduling.clone(),
+    })
+}
+
 struct Validator<'a> {
     path: &'a Path,
 }
@@ -354,7 +465,17 @@ impl Validator<'_> {
                 )?),
             },
         };
+        let admin = match raw.admin {
+            None => None,
+            Some(admin) => {
+                self.hash("admin.key_hash", &admin.key_hash)?;
+                Some(AdminConfig {
+                    key_hash: admin.key_hash,
+                })
+            }
+        };
         Ok(Config {
+            admin,
             source: self.path.to_owned(),
             fetch_allow: raw.server.fetch_allow,
             public_url,
@@ -1031,6 +1152,48 @@ mod tests {
         assert_eq!(parse("").unwrap().public_url, None);
         let c = parse("[server]\npublic_url = \"https://cal.example.com/\"\n").unwrap();
         assert_eq!(c.public_url.as_deref(), Some("https://cal.example.com"));
+    }
+
+    #[test]
+    fn admin_key_hash_is_checked() {
+        assert!(parse("").unwrap().admin.is_none());
+        let c = parse(&format!("[admin]\nkey_hash = \"{HASH}\"\n")).unwrap();
+        assert_eq!(c.admin.map(|a| a.key_hash).as_deref(), Some(HASH));
+        let err = parse("[admin]\nkey_hash = \"plain\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("admin.key_hash") && err.contains("calgate hash-password"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn records_are_checked_as_the_file_is() {
+        use calgate_model::provisioned::{FeedSettings, ProvisionedFeed, TenantSettings};
+        let mut record = ProvisionedTenant::new(
+            "bakery",
+            TenantSettings {
+                timezone: "Europe/Berlin".into(),
+                ..TenantSettings::default()
+            },
+        );
+        let t = tenant_from_record(&record).unwrap();
+        assert_eq!(t.timezone, chrono_tz::Europe::Berlin);
+        assert_eq!(t.name, "bakery");
+        record.feeds.push(ProvisionedFeed {
+            name: "public".into(),
+            token_hash: HASH.into(),
+            lookup: "0011".into(),
+            settings: FeedSettings {
+                refresh_minutes: Some(0),
+                ..FeedSettings::default()
+            },
+        });
+        let (field, message) = tenant_from_record(&record).unwrap_err();
+        assert_eq!(field, "refresh_minutes", "{message}");
+        record.settings.timezone = "Mars/Olympus".into();
+        assert_eq!(tenant_from_record(&record).unwrap_err().0, "timezone");
     }
 
     #[test]

@@ -131,6 +131,11 @@ impl FeedService {
         })
     }
 
+    /// Drops the renderings of a deleted tenant's feeds.
+    pub fn forget_tenant(&self, tenant: &str) {
+        self.lock().retain(|(t, _), _| t != tenant);
+    }
+
     /// The cached rendering, if it is still current for `validators`.
     pub fn cached(
         &self,

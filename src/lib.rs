@@ -116,6 +116,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
     })?;
     let app = Arc::new(App::open(config)?);
+    api::tenants::finish_interrupted_deletions(&app).await?;
     let (shutdown, signal) = oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(Arc::clone(&app), listener, async {
         let _ = signal.await;
@@ -186,8 +187,8 @@ async fn roll_horizon(app: Arc<App>) {
         if rolled_for == Some(window) {
             continue;
         }
-        for tenant in &app.config.tenants {
-            match app.calendars.rebuild(tenant, true, false).await {
+        for tenant in app.tenants.all() {
+            match app.calendars.rebuild(&tenant, true, false).await {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::info!(tenant = %tenant.id, objects = n, "recurring events re-expanded")

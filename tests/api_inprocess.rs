@@ -156,7 +156,7 @@ async fn bookings_are_created_read_updated_and_cancelled() {
     assert!(b.get("exports").is_none(), "no exporting source: {b}");
 
     // The answer is the answer type of the stored booking, nothing more or less.
-    let tenant = g.app.tenant("salon").expect("salon");
+    let tenant = &*g.app.tenant("salon").expect("salon");
     let stored = g.app.bookings.get(tenant, &id).expect("stored");
     let got = g.call("GET", &booking_path(&id), None).await;
     assert_eq!(got.status, StatusCode::OK);

@@ -569,7 +569,7 @@ async fn disconnect_keeps_exported_events_unless_purged() {
     // No delivery pass can run for the source any more (the deliverer runs only
     // what deliver accepts), and none ran.
     let app = gw.app();
-    let tenant = app.tenant("salon").expect("salon");
+    let tenant = &*app.tenant("salon").expect("salon");
     let refused = app.export.deliver(tenant, SOURCE, false).await;
     assert!(
         matches!(refused, Err(calgate::export::ExportError::UnknownSource(_))),

@@ -533,7 +533,7 @@ fn hash_password_prints_a_verifiable_hash() {
     let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     calgate::auth::check_hash_format(&hash).unwrap();
-    let mut v = calgate::auth::Verifier::new();
+    let v = calgate::auth::Verifier::new();
     v.add(None, &hash, ());
     let v = Arc::new(v);
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -3,7 +3,8 @@
 //! Authentication is `Authorization: Bearer <api key>`, scoped to one tenant:
 //! unknown tenant → 404, missing or wrong key → 401, another tenant's key → 403.
 //! Handlers translate between HTTP/JSON and the [`crate::bookings`] engine; what
-//! they answer is typed in [`answers`].
+//! they answer is typed in [`answers`]. [`tenants`] is the provisioning API
+//! (the operator key of `[admin]`).
 
 pub mod answers;
 mod bookings;
@@ -12,6 +13,7 @@ mod freebusy;
 mod sources;
 pub use sources::oauth;
 pub mod json;
+pub mod tenants;
 
 use chrono::{DateTime, Duration};
 use http::{Request, Response, StatusCode, header};
@@ -28,9 +30,19 @@ pub async fn route(
     tenant_id: &str,
     rest: &[&str],
 ) -> Result<Response<Body>, Problem> {
+    // Provisioning (the operator's, and the tenant itself): before the lookup,
+    // since a PUT creates the tenant. `["resources", id]` will join them.
+    match rest {
+        [] => return tenants::tenant(app, req, tenant_id).await,
+        ["users", name] => return tenants::user(app, req, tenant_id, name).await,
+        ["api-keys", name] => return tenants::api_key(app, req, tenant_id, name).await,
+        ["feeds", name] => return tenants::feed(app, req, tenant_id, name).await,
+        _ => {}
+    }
     let tenant = app
         .tenant(tenant_id)
         .ok_or_else(|| Problem::not_found(format!("tenant \"{tenant_id}\" does not exist")))?;
+    let tenant = &*tenant;
     let principal = authenticate(app, &req, tenant).await?;
     match rest {
         ["bookings"] => bookings::collection(app, req, tenant, &principal).await,
@@ -55,23 +67,43 @@ pub(crate) async fn authenticate(
     req: &Request<RequestBody>,
     tenant: &TenantConfig,
 ) -> Result<ApiPrincipal, Problem> {
-    let unauthorized = |detail: &str, error: &str| {
-        Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Unauthorized",
-            detail,
-        )
-        .with_header(
-            header::WWW_AUTHENTICATE,
-            &format!("Bearer realm=\"calgate\", error=\"{error}\""),
-        )
-    };
+    let key = bearer_token(req)?;
+    let principal = app
+        .verify_api_key(key)
+        .await
+        .ok_or_else(|| unauthorized("the API key is not valid", "invalid_token"))?;
+    if principal.tenant != tenant.id {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            format!("this API key is not valid for tenant \"{}\"", tenant.id),
+        ));
+    }
+    Ok(principal)
+}
+
+/// A 401 with the Bearer challenge (`error` as RFC 6750 names it).
+pub(crate) fn unauthorized(detail: &str, error: &str) -> Problem {
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Unauthorized",
+        detail,
+    )
+    .with_header(
+        header::WWW_AUTHENTICATE,
+        &format!("Bearer realm=\"calgate\", error=\"{error}\""),
+    )
+}
+
+/// The key of `Authorization: Bearer <key>`, or a 401 saying what to send.
+pub(crate) fn bearer_token(req: &Request<RequestBody>) -> Result<&str, Problem> {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
         .ok_or_else(|| unauthorized("send Authorization: Bearer <api key>", "invalid_request"))?;
-    let key = header
+    header
         .to_str()
         .ok()
         .and_then(|v| {
@@ -85,21 +117,7 @@ pub(crate) async fn authenticate(
                 "the Authorization header must be \"Bearer <api key>\"",
                 "invalid_request",
             )
-        })?;
-    let principal = app
-        .api_keys
-        .verify(None, key)
-        .await
-        .ok_or_else(|| unauthorized("the API key is not valid", "invalid_token"))?;
-    if principal.tenant != tenant.id {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Forbidden",
-            format!("this API key is not valid for tenant \"{}\"", tenant.id),
-        ));
-    }
-    Ok(principal)
+        })
 }
 
 /// RFC 3339 UTC text of an index instant, as a JSON value (null when out of range).

@@ -382,6 +382,7 @@ pub async fn oauth(
             let tenant = app.tenant(&tenant_id).ok_or_else(|| {
                 Problem::not_found(format!("tenant \"{tenant_id}\" does not exist"))
             })?;
+            let tenant = &*tenant;
             super::authenticate(app, &req, tenant).await?;
             let source = app
                 .store
@@ -448,7 +449,7 @@ pub async fn oauth(
     }
 }
 
-fn export_problem(e: crate::export::ExportError) -> Problem {
+pub(super) fn export_problem(e: crate::export::ExportError) -> Problem {
     use crate::export::ExportError;
     match e {
         ExportError::UnknownSource(_) => Problem::not_found(e.to_string()),

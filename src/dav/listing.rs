@@ -310,6 +310,14 @@ impl Listings {
         Ok(listing)
     }
 
+    /// Drops every listing of a tenant (deleted: its change log is gone, so
+    /// a cached listing could no longer be brought up to date).
+    pub fn forget_tenant(&self, tenant: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.retain(|(t, _), _| t != tenant);
+        }
+    }
+
     fn cached(&self, key: &(String, String)) -> Option<Arc<Listing>> {
         let cache = self.cache.lock().ok()?;
         cache.get(key).map(|e| Arc::clone(&e.listing))

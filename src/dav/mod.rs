@@ -113,7 +113,7 @@ pub async fn serve(app: &Arc<App>, req: Request<RequestBody>, segments: &[&str])
     let ctx = Ctx {
         app,
         user: &user,
-        tenant,
+        tenant: &tenant,
     };
     if let Some(dots) = paths::dot_segment(segments) {
         return DavError::new(

@@ -29,6 +29,14 @@ pub struct ExpandPlans {
 }
 
 impl ExpandPlans {
+    /// Drops the plans of a deleted tenant's objects.
+    pub fn forget_tenant(&self, tenant: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.plans.retain(|(t, _, _), _| t != tenant);
+            cache.bytes = cache.plans.values().map(|(_, plan)| plan.size()).sum();
+        }
+    }
+
     /// The plan of an object resource, from the cache while its ETag holds;
     /// None for other resources. Errors say why the stored text does not parse.
     pub fn plan(&self, ctx: &Ctx<'_>, node: &Node) -> Result<Option<Arc<ExpandPlan>>, String> {

@@ -198,7 +198,7 @@ where
         let ctx = Ctx {
             app: &app,
             user: &user,
-            tenant,
+            tenant: &tenant,
         };
         let mut sink = Sink {
             framing,

@@ -25,12 +25,11 @@ pub async fn serve(
     let no_such_feed = || Problem::not_found("no such feed");
     let token = file.strip_suffix(".ics").ok_or_else(no_such_feed)?;
     let principal = app
-        .feed_tokens
-        .verify(None, token)
+        .verify_feed_token(token)
         .await
         .filter(|p| p.tenant == tenant_id)
         .ok_or_else(no_such_feed)?;
-    let tenant = app.tenant(tenant_id).ok_or_else(no_such_feed)?;
+    let tenant = &*app.tenant(tenant_id).ok_or_else(no_such_feed)?;
     let feed = tenant
         .feeds
         .iter()
@@ -111,7 +110,7 @@ async fn render_off_runtime(
             .find(|f| f.name == feed_name)
             .ok_or("feed vanished")?;
         app.feeds
-            .document(tenant, feed, now)
+            .document(&tenant, feed, now)
             .map_err(|e| e.to_string())
     })
     .await

@@ -175,7 +175,7 @@ pub fn open_app(data_dir: &Path, extra: &Extra) -> App {
 
 /// Adds a calendar source to the salon (as CalDAV MKCALENDAR or a provider will).
 pub fn add_salon_source(app: &App, id: &str, transparent: bool) {
-    let tenant = app.tenant("salon").expect("salon");
+    let tenant = &*app.tenant("salon").expect("salon");
     let source = calgate::model::Source {
         transparent,
         ..calgate::model::Source::new(id, id)
@@ -192,7 +192,7 @@ pub async fn put_salon_ics(
     id: &str,
     ics: &str,
 ) -> calgate::model::CalendarObject {
-    let tenant = app.tenant("salon").expect("salon");
+    let tenant = &*app.tenant("salon").expect("salon");
     app.calendars
         .put_object(tenant, source, id, ics, &calgate::store::Precondition::None)
         .await

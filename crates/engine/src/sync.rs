@@ -182,6 +182,22 @@ impl SyncEngine {
             .await
     }
 
+    /// Waits until no run of `tenant` is under way. Called once the tenant is
+    /// gone from [`Tenants`]: runs that start later see that and stop before
+    /// writing, so after this nothing of the tenant is written by sync.
+    pub async fn wait_for_tenant(&self, tenant: &str) {
+        loop {
+            let busy = {
+                let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+                running.iter().any(|(t, _)| t == tenant)
+            };
+            if !busy {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Makes the scheduler look again (a source was added, changed or connected).
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -205,6 +221,9 @@ impl SyncEngine {
             }
         }
         let slot = RunSlot { engine: self, key };
+        if self.tenants.get(&tenant.id).is_none() {
+            return Err(SyncError::UnknownSource(source.id.clone()));
+        }
         let (t, s) = (tenant.id.as_str(), source.id.as_str());
         self.store.put_source(t, source)?;
         // Changed settings deserve a run even after a permanent error.
@@ -259,6 +278,11 @@ impl SyncEngine {
             }
         }
         let _slot = RunSlot { engine: self, key };
+        // A deleted tenant's run must not write its data back: checked after
+        // taking the slot, which is what `wait_for_tenant` waits on.
+        if self.tenants.get(&tenant.id).is_none() {
+            return Err(SyncError::UnknownSource(source_id.to_owned()));
+        }
         let started = Utc::now();
         let clock = std::time::Instant::now();
         let mut status = self.store.sync_status(&tenant.id, &source.id)?;

@@ -35,6 +35,21 @@ impl Tenants {
         self.read().values().cloned().collect()
     }
 
+    /// Adds a tenant or replaces its settings (provisioning); walks that
+    /// already hold the old entry finish with it.
+    pub fn insert(&self, tenant: Arc<TenantConfig>) {
+        self.write().insert(tenant.id.clone(), tenant);
+    }
+
+    /// Removes a tenant: background loops stop picking it up at their next walk.
+    pub fn remove(&self, id: &str) -> Option<Arc<TenantConfig>> {
+        self.write().remove(id)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<TenantConfig>>> {
+        self.by_id.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The map; a panic elsewhere while it was held leaves it usable.
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<TenantConfig>>> {
         self.by_id.read().unwrap_or_else(|e| e.into_inner())
@@ -59,5 +74,9 @@ mod tests {
         assert!(tenants.get("nope").is_none());
         let ids: Vec<String> = tenants.all().iter().map(|t| t.id.clone()).collect();
         assert_eq!(ids, ["garage", "salon"]);
+        tenants.insert(Arc::new(tenant("bakery")));
+        assert!(tenants.remove("garage").is_some());
+        let ids: Vec<String> = tenants.all().iter().map(|t| t.id.clone()).collect();
+        assert_eq!(ids, ["bakery", "salon"]);
     }
 }

@@ -6,6 +6,7 @@
 //!   opening hours, webhook) and the providers' OAuth applications.
 //! - [`stored`]: records the store keeps beside them (export mapping and state,
 //!   inbox messages, busy-index entries), whatever backend holds them.
+//! - [`provisioned`]: tenants provisioned at run time, as the store keeps them.
 //! - [`ical`]: the iCalendar codec: parsing, zones, recurrence expansion within a
 //!   budget, writing, VTIMEZONE/VFREEBUSY, iTIP.
 //!
@@ -13,5 +14,6 @@
 
 pub mod ical;
 pub mod model;
+pub mod provisioned;
 pub mod settings;
 pub mod stored;

@@ -33,6 +33,9 @@ use crate::{
     INBOX_CAPACITY, IdempotencyClaim, InboxDelete, ObjectOutcome, ObjectWrite, Outgoing, Parked,
     Precondition, SYNC_LOG_LIMIT, TenantVersion, WriteOutcome,
 };
+use calgate_model::provisioned::{
+    ProvisionedKey, ProvisionedTenant, ProvisionedUser, TenantSettings,
+};
 
 const T: &str = "tenant-a";
 const OTHER: &str = "tenant-b";
@@ -269,6 +272,8 @@ suite!(
     conflicts_round_trip,
     conflict_pages_see_every_record_once,
     flush_makes_writes_durable,
+    tenant_records_round_trip,
+    delete_tenant_data_removes_that_tenant_only,
 );
 
 /// A booking reads back as written; a replace with the right ETag wins and
@@ -1754,4 +1759,222 @@ pub async fn flush_makes_writes_durable<B: Backend + ?Sized>(store: &B) {
     assert!(store.source(T, "cal").expect("source").is_some());
     assert!(store.booking(T, "b1").expect("booking").is_some());
     assert_eq!(store.export_state(T, "cal").expect("state").cursor, 1);
+}
+
+fn provisioned(id: &str, zone: &str) -> ProvisionedTenant {
+    ProvisionedTenant {
+        users: vec![ProvisionedUser {
+            username: format!("{id}-user"),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            email: None,
+        }],
+        api_keys: vec![ProvisionedKey {
+            name: "main".into(),
+            key_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$a2V5".into(),
+            lookup: "0123456789abcdef".into(),
+        }],
+        ..ProvisionedTenant::new(
+            id,
+            TenantSettings {
+                timezone: zone.into(),
+                ..TenantSettings::default()
+            },
+        )
+    }
+}
+
+/// Provisioned tenants read back as stored, list in id order, are replaced
+/// by id and forgotten on delete.
+pub async fn tenant_records_round_trip<B: Backend + ?Sized>(store: &B) {
+    assert!(store.tenant_records().expect("records").is_empty());
+    assert_eq!(store.tenant_record(T).expect("record"), None);
+    let b = provisioned(OTHER, "UTC");
+    let a = provisioned(T, "Europe/Paris");
+    store.put_tenant_record(&b).await.expect("put");
+    store.put_tenant_record(&a).await.expect("put");
+    assert_eq!(store.tenant_record(T).expect("record"), Some(a.clone()));
+    let ids: Vec<String> = store
+        .tenant_records()
+        .expect("records")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, [T, OTHER], "in id order");
+    let replaced = ProvisionedTenant {
+        deleting: true,
+        users: Vec::new(),
+        ..a
+    };
+    store.put_tenant_record(&replaced).await.expect("replace");
+    assert_eq!(store.tenant_record(T).expect("record"), Some(replaced));
+    assert_eq!(store.tenant_records().expect("records").len(), 2);
+    assert!(store.delete_tenant_record(T).await.expect("delete"));
+    assert!(!store.delete_tenant_record(T).await.expect("again"));
+    assert_eq!(store.tenant_record(T).expect("record"), None);
+    assert_eq!(store.tenant_record(OTHER).expect("record"), Some(b));
+}
+
+/// Deleting a tenant's data leaves nothing of it in any aggregate, leaves the
+/// other tenant whole, and moves the tenant's version on (never back).
+pub async fn delete_tenant_data_removes_that_tenant_only<B: Backend + ?Sized>(store: &B) {
+    let outgoing = Outgoing::new(vec![invite("bea", 1)]).expect("something to send");
+    for tenant in [T, OTHER] {
+        let outcome = store
+            .commit_booking(
+                &booking(tenant, "b1", 10, 11, 1),
+                &Precondition::MustNotExist,
+                Some(&claim("k1", "f1")),
+                Some(&outgoing),
+            )
+            .expect("commit");
+        written(&outcome);
+        store.deliver(tenant, &outgoing).await.expect("deliver");
+        store
+            .put_source(tenant, &Source::new("cal", "cal"))
+            .expect("source");
+        let object_in_tenant = object("o2", 1, &[(14, 15, BusyKind::Busy)]);
+        store
+            .put_object(
+                tenant,
+                "cal",
+                &object_in_tenant,
+                &Precondition::None,
+                ObjectWrite::Change,
+            )
+            .await
+            .expect("object");
+        store
+            .put_sync_status(tenant, "cal", &SyncStatus::default())
+            .expect("status");
+        store
+            .append_sync_log(tenant, "cal", &sync_log(1))
+            .expect("log");
+        store
+            .put_mirror_item(tenant, "cal", "s", "i", Some(&serde_json::json!({})))
+            .expect("mirror");
+        store
+            .put_secret(tenant, "cal", b"sealed")
+            .await
+            .expect("secret");
+        store
+            .put_export_record(
+                tenant,
+                "cal",
+                "b1",
+                Some(&ExportRecord {
+                    remote_id: Some("event".into()),
+                    ..ExportRecord::default()
+                }),
+            )
+            .expect("export record");
+        store
+            .put_export_state(
+                tenant,
+                "cal",
+                &ExportState {
+                    cursor: 3,
+                    ..ExportState::default()
+                },
+            )
+            .expect("export state");
+        store
+            .put_conflicts(tenant, &[conflict("c1", "cal", "o2", false)])
+            .await
+            .expect("conflicts");
+    }
+    let version = store.version(T).expect("version").seq;
+    store.delete_tenant_data(T).await.expect("delete");
+
+    assert_eq!(store.booking(T, "b1").expect("booking"), None);
+    assert!(store.bookings_in(T, window(0, 100)).expect("in").is_empty());
+    assert_eq!(
+        store.booking_with_uid(T, "b1@conformance").expect("uid"),
+        None
+    );
+    assert_eq!(
+        store
+            .idempotency_outcome(T, &claim("k1", "f1"))
+            .expect("idempotency")
+            .map(|_| ()),
+        None,
+        "the Idempotency-Key is forgotten"
+    );
+    assert!(store.sources(T).expect("sources").is_empty());
+    assert!(store.objects(T, "cal").expect("objects").is_empty());
+    assert!(
+        store
+            .busy_spans(T, window(0, 100), None)
+            .expect("busy")
+            .is_empty()
+    );
+    assert!(store.changes_since(T, "cal", 0).expect("log").is_empty());
+    assert!(
+        store
+            .changes_since(T, BOOKINGS_COLLECTION, 0)
+            .expect("log")
+            .is_empty()
+    );
+    assert_eq!(
+        store.sync_status(T, "cal").expect("status"),
+        SyncStatus::default()
+    );
+    assert!(store.sync_logs(T, "cal").expect("logs").is_empty());
+    assert!(store.mirror_keys(T, "cal").expect("mirror").is_empty());
+    assert_eq!(store.secret(T, "cal").expect("secret"), None);
+    assert!(store.export_records(T, "cal").expect("export").is_empty());
+    assert_eq!(store.exported_booking(T, "cal", "event").expect("e"), None);
+    assert_eq!(
+        store.export_state(T, "cal").expect("state"),
+        ExportState::default()
+    );
+    assert!(store.inbox_items(T, "bea").expect("inbox").is_empty());
+    assert_eq!(store.inbox_version(T, "bea").expect("inbox version"), 0);
+    assert!(store.conflicts(T).expect("conflicts").is_empty());
+    assert!(
+        store.version(T).expect("version").seq > version,
+        "the version moves on, never back"
+    );
+
+    assert!(store.booking(OTHER, "b1").expect("booking").is_some());
+    assert!(
+        store
+            .idempotency_outcome(OTHER, &claim("k1", "f1"))
+            .expect("idempotency")
+            .is_some()
+    );
+    assert_eq!(store.objects(OTHER, "cal").expect("objects").len(), 1);
+    assert_eq!(
+        busy_starts_of(store, OTHER).len(),
+        2,
+        "the booking and the object"
+    );
+    assert_eq!(store.sync_logs(OTHER, "cal").expect("logs").len(), 1);
+    assert_eq!(store.mirror_keys(OTHER, "cal").expect("mirror").len(), 1);
+    assert!(store.secret(OTHER, "cal").expect("secret").is_some());
+    assert_eq!(store.export_records(OTHER, "cal").expect("export").len(), 1);
+    assert_eq!(store.export_state(OTHER, "cal").expect("state").cursor, 3);
+    assert_eq!(store.inbox_items(OTHER, "bea").expect("inbox").len(), 1);
+    assert_eq!(store.conflicts(OTHER).expect("conflicts").len(), 1);
+
+    // A tenant re-created under the same id starts empty and works.
+    written(
+        &store
+            .commit_booking(
+                &booking(T, "b1", 10, 11, 1),
+                &Precondition::MustNotExist,
+                Some(&claim("k1", "f1")),
+                None,
+            )
+            .expect("commit"),
+    );
+    assert_eq!(
+        ids(&store.bookings_in(T, window(0, 100)).expect("in")),
+        ["b1"]
+    );
+}
+
+fn busy_starts_of<B: Backend + ?Sized>(store: &B, tenant: &str) -> Vec<(Span, BusyKind)> {
+    store
+        .busy_spans(tenant, window(0, 100), None)
+        .expect("busy")
 }

@@ -17,6 +17,7 @@
 //! | `uids`        | tenant \0 source \0 UID               | object id                 |
 //! | `export_map`, `export_remote`, `export_state` | see [`export`] | booking ↔ exported event, delivery cursor |
 //! | `inbox`, `schedule_outbox` | see [`inbox`]            | scheduling inboxes and what is on its way to them |
+//! | `tenants`     | tenant id                             | provisioned tenant (see [`tenants`]) |
 //!
 //! Bookings and calendar objects are each indexed by time ([`time_index`]) with
 //! their busy kind in the index value, so free/busy never decodes a record.
@@ -61,6 +62,7 @@ mod inbox;
 pub mod keys;
 mod object_record;
 mod sync;
+mod tenants;
 pub mod time_index;
 pub mod traits;
 
@@ -79,9 +81,10 @@ pub use export::{ExportRecord, ExportState, ExternalChange, Parked};
 pub use inbox::{Delivery, INBOX_CAPACITY, InboxDelete, InboxItem, Outgoing};
 use keys::{decode_i64, decode_u64, encode_i64, join, prefix};
 pub use sync::{MirrorWrites, SYNC_LOG_LIMIT};
+pub use tenants::ProvisionedTenant;
 pub use traits::{
     Backend, BookingStore, ChangeLog, ConflictStore, Durable, ExportStore, InboxStore, ObjectStore,
-    PreparedMirrorWrites, SourceStore, StoreFuture, StoreIter,
+    PreparedMirrorWrites, SourceStore, StoreFuture, StoreIter, TenantStore,
 };
 
 /// Name of the change-log collection holding a tenant's bookings.
@@ -282,6 +285,8 @@ pub struct Store {
     /// (see [`inbox`]).
     inbox: sled::Tree,
     schedule_outbox: sled::Tree,
+    /// Tenants provisioned at run time (see [`tenants`]).
+    tenants: sled::Tree,
     commit: Arc<group_commit::GroupCommit>,
 }
 
@@ -374,6 +379,7 @@ impl Store {
             export_state: db.open_tree("export_state")?,
             inbox: db.open_tree("inbox")?,
             schedule_outbox: db.open_tree("schedule_outbox")?,
+            tenants: db.open_tree("tenants")?,
         };
         let reindexed = store.index_busy_in_runs()?;
         let delivered = store.deliver_leftovers()?;

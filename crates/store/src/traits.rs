@@ -12,6 +12,7 @@
 //! | [`ExportStore`]  | export mapping, export state (cursor into the bookings log)      |
 //! | [`InboxStore`]   | scheduling inboxes and the outbox that feeds them                |
 //! | [`ConflictStore`]| conflict records                                                 |
+//! | [`TenantStore`]  | tenants provisioned at run time; removing all of a tenant's data  |
 //! | [`Backend`]      | all of the above: what [`crate::conformance`] checks             |
 //!
 //! Each method mirrors the inherent [`Store`] method of the same name: same
@@ -43,7 +44,7 @@ use crate::model::{
 use crate::{
     BusyEntry, Change, ConflictPage, DeleteOutcome, ExportRecord, ExportState, IdempotencyClaim,
     InboxDelete, InboxItem, MirrorWrites, ObjectOutcome, ObjectText, ObjectWrite, Outgoing,
-    Precondition, Store, StoreError, TenantVersion, WriteOutcome,
+    Precondition, ProvisionedTenant, Store, StoreError, TenantVersion, WriteOutcome,
 };
 
 /// The future of an async store method (boxed, so the traits stay object-safe).
@@ -440,10 +441,38 @@ pub trait ConflictStore: Durable {
     ) -> Result<ConflictPage, StoreError>;
 }
 
+/// Tenants provisioned at run time (the API's; `gateway.toml`'s have no record),
+/// and the removal of everything a tenant owns.
+pub trait TenantStore: Durable {
+    /// Creates or replaces the record of `record.id`; durable when it returns.
+    fn put_tenant_record<'a>(&'a self, record: &'a ProvisionedTenant) -> StoreFuture<'a, ()>;
+    fn tenant_record(&self, id: &str) -> Result<Option<ProvisionedTenant>, StoreError>;
+    /// Every record, in id order.
+    fn tenant_records(&self) -> Result<Vec<ProvisionedTenant>, StoreError>;
+    /// Forgets the record (not the data); whether there was one. Durable when
+    /// it returns.
+    fn delete_tenant_record<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
+    /// Removes every record of the tenant in every aggregate above (bookings,
+    /// Idempotency-Keys, sources, objects, change logs, sync state and logs,
+    /// mirror, tokens, export mapping and state, inboxes and outbox,
+    /// conflicts), and nothing of another tenant. The tenant's version moves
+    /// on, never back (a re-created tenant's sync tokens and ETags cannot match
+    /// old ones).
+    /// Need not be atomic; durable when it returns.
+    fn delete_tenant_data<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, ()>;
+}
+
 /// A whole storage backend: every aggregate. [`crate::conformance::run_all`]
 /// checks one; implement the traits and it is a `Backend`.
 pub trait Backend:
-    BookingStore + ObjectStore + ChangeLog + SourceStore + ExportStore + InboxStore + ConflictStore
+    BookingStore
+    + ObjectStore
+    + ChangeLog
+    + SourceStore
+    + ExportStore
+    + InboxStore
+    + ConflictStore
+    + TenantStore
 {
 }
 
@@ -455,6 +484,7 @@ impl<T> Backend for T where
         + ExportStore
         + InboxStore
         + ConflictStore
+        + TenantStore
         + ?Sized
 {
 }
@@ -917,5 +947,23 @@ impl ConflictStore for Store {
         keep: &dyn Fn(&Conflict) -> bool,
     ) -> Result<ConflictPage, StoreError> {
         Store::conflicts_page(self, tenant, after, limit, keep)
+    }
+}
+
+impl TenantStore for Store {
+    fn put_tenant_record<'a>(&'a self, record: &'a ProvisionedTenant) -> StoreFuture<'a, ()> {
+        Box::pin(Store::put_tenant_record(self, record))
+    }
+    fn tenant_record(&self, id: &str) -> Result<Option<ProvisionedTenant>, StoreError> {
+        Store::tenant_record(self, id)
+    }
+    fn tenant_records(&self) -> Result<Vec<ProvisionedTenant>, StoreError> {
+        Store::tenant_records(self)
+    }
+    fn delete_tenant_record<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(Store::delete_tenant_record(self, id))
+    }
+    fn delete_tenant_data<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(Store::delete_tenant_data(self, tenant))
     }
 }

@@ -149,7 +149,8 @@ impl Exporter {
     }
 
     /// Waits until no delivery of the source runs, and keeps others out while the
-    /// guard lives (for removing the source).
+    /// guard lives (for removing the source). Passes that take the lock after a
+    /// tenant left [`Tenants`] write nothing.
     pub async fn quiesce(&self, tenant: &str, source: &str) -> tokio::sync::OwnedMutexGuard<()> {
         self.lock_for(tenant, source).lock_owned().await
     }
@@ -337,6 +338,10 @@ impl Exporter {
         let lock = self.lock_for(&tenant.id, source_id);
         let _guard = lock.lock().await;
         let (t, s) = (tenant.id.as_str(), source_id);
+        // A deleted tenant's pass must not write its data back (see `quiesce`).
+        if self.tenants.get(t).is_none() {
+            return Err(ExportError::UnknownSource(s.to_owned()));
+        }
         let source = self
             .store
             .source(t, s)?

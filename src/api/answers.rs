@@ -839,7 +839,7 @@ mod tests {
             kind: Some("ics"),
             name: "Feed".into(),
             privacy: Some(ExportPrivacy::Full),
-            resource: Some("anna".into()),
+            resource: None,
             status: SourceStatusView::new(status, Some(failing_export())),
             target: Some("https://example.com/…".into()),
             transparent: false,
@@ -922,6 +922,10 @@ mod tests {
         check(&SyncLogView::from(&log));
         check(&CalendarView::from(&cal));
         check(&source());
+        check(&SourceView {
+            resource: Some("anna".into()),
+            ..source()
+        });
         let found = [entry(
             "s",
             "o",

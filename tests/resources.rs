@@ -83,13 +83,16 @@ fn conflict_resources(body: &Value) -> Vec<String> {
 /// Slots of `query` (after `start`, `end` of MONDAY in Paris) as
 /// (start UTC, free resources).
 async fn slots(server: &TestServer, query: &str) -> Vec<(String, Vec<String>)> {
-    let (status, body) = get(
+    slots_of(
         server,
-        &format!(
-            "slots?start={MONDAY}T08:00:00Z&end={MONDAY}T16:00:00Z&duration=60&step=60&{query}"
-        ),
+        &format!("start={MONDAY}T08:00:00Z&end={MONDAY}T16:00:00Z&duration=60&step=60&{query}"),
     )
-    .await;
+    .await
+}
+
+/// Slots of `GET …/slots?{query}` as (start UTC, free resources).
+async fn slots_of(server: &TestServer, query: &str) -> Vec<(String, Vec<String>)> {
+    let (status, body) = get(server, &format!("slots?{query}")).await;
     assert_eq!(status, 200, "{body}");
     body["slots"]
         .as_array()
@@ -442,22 +445,15 @@ async fn opening_hours_and_buffers_are_per_resource() {
         assert_eq!(status, 201, "{body}");
     }
     let half_hourly = |who: &str| {
+        let query = format!(
+            "start={MONDAY}T11:00:00Z&end={MONDAY}T15:00:00Z&duration=60&step=30&resource={who}"
+        );
         let server = &server;
-        let who = who.to_owned();
         async move {
-            let (status, body) = get(
-                server,
-                &format!(
-                    "slots?start={MONDAY}T11:00:00Z&end={MONDAY}T15:00:00Z&duration=60&step=30&resource={who}"
-                ),
-            )
-            .await;
-            assert_eq!(status, 200, "{body}");
-            body["slots"]
-                .as_array()
-                .expect("slots")
-                .iter()
-                .map(|s| s["start"].as_str().unwrap_or_default().to_owned())
+            slots_of(server, &query)
+                .await
+                .into_iter()
+                .map(|(start, _)| start)
                 .collect::<Vec<_>>()
         }
     };

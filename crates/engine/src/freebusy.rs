@@ -21,20 +21,8 @@ pub use crate::model::{BusyBlock, Contributor};
 /// are joined. `Free` and empty inputs are ignored.
 pub fn merge(inputs: &[(Span, BusyKind)]) -> Vec<(Span, BusyKind)> {
     // Sweep over boundaries, counting open intervals per kind.
-    let mut edges: Vec<(i64, i32, BusyKind)> = Vec::with_capacity(inputs.len() * 2);
-    for (span, kind) in inputs {
-        if *kind != BusyKind::Free && span.end > span.start {
-            edges.push((span.start, 1, *kind));
-            edges.push((span.end, -1, *kind));
-        }
-    }
-    edges.sort_unstable_by_key(|(t, _, _)| *t);
+    let edges = edges(inputs);
     let mut open = [0i32; 4];
-    let strongest = |open: &[i32; 4]| {
-        [BusyKind::Oof, BusyKind::Busy, BusyKind::Tentative]
-            .into_iter()
-            .find(|k| open[*k as usize] > 0)
-    };
     let mut out: Vec<(Span, BusyKind)> = Vec::new();
     let mut i = 0;
     let mut current: Option<(i64, BusyKind)> = None;
@@ -55,6 +43,27 @@ pub fn merge(inputs: &[(Span, BusyKind)]) -> Vec<(Span, BusyKind)> {
         }
     }
     out
+}
+
+/// The boundaries of the blocking inputs, sorted by instant: (instant, +1
+/// where one opens or -1 where it closes, its kind).
+fn edges(inputs: &[(Span, BusyKind)]) -> Vec<(i64, i32, BusyKind)> {
+    let mut edges: Vec<(i64, i32, BusyKind)> = Vec::with_capacity(inputs.len() * 2);
+    for (span, kind) in inputs {
+        if *kind != BusyKind::Free && span.end > span.start {
+            edges.push((span.start, 1, *kind));
+            edges.push((span.end, -1, *kind));
+        }
+    }
+    edges.sort_unstable_by_key(|(t, _, _)| *t);
+    edges
+}
+
+/// The strongest kind with an interval open, given open counts per kind.
+fn strongest(open: &[i32; 4]) -> Option<BusyKind> {
+    [BusyKind::Oof, BusyKind::Busy, BusyKind::Tentative]
+        .into_iter()
+        .find(|k| open[*k as usize] > 0)
 }
 
 fn push_joined(out: &mut Vec<(Span, BusyKind)>, span: Span, kind: BusyKind) {
@@ -105,14 +114,7 @@ pub fn busy_blocks(
             .into_iter()
             .map(|(span, kind)| (clip(span), kind))
             .collect();
-        return Ok(merge(&spans)
-            .into_iter()
-            .map(|(span, kind)| BusyBlock {
-                span,
-                kind,
-                contributors: Vec::new(),
-            })
-            .collect());
+        return Ok(bare_blocks(merge(&spans)));
     }
     let entries = entries(store, tenant, window, sources)?;
     let clipped: Vec<(Span, BusyKind)> = entries
@@ -122,36 +124,55 @@ pub fn busy_blocks(
             (span, e.kind)
         })
         .collect();
-    let mut blocks: Vec<BusyBlock> = merge(&clipped)
+    let mut blocks = bare_blocks(merge(&clipped));
+    if with_contributors {
+        let blocking = entries
+            .iter()
+            .zip(&clipped)
+            .filter(|(_, (_, kind))| *kind != BusyKind::Free)
+            .map(|(e, (span, _))| (e, *span));
+        add_contributors(&mut blocks, blocking);
+    }
+    Ok(blocks)
+}
+
+/// Blocks without contributors.
+fn bare_blocks(merged: impl IntoIterator<Item = (Span, BusyKind)>) -> Vec<BusyBlock> {
+    merged
         .into_iter()
         .map(|(span, kind)| BusyBlock {
             span,
             kind,
             contributors: Vec::new(),
         })
-        .collect();
-    if with_contributors {
-        for (e, (span, kind)) in entries.iter().zip(&clipped) {
-            if *kind == BusyKind::Free || span.end <= span.start {
-                continue;
-            }
-            let first = blocks.partition_point(|b| b.span.end <= span.start);
-            for b in blocks[first..]
-                .iter_mut()
-                .take_while(|b| b.span.start < span.end)
-            {
-                b.contributors.push(Contributor {
-                    source: e.source.clone(),
-                    object: e.object.clone(),
-                });
-            }
+        .collect()
+}
+
+/// Names on each block (sorted, disjoint) the entries whose (clipped) span
+/// overlaps it, each once.
+fn add_contributors<'a>(
+    blocks: &mut [BusyBlock],
+    entries: impl Iterator<Item = (&'a BusyEntry, Span)>,
+) {
+    for (e, span) in entries {
+        if span.end <= span.start {
+            continue;
         }
-        for b in &mut blocks {
-            b.contributors.sort();
-            b.contributors.dedup();
+        let first = blocks.partition_point(|b| b.span.end <= span.start);
+        for b in blocks[first..]
+            .iter_mut()
+            .take_while(|b| b.span.start < span.end)
+        {
+            b.contributors.push(Contributor {
+                source: e.source.clone(),
+                object: e.object.clone(),
+            });
         }
     }
-    Ok(blocks)
+    for b in blocks {
+        b.contributors.sort();
+        b.contributors.dedup();
+    }
 }
 
 /// What blocks `span`: every busy entry overlapping it, except booking `ignore`
@@ -290,31 +311,22 @@ pub fn full_spans(inputs: &[(Span, BusyKind)], capacity: u32) -> Vec<(Span, Busy
     if capacity <= 1 {
         return merge(inputs);
     }
-    let mut edges: Vec<(i64, i32, BusyKind)> = Vec::with_capacity(inputs.len() * 2);
-    for (span, kind) in inputs {
-        if *kind != BusyKind::Free && span.end > span.start {
-            edges.push((span.start, 1, *kind));
-            edges.push((span.end, -1, *kind));
-        }
-    }
-    edges.sort_unstable_by_key(|(t, _, _)| *t);
-    let mut open = [0i64; 4];
+    let edges = edges(inputs);
+    let mut open = [0i32; 4];
     let mut full = Vec::new();
     let mut i = 0;
     let mut previous: Option<i64> = None;
     while i < edges.len() {
         let t = edges[i].0;
+        let taken: i64 = open.iter().map(|n| i64::from(*n)).sum();
         if let Some(from) = previous
-            && open.iter().sum::<i64>() >= i64::from(capacity)
+            && taken >= i64::from(capacity)
+            && let Some(kind) = strongest(&open)
         {
-            let kind = [BusyKind::Oof, BusyKind::Busy, BusyKind::Tentative]
-                .into_iter()
-                .find(|k| open[*k as usize] > 0)
-                .unwrap_or(BusyKind::Busy);
             full.push((Span::new(from, t), kind));
         }
         while i < edges.len() && edges[i].0 == t {
-            open[edges[i].2 as usize] += i64::from(edges[i].1);
+            open[edges[i].2 as usize] += edges[i].1;
             i += 1;
         }
         previous = Some(t);
@@ -510,30 +522,18 @@ pub fn resource_blocks(
     window: Span,
     with_contributors: bool,
 ) -> Vec<BusyBlock> {
-    let mut blocks: Vec<BusyBlock> = busy
-        .busy(resource)
-        .into_iter()
-        .map(|(span, kind)| (intersect(span, window), kind))
-        .filter(|(span, _)| span.end > span.start)
-        .map(|(span, kind)| BusyBlock {
-            span,
-            kind,
-            contributors: Vec::new(),
-        })
-        .collect();
+    let mut blocks = bare_blocks(
+        busy.busy(resource)
+            .into_iter()
+            .map(|(span, kind)| (intersect(span, window), kind))
+            .filter(|(span, _)| span.end > span.start),
+    );
     if with_contributors {
-        for e in busy.entries(resource) {
-            for b in blocks.iter_mut().filter(|b| b.span.overlaps(&e.span)) {
-                b.contributors.push(Contributor {
-                    source: e.source.clone(),
-                    object: e.object.clone(),
-                });
-            }
-        }
-        for b in &mut blocks {
-            b.contributors.sort();
-            b.contributors.dedup();
-        }
+        let entries = busy.entries(resource);
+        add_contributors(
+            &mut blocks,
+            entries.iter().map(|e| (e, intersect(e.span, window))),
+        );
     }
     blocks
 }

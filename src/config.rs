@@ -72,8 +72,9 @@ pub struct AdminConfig {
 }
 
 pub use calgate_model::settings::{
-    ApiKeyConfig, FeedConfig, FeedPrivacy, FeedSources, OpeningHours, ProviderConfig,
-    ProvidersConfig, Scheduling, SourceConfig, TenantConfig, UserConfig, WebhookConfig,
+    ApiKeyConfig, FeedConfig, FeedPrivacy, FeedSources, IMPLICIT_RESOURCE, OpeningHours,
+    ProviderConfig, ProvidersConfig, Resource, ResourceConfig, ResourceKind, Scheduling,
+    SourceConfig, TenantConfig, UserConfig, WebhookConfig,
 };
 
 const WEEKDAYS: [&str; 7] = [
@@ -140,6 +141,21 @@ struct RawSource {
     transparent: Option<bool>,
     /// Export: `full` (default) or `busy` (opaque blocks, no customer details).
     privacy: Option<crate::model::ExportPrivacy>,
+    /// The resource whose calendar this is (default: the whole tenant's).
+    resource: Option<String>,
+}
+
+/// `[[tenant.resource]]`: a staff member, room, chair or piece of equipment.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResource {
+    id: String,
+    name: Option<String>,
+    kind: Option<String>,
+    timezone: Option<String>,
+    opening_hours: Option<BTreeMap<String, Vec<String>>>,
+    buffer_minutes: Option<u32>,
+    capacity: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +190,8 @@ struct RawTenant {
     source: Vec<RawSource>,
     accept_external_moves: Option<bool>,
     scheduling: Option<String>,
+    #[serde(default)]
+    resource: Vec<RawResource>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -362,6 +380,7 @@ fn raw_tenant(record: &ProvisionedTenant) -> Result<RawTenant, (String, String)>
         buffer_minutes: settings.buffer_minutes,
         webhook: None,
         source: Vec::new(),
+        resource: Vec::new(),
         accept_external_moves: settings.accept_external_moves,
         scheduling: settings.scheduling.clone(),
     })
@@ -632,6 +651,20 @@ impl Validator<'_> {
         if name.chars().any(char::is_control) {
             return Err(self.invalid(key("name"), "must not contain control characters"));
         }
+        let mut resources = Vec::with_capacity(raw.resource.len());
+        for (j, resource) in raw.resource.into_iter().enumerate() {
+            let resource = self.resource(&key(&format!("resource[{j}]")), resource)?;
+            if resources
+                .iter()
+                .any(|r: &ResourceConfig| r.id == resource.id)
+            {
+                return Err(self.invalid(
+                    key(&format!("resource[{j}].id")),
+                    format!("resource \"{}\" is declared twice", resource.id),
+                ));
+            }
+            resources.push(resource);
+        }
         let mut sources = Vec::with_capacity(raw.source.len());
         for (j, source) in raw.source.into_iter().enumerate() {
             let source = self.source(&key(&format!("source[{j}]")), source)?;
@@ -643,7 +676,7 @@ impl Validator<'_> {
             }
             sources.push(source);
         }
-        Ok(TenantConfig {
+        let tenant = TenantConfig {
             sources,
             scheduling,
             accept_external_moves: raw.accept_external_moves.unwrap_or(false),
@@ -656,6 +689,83 @@ impl Validator<'_> {
             opening_hours,
             buffer_minutes,
             webhook,
+            resources,
+        };
+        for (j, source) in tenant.sources.iter().enumerate() {
+            if let Some(resource) = &source.resource {
+                check_source_resource(&tenant, resource).map_err(|message| {
+                    self.invalid(key(&format!("source[{j}].resource")), message)
+                })?;
+            }
+        }
+        Ok(tenant)
+    }
+
+    /// One `[[tenant.resource]]` table; `key` is `tenant[i].resource[j]`.
+    fn resource(&self, key: &str, raw: RawResource) -> Result<ResourceConfig, ConfigError> {
+        if !is_identifier(&raw.id) {
+            return Err(self.invalid(
+                format!("{key}.id"),
+                format!(
+                    "\"{}\" is not a valid resource id: use 1-64 characters of a-z, 0-9, '-' and '_'",
+                    raw.id
+                ),
+            ));
+        }
+        let kind = match raw.kind.as_deref() {
+            None => ResourceKind::Other,
+            Some("staff") => ResourceKind::Staff,
+            Some("room") => ResourceKind::Room,
+            Some("equipment") => ResourceKind::Equipment,
+            Some("other") => ResourceKind::Other,
+            Some(other) => {
+                return Err(self.invalid(
+                    format!("{key}.kind"),
+                    format!("\"{other}\" is not a kind: use \"staff\", \"room\", \"equipment\" or \"other\""),
+                ));
+            }
+        };
+        let timezone = match &raw.timezone {
+            None => None,
+            Some(zone) => Some(zone.parse::<Tz>().map_err(|_| {
+                self.invalid(
+                    format!("{key}.timezone"),
+                    format!("\"{zone}\" is not an IANA time zone such as \"Europe/Paris\""),
+                )
+            })?),
+        };
+        let opening_hours = match &raw.opening_hours {
+            None => None,
+            Some(days) => Some(self.opening_hours(&format!("{key}.opening_hours"), days)?),
+        };
+        if raw.buffer_minutes.is_some_and(|b| b > 24 * 60) {
+            return Err(self.invalid(
+                format!("{key}.buffer_minutes"),
+                "must be at most 1440 (one day)",
+            ));
+        }
+        let capacity = match raw.capacity {
+            None => 1,
+            Some(c) if (1..=100_000).contains(&c) => c as u32,
+            Some(c) => {
+                return Err(self.invalid(
+                    format!("{key}.capacity"),
+                    format!("{c} is not a capacity: give how many bookings the resource holds at once, 1 to 100000"),
+                ));
+            }
+        };
+        let name = raw.name.unwrap_or_else(|| raw.id.clone());
+        if name.chars().any(char::is_control) {
+            return Err(self.invalid(format!("{key}.name"), "must not contain control characters"));
+        }
+        Ok(ResourceConfig {
+            id: raw.id,
+            name,
+            kind,
+            timezone,
+            opening_hours,
+            buffer_minutes: raw.buffer_minutes,
+            capacity,
         })
     }
 
@@ -727,7 +837,18 @@ impl Validator<'_> {
                 "must be between 1 and 10080 (a week)",
             ));
         }
+        if let Some(resource) = &raw.resource
+            && !is_identifier(resource)
+        {
+            return Err(self.invalid(
+                format!("{key}.resource"),
+                format!(
+                    "\"{resource}\" is not a resource id (1-64 characters of a-z, 0-9, '-' and '_')"
+                ),
+            ));
+        }
         Ok(SourceConfig {
+            resource: raw.resource,
             name: raw.name.unwrap_or_else(|| raw.id.clone()),
             id: raw.id,
             transparent: raw.transparent.unwrap_or(false),
@@ -915,6 +1036,26 @@ impl Validator<'_> {
                 format!("{why}; generate one with `calgate hash-password`"),
             )
         })
+    }
+}
+
+/// Whether a source may belong to `resource` of `tenant`: it must be one of the
+/// tenant's resources (the implicit `default` on a tenant that declares none).
+/// The error says which exist.
+pub fn check_source_resource(tenant: &TenantConfig, resource: &str) -> Result<(), String> {
+    if tenant.has_resource(resource) {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{resource}\" is not a resource of tenant \"{}\"; it has {} (leave resource out for a calendar of the whole tenant)",
+            tenant.id,
+            tenant
+                .resource_ids()
+                .iter()
+                .map(|r| format!("\"{r}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
     }
 }
 
@@ -1194,6 +1335,86 @@ mod tests {
         assert_eq!(field, "refresh_minutes", "{message}");
         record.settings.timezone = "Mars/Olympus".into();
         assert_eq!(tenant_from_record(&record).unwrap_err().0, "timezone");
+    }
+
+    #[test]
+    fn resources_parse_with_defaults_and_errors_name_the_key() {
+        let base =
+            "[[tenant]]\nid=\"a\"\nname=\"Salon\"\ntimezone=\"Europe/Paris\"\nbuffer_minutes=5\n";
+        let c = parse(base).unwrap();
+        let implicit = c.tenants[0].resources();
+        assert_eq!(implicit.len(), 1);
+        assert_eq!(implicit[0].id, IMPLICIT_RESOURCE);
+        assert_eq!(implicit[0].name, "Salon");
+        assert!(implicit[0].implicit);
+        assert_eq!((implicit[0].capacity, implicit[0].buffer_minutes), (1, 5));
+        let c = parse(&format!(
+            "{base}[[tenant.resource]]\nid=\"anna\"\nkind=\"staff\"\n\
+             [[tenant.resource]]\nid=\"room\"\nkind=\"room\"\ncapacity=10\ntimezone=\"UTC\"\nbuffer_minutes=0\n\
+             [tenant.resource.opening_hours]\nmonday=[\"09:00-10:00\"]\n\
+             [[tenant.source]]\nid=\"g\"\nkind=\"google\"\nresource=\"anna\"\n"
+        ))
+        .unwrap();
+        let t = &c.tenants[0];
+        let r = t.resources();
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            (r[0].kind, r[0].capacity, r[0].buffer_minutes),
+            (ResourceKind::Staff, 1, 5)
+        );
+        assert_eq!(r[0].name, "anna");
+        assert_eq!(r[0].timezone, chrono_tz::Europe::Paris);
+        assert_eq!((r[1].capacity, r[1].buffer_minutes), (10, 0));
+        assert_eq!(r[1].timezone, chrono_tz::UTC);
+        assert!(r[1].opening_hours.is_some());
+        assert_eq!(t.sources[0].resource.as_deref(), Some("anna"));
+        for (bad, key) in [
+            (
+                "[[tenant.resource]]\nid=\"Anna B\"\n",
+                "tenant[0].resource[0].id",
+            ),
+            (
+                "[[tenant.resource]]\nid=\"a\"\n[[tenant.resource]]\nid=\"a\"\n",
+                "tenant[0].resource[1].id",
+            ),
+            (
+                "[[tenant.resource]]\nid=\"a\"\n[[tenant.resource]]\nid=\"b\"\ncapacity=0\n",
+                "tenant[0].resource[1].capacity",
+            ),
+            (
+                "[[tenant.resource]]\nid=\"a\"\nkind=\"robot\"\n",
+                "tenant[0].resource[0].kind",
+            ),
+            (
+                "[[tenant.resource]]\nid=\"a\"\ntimezone=\"Mars\"\n",
+                "tenant[0].resource[0].timezone",
+            ),
+            (
+                "[[tenant.resource]]\nid=\"a\"\nbuffer_minutes=2000\n",
+                "tenant[0].resource[0].buffer_minutes",
+            ),
+            (
+                "[[tenant.resource]]\nid=\"a\"\n[tenant.resource.opening_hours]\nmonday=[\"9-10\"]\n",
+                "tenant[0].resource[0].opening_hours.monday[0]",
+            ),
+            (
+                "[[tenant.resource]]\nid=\"a\"\n[[tenant.source]]\nid=\"g\"\nkind=\"google\"\nresource=\"b\"\n",
+                "tenant[0].source[0].resource",
+            ),
+            (
+                "[[tenant.source]]\nid=\"g\"\nkind=\"google\"\nresource=\"anna\"\n",
+                "tenant[0].source[0].resource",
+            ),
+        ] {
+            let err = parse(&format!("{base}{bad}")).unwrap_err().to_string();
+            assert!(err.contains(&format!("{key}:")), "{bad}: {err}");
+        }
+        // The implicit resource may own a source.
+        let c = parse(&format!(
+            "{base}[[tenant.source]]\nid=\"g\"\nkind=\"google\"\nresource=\"default\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.tenants[0].sources[0].resource.as_deref(), Some("default"));
     }
 
     #[test]

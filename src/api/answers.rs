@@ -11,6 +11,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::config::{IMPLICIT_RESOURCE, Resource, TenantConfig};
 use crate::model::{
     Booking, BookingTime, BusyBlock, Contributor, Customer, Direction, ExportPrivacy, SkippedItem,
     Span, SyncLog, SyncStatus,
@@ -38,6 +39,10 @@ pub struct BookingView<'a> {
     pub location: Option<&'a str>,
     pub metadata: &'a serde_json::Map<String, Value>,
     pub notes: Option<&'a str>,
+    /// The resources it takes: `["default"]` on a tenant without declared
+    /// resources; empty for a booking stored before the tenant declared
+    /// them (it takes every resource).
+    pub resources: Vec<&'a str>,
     pub sequence: u32,
     pub service: Option<&'a str>,
     pub start: String,
@@ -48,8 +53,22 @@ pub struct BookingView<'a> {
     pub updated: String,
 }
 
+/// `b` as a tenant without declared resources shows it (its resources, or
+/// the implicit one); handlers use [`BookingView::new`], which knows the tenant.
 impl<'a> From<&'a Booking> for BookingView<'a> {
     fn from(b: &'a Booking) -> Self {
+        BookingView::shown(b, !b.resources.is_empty())
+    }
+}
+
+impl<'a> BookingView<'a> {
+    /// `b` as `tenant`'s API shows it.
+    pub fn new(b: &'a Booking, tenant: &TenantConfig) -> Self {
+        BookingView::shown(b, tenant.declares_resources())
+    }
+
+    /// `b`, on a tenant that declares resources or not.
+    fn shown(b: &'a Booking, declared_resources: bool) -> Self {
         let (start, end) = match &b.time {
             BookingTime::Timed { start, end } => (
                 start.to_rfc3339_opts(SecondsFormat::AutoSi, false),
@@ -69,6 +88,11 @@ impl<'a> From<&'a Booking> for BookingView<'a> {
             location: b.location.as_deref(),
             metadata: &b.metadata,
             notes: b.notes.as_deref(),
+            resources: if declared_resources {
+                b.resources.iter().map(String::as_str).collect()
+            } else {
+                vec![IMPLICIT_RESOURCE]
+            },
             sequence: b.sequence,
             service: b.service.as_deref(),
             start,
@@ -111,6 +135,9 @@ pub struct BusyEntryView {
     /// Booking id or calendar object id.
     pub id: String,
     pub kind: &'static str,
+    /// The resource it blocks, when the question was about resources.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
     pub source: String,
     pub start: Option<String>,
 }
@@ -121,6 +148,7 @@ impl From<&BusyEntry> for BusyEntryView {
             end: instant_text(e.span.end),
             id: e.object.clone(),
             kind: e.kind.as_str(),
+            resource: e.resource.clone(),
             source: e.source.clone(),
             start: instant_text(e.span.start),
         }
@@ -169,7 +197,60 @@ impl From<&Span> for SpanView {
 pub struct FreeBusyAnswer {
     pub busy: Vec<BusyBlockView>,
     pub end: Option<String>,
+    /// With `resource=`: the resource asked about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
     pub start: Option<String>,
+}
+
+/// `GET …/freebusy?resources=a,b`: busy blocks per resource.
+#[derive(Debug, Serialize)]
+pub struct ResourcesFreeBusyAnswer {
+    pub end: Option<String>,
+    pub resources: Vec<ResourceBusyView>,
+    pub start: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ResourceBusyView {
+    pub busy: Vec<BusyBlockView>,
+    pub id: String,
+}
+
+/// One of a tenant's resources, as `GET …/resources` lists it.
+#[derive(Debug, Serialize)]
+pub struct ResourceView<'a> {
+    pub buffer_minutes: u32,
+    pub capacity: u32,
+    pub id: &'a str,
+    /// The one resource of a tenant that declares none.
+    pub implicit: bool,
+    pub kind: &'static str,
+    pub name: &'a str,
+    /// Whether it has opening hours of its own or the tenant's (false: any time).
+    pub opening_hours: bool,
+    pub time_zone: &'static str,
+}
+
+impl<'a> From<&'a Resource> for ResourceView<'a> {
+    fn from(r: &'a Resource) -> Self {
+        ResourceView {
+            buffer_minutes: r.buffer_minutes,
+            capacity: r.capacity,
+            id: &r.id,
+            implicit: r.implicit,
+            kind: r.kind.as_str(),
+            name: &r.name,
+            opening_hours: r.opening_hours.is_some(),
+            time_zone: r.timezone.name(),
+        }
+    }
+}
+
+/// `GET …/resources`
+#[derive(Debug, Serialize)]
+pub struct ResourceList<'a> {
+    pub resources: Vec<ResourceView<'a>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -220,6 +301,9 @@ pub struct SlotAvailability {
     pub conflicts: ConflictList,
     pub end: Option<String>,
     pub free: bool,
+    /// With a resource filter: the resources free for the slot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Vec<String>>,
     pub start: Option<String>,
 }
 
@@ -231,6 +315,25 @@ pub struct SlotsAnswer {
     pub slots: Vec<SpanView>,
     pub step_minutes: i64,
     pub truncated: bool,
+}
+
+/// `GET …/slots?resource(s)=`: each slot with the resources free for it
+/// (buffers are each resource's own, so none is shown for all).
+#[derive(Debug, Serialize)]
+pub struct ResourceSlotsAnswer {
+    pub duration_minutes: i64,
+    #[serde(rename = "match")]
+    pub match_: &'static str,
+    pub slots: Vec<ResourceSlotView>,
+    pub step_minutes: i64,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ResourceSlotView {
+    pub end: Option<String>,
+    pub resources: Vec<String>,
+    pub start: Option<String>,
 }
 
 /// A conflict as `…/conflicts` lists it (the webhook sends the same shape).
@@ -257,6 +360,9 @@ pub struct SourceView {
     pub kind: Option<&'static str>,
     pub name: String,
     pub privacy: Option<ExportPrivacy>,
+    /// The resource whose calendar it is; absent: the whole tenant's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
     pub status: SourceStatusView,
     /// Feed URLs carry secrets: only their host is shown.
     pub target: Option<String>,
@@ -407,6 +513,10 @@ mod tests {
         at(text).timestamp_millis()
     }
 
+    fn tenant() -> TenantConfig {
+        TenantConfig::new("salon", "Salon", chrono_tz::Europe::Paris)
+    }
+
     fn booking() -> Booking {
         Booking {
             id: "b1".into(),
@@ -430,6 +540,7 @@ mod tests {
             metadata: json!({"crm": 7}).as_object().cloned().unwrap_or_default(),
             created: at("2026-01-05T08:00:00.123Z"),
             updated: at("2026-01-05T09:00:00Z"),
+            resources: Vec::new(),
             sequence: 2,
             etag: "\"e1\"".into(),
             calendar_text: Some("BEGIN:VCALENDAR".into()),
@@ -443,6 +554,7 @@ mod tests {
             kind: BusyKind::Busy,
             source: source.into(),
             object: object.into(),
+            resource: None,
         }
     }
 
@@ -491,12 +603,13 @@ mod tests {
     fn booking_as_documented() {
         let b = booking();
         assert_eq!(
-            text(&BookingView::from(&b)),
+            text(&BookingView::new(&b, &tenant())),
             concat!(
                 r#"{"all_day":false,"created":"2026-01-05T08:00:00.123Z","#,
                 r#""customer":{"email":"zoe@example.com","name":"Zoé","phone":null},"#,
                 r#""end":"2026-03-02T10:30:00+01:00","etag":"\"e1\"","id":"b1","#,
-                r#""location":null,"metadata":{"crm":7},"notes":"short","sequence":2,"#,
+                r#""location":null,"metadata":{"crm":7},"notes":"short","resources":["default"],"#,
+                r#""sequence":2,"#,
                 r#""service":"haircut","start":"2026-03-02T10:00:00+01:00","#,
                 r#""status":"confirmed","time_zone":"Europe/Paris","title":"Cut","#,
                 r#""uid":"b1","updated":"2026-01-05T09:00:00.000Z"}"#
@@ -512,7 +625,7 @@ mod tests {
             end: chrono::NaiveDate::from_ymd_opt(2026, 3, 3).expect("date"),
         };
         b.customer = None;
-        let mut view = BookingView::from(&b);
+        let mut view = BookingView::new(&b, &tenant());
         let value = serde_json::to_value(&view).expect("serialises");
         assert_eq!(value["all_day"], true);
         assert_eq!(value["start"], "2026-03-02");
@@ -528,7 +641,7 @@ mod tests {
     fn booking_list_wraps_bookings() {
         let b = booking();
         let list = BookingList {
-            bookings: vec![BookingView::from(&b)],
+            bookings: vec![BookingView::new(&b, &tenant())],
         };
         let value = serde_json::to_value(&list).expect("serialises");
         assert_eq!(value["bookings"][0]["id"], "b1");
@@ -574,6 +687,7 @@ mod tests {
                 conflicts: ConflictList::new(&found),
                 end: instant_text(ms("2026-03-02T10:00:00Z")),
                 free: false,
+                resources: None,
                 start: instant_text(ms("2026-03-02T09:00:00Z")),
             }],
         };
@@ -601,6 +715,7 @@ mod tests {
         let answer = |detail| FreeBusyAnswer {
             busy: vec![BusyBlockView::new(&block, detail)],
             end: instant_text(ms("2026-03-03T00:00:00Z")),
+            resource: None,
             start: instant_text(ms("2026-03-02T00:00:00Z")),
         };
         assert_eq!(
@@ -724,6 +839,7 @@ mod tests {
             kind: Some("ics"),
             name: "Feed".into(),
             privacy: Some(ExportPrivacy::Full),
+            resource: None,
             status: SourceStatusView::new(status, Some(failing_export())),
             target: Some("https://example.com/…".into()),
             transparent: false,
@@ -798,7 +914,7 @@ mod tests {
             assert_eq!(direct, sorted);
         }
         let (b, c, log, cal) = (booking(), conflict(), sync_log(), calendar());
-        let mut view = BookingView::from(&b);
+        let mut view = BookingView::new(&b, &tenant());
         view.exports = Some(vec![pending_export()]);
         check(&view.exports);
         check(&view);
@@ -806,6 +922,10 @@ mod tests {
         check(&SyncLogView::from(&log));
         check(&CalendarView::from(&cal));
         check(&source());
+        check(&SourceView {
+            resource: Some("anna".into()),
+            ..source()
+        });
         let found = [entry(
             "s",
             "o",
@@ -816,8 +936,27 @@ mod tests {
             conflicts: ConflictList::new(&found),
             end: None,
             free: false,
+            resources: Some(vec!["a".into()]),
             start: None,
         });
+        let mut at_resource = found.clone();
+        at_resource[0].resource = Some("anna".into());
+        check(&ConflictList::new(&at_resource));
+        let mut salon = tenant();
+        salon.resources.push(crate::config::ResourceConfig {
+            id: "anna".into(),
+            name: "Anna".into(),
+            kind: crate::config::ResourceKind::Staff,
+            timezone: None,
+            opening_hours: None,
+            buffer_minutes: None,
+            capacity: 1,
+        });
+        for r in salon.resources() {
+            check(&ResourceList {
+                resources: vec![ResourceView::from(&r)],
+            });
+        }
         let block = BusyBlock {
             span: Span::new(0, 1),
             kind: BusyKind::Busy,
@@ -829,7 +968,27 @@ mod tests {
         check(&FreeBusyAnswer {
             busy: vec![BusyBlockView::new(&block, true)],
             end: None,
+            resource: Some("anna".into()),
             start: None,
+        });
+        check(&ResourcesFreeBusyAnswer {
+            end: None,
+            resources: vec![ResourceBusyView {
+                busy: vec![BusyBlockView::new(&block, false)],
+                id: "anna".into(),
+            }],
+            start: None,
+        });
+        check(&ResourceSlotsAnswer {
+            duration_minutes: 30,
+            match_: "any",
+            slots: vec![ResourceSlotView {
+                end: None,
+                resources: vec!["anna".into()],
+                start: None,
+            }],
+            step_minutes: 30,
+            truncated: false,
         });
         check(&SlotsAnswer {
             buffer_minutes: 0,

@@ -46,7 +46,7 @@ pub async fn item(
                 set_etag(&mut resp, &booking);
                 return Ok(resp);
             }
-            let mut body = BookingView::from(&booking);
+            let mut body = BookingView::new(&booking, tenant);
             // Where the booking stands in each external calendar it is pushed to.
             let exports = app.export.booking_exports(tenant, &booking)?;
             body.exports = (!exports.is_empty()).then_some(exports);
@@ -76,7 +76,7 @@ pub async fn item(
                 )
                 .await
                 .map_err(problem)?;
-            Ok(booking_response(StatusCode::OK, &booking))
+            Ok(booking_response(StatusCode::OK, &booking, tenant))
         }
         Method::DELETE => {
             let expected = if_match(req.headers())?;
@@ -100,7 +100,10 @@ fn list(
     let window = super::parse_window(req.uri().query().unwrap_or(""), MAX_LIST_DAYS)?;
     let bookings = app.bookings.list(tenant, window).map_err(problem)?;
     let body = BookingList {
-        bookings: bookings.iter().map(BookingView::from).collect(),
+        bookings: bookings
+            .iter()
+            .map(|b| BookingView::new(b, tenant))
+            .collect(),
     };
     Ok(json_response(StatusCode::OK, &body))
 }
@@ -126,7 +129,7 @@ async fn create(
         .create(tenant, request.patch, claim, policy)
         .await
         .map_err(problem)?;
-    let mut resp = booking_response(StatusCode::CREATED, &created.booking);
+    let mut resp = booking_response(StatusCode::CREATED, &created.booking, tenant);
     let location = format!(
         "/api/v1/tenants/{}/bookings/{}",
         tenant.id, created.booking.id
@@ -225,8 +228,12 @@ fn problem(e: BookingError) -> Problem {
     }
 }
 
-fn booking_response(status: StatusCode, booking: &Booking) -> Response<Body> {
-    let mut resp = json_response(status, &BookingView::from(booking));
+fn booking_response(
+    status: StatusCode,
+    booking: &Booking,
+    tenant: &TenantConfig,
+) -> Response<Body> {
+    let mut resp = json_response(status, &BookingView::new(booking, tenant));
     set_etag(&mut resp, booking);
     resp
 }

@@ -18,16 +18,19 @@ const MAX_LIMIT: usize = 1000;
 /// What a listing asks for.
 struct ListQuery {
     keep: fn(&Conflict) -> bool,
+    /// Only conflicts of bookings taking this resource (`resource=`).
+    resource: Option<String>,
     limit: usize,
     /// Where the previous page ended (decoded `cursor`).
     after: Option<Vec<u8>>,
 }
 
 fn parse_query(query: &str) -> Result<ListQuery, Problem> {
-    let (mut status, mut limit, mut cursor) = (None, None, None);
+    let (mut status, mut limit, mut cursor, mut resource) = (None, None, None, None);
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match k.as_ref() {
             "status" => status = Some(v.into_owned()),
+            "resource" => resource = Some(v.into_owned()),
             "limit" => limit = Some(v.into_owned()),
             "cursor" => cursor = Some(v.into_owned()),
             _ => {}
@@ -79,7 +82,12 @@ fn parse_query(query: &str) -> Result<ListQuery, Problem> {
     if !errors.is_empty() {
         return Err(Problem::invalid(errors));
     }
-    Ok(ListQuery { keep, limit, after })
+    Ok(ListQuery {
+        keep,
+        resource,
+        limit,
+        after,
+    })
 }
 
 /// `GET /conflicts?status=open|acknowledged|resolved|all&limit=&cursor=` (default:
@@ -94,9 +102,32 @@ pub fn list(
         return Err(crate::http::method_not_allowed(req.method(), "GET"));
     }
     let q = parse_query(req.uri().query().unwrap_or(""))?;
+    if let Some(resource) = &q.resource
+        && !tenant.has_resource(resource)
+    {
+        return Err(
+            Problem::bad_request("invalid query parameters").with_params(vec![FieldError::new(
+                "resource",
+                format!(
+                    "\"{resource}\" is not a resource of this tenant; it has {}",
+                    tenant.resource_ids().join(", ")
+                ),
+            )]),
+        );
+    }
+    // A booking stored before the tenant declared resources takes them all;
+    // a booking gone since keeps its conflicts listed.
+    let takes = |c: &Conflict| match &q.resource {
+        None => true,
+        Some(r) => match app.store.booking(&tenant.id, &c.booking_id) {
+            Ok(Some(b)) => b.resources.is_empty() || b.resources.contains(r),
+            _ => true,
+        },
+    };
+    let keep = |c: &Conflict| (q.keep)(c) && takes(c);
     let page = app
         .store
-        .conflicts_page(&tenant.id, q.after.as_deref(), q.limit, &q.keep)
+        .conflicts_page(&tenant.id, q.after.as_deref(), q.limit, &keep)
         .map_err(|e| {
             tracing::error!(error = %e, "conflicts could not be read");
             Problem::internal()

@@ -1,18 +1,23 @@
 //! `GET /freebusy` and `POST /availability`: the booking engine's questions to the
 //! free/busy engine.
+//!
+//! Each takes an optional resource filter (`resource=a`, or `resources=a,b`
+//! with `match=any|all`); without one the answers are the tenant-wide view
+//! they always were, on the same code path.
 
 use chrono::{DateTime, Utc};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 
 use super::answers::{
-    AvailabilityAnswer, BusyBlockView, ConflictList, FreeBusyAnswer, SlotAvailability, SlotsAnswer,
+    AvailabilityAnswer, BusyBlockView, ConflictList, FreeBusyAnswer, ResourceBusyView,
+    ResourceSlotView, ResourceSlotsAnswer, ResourcesFreeBusyAnswer, SlotAvailability, SlotsAnswer,
     SpanView, instant_text,
 };
 use super::{json_response, parse_window, read_json_body};
 use crate::app::App;
-use crate::config::TenantConfig;
-use crate::freebusy;
+use crate::config::{Resource, TenantConfig};
+use crate::freebusy::{self, ResourceBusy, ResourceMatch};
 use crate::http::{Body, Problem, RequestBody, method_not_allowed};
 use crate::model::{BOOKINGS_SOURCE, FieldError, Span};
 
@@ -49,8 +54,45 @@ pub fn freebusy(
             _ => {}
         }
     }
+    let filter = resource_filter(query, tenant)?;
     let sources = checked_sources(app, tenant, sources)?;
     check_horizon(app, window, sources.as_deref())?;
+    if let Some(filter) = filter {
+        let busy = ResourceBusy::load(&app.store, tenant, window, sources.as_deref(), None)
+            .map_err(storage_failed)?;
+        let blocks_of = |r: &Resource| {
+            freebusy::resource_blocks(&busy, r, window, detail)
+                .iter()
+                .map(|b| BusyBlockView::new(b, detail))
+                .collect::<Vec<_>>()
+        };
+        return Ok(match (filter.several, filter.resources.as_slice()) {
+            (false, [one]) => json_response(
+                StatusCode::OK,
+                &FreeBusyAnswer {
+                    busy: blocks_of(one),
+                    end: instant_text(window.end),
+                    resource: Some(one.id.clone()),
+                    start: instant_text(window.start),
+                },
+            ),
+            _ => json_response(
+                StatusCode::OK,
+                &ResourcesFreeBusyAnswer {
+                    end: instant_text(window.end),
+                    resources: filter
+                        .resources
+                        .iter()
+                        .map(|r| ResourceBusyView {
+                            busy: blocks_of(r),
+                            id: r.id.clone(),
+                        })
+                        .collect(),
+                    start: instant_text(window.start),
+                },
+            ),
+        });
+    }
     let blocks = freebusy::busy_blocks(&app.store, &tenant.id, window, sources.as_deref(), detail)
         .map_err(storage_failed)?;
     Ok(json_response(
@@ -61,6 +103,7 @@ pub fn freebusy(
                 .map(|b| BusyBlockView::new(b, detail))
                 .collect(),
             end: instant_text(window.end),
+            resource: None,
             start: instant_text(window.start),
         },
     ))
@@ -74,6 +117,7 @@ pub async fn availability(
     if req.method() != Method::POST {
         return Err(method_not_allowed(req.method(), "POST"));
     }
+    let filter = resource_filter(req.uri().query().unwrap_or(""), tenant)?;
     let body = read_json_body(app, req).await?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         Problem::new(
@@ -88,6 +132,16 @@ pub async fn availability(
     let mut results = Vec::with_capacity(slots.len());
     for slot in &slots {
         check_horizon(app, *slot, sources.as_deref())?;
+        if let Some(filter) = &filter {
+            results.push(resource_availability(
+                app,
+                tenant,
+                filter,
+                *slot,
+                sources.as_deref(),
+            )?);
+            continue;
+        }
         let conflicts: Vec<_> =
             freebusy::entries(&app.store, &tenant.id, *slot, sources.as_deref())
                 .map_err(storage_failed)?
@@ -99,6 +153,7 @@ pub async fn availability(
             conflicts: ConflictList::new(&conflicts),
             end: instant_text(slot.end),
             free: conflicts.is_empty(),
+            resources: None,
             start: instant_text(slot.start),
         });
     }
@@ -118,6 +173,7 @@ pub fn slots(
     }
     let query = req.uri().query().unwrap_or("");
     let window = parse_window(query, MAX_SLOT_DAYS)?;
+    let filter = resource_filter(query, tenant)?;
     check_horizon(app, window, None)?;
     let (mut duration, mut step) = (None, None);
     let mut errors = Vec::new();
@@ -152,6 +208,31 @@ pub fn slots(
         not_before: Utc::now().timestamp_millis(),
         limit: MAX_SLOT_RESULTS,
     };
+    if let Some(filter) = filter {
+        let (found, truncated) =
+            freebusy::resource_slots(&app.store, tenant, &filter.resources, filter.mode, &q)
+                .map_err(storage_failed)?;
+        return Ok(json_response(
+            StatusCode::OK,
+            &ResourceSlotsAnswer {
+                duration_minutes: duration,
+                match_: match filter.mode {
+                    ResourceMatch::Any => "any",
+                    ResourceMatch::All => "all",
+                },
+                slots: found
+                    .into_iter()
+                    .map(|s| ResourceSlotView {
+                        end: instant_text(s.span.end),
+                        resources: s.resources,
+                        start: instant_text(s.span.start),
+                    })
+                    .collect(),
+                step_minutes: step,
+                truncated,
+            },
+        ));
+    }
     let (found, truncated) =
         freebusy::bookable_slots(&app.store, tenant, &q).map_err(storage_failed)?;
     Ok(json_response(
@@ -164,6 +245,122 @@ pub fn slots(
             truncated,
         },
     ))
+}
+
+/// Which resources a question is about (`resource=a`, or `resources=a,b`
+/// with `match=any|all`, default any) and how.
+struct ResourceFilter {
+    resources: Vec<Resource>,
+    mode: ResourceMatch,
+    /// Asked with `resources=` (free/busy then answers per resource).
+    several: bool,
+}
+
+/// Reads the resource filter of a query; `None` without one. Unknown or
+/// repeated ids, both parameters at once and a bad `match` are refused,
+/// naming the parameter.
+fn resource_filter(query: &str, tenant: &TenantConfig) -> Result<Option<ResourceFilter>, Problem> {
+    let (mut one, mut several, mut mode) = (None, None, None);
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "resource" => one = Some(v.trim().to_owned()),
+            "resources" => several = Some(v.into_owned()),
+            "match" => mode = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let bad = |field: &str, reason: String| {
+        Problem::bad_request("invalid query parameters")
+            .with_params(vec![FieldError::new(field, reason)])
+    };
+    let mode = match mode.as_deref() {
+        None | Some("any") => ResourceMatch::Any,
+        Some("all") => ResourceMatch::All,
+        Some(other) => {
+            return Err(bad(
+                "match",
+                format!(
+                    "\"{other}\" is neither \"any\" (a slot for one of the resources) nor \"all\" (a slot needing all of them)"
+                ),
+            ));
+        }
+    };
+    let (field, ids): (&str, Vec<String>) = match (one, several) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "resources",
+                "give either resource=a or resources=a,b, not both".into(),
+            ));
+        }
+        (Some(id), None) => ("resource", vec![id]),
+        (None, Some(list)) => (
+            "resources",
+            list.split(',').map(|s| s.trim().to_owned()).collect(),
+        ),
+    };
+    let known = tenant.resources();
+    let mut resources: Vec<Resource> = Vec::with_capacity(ids.len());
+    for id in &ids {
+        if resources.iter().any(|r| &r.id == id) {
+            return Err(bad(field, format!("\"{id}\" is named twice")));
+        }
+        match known.iter().find(|r| &r.id == id) {
+            Some(r) => resources.push(r.clone()),
+            None => {
+                return Err(bad(
+                    field,
+                    format!(
+                        "\"{id}\" is not a resource of this tenant; it has {} (GET …/resources lists them)",
+                        known
+                            .iter()
+                            .map(|r| format!("\"{}\"", r.id))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(Some(ResourceFilter {
+        resources,
+        mode,
+        several: field == "resources",
+    }))
+}
+
+/// One availability slot asked about resources: which of them could take
+/// one more booking there; free when any (or, with `match=all`, every) can.
+fn resource_availability(
+    app: &App,
+    tenant: &TenantConfig,
+    filter: &ResourceFilter,
+    slot: Span,
+    sources: Option<&[String]>,
+) -> Result<SlotAvailability, Problem> {
+    let busy =
+        ResourceBusy::load(&app.store, tenant, slot, sources, None).map_err(storage_failed)?;
+    let mut conflicts = Vec::new();
+    let mut free = Vec::new();
+    for resource in &filter.resources {
+        let found = busy.conflicts(resource, slot);
+        if found.is_empty() {
+            free.push(resource.id.clone());
+        }
+        conflicts.extend(found);
+    }
+    conflicts.sort_by_key(|e| (e.span.start, e.span.end));
+    let is_free = match filter.mode {
+        ResourceMatch::Any => !free.is_empty(),
+        ResourceMatch::All => free.len() == filter.resources.len(),
+    };
+    Ok(SlotAvailability {
+        conflicts: ConflictList::new(&conflicts),
+        end: instant_text(slot.end),
+        free: is_free,
+        resources: Some(free),
+        start: instant_text(slot.start),
+    })
 }
 
 /// Minutes from `30` or an ISO 8601 duration such as `PT1H30M`.

@@ -73,6 +73,21 @@ pub fn parse_write(body: &[u8]) -> Result<WriteRequest, ParseError> {
                 Value::Object(map) => patch.customer = Some(Some(customer(map, &mut errors))),
                 _ => fail("must be an object with name, email and phone"),
             },
+            // Checked against the tenant's resources by the booking engine.
+            "resources" => match value {
+                Value::Array(items) => {
+                    let ids: Vec<String> = items
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect();
+                    if ids.len() == items.len() {
+                        patch.resources = Some(ids);
+                    } else {
+                        fail("must be a list of resource ids, e.g. [\"anna\", \"chair-1\"]");
+                    }
+                }
+                _ => fail("must be a list of resource ids, e.g. [\"anna\", \"chair-1\"]"),
+            },
             "allow_conflict" => match value {
                 Value::Bool(b) => allow_conflict = *b,
                 _ => fail("must be true or false"),

@@ -52,6 +52,7 @@ pub async fn route(
         ["slots"] => freebusy::slots(app, req, tenant),
         ["conflicts"] => conflicts::list(app, &req, tenant),
         ["conflicts", id, "acknowledge"] => conflicts::acknowledge(app, &req, tenant, id).await,
+        ["resources"] => resources(&req, tenant),
         ["sources"] => sources::collection(app, req, tenant).await,
         ["sources", id] => sources::item(app, req, tenant, id, None).await,
         ["sources", id, action] => sources::item(app, req, tenant, id, Some(action)).await,
@@ -60,6 +61,21 @@ pub async fn route(
             req.uri().path()
         ))),
     }
+}
+
+/// `GET …/resources`: the tenant's resources as bookings see them, the
+/// implicit one of a tenant that declares none included.
+fn resources(req: &Request<RequestBody>, tenant: &TenantConfig) -> Result<Response<Body>, Problem> {
+    if req.method() != http::Method::GET {
+        return Err(crate::http::method_not_allowed(req.method(), "GET"));
+    }
+    let resources = tenant.resources();
+    Ok(json_response(
+        StatusCode::OK,
+        &answers::ResourceList {
+            resources: resources.iter().map(answers::ResourceView::from).collect(),
+        },
+    ))
 }
 
 pub(crate) async fn authenticate(

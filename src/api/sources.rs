@@ -37,6 +37,11 @@ pub async fn collection(
                 crate::config::parse_source_json(&body).map_err(|(field, message)| {
                     Problem::invalid(vec![FieldError::new(&field, message)])
                 })?;
+            if let Some(resource) = &declared.resource {
+                crate::config::check_source_resource(tenant, resource).map_err(|message| {
+                    Problem::invalid(vec![FieldError::new("resource", message)])
+                })?;
+            }
             if declared.remote.kind == ProviderKind::Ics {
                 // A URL no sync could ever fetch is refused now, not at every run.
                 app.sync
@@ -60,6 +65,7 @@ pub async fn collection(
                 read_only: true,
                 components: vec!["VEVENT".into()],
                 remote: Some(declared.remote),
+                resource: declared.resource,
                 ..Source::new(&declared.id, &declared.name)
             };
             app.store.put_source(&tenant.id, &source)?;
@@ -332,6 +338,7 @@ fn source_view(app: &App, tenant: &TenantConfig, source: &Source) -> Result<Sour
         kind: remote.map(|r| r.kind.name()),
         name: source.name.clone(),
         privacy: remote.map(|r| r.privacy),
+        resource: source.resource.clone(),
         status: SourceStatusView::new(status, export),
         // Feed URLs carry secrets: only their host is shown.
         target: remote.map(|r| match r.kind {

@@ -231,6 +231,7 @@ mod tests {
             kind: crate::model::BusyKind::Busy,
             source: "bookings".into(),
             object: "b1".into(),
+            resource: None,
         }];
         let p = Problem::new(
             StatusCode::CONFLICT,

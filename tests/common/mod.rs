@@ -519,3 +519,28 @@ pub fn http_client() -> reqwest::Client {
     calgate::install_crypto_provider();
     reqwest::Client::new()
 }
+
+impl TestServer {
+    /// Graceful stop, then a fresh server on the same data directory with
+    /// `extra` instead of the configuration it ran with (e.g. resources
+    /// declared after bookings were stored).
+    pub async fn restart_with_extra(mut self, extra: Extra) -> TestServer {
+        if let Some(r) = self.running.take() {
+            r.stop().await.expect("clean stop");
+        }
+        Self::start_full(self.dir, None, extra).await
+    }
+}
+
+/// Adds a calendar source to the salon that belongs to `resource` (`None`:
+/// the whole salon's), as a resource's imported calendar is stored.
+pub fn add_salon_resource_source(app: &App, id: &str, resource: Option<&str>) {
+    let tenant = app.tenant("salon").expect("salon");
+    let source = calgate::model::Source {
+        resource: resource.map(str::to_owned),
+        ..calgate::model::Source::new(id, id)
+    };
+    app.calendars
+        .put_source(&tenant, &source)
+        .expect("source stored");
+}

@@ -108,21 +108,40 @@ impl BookingEngine {
         Arc::clone(locks.entry(tenant.to_owned()).or_default())
     }
 
-    /// Refuses `booking` if something else blocks its time.
+    /// Refuses `booking` if something else blocks its time: on a tenant with
+    /// declared resources, per resource it takes and within each one's
+    /// capacity; otherwise anything busy (the one implicit resource).
     fn check_conflicts(
         &self,
+        tenant: &TenantConfig,
         booking: &Booking,
         policy: ConflictPolicy,
     ) -> Result<(), BookingError> {
         if policy == ConflictPolicy::Allow || booking.busy_kind() == BusyKind::Free {
             return Ok(());
         }
-        let found = freebusy::conflicts(
-            &self.store,
-            &booking.tenant,
-            booking.span(),
-            Some(&booking.id),
-        )?;
+        let found = if tenant.declares_resources() {
+            // A booking stored before resources takes every one of them.
+            let taken: Vec<String> = if booking.resources.is_empty() {
+                tenant.resource_ids()
+            } else {
+                booking.resources.clone()
+            };
+            freebusy::resource_conflicts(
+                &self.store,
+                tenant,
+                booking.span(),
+                &taken,
+                Some(&booking.id),
+            )?
+        } else {
+            freebusy::conflicts(
+                &self.store,
+                &booking.tenant,
+                booking.span(),
+                Some(&booking.id),
+            )?
+        };
         if found.is_empty() {
             Ok(())
         } else {
@@ -180,7 +199,7 @@ impl BookingEngine {
         let outcome = match earlier {
             Some(outcome) => outcome,
             None => {
-                self.check_conflicts(&booking, policy)?;
+                self.check_conflicts(tenant, &booking, policy)?;
                 self.store.commit_booking(
                     &booking,
                     &Precondition::MustNotExist,
@@ -258,9 +277,11 @@ impl BookingEngine {
             let guard = lock.lock().await;
             // Only a move (or a reactivation) can create a conflict; editing a note
             // on a booking that was knowingly double-booked must still work.
-            let moved = next.span() != current.span() || current.busy_kind() == BusyKind::Free;
+            let moved = next.span() != current.span()
+                || current.busy_kind() == BusyKind::Free
+                || next.resources != current.resources;
             if moved {
-                self.check_conflicts(&next, policy)?;
+                self.check_conflicts(tenant, &next, policy)?;
             }
             let outcome = self.store.commit_booking(
                 &next,
@@ -447,6 +468,8 @@ fn apply(
         etag: String::new(),
         calendar_text: None,
         calendar_text_sequence: None,
+        resources: booking_resources(tenant, base, patch.resources.as_deref())
+            .map_err(|e| BookingError::Invalid(vec![e]))?,
     };
     let mut booking = booking;
     match &patch.calendar_text {
@@ -461,6 +484,71 @@ fn apply(
     }
     booking.validate().map_err(BookingError::Invalid)?;
     Ok(booking)
+}
+
+/// The resources a booking stores: the ones given (checked), else the old
+/// booking's, else the tenant's only resource. A tenant without declared
+/// resources stores none (its bookings take the implicit one, and stored data
+/// stays as it was before resources).
+fn booking_resources(
+    tenant: &TenantConfig,
+    base: Option<&Booking>,
+    given: Option<&[String]>,
+) -> Result<Vec<String>, FieldError> {
+    let Some(given) = given else {
+        return Ok(match base {
+            Some(b) => b.resources.clone(),
+            None if tenant.resources.len() == 1 => vec![tenant.resources[0].id.clone()],
+            None if tenant.declares_resources() => {
+                return Err(FieldError::new(
+                    "resources",
+                    format!(
+                        "is required: name the resources the booking takes, from {}",
+                        quoted(&tenant.resource_ids())
+                    ),
+                ));
+            }
+            None => Vec::new(),
+        });
+    };
+    if given.is_empty() {
+        return Err(FieldError::new(
+            "resources",
+            format!(
+                "must name at least one resource, from {}",
+                quoted(&tenant.resource_ids())
+            ),
+        ));
+    }
+    for (i, id) in given.iter().enumerate() {
+        if !tenant.has_resource(id) {
+            return Err(FieldError::new(
+                "resources",
+                format!(
+                    "\"{id}\" is not a resource of this tenant; it has {}",
+                    quoted(&tenant.resource_ids())
+                ),
+            ));
+        }
+        if given[..i].contains(id) {
+            return Err(FieldError::new(
+                "resources",
+                format!("\"{id}\" is named twice; a booking takes one unit of each resource"),
+            ));
+        }
+    }
+    Ok(if tenant.declares_resources() {
+        given.to_vec()
+    } else {
+        Vec::new()
+    })
+}
+
+fn quoted(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| format!("\"{id}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Parses start/end for the final `all_day` value, falling back to `base` for the

@@ -173,11 +173,49 @@ impl ConflictTracker {
         // One index query over the object's whole extent, then matching in memory:
         // a recurring object has hundreds of occurrences.
         let bookings = match object.and_then(blocking_envelope) {
-            Some(span) => self.store.booking_busy(&tenant.id, span)?,
+            Some(span) => {
+                let found = self.store.booking_busy(&tenant.id, span)?;
+                self.of_owner(tenant, source, span, found)?
+            }
             None => Vec::new(),
         };
         let changes = self.reconcile(tenant, source, object_id, object, &bookings)?;
         self.apply(tenant, source, changes).await
+    }
+
+    /// The bookings among `found` (overlapping `span`) that a calendar of
+    /// `source` can conflict with: all of them for a tenant-wide source; for
+    /// a resource's own calendar, the bookings taking that resource and the
+    /// tenant-wide ones (stored before resources). Reads bookings only for a
+    /// resource's calendar that overlaps some.
+    fn of_owner(
+        &self,
+        tenant: &TenantConfig,
+        source: &str,
+        span: Span,
+        found: Vec<crate::store::BusyEntry>,
+    ) -> Result<Vec<crate::store::BusyEntry>, StoreError> {
+        if found.is_empty() || !tenant.declares_resources() {
+            return Ok(found);
+        }
+        let Some(owner) = self
+            .store
+            .source(&tenant.id, source)?
+            .and_then(|s| s.resource)
+        else {
+            return Ok(found);
+        };
+        let taking: std::collections::HashSet<String> = self
+            .store
+            .bookings_in(&tenant.id, span)?
+            .into_iter()
+            .filter(|b| b.resources.is_empty() || b.resources.contains(&owner))
+            .map(|b| b.id)
+            .collect();
+        Ok(found
+            .into_iter()
+            .filter(|e| taking.contains(&e.object))
+            .collect())
     }
 
     /// Stores what reconciling found (durable when this returns), then logs and
@@ -212,7 +250,10 @@ impl ConflictTracker {
             .filter_map(|o| blocking_envelope(o))
             .reduce(|a, b| Span::new(a.start.min(b.start), a.end.max(b.end)));
         let bookings = match envelope {
-            Some(span) => self.store.booking_busy(&tenant.id, span)?,
+            Some(span) => {
+                let found = self.store.booking_busy(&tenant.id, span)?;
+                self.of_owner(tenant, source, span, found)?
+            }
             None => Vec::new(),
         };
         let open = self.store.objects_in_open_conflicts(&tenant.id, source)?;

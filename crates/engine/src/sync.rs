@@ -881,6 +881,7 @@ pub fn declare_configured_sources(
             source.read_only = true;
             source.components = vec!["VEVENT".into()];
             source.remote = Some(declared.remote.clone());
+            source.resource = declared.resource.clone();
             store.put_source(&tenant.id, &source)?;
         }
     }

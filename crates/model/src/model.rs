@@ -131,6 +131,8 @@ pub struct BookingPatch {
     pub uid: Option<String>,
     /// The iCalendar text a CalDAV client wrote, to serve back as written.
     pub calendar_text: Option<String>,
+    /// The resources the booking takes (`None`: as it was, or the default).
+    pub resources: Option<Vec<String>>,
 }
 
 /// The reserved source id of a tenant's own bookings.
@@ -163,6 +165,10 @@ pub struct Source {
     /// An external calendar this source mirrors (import) or feeds (export).
     #[serde(default)]
     pub remote: Option<RemoteSource>,
+    /// The resource whose calendar this is; `None` (and every source stored
+    /// before resources existed): the whole tenant's, blocking every resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
 }
 
 /// Component types a calendar may be made to hold.
@@ -181,6 +187,7 @@ impl Source {
             read_only: false,
             components: Vec::new(),
             remote: None,
+            resource: None,
         }
     }
 
@@ -298,6 +305,13 @@ pub struct Booking {
     /// The `sequence` the booking had when `calendar_text` was written.
     #[serde(default)]
     pub calendar_text_sequence: Option<u32>,
+    /// The resources it takes, one unit of each. Empty on a tenant without
+    /// declared resources (it takes the implicit one; stored records stay as
+    /// they were) and on bookings stored before resources existed: on a
+    /// tenant that now declares resources those are tenant-wide and take
+    /// every resource, so no conflict is ever lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
 }
 
 /// One thing wrong with a booking, named by its field (`customer.email`).
@@ -547,6 +561,7 @@ mod tests {
             etag: String::new(),
             calendar_text: None,
             calendar_text_sequence: None,
+            resources: Vec::new(),
         }
     }
 

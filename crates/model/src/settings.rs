@@ -45,6 +45,9 @@ pub struct SourceConfig {
     pub name: String,
     pub transparent: bool,
     pub remote: crate::model::RemoteSource,
+    /// The resource whose calendar this is; `None`: the whole tenant's (it
+    /// blocks every resource).
+    pub resource: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +70,9 @@ pub struct TenantConfig {
     pub accept_external_moves: bool,
     /// Who delivers invitations between the tenant's CalDAV users.
     pub scheduling: Scheduling,
+    /// Declared resources (`[[tenant.resource]]`); empty: the one implicit
+    /// resource of [`TenantConfig::resources`].
+    pub resources: Vec<ResourceConfig>,
 }
 
 impl TenantConfig {
@@ -87,8 +93,118 @@ impl TenantConfig {
             sources: Vec::new(),
             accept_external_moves: false,
             scheduling: Scheduling::Server,
+            resources: Vec::new(),
         }
     }
+
+    /// The tenant's resources as bookings and slots see them, with the
+    /// tenant's zone, hours and buffer filled in where a resource sets none.
+    /// A tenant that declares none has exactly one, [`IMPLICIT_RESOURCE`]:
+    /// this is the one place that knows it.
+    pub fn resources(&self) -> Vec<Resource> {
+        if self.resources.is_empty() {
+            return vec![Resource {
+                id: IMPLICIT_RESOURCE.to_owned(),
+                name: self.name.clone(),
+                kind: ResourceKind::Other,
+                timezone: self.timezone,
+                opening_hours: self.opening_hours.clone(),
+                buffer_minutes: self.buffer_minutes,
+                capacity: 1,
+                implicit: true,
+            }];
+        }
+        self.resources
+            .iter()
+            .map(|r| Resource {
+                id: r.id.clone(),
+                name: r.name.clone(),
+                kind: r.kind,
+                timezone: r.timezone.unwrap_or(self.timezone),
+                opening_hours: r
+                    .opening_hours
+                    .clone()
+                    .or_else(|| self.opening_hours.clone()),
+                buffer_minutes: r.buffer_minutes.unwrap_or(self.buffer_minutes),
+                capacity: r.capacity,
+                implicit: false,
+            })
+            .collect()
+    }
+
+    /// Whether the tenant declares resources (else it has the implicit one).
+    pub fn declares_resources(&self) -> bool {
+        !self.resources.is_empty()
+    }
+
+    /// Whether `id` names one of the tenant's resources (the implicit one
+    /// included, on a tenant that declares none).
+    pub fn has_resource(&self, id: &str) -> bool {
+        if self.resources.is_empty() {
+            id == IMPLICIT_RESOURCE
+        } else {
+            self.resources.iter().any(|r| r.id == id)
+        }
+    }
+
+    /// The ids of the tenant's resources, for messages.
+    pub fn resource_ids(&self) -> Vec<String> {
+        self.resources().into_iter().map(|r| r.id).collect()
+    }
+}
+
+/// The id of the one resource of a tenant that declares none.
+pub const IMPLICIT_RESOURCE: &str = "default";
+
+/// What a resource is (`kind` in `[[tenant.resource]]`); only shown, never
+/// acted on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceKind {
+    Staff,
+    Room,
+    Equipment,
+    #[default]
+    Other,
+}
+
+impl ResourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Staff => "staff",
+            ResourceKind::Room => "room",
+            ResourceKind::Equipment => "equipment",
+            ResourceKind::Other => "other",
+        }
+    }
+}
+
+/// A resource as declared (`[[tenant.resource]]`): what it leaves out comes
+/// from the tenant (see [`TenantConfig::resources`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceConfig {
+    pub id: String,
+    pub name: String,
+    pub kind: ResourceKind,
+    pub timezone: Option<Tz>,
+    pub opening_hours: Option<OpeningHours>,
+    pub buffer_minutes: Option<u32>,
+    /// Bookings it holds at once (≥ 1): a class with ten seats has 10.
+    pub capacity: u32,
+}
+
+/// A resource with the tenant's defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    pub id: String,
+    pub name: String,
+    pub kind: ResourceKind,
+    pub timezone: Tz,
+    pub opening_hours: Option<OpeningHours>,
+    pub buffer_minutes: u32,
+    pub capacity: u32,
+    /// The one resource of a tenant that declares none.
+    pub implicit: bool,
 }
 
 /// Who schedules (RFC 6638): `scheduling = "server" | "client"` on a tenant.

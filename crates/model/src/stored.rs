@@ -115,4 +115,7 @@ pub struct BusyEntry {
     pub source: String,
     /// Booking id or calendar object id.
     pub object: String,
+    /// The resource a per-resource check found it blocking; `None` in the
+    /// tenant-wide view.
+    pub resource: Option<String>,
 }

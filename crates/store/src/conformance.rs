@@ -85,6 +85,7 @@ fn booking(tenant: &str, id: &str, start: i64, end: i64, rev: u32) -> Booking {
         etag: format!("\"{id}-{rev}\""),
         calendar_text: None,
         calendar_text_sequence: None,
+        resources: Vec::new(),
     }
 }
 

@@ -775,6 +775,7 @@ impl Store {
                         kind,
                         source: source.into_owned(),
                         object: String::from_utf8_lossy(object).into_owned(),
+                        resource: None,
                     });
                 }
             },
@@ -802,6 +803,7 @@ impl Store {
                     kind,
                     source: crate::model::BOOKINGS_SOURCE.to_owned(),
                     object: String::from_utf8_lossy(&h.id).into_owned(),
+                    resource: None,
                 })
             })
             .collect())
@@ -826,6 +828,7 @@ impl Store {
                     kind: kind_of(h.payload.first()),
                     source,
                     object,
+                    resource: None,
                 })
             })
             .collect())

@@ -308,7 +308,7 @@ pub fn tenant_from_record(record: &ProvisionedTenant) -> Result<TenantConfig, (S
 /// `tenant[0].feed[2].privacy` → `privacy`; `tenant[0].timezone` → `timezone`.
 fn body_field(key: &str) -> String {
     let key = key.strip_prefix("tenant[0].").unwrap_or(key);
-    for list in ["user[", "api_key[", "feed["] {
+    for list in ["user[", "api_key[", "feed[", "resource["] {
         if let Some(rest) = key.strip_prefix(list)
             && let Some((_, field)) = rest.split_once("].")
         {
@@ -380,7 +380,19 @@ fn raw_tenant(record: &ProvisionedTenant) -> Result<RawTenant, (String, String)>
         buffer_minutes: settings.buffer_minutes,
         webhook: None,
         source: Vec::new(),
-        resource: Vec::new(),
+        resource: record
+            .resources
+            .iter()
+            .map(|r| RawResource {
+                id: r.id.clone(),
+                name: r.settings.name.clone(),
+                kind: r.settings.kind.clone(),
+                timezone: r.settings.timezone.clone(),
+                opening_hours: r.settings.opening_hours.clone(),
+                buffer_minutes: r.settings.buffer_minutes,
+                capacity: r.settings.capacity,
+            })
+            .collect(),
         accept_external_moves: settings.accept_external_moves,
         scheduling: settings.scheduling.clone(),
     })

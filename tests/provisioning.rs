@@ -805,3 +805,222 @@ async fn provisioning_survives_kill_9() {
     child.kill().expect("stopped");
     child.wait().expect("reaped");
 }
+
+/// Resources provisioned at run time: a salon with two stylists and a chair,
+/// booked at once; capacity and the per-resource conflict check apply; a
+/// resource in use cannot be deleted; bad input names the field.
+#[tokio::test(flavor = "multi_thread")]
+async fn resources_are_provisioned_and_booked_at_once() {
+    let server = TestServer::start_with_extra(with_admin("")).await;
+    let s = &Gw::of(&server);
+    let key = provision_bakery(s).await;
+    // Still to come, so a resource they take is in use.
+    let book = |resources: Value, hour: u32| {
+        json!({
+            "start": format!("2030-06-03T{hour:02}:00:00+02:00"),
+            "end": format!("2030-06-03T{hour:02}:45:00+02:00"),
+            "title": "Cut", "resources": resources,
+        })
+    };
+    // Before any resource: the implicit one.
+    let (status, body) = call(
+        s,
+        "GET",
+        "/api/v1/tenants/bakery/resources",
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["resources"][0]["id"], "default");
+    assert_eq!(body["resources"][0]["implicit"], true);
+
+    for (id, settings) in [
+        ("anna", json!({"name": "Anna", "kind": "staff"})),
+        (
+            "ben",
+            json!({"name": "Ben", "kind": "staff", "buffer_minutes": 0}),
+        ),
+        ("chair", json!({"kind": "equipment", "capacity": 2})),
+    ] {
+        let path = format!("/api/v1/tenants/bakery/resources/{id}");
+        let (status, body) = op(s, "PUT", &path, Some(settings.clone())).await;
+        assert_eq!(status, 201, "{id}: {body}");
+        assert_eq!(body["id"], id);
+        // A repeat changes nothing and says so with 200.
+        let (status, again) = op(s, "PUT", &path, Some(settings)).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again, body);
+    }
+    let (_, body) = call(
+        s,
+        "GET",
+        "/api/v1/tenants/bakery/resources",
+        Some(&key),
+        None,
+    )
+    .await;
+    let ids: Vec<&str> = body["resources"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["anna", "ben", "chair"]);
+    let (status, body) = call(
+        s,
+        "GET",
+        "/api/v1/tenants/bakery/resources/chair",
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["capacity"].clone()),
+        (200, json!(2)),
+        "{body}"
+    );
+
+    // In effect at once: bookings name them, conflicts are per resource.
+    let bookings = "/api/v1/tenants/bakery/bookings";
+    let (status, body) = call(
+        s,
+        "POST",
+        bookings,
+        Some(&key),
+        Some(book(json!(["anna", "chair"]), 10)),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = call(
+        s,
+        "POST",
+        bookings,
+        Some(&key),
+        Some(book(json!(["ben", "chair"]), 10)),
+    )
+    .await;
+    assert_eq!(status, 201, "ben and the chair's second seat: {body}");
+    let (status, body) = call(
+        s,
+        "POST",
+        bookings,
+        Some(&key),
+        Some(book(json!(["anna"]), 10)),
+    )
+    .await;
+    assert_eq!(status, 409, "anna is taken: {body}");
+    assert_eq!(body["conflicts"][0]["resource"], "anna", "{body}");
+    let (status, body) = call(
+        s,
+        "POST",
+        bookings,
+        Some(&key),
+        Some(json!({
+            "start": "2030-06-03T10:15:00+02:00", "end": "2030-06-03T10:30:00+02:00",
+            "title": "Third chair", "resources": ["chair"],
+        })),
+    )
+    .await;
+    assert_eq!(status, 409, "the chair's two seats are taken: {body}");
+    let (status, body) = call(
+        s,
+        "POST",
+        bookings,
+        Some(&key),
+        Some(book(json!(["nobody"]), 12)),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(problem_fields(&body), ["resources"]);
+
+    // Bad settings name the field; a resource in use is not deleted.
+    let (status, body) = op(
+        s,
+        "PUT",
+        "/api/v1/tenants/bakery/resources/room",
+        Some(json!({"capacity": 0})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(problem_fields(&body), ["capacity"]);
+    let (status, body) = op(
+        s,
+        "PUT",
+        "/api/v1/tenants/bakery/resources/room",
+        Some(json!({"seats": 3})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = op(s, "DELETE", "/api/v1/tenants/bakery/resources/anna", None).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("booking"),
+        "{body}"
+    );
+    let (status, _) = op(s, "DELETE", "/api/v1/tenants/bakery/resources/nobody", None).await;
+    assert_eq!(status, 404);
+
+    // Another tenant's key cannot read or change them; the file's tenants are the file's.
+    let (status, _) = call(
+        s,
+        "GET",
+        "/api/v1/tenants/bakery/resources/anna",
+        Some(SALON_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        s,
+        "PUT",
+        "/api/v1/tenants/bakery/resources/anna",
+        Some(&key),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, body) = op(
+        s,
+        "PUT",
+        "/api/v1/tenants/salon/resources/anna",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+
+    // An unused resource goes, and with it its bookings' claim.
+    let (status, _) = op(s, "PUT", "/api/v1/tenants/bakery/resources/spare", None).await;
+    assert_eq!(status, 201);
+    let (status, _) = op(s, "DELETE", "/api/v1/tenants/bakery/resources/spare", None).await;
+    assert_eq!(status, 204);
+    let (status, _) = call(
+        s,
+        "GET",
+        "/api/v1/tenants/bakery/resources/spare",
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // Durable: a restart keeps them.
+    let server = server.restart().await;
+    let s = &Gw::of(&server);
+    let (_, body) = call(
+        s,
+        "GET",
+        "/api/v1/tenants/bakery/resources",
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(
+        body["resources"].as_array().map(Vec::len),
+        Some(3),
+        "{body}"
+    );
+}

@@ -31,12 +31,13 @@ pub async fn route(
     rest: &[&str],
 ) -> Result<Response<Body>, Problem> {
     // Provisioning (the operator's, and the tenant itself): before the lookup,
-    // since a PUT creates the tenant. `["resources", id]` will join them.
+    // since a PUT creates the tenant.
     match rest {
         [] => return tenants::tenant(app, req, tenant_id).await,
         ["users", name] => return tenants::user(app, req, tenant_id, name).await,
         ["api-keys", name] => return tenants::api_key(app, req, tenant_id, name).await,
         ["feeds", name] => return tenants::feed(app, req, tenant_id, name).await,
+        ["resources", name] => return tenants::resource(app, req, tenant_id, name).await,
         _ => {}
     }
     let tenant = app

@@ -35,8 +35,8 @@ use crate::config::{FeedPrivacy, FeedSources, TenantConfig};
 use crate::http::{Body, Problem, RequestBody};
 use crate::model::FieldError;
 use calgate_model::provisioned::{
-    FeedSettings, ProvisionedFeed, ProvisionedKey, ProvisionedTenant, ProvisionedUser,
-    TenantSettings,
+    FeedSettings, ProvisionedFeed, ProvisionedKey, ProvisionedResource, ProvisionedTenant,
+    ProvisionedUser, ResourceSettings, TenantSettings,
 };
 
 /// Who is calling a provisioning endpoint.
@@ -729,6 +729,143 @@ pub async fn feed(
             url,
         },
     ))
+}
+
+/// `GET/PUT/DELETE /api/v1/tenants/{id}/resources/{resource}`: GET for the
+/// operator or the tenant's key; changes are the operator's.
+pub async fn resource(
+    app: &App,
+    req: Request<RequestBody>,
+    id: &str,
+    resource: &str,
+) -> Result<Response<Body>, Problem> {
+    match *req.method() {
+        Method::GET => {
+            match caller(app, &req).await? {
+                Caller::Operator => {}
+                Caller::Tenant(p) if p.tenant == id => {}
+                Caller::Tenant(_) => {
+                    return Err(forbidden(format!(
+                        "this key belongs to another tenant; use tenant \"{id}\"'s key or the operator key"
+                    )));
+                }
+            }
+            let tenant = app.tenant(id).ok_or_else(|| no_tenant(id))?;
+            let found = tenant.resources().into_iter().find(|r| r.id == resource);
+            let found = found.ok_or_else(|| no_resource(id, resource))?;
+            Ok(json_response(
+                StatusCode::OK,
+                &crate::api::answers::ResourceView::from(&found),
+            ))
+        }
+        Method::PUT => put_resource(app, req, id, resource).await,
+        Method::DELETE => delete_resource(app, req, id, resource).await,
+        _ => Err(method_not_allowed("GET, PUT, DELETE")),
+    }
+}
+
+fn no_resource(id: &str, resource: &str) -> Problem {
+    Problem::not_found(format!(
+        "resource \"{resource}\" does not exist in tenant \"{id}\""
+    ))
+}
+
+async fn put_resource(
+    app: &App,
+    req: Request<RequestBody>,
+    id: &str,
+    resource: &str,
+) -> Result<Response<Body>, Problem> {
+    let record = record_for_change(app, &req, id).await?;
+    let body = if req.headers().contains_key(http::header::CONTENT_TYPE) {
+        read_json_body(app, req).await?
+    } else {
+        // Every field has a default: a bare PUT is a capacity-1 resource.
+        bytes::Bytes::from_static(b"{}")
+    };
+    let settings: ResourceSettings = parse_body(&body, &[])?;
+    let _one = app.provisioning.lock().await;
+    let mut record = fresh(app, record)?;
+    let created = match record.resources.iter_mut().find(|r| r.id == resource) {
+        Some(existing) => {
+            existing.settings = settings;
+            false
+        }
+        None => {
+            record.resources.push(ProvisionedResource {
+                id: resource.to_owned(),
+                settings,
+            });
+            true
+        }
+    };
+    let tenant = store_and_apply(app, &record).await?;
+    let found = tenant.resources().into_iter().find(|r| r.id == resource);
+    let found = found.ok_or_else(Problem::internal)?;
+    if created {
+        tracing::info!(tenant = id, resource, "resource provisioned");
+    }
+    Ok(json_response(
+        created_or_ok(created),
+        &crate::api::answers::ResourceView::from(&found),
+    ))
+}
+
+/// Refused while a source is attached to the resource or a booking still to
+/// come takes it: those would be left naming a resource that is gone.
+async fn delete_resource(
+    app: &App,
+    req: Request<RequestBody>,
+    id: &str,
+    resource: &str,
+) -> Result<Response<Body>, Problem> {
+    let record = record_for_change(app, &req, id).await?;
+    let _one = app.provisioning.lock().await;
+    let mut record = fresh(app, record)?;
+    let Some(at) = record.resources.iter().position(|r| r.id == resource) else {
+        return Err(no_resource(id, resource));
+    };
+    let in_use = |what: String| {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "resource-in-use",
+            "Resource in use",
+            format!("resource \"{resource}\" {what}; move or remove them first"),
+        )
+    };
+    let sources: Vec<String> = app
+        .store
+        .sources(id)?
+        .into_iter()
+        .filter(|s| s.resource.as_deref() == Some(resource))
+        .map(|s| s.id)
+        .collect();
+    if !sources.is_empty() {
+        return Err(in_use(format!(
+            "has calendars attached ({})",
+            sources.join(", ")
+        )));
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut taken = 0usize;
+    for booking in app.store.iter_bookings(id) {
+        let booking = booking?;
+        if booking.status != crate::model::BookingStatus::Cancelled
+            && booking.span().end > now
+            && booking.resources.iter().any(|r| r == resource)
+        {
+            taken += 1;
+        }
+    }
+    if taken > 0 {
+        return Err(in_use(format!(
+            "is taken by {taken} booking(s) still to come"
+        )));
+    }
+    record.resources.remove(at);
+    store_and_apply(app, &record).await?;
+    tracing::info!(tenant = id, resource, "resource deleted");
+    Ok(no_content())
 }
 
 /// The record as stored now (another change may have landed while this one

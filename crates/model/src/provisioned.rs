@@ -21,6 +21,9 @@ pub struct ProvisionedTenant {
     pub api_keys: Vec<ProvisionedKey>,
     #[serde(default)]
     pub feeds: Vec<ProvisionedFeed>,
+    /// Staff, rooms, equipment (`PUT …/resources/{id}`); none: the implicit one.
+    #[serde(default)]
+    pub resources: Vec<ProvisionedResource>,
     /// Set (durably) before its data is removed: a deletion a crash interrupted
     /// is finished at the next start instead of leaving half a tenant.
     #[serde(default)]
@@ -38,6 +41,25 @@ pub struct TenantSettings {
     pub buffer_minutes: Option<u32>,
     pub scheduling: Option<String>,
     pub accept_external_moves: Option<bool>,
+}
+
+/// A resource: what `PUT …/resources/{id}` sets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProvisionedResource {
+    pub id: String,
+    pub settings: ResourceSettings,
+}
+
+/// The fields of a `[[tenant.resource]]` table besides its id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSettings {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub timezone: Option<String>,
+    pub opening_hours: Option<BTreeMap<String, Vec<String>>>,
+    pub buffer_minutes: Option<u32>,
+    pub capacity: Option<i64>,
 }
 
 /// A CalDAV user: the password only as its argon2 hash.
@@ -86,6 +108,7 @@ impl ProvisionedTenant {
             users: Vec::new(),
             api_keys: Vec::new(),
             feeds: Vec::new(),
+            resources: Vec::new(),
             deleting: false,
         }
     }

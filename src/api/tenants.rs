@@ -79,6 +79,17 @@ async fn operator(app: &App, req: &Request<RequestBody>) -> Result<(), Problem> 
     }
 }
 
+/// Reads are the operator's or the tenant's own key's.
+async fn operator_or_own(app: &App, req: &Request<RequestBody>, id: &str) -> Result<(), Problem> {
+    match caller(app, req).await? {
+        Caller::Operator => Ok(()),
+        Caller::Tenant(p) if p.tenant == id => Ok(()),
+        Caller::Tenant(_) => Err(forbidden(format!(
+            "this API key is not valid for tenant \"{id}\""
+        ))),
+    }
+}
+
 fn managed_in_file(what: &str) -> Problem {
     Problem::new(
         StatusCode::CONFLICT,
@@ -314,15 +325,7 @@ pub async fn tenant(
 ) -> Result<Response<Body>, Problem> {
     match *req.method() {
         Method::GET => {
-            match caller(app, &req).await? {
-                Caller::Operator => {}
-                Caller::Tenant(p) if p.tenant == id => {}
-                Caller::Tenant(_) => {
-                    return Err(forbidden(format!(
-                        "this API key is not valid for tenant \"{id}\""
-                    )));
-                }
-            }
+            operator_or_own(app, &req, id).await?;
             let tenant = app.tenant(id).ok_or_else(|| no_tenant(id))?;
             Ok(json_response(StatusCode::OK, &tenant_view(app, &tenant)))
         }
@@ -741,15 +744,7 @@ pub async fn resource(
 ) -> Result<Response<Body>, Problem> {
     match *req.method() {
         Method::GET => {
-            match caller(app, &req).await? {
-                Caller::Operator => {}
-                Caller::Tenant(p) if p.tenant == id => {}
-                Caller::Tenant(_) => {
-                    return Err(forbidden(format!(
-                        "this key belongs to another tenant; use tenant \"{id}\"'s key or the operator key"
-                    )));
-                }
-            }
+            operator_or_own(app, &req, id).await?;
             let tenant = app.tenant(id).ok_or_else(|| no_tenant(id))?;
             let found = tenant.resources().into_iter().find(|r| r.id == resource);
             let found = found.ok_or_else(|| no_resource(id, resource))?;

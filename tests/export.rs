@@ -302,11 +302,17 @@ async fn retries_honour_retry_after_and_survive_500() {
     google_event_when(&g, &id, "the insert after 429", |e| e.len() == 1).await;
     let waited = started.elapsed();
     assert!(waited >= Duration::from_secs(2), "retried after {waited:?}");
-    let status = source(&gw.client, &gw.base).await;
-    assert!(
-        status["status"]["export"]["consecutive_failures"] == json!(0),
-        "{status}"
-    );
+    // The pass records its success after the provider has the event: wait
+    // for that rather than read the state the moment the event shows.
+    until("the failures to be forgotten", WAIT, || async {
+        let status = source(&gw.client, &gw.base).await;
+        if status["status"]["export"]["consecutive_failures"] == json!(0) {
+            Ok(())
+        } else {
+            Err(status.to_string())
+        }
+    })
+    .await;
 
     // Two 500s: retried with backoff, delivered once.
     g.faults().push_n(2, Fault::status(500));

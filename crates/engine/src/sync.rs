@@ -814,36 +814,29 @@ pub async fn scheduler(engine: Arc<SyncEngine>) {
     loop {
         let now = Utc::now();
         let mut next: Option<DateTime<Utc>> = None;
-        for tenant in engine.tenants.all() {
-            let sources = match engine.store.sources(&tenant.id) {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "scheduler cannot list sources");
-                    continue;
-                }
-            };
-            for source in sources.into_iter().filter(scheduled) {
-                let status = engine
-                    .store
-                    .sync_status(&tenant.id, &source.id)
-                    .unwrap_or_default();
-                if status.needs_reauth || status.permanent_error {
-                    continue;
-                }
-                let due = status.next_run.unwrap_or(now);
-                if due <= now {
-                    let engine = Arc::clone(&engine);
-                    let tenant = Arc::clone(&tenant);
-                    tokio::spawn(async move {
-                        // Errors are in the status and the log already.
-                        let _ = engine
-                            .run(&tenant, &source.id, FetchMode::Incremental)
-                            .await;
-                        engine.wake();
-                    });
-                } else {
-                    next = Some(next.map_or(due, |n| n.min(due)));
-                }
+        for (tenant, source) in engine
+            .tenants
+            .sources_where(&engine.store, "scheduler", scheduled)
+        {
+            let status = engine
+                .store
+                .sync_status(&tenant.id, &source.id)
+                .unwrap_or_default();
+            if status.needs_reauth || status.permanent_error {
+                continue;
+            }
+            let due = status.next_run.unwrap_or(now);
+            if due <= now {
+                let engine = Arc::clone(&engine);
+                tokio::spawn(async move {
+                    // Errors are in the status and the log already.
+                    let _ = engine
+                        .run(&tenant, &source.id, FetchMode::Incremental)
+                        .await;
+                    engine.wake();
+                });
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
             }
         }
         let pause = next

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use crate::model::Source;
 use crate::settings::TenantConfig;
+use crate::store::Store;
 
 /// Every tenant's settings, by id.
 #[derive(Default)]
@@ -48,6 +50,30 @@ impl Tenants {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<TenantConfig>>> {
         self.by_id.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every source of every tenant that `keep` accepts, with its tenant: what
+    /// the sync scheduler and the export deliverer walk. A tenant whose
+    /// sources cannot be read is skipped, with a warning naming `walker`.
+    pub fn sources_where(
+        &self,
+        store: &Store,
+        walker: &str,
+        keep: impl Fn(&Source) -> bool,
+    ) -> Vec<(Arc<TenantConfig>, Source)> {
+        let mut found = Vec::new();
+        for tenant in self.all() {
+            match store.sources(&tenant.id) {
+                Ok(sources) => found.extend(
+                    sources
+                        .into_iter()
+                        .filter(|s| keep(s))
+                        .map(|s| (Arc::clone(&tenant), s)),
+                ),
+                Err(e) => tracing::warn!(error = %e, walker, "cannot list sources"),
+            }
+        }
+        found
     }
 
     /// The map; a panic elsewhere while it was held leaves it usable.

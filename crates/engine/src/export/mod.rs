@@ -173,44 +173,37 @@ pub async fn deliverer(exporter: Arc<Exporter>) {
         let now = Utc::now();
         let mut next: Option<DateTime<Utc>> = None;
         let mut passes = JoinSet::new();
-        for tenant in exporter.tenants.all() {
-            let sources = match exporter.store.sources(&tenant.id) {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "exporter cannot list sources");
-                    continue;
-                }
-            };
-            for source in sources.into_iter().filter(exports) {
-                let state = exporter
-                    .store
-                    .export_state(&tenant.id, &source.id)
-                    .unwrap_or_default();
-                if let Some(at) = state.retry_at
-                    && at > now
-                {
-                    next = Some(next.map_or(at, |n| n.min(at)));
-                    continue;
-                }
-                let status = exporter
-                    .store
-                    .sync_status(&tenant.id, &source.id)
-                    .unwrap_or_default();
-                if status.needs_reauth || !status.connected {
-                    continue;
-                }
-                let exporter = Arc::clone(&exporter);
-                let tenant = Arc::clone(&tenant);
-                passes.spawn(async move {
-                    match exporter.deliver(&tenant, &source.id, false).await {
-                        Ok(pass) => pass.retry_at,
-                        Err(e) => {
-                            warn!(tenant = %tenant.id, source = %source.id, error = %e, "export pass failed");
-                            Some(Utc::now() + chrono::Duration::seconds(5))
-                        }
-                    }
-                });
+        for (tenant, source) in exporter
+            .tenants
+            .sources_where(&exporter.store, "exporter", exports)
+        {
+            let state = exporter
+                .store
+                .export_state(&tenant.id, &source.id)
+                .unwrap_or_default();
+            if let Some(at) = state.retry_at
+                && at > now
+            {
+                next = Some(next.map_or(at, |n| n.min(at)));
+                continue;
             }
+            let status = exporter
+                .store
+                .sync_status(&tenant.id, &source.id)
+                .unwrap_or_default();
+            if status.needs_reauth || !status.connected {
+                continue;
+            }
+            let exporter = Arc::clone(&exporter);
+            passes.spawn(async move {
+                match exporter.deliver(&tenant, &source.id, false).await {
+                    Ok(pass) => pass.retry_at,
+                    Err(e) => {
+                        warn!(tenant = %tenant.id, source = %source.id, error = %e, "export pass failed");
+                        Some(Utc::now() + chrono::Duration::seconds(5))
+                    }
+                }
+            });
         }
         while let Some(done) = passes.join_next().await {
             if let Ok(Some(at)) = done {

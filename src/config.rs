@@ -228,6 +228,8 @@ struct RawFeed {
     past_days: Option<u32>,
     include_cancelled: Option<bool>,
     include_sources: Option<RawFeedSources>,
+    /// The resource whose feed this is (default: the tenant's feed).
+    resource: Option<String>,
 }
 
 /// `include_sources = "all"` or `include_sources = ["id", ...]`.
@@ -352,6 +354,7 @@ fn raw_tenant(record: &ProvisionedTenant) -> Result<RawTenant, (String, String)>
             past_days: s.past_days,
             include_cancelled: s.include_cancelled,
             include_sources,
+            resource: s.resource.clone(),
         });
     }
     Ok(RawTenant {
@@ -645,6 +648,7 @@ impl Validator<'_> {
                 refresh_minutes,
                 past_days: f.past_days,
                 include_cancelled: f.include_cancelled.unwrap_or(false),
+                resource: f.resource,
             });
         }
         let opening_hours = match &raw.opening_hours {
@@ -707,6 +711,13 @@ impl Validator<'_> {
             if let Some(resource) = &source.resource {
                 check_source_resource(&tenant, resource).map_err(|message| {
                     self.invalid(key(&format!("source[{j}].resource")), message)
+                })?;
+            }
+        }
+        for (j, feed) in tenant.feeds.iter().enumerate() {
+            if let Some(resource) = &feed.resource {
+                check_feed_resource(&tenant, resource).map_err(|message| {
+                    self.invalid(key(&format!("feed[{j}].resource")), message)
                 })?;
             }
         }
@@ -1055,11 +1066,22 @@ impl Validator<'_> {
 /// tenant's resources (the implicit `default` on a tenant that declares none).
 /// The error says which exist.
 pub fn check_source_resource(tenant: &TenantConfig, resource: &str) -> Result<(), String> {
+    check_resource(tenant, resource, "a calendar of the whole tenant")
+}
+
+/// Whether a feed may publish `resource` of `tenant` (as for sources).
+pub fn check_feed_resource(tenant: &TenantConfig, resource: &str) -> Result<(), String> {
+    check_resource(tenant, resource, "the whole tenant's feed")
+}
+
+/// `resource` must be one of `tenant`'s; the error lists them and says that
+/// leaving it out gives `whole`.
+fn check_resource(tenant: &TenantConfig, resource: &str, whole: &str) -> Result<(), String> {
     if tenant.has_resource(resource) {
         Ok(())
     } else {
         Err(format!(
-            "\"{resource}\" is not a resource of tenant \"{}\"; it has {} (leave resource out for a calendar of the whole tenant)",
+            "\"{resource}\" is not a resource of tenant \"{}\"; it has {} (leave resource out for {whole})",
             tenant.id,
             tenant
                 .resource_ids()

@@ -13,8 +13,13 @@
 //! are exactly what free/busy uses), in UTC, `SUMMARY:Busy`, nothing else of the
 //! event. Non-blocking occurrences (transparent, cancelled, "free") are not in the
 //! blocking index group and never show.
+//!
+//! A feed with a `resource` is that resource's feed: it publishes the bookings
+//! taking the resource (tenant-wide ones too, since they block it) and, of the
+//! sources `include_sources` names, those of the resource or of the whole
+//! tenant. Without one it is the tenant's feed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -107,6 +112,7 @@ impl FeedService {
             tenant.name.as_str(),
             tenant.timezone.name(),
             feed.name.as_str(),
+            feed.resource.as_deref().unwrap_or(""),
             &format!("{:?}", feed.privacy),
             &feed.refresh_minutes.to_string(),
             &feed.include_cancelled.to_string(),
@@ -164,12 +170,16 @@ impl FeedService {
         }
         let key = (tenant.id.clone(), feed.name.clone());
         let window = Self::window(feed, now);
-        let bookings = self.store.bookings_in(&tenant.id, window)?;
+        let mut bookings = self.store.bookings_in(&tenant.id, window)?;
+        if let Some(resource) = &feed.resource {
+            bookings.retain(|b| b.takes(resource));
+        }
         let blocks = if feed.include_sources.any() {
             let horizon = self.horizon.window(now);
             let within = Span::new(window.start.max(horizon.start), window.end.min(horizon.end));
+            let others = self.other_resources_sources(tenant, feed)?;
             self.store.object_busy_in(&tenant.id, within, &|source| {
-                feed.include_sources.includes(source)
+                feed.include_sources.includes(source) && !others.contains(source)
             })?
         } else {
             Vec::new()
@@ -183,20 +193,46 @@ impl FeedService {
         Ok(doc)
     }
 
-    /// The tenant's sources this feed publishes, in id order.
+    /// The tenant's sources this feed publishes, in id order: those it names,
+    /// and for a resource's feed only the resource's and the tenant-wide ones.
     fn published_sources(
         &self,
         tenant: &TenantConfig,
         feed: &FeedConfig,
     ) -> Result<Vec<Source>, StoreError> {
         let mut sources = self.store.sources(&tenant.id)?;
-        sources.retain(|s| feed.include_sources.includes(&s.id));
+        sources.retain(|s| feed.include_sources.includes(&s.id) && in_scope(feed, s));
         Ok(sources)
+    }
+
+    /// For a resource's feed, the sources of other resources (never published);
+    /// empty for the tenant's feed.
+    fn other_resources_sources(
+        &self,
+        tenant: &TenantConfig,
+        feed: &FeedConfig,
+    ) -> Result<HashSet<String>, StoreError> {
+        if feed.resource.is_none() {
+            return Ok(HashSet::new());
+        }
+        Ok(self
+            .store
+            .sources(&tenant.id)?
+            .into_iter()
+            .filter(|s| !in_scope(feed, s))
+            .map(|s| s.id)
+            .collect())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<FeedDocument>>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Whether `source` is in `feed`'s scope: every source for the tenant's feed;
+/// the resource's own and the tenant-wide ones for a resource's feed.
+fn in_scope(feed: &FeedConfig, source: &Source) -> bool {
+    feed.resource.is_none() || source.resource.is_none() || source.resource == feed.resource
 }
 
 /// Renders a complete VCALENDAR for `bookings` (ordered by start).
@@ -227,8 +263,9 @@ pub fn render_with_sources(
     w.raw("VERSION", &[], "2.0");
     w.raw("CALSCALE", &[], "GREGORIAN");
     w.raw("METHOD", &[], "PUBLISH");
-    w.text("NAME", &[], &tenant.name);
-    w.text("X-WR-CALNAME", &[], &tenant.name);
+    let name = calendar_name(tenant, feed);
+    w.text("NAME", &[], &name);
+    w.text("X-WR-CALNAME", &[], &name);
     w.text("X-WR-TIMEZONE", &[], tenant.timezone.name());
     let ttl = format!("PT{}M", feed.refresh_minutes);
     w.raw("REFRESH-INTERVAL", &[("VALUE", "DURATION")], &ttl);
@@ -257,6 +294,21 @@ pub fn render_with_sources(
     }
     w.end("VCALENDAR");
     w.finish()
+}
+
+/// The calendar's name in subscribers' apps: the tenant's, and for a
+/// resource's feed the resource's after it ("Salon – Anna").
+fn calendar_name(tenant: &TenantConfig, feed: &FeedConfig) -> String {
+    let resource = feed.resource.as_deref().and_then(|id| {
+        tenant
+            .resources()
+            .into_iter()
+            .find(|r| r.id == id && !r.implicit)
+    });
+    match resource {
+        Some(r) => format!("{} – {}", tenant.name, r.name),
+        None => tenant.name.clone(),
+    }
 }
 
 /// One occurrence of a source's event as an opaque busy block. The UID, stable

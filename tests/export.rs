@@ -10,7 +10,10 @@ use calgate_test_mocks as providers;
 
 use std::time::{Duration, Instant};
 
-use export_support::{Gw, Provider, SOURCE, Setup, call, connect, drained, slot, source, until};
+use export_support::{
+    Gw, Provider, SOURCE, Setup, call, connect, drained, google_events_in, graph_events_in, marker,
+    slot, source, until,
+};
 use providers::Fault;
 use providers::google::GoogleMock;
 use providers::graph::{DEFAULT_CALENDAR_ID, GraphMock};
@@ -108,33 +111,13 @@ async fn freebusy_detail(gw: &Gw, range: &str) -> Value {
     fb
 }
 
-fn marker(id: &str) -> String {
-    format!("salon/{id}")
-}
-
 /// Live Google events carrying our marker for `id`.
 fn google_events(g: &GoogleMock, id: &str) -> Vec<Value> {
-    g.events_with_private_property(&g.primary_id(), "gatewayBookingId", &marker(id))
-}
-
-fn graph_marker(e: &Value) -> Option<String> {
-    e.get("singleValueExtendedProperties")?
-        .as_array()?
-        .iter()
-        .find(|p| {
-            p["id"]
-                .as_str()
-                .is_some_and(|i| i.to_ascii_lowercase().contains("gatewaybookingid"))
-        })?["value"]
-        .as_str()
-        .map(str::to_owned)
+    google_events_in(g, &g.primary_id(), id)
 }
 
 fn graph_events(m: &GraphMock, id: &str) -> Vec<Value> {
-    m.live_events(DEFAULT_CALENDAR_ID)
-        .into_iter()
-        .filter(|e| graph_marker(e).as_deref() == Some(marker(id).as_str()))
-        .collect()
+    graph_events_in(m, DEFAULT_CALENDAR_ID, id)
 }
 
 /// Waits until `n` live Graph events carry the booking's marker.

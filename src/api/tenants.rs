@@ -177,6 +177,8 @@ struct FeedView {
     past_days: Option<u32>,
     privacy: &'static str,
     refresh_minutes: u32,
+    /// The resource whose feed it is; null: the tenant's.
+    resource: Option<String>,
 }
 
 /// A created API key (the secret, once) or an existing one (no secret).
@@ -293,6 +295,7 @@ fn feed_view(f: &crate::config::FeedConfig) -> FeedView {
             FeedPrivacy::Busy => "busy",
         },
         refresh_minutes: f.refresh_minutes,
+        resource: f.resource.clone(),
     }
 }
 

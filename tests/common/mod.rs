@@ -544,3 +544,29 @@ pub fn add_salon_resource_source(app: &App, id: &str, resource: Option<&str>) {
         .put_source(&tenant, &source)
         .expect("source stored");
 }
+
+/// Stores a salon booking that takes no resource, `start` to `end` (RFC
+/// 3339), as one stored before the salon declared resources is (tenant-wide:
+/// it blocks every resource); its id. The API cannot make one any more.
+pub async fn create_salon_legacy_booking(app: &App, start: &str, end: &str, title: &str) -> String {
+    let mut before_resources = (*app.tenant("salon").expect("salon")).clone();
+    before_resources.resources.clear();
+    let patch = calgate::model::BookingPatch {
+        start: Some(start.to_owned()),
+        end: Some(end.to_owned()),
+        title: Some(title.to_owned()),
+        ..calgate::model::BookingPatch::default()
+    };
+    let created = app
+        .bookings
+        .create(
+            &before_resources,
+            patch,
+            None,
+            calgate::bookings::ConflictPolicy::Allow,
+        )
+        .await
+        .expect("legacy booking stored");
+    assert!(created.booking.resources.is_empty());
+    created.booking.id
+}

@@ -114,8 +114,13 @@ pub struct Gw {
 
 impl Gw {
     pub async fn start(setup: &Setup) -> Gw {
+        Self::start_with(|data| setup.config_text(data)).await
+    }
+
+    /// A gateway whose gateway.toml `config_text` writes for its data directory.
+    pub async fn start_with(config_text: impl FnOnce(&Path) -> String) -> Gw {
         let dir = tempfile::tempdir().expect("temp dir");
-        let text = setup.config_text(dir.path());
+        let text = config_text(dir.path());
         let config =
             calgate::config::Config::parse(&text, Path::new("test.toml")).expect("valid config");
         let running = calgate::start(config).await.expect("server starts");
@@ -171,9 +176,19 @@ pub async fn call(
 /// Connects the salon's source through the provider's OAuth flow: start at the
 /// gateway, "consent" at the mock, hand the code back to the gateway.
 pub async fn connect(client: &reqwest::Client, base: &str, provider: Provider) {
+    connect_source(client, base, provider, SOURCE).await;
+}
+
+/// [`connect`] for the salon's source `source`.
+pub async fn connect_source(
+    client: &reqwest::Client,
+    base: &str,
+    provider: Provider,
+    source: &str,
+) {
     let start = client
         .get(format!(
-            "{base}/oauth/{}/start?tenant=salon&source={SOURCE}",
+            "{base}/oauth/{}/start?tenant=salon&source={source}",
             provider.name()
         ))
         .bearer_auth(SALON_KEY)
@@ -225,11 +240,16 @@ pub fn slot(day: u32, hour: u32, minutes: i64, title: &str) -> Value {
 
 /// The source as the API shows it.
 pub async fn source(client: &reqwest::Client, base: &str) -> Value {
+    source_named(client, base, SOURCE).await
+}
+
+/// The salon's source `id` as the API shows it.
+pub async fn source_named(client: &reqwest::Client, base: &str, id: &str) -> Value {
     let (status, body) = call(
         client,
         base,
         reqwest::Method::GET,
-        &format!("/sources/{SOURCE}"),
+        &format!("/sources/{id}"),
         None,
     )
     .await;
@@ -257,8 +277,13 @@ where
 
 /// Waits until the export of the salon's source has nothing pending.
 pub async fn drained(client: &reqwest::Client, base: &str, deadline: Duration) {
+    drained_source(client, base, SOURCE, deadline).await;
+}
+
+/// [`drained`] for the salon's source `id`.
+pub async fn drained_source(client: &reqwest::Client, base: &str, id: &str, deadline: Duration) {
     until("the export outbox to drain", deadline, || async {
-        let s = source(client, base).await;
+        let s = source_named(client, base, id).await;
         let export = &s["status"]["export"];
         if export["pending_changes"] == json!(0) {
             Ok(())
@@ -267,4 +292,36 @@ pub async fn drained(client: &reqwest::Client, base: &str, deadline: Duration) {
         }
     })
     .await;
+}
+
+/// The marker our exported events carry for salon booking `id`.
+pub fn marker(id: &str) -> String {
+    format!("salon/{id}")
+}
+
+/// Live Google events of `calendar` carrying our marker for `id`.
+pub fn google_events_in(g: &GoogleMock, calendar: &str, id: &str) -> Vec<Value> {
+    g.events_with_private_property(calendar, "gatewayBookingId", &marker(id))
+}
+
+/// The booking marker of a Graph event (its single-value extended property).
+pub fn graph_marker(e: &Value) -> Option<String> {
+    e.get("singleValueExtendedProperties")?
+        .as_array()?
+        .iter()
+        .find(|p| {
+            p["id"]
+                .as_str()
+                .is_some_and(|i| i.to_ascii_lowercase().contains("gatewaybookingid"))
+        })?["value"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Live Graph events of `calendar` carrying our marker for `id`.
+pub fn graph_events_in(m: &GraphMock, calendar: &str, id: &str) -> Vec<Value> {
+    m.live_events(calendar)
+        .into_iter()
+        .filter(|e| graph_marker(e).as_deref() == Some(marker(id).as_str()))
+        .collect()
 }

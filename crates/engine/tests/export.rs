@@ -6,12 +6,15 @@
 mod common;
 
 use calgate_engine::bookings::{BookingPatch, ConflictPolicy};
+use calgate_engine::export::is_for;
 use calgate_engine::model::{
-    BookingStatus, Direction, ExportPrivacy, Horizon, ProviderKind, RemoteSource, Source,
+    Booking, BookingStatus, Direction, ExportPrivacy, Horizon, ProviderKind, RemoteSource, Source,
 };
 use calgate_engine::providers::export::marker;
 use calgate_engine::providers::oauth::Tokens;
-use calgate_engine::settings::{ProviderConfig, ProvidersConfig, TenantConfig};
+use calgate_engine::settings::{
+    ProviderConfig, ProvidersConfig, ResourceConfig, ResourceKind, TenantConfig,
+};
 use calgate_test_mocks::google::{GOOGLE_CLIENT_ID, GOOGLE_CLIENT_SECRET, GoogleMock};
 use chrono::{DateTime, Utc};
 use common::{Engines, at, moved_to, tenant, timed};
@@ -21,7 +24,15 @@ const SOURCE: &str = "google";
 
 /// The engines with an exporting Google source whose tokens are stored.
 async fn connected(g: &GoogleMock) -> (TenantConfig, Engines) {
-    let t = tenant("salon");
+    connected_as(g, tenant("salon"), None).await
+}
+
+/// [`connected`] for tenant `t` (its id `salon`), the source attached to `resource`.
+async fn connected_as(
+    g: &GoogleMock,
+    t: TenantConfig,
+    resource: Option<&str>,
+) -> (TenantConfig, Engines) {
     let providers = ProvidersConfig {
         google: Some(ProviderConfig {
             client_id: GOOGLE_CLIENT_ID.into(),
@@ -42,6 +53,7 @@ async fn connected(g: &GoogleMock) -> (TenantConfig, Engines) {
         enabled: true,
         privacy: ExportPrivacy::Full,
     });
+    source.resource = resource.map(str::to_owned);
     e.add_source(&t, source);
     let (access_token, refresh_token) = g.oauth().issue_tokens_for_test();
     let tokens = Tokens {
@@ -182,4 +194,126 @@ async fn a_cancelled_booking_loses_its_event_and_the_others_keep_theirs() {
     );
     assert!(exported(&g, &cancelled.id).is_empty());
     assert_eq!(exported(&g, &kept.id).len(), 1);
+}
+
+/// The salon with two stylists, Anna and Ben.
+fn salon_with_stylists() -> TenantConfig {
+    let mut t = tenant("salon");
+    for id in ["anna", "ben"] {
+        t.resources.push(ResourceConfig {
+            id: id.into(),
+            name: id.into(),
+            kind: ResourceKind::Staff,
+            timezone: None,
+            opening_hours: None,
+            buffer_minutes: None,
+            capacity: 1,
+        });
+    }
+    t
+}
+
+fn taking(mut patch: BookingPatch, resources: &[&str]) -> BookingPatch {
+    patch.resources = Some(resources.iter().map(|r| (*r).to_owned()).collect());
+    patch
+}
+
+#[tokio::test]
+async fn a_source_of_one_resource_exports_only_its_bookings() {
+    let g = GoogleMock::start().await;
+    let (t, e) = connected_as(&g, salon_with_stylists(), Some("anna")).await;
+    let deliver = || e.export.deliver(&t, SOURCE, false);
+    let anna = e
+        .book(
+            &t,
+            taking(timed("Anna", at(7, 9, 0), at(7, 10, 0)), &["anna"]),
+        )
+        .await
+        .booking;
+    let ben = e
+        .book(
+            &t,
+            taking(timed("Ben", at(7, 9, 0), at(7, 10, 0)), &["ben"]),
+        )
+        .await
+        .booking;
+    // Stored before the salon declared its stylists: tenant-wide sources only.
+    let mut before = t.clone();
+    before.resources.clear();
+    let old = e
+        .book(&before, timed("Old", at(7, 11, 0), at(7, 12, 0)))
+        .await
+        .booking;
+    let pass = deliver().await.expect("pass");
+    assert_eq!((pass.created, pass.deleted), (1, 0), "{pass:?}");
+    assert_eq!(exported(&g, &anna.id).len(), 1);
+    assert!(exported(&g, &ben.id).is_empty());
+    assert!(exported(&g, &old.id).is_empty());
+    let sources: Vec<String> = e
+        .export
+        .booking_exports(&t, &ben)
+        .expect("exports")
+        .into_iter()
+        .map(|x| x.source)
+        .collect();
+    assert!(sources.is_empty(), "{sources:?}");
+
+    // Anna's booking moves to Ben: its event leaves her calendar.
+    e.change(
+        &t,
+        &anna.id,
+        taking(BookingPatch::default(), &["ben"]),
+        None,
+        ConflictPolicy::Allow,
+    )
+    .await
+    .expect("moved to ben");
+    let pass = deliver().await.expect("pass");
+    assert_eq!((pass.created, pass.deleted), (0, 1), "{pass:?}");
+    assert!(exported(&g, &anna.id).is_empty());
+
+    // The source is attached to Ben now: every booking is looked at again.
+    let mut source = e
+        .store
+        .source("salon", SOURCE)
+        .expect("read")
+        .expect("source");
+    source.resource = Some("ben".into());
+    e.add_source(&t, source);
+    let pass = deliver().await.expect("pass");
+    assert_eq!((pass.created, pass.deleted), (2, 0), "{pass:?}");
+    assert_eq!(exported(&g, &anna.id).len(), 1);
+    assert_eq!(exported(&g, &ben.id).len(), 1);
+    assert!(exported(&g, &old.id).is_empty());
+}
+
+#[tokio::test]
+async fn which_bookings_a_source_is_for() {
+    let plain = tenant("salon");
+    let sample = Engines::start(&plain)
+        .book(&plain, timed("Cut", at(8, 9, 0), at(8, 10, 0)))
+        .await
+        .booking;
+    let booking = |resources: &[&str]| Booking {
+        resources: resources.iter().map(|r| (*r).to_owned()).collect(),
+        ..sample.clone()
+    };
+    let source = |resource: Option<&str>| Source {
+        resource: resource.map(str::to_owned),
+        ..Source::new("s", "s")
+    };
+    let salon = salon_with_stylists();
+    // A tenant without resources: every booking is the implicit resource's.
+    assert!(is_for(&plain, &source(None), &booking(&[])));
+    assert!(is_for(&plain, &source(Some("default")), &booking(&[])));
+    // With stylists: theirs only; tenant-wide bookings to tenant-wide sources.
+    assert!(is_for(
+        &salon,
+        &source(Some("anna")),
+        &booking(&["anna", "ben"])
+    ));
+    assert!(!is_for(&salon, &source(Some("anna")), &booking(&["ben"])));
+    assert!(!is_for(&salon, &source(Some("anna")), &booking(&[])));
+    assert!(is_for(&salon, &source(None), &booking(&[])));
+    assert!(is_for(&salon, &source(None), &booking(&["ben"])));
 }

@@ -348,6 +348,13 @@ pub fn start_of_day(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
 }
 
 impl Booking {
+    /// Whether the booking blocks `resource`: it names it, or it names none
+    /// (the implicit resource, or a tenant-wide booking stored before the
+    /// tenant declared resources, which takes every one).
+    pub fn takes(&self, resource: &str) -> bool {
+        self.resources.is_empty() || self.resources.iter().any(|r| r == resource)
+    }
+
     /// The UTC interval this booking occupies.
     pub fn span(&self) -> Span {
         match &self.time {

@@ -98,6 +98,10 @@ pub struct FeedSettings {
     pub include_cancelled: Option<bool>,
     /// `"all"` or a list of source ids, as in the file.
     pub include_sources: Option<serde_json::Value>,
+    /// The resource whose feed this is; absent (and in records stored before
+    /// resources existed): the tenant's feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
 }
 
 impl ProvisionedTenant {

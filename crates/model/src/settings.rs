@@ -283,6 +283,9 @@ pub struct FeedConfig {
     pub include_cancelled: bool,
     /// Calendar sources whose events are published as opaque busy blocks.
     pub include_sources: FeedSources,
+    /// The resource whose feed this is: only bookings taking it, and only
+    /// sources of it or of the whole tenant. `None`: the tenant's feed.
+    pub resource: Option<String>,
 }
 
 /// Which calendar sources (imported calendars, CalDAV calendars) a feed publishes

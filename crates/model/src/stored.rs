@@ -86,6 +86,11 @@ pub struct ExportState {
     /// No delivery before this (backoff after retryable errors).
     #[serde(default)]
     pub retry_at: Option<DateTime<Utc>>,
+    /// The resource the source exported for when the cursor moved (`None`:
+    /// the whole tenant, as every state stored before resources). Attached to
+    /// another one since, every booking is reconciled again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
 }
 
 /// One delivered iTIP message in a user's scheduling inbox.

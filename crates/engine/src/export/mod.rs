@@ -43,6 +43,13 @@
 //! booking, which Graph deduplicates. Should such an insert land after the
 //! booking was exported as another event, the import deletes that stray
 //! ([`ImportObserver::recognise`], [`ImportObserver::remove_strays`]).
+//!
+//! **Per resource.** A source attached to a resource exports only the bookings
+//! taking it; a tenant-wide one exports every booking ([`is_for`], the one
+//! place that decides). A booking that stops taking the resource is
+//! reconciled like a cancelled one there (its event is deleted), and the
+//! resource's new source creates one. A source attached to another resource
+//! reconciles every booking again from the start of the log.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -162,6 +169,20 @@ pub fn exports(source: &Source) -> bool {
         .remote
         .as_ref()
         .is_some_and(|r| r.enabled && r.direction.exports() && r.kind != ProviderKind::Ics)
+}
+
+/// Whether `booking` goes to `source`: a tenant-wide source takes every
+/// booking; a resource's source only the bookings naming that resource. A
+/// booking that names none is the implicit resource's on a tenant without
+/// declared resources, and tenant-wide (for tenant-wide sources only) on one
+/// that declares them. The deliverer, a booking's `exports` and nothing else
+/// decide with it.
+pub fn is_for(tenant: &TenantConfig, source: &Source, booking: &Booking) -> bool {
+    match &source.resource {
+        None => true,
+        Some(resource) if !tenant.declares_resources() => tenant.has_resource(resource),
+        Some(resource) => booking.resources.iter().any(|r| r == resource),
+    }
 }
 
 /// The deliverer: runs every exporting source that has work and is not backing
@@ -289,6 +310,9 @@ struct Ctx<'a> {
     exporter: &'a Exporter,
     tenant: String,
     source: String,
+    /// The tenant's settings and the source, for [`is_for`].
+    settings: &'a TenantConfig,
+    record: Source,
     privacy: crate::model::ExportPrivacy,
     provider: Arc<dyn Provider>,
     target: Target,
@@ -358,8 +382,22 @@ impl Exporter {
             }
             state = ExportState {
                 target: target_id,
+                resource: source.resource.clone(),
                 ..ExportState::default()
             };
+            self.store.put_export_state(t, s, &state)?;
+        }
+        if state.resource != source.resource {
+            // Attached to another resource: which bookings belong here changed,
+            // so reconcile every one again (the mappings stay: events of
+            // bookings no longer for it are deleted, the others patched).
+            info!(
+                tenant = t,
+                source = s,
+                "export source's resource changed; reconciling every booking"
+            );
+            state.cursor = 0;
+            state.resource = source.resource.clone();
             self.store.put_export_state(t, s, &state)?;
         }
         if self
@@ -384,6 +422,8 @@ impl Exporter {
             exporter: self,
             tenant: t.to_owned(),
             source: s.to_owned(),
+            settings: tenant,
+            record: source.clone(),
             privacy: source
                 .remote
                 .as_ref()
@@ -604,9 +644,11 @@ async fn reconcile(ctx: &Ctx<'_>, id: &str) -> Result<Outcome, ExportError> {
     if !ctx.retry_parked && rec.parked.as_ref().is_some_and(|p| p.etag == etag) {
         return Ok(Outcome::Unchanged);
     }
+    // A booking not (or no longer) for this source is removed here, as a
+    // cancelled one is.
     let live = booking
         .as_ref()
-        .filter(|b| b.status != BookingStatus::Cancelled);
+        .filter(|b| b.status != BookingStatus::Cancelled && is_for(ctx.settings, &ctx.record, b));
     let result = match live {
         Some(b) => put_event(ctx, b, &mut rec).await,
         None => remove_event(ctx, id, &mut rec).await,
@@ -1170,7 +1212,9 @@ pub struct ExportStatus {
 }
 
 impl Exporter {
-    /// How a booking stands with each exporting source.
+    /// How a booking stands with each exporting source it is for ([`is_for`]),
+    /// and with any other that still holds an event of it (`pending`: being
+    /// removed, after the booking left the source's resource).
     pub fn booking_exports(
         &self,
         tenant: &TenantConfig,
@@ -1189,7 +1233,13 @@ impl Exporter {
                 .store
                 .export_record(&tenant.id, &source.id, &booking.id)?
                 .unwrap_or_default();
-            let state = if rec.parked.is_some() {
+            let holds_event = rec.remote_id.is_some() || rec.create_pending;
+            let state = if !is_for(tenant, &source, booking) {
+                if !holds_event {
+                    continue;
+                }
+                "pending"
+            } else if rec.parked.is_some() {
                 "failed"
             } else if booking.status == BookingStatus::Cancelled {
                 if rec.remote_id.is_some() {

@@ -156,6 +156,7 @@ struct RawResource {
     opening_hours: Option<BTreeMap<String, Vec<String>>>,
     buffer_minutes: Option<u32>,
     capacity: Option<i64>,
+    email: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,6 +210,7 @@ struct RawUser {
     username: String,
     password_hash: String,
     email: Option<String>,
+    resource: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -368,6 +370,7 @@ fn raw_tenant(record: &ProvisionedTenant) -> Result<RawTenant, (String, String)>
                 username: u.username.clone(),
                 password_hash: u.password_hash.clone(),
                 email: u.email.clone(),
+                resource: u.resource.clone(),
             })
             .collect(),
         api_key: record
@@ -590,6 +593,7 @@ impl Validator<'_> {
                 username: u.username,
                 password_hash: u.password_hash,
                 email,
+                resource: u.resource,
             });
         }
         let scheduling = match raw.scheduling.as_deref() {
@@ -707,6 +711,13 @@ impl Validator<'_> {
             webhook,
             resources,
         };
+        for (j, user) in tenant.users.iter().enumerate() {
+            if let Some(resource) = &user.resource {
+                check_user_resource(&tenant, resource).map_err(|message| {
+                    self.invalid(key(&format!("user[{j}].resource")), message)
+                })?;
+            }
+        }
         for (j, source) in tenant.sources.iter().enumerate() {
             if let Some(resource) = &source.resource {
                 check_source_resource(&tenant, resource).map_err(|message| {
@@ -781,6 +792,14 @@ impl Validator<'_> {
         if name.chars().any(char::is_control) {
             return Err(self.invalid(format!("{key}.name"), "must not contain control characters"));
         }
+        if let Some(email) = &raw.email
+            && !crate::model::is_email_address(email)
+        {
+            return Err(self.invalid(
+                format!("{key}.email"),
+                format!("\"{email}\" is not an e-mail address such as \"chair-1@salon.example\""),
+            ));
+        }
         Ok(ResourceConfig {
             id: raw.id,
             name,
@@ -789,6 +808,7 @@ impl Validator<'_> {
             opening_hours,
             buffer_minutes: raw.buffer_minutes,
             capacity,
+            email: raw.email,
         })
     }
 
@@ -1091,6 +1111,31 @@ fn check_resource(tenant: &TenantConfig, resource: &str, whole: &str) -> Result<
                 .join(", ")
         ))
     }
+}
+
+/// Whether a CalDAV user may be linked to `resource` of `tenant`: it must be
+/// declared (`[[tenant.resource]]`), since only declared resources have their
+/// own bookings collection. The error says which exist.
+pub fn check_user_resource(tenant: &TenantConfig, resource: &str) -> Result<(), String> {
+    if tenant.resources.iter().any(|r| r.id == resource) {
+        return Ok(());
+    }
+    if !tenant.declares_resources() {
+        return Err(format!(
+            "tenant \"{}\" declares no resources: declare \"{resource}\" with [[tenant.resource]] first, or leave resource out so the user sees the whole tenant",
+            tenant.id
+        ));
+    }
+    Err(format!(
+        "\"{resource}\" is not a resource of tenant \"{}\"; it has {} (leave resource out so the user sees the whole tenant)",
+        tenant.id,
+        tenant
+            .resource_ids()
+            .iter()
+            .map(|r| format!("\"{r}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 /// Tenant ids, key names and feed names: short, URL- and key-safe.

@@ -951,6 +951,7 @@ mod tests {
             opening_hours: None,
             buffer_minutes: None,
             capacity: 1,
+            email: None,
         });
         for r in salon.resources() {
             check(&ResourceList {

@@ -166,6 +166,8 @@ struct NameView {
 #[derive(Serialize)]
 struct UserView {
     email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<String>,
     username: String,
 }
 
@@ -274,6 +276,7 @@ fn tenant_view(app: &App, t: &TenantConfig) -> TenantView {
             .iter()
             .map(|u| UserView {
                 email: u.email.clone(),
+                resource: u.resource.clone(),
                 username: u.username.clone(),
             })
             .collect(),
@@ -472,6 +475,8 @@ async fn store_and_apply(
 struct UserBody {
     password: String,
     email: Option<String>,
+    /// The resource the user is (see `[[tenant.user]]` `resource`).
+    resource: Option<String>,
 }
 
 /// `PUT/DELETE /api/v1/tenants/{id}/users/{username}`.
@@ -541,6 +546,7 @@ async fn put_user(
         username: username.to_owned(),
         password_hash: password_hash.clone(),
         email: body.email,
+        resource: body.resource,
     };
     let created = match record.users.iter_mut().find(|u| u.username == username) {
         Some(old) => {
@@ -564,15 +570,12 @@ async fn put_user(
             username: username.to_owned(),
         },
     );
-    let email = tenant
-        .users
-        .iter()
-        .find(|u| u.username == username)
-        .and_then(|u| u.email.clone());
+    let stored = tenant.users.iter().find(|u| u.username == username);
     let answer = UserAnswer {
         tenant: id.to_owned(),
         user: UserView {
-            email,
+            email: stored.and_then(|u| u.email.clone()),
+            resource: stored.and_then(|u| u.resource.clone()),
             username: username.to_owned(),
         },
     };

@@ -43,9 +43,11 @@ fn invalid_object(message: impl Into<String>) -> DavError {
     )
 }
 
-/// PUT of `/dav/calendars/{tenant}/bookings/{name}`.
+/// PUT of `/dav/calendars/{tenant}/bookings/{name}`, or of
+/// `…/bookings.{resource}/{name}` (`resource`: the booking takes it).
 pub async fn put(
     ctx: &Ctx<'_>,
+    resource: Option<&str>,
     name: &str,
     text: &str,
     precondition: &Precondition,
@@ -89,9 +91,10 @@ pub async fn put(
         return Err(booking_error(ctx, BookingError::UidConflict(owner)));
     }
     let existing = store.booking(&ctx.tenant.id, id)?;
-    let patch =
+    let mut patch =
         crate::ical::booking::patch_from_event(event, ctx.tenant.timezone, existing.as_ref(), text)
             .map_err(|e| invalid_object(e.to_string()))?;
+    patch.resources = resources_taken(ctx, resource, id, existing.as_ref())?;
     let engine = &ctx.app.bookings;
     let result = match (&existing, precondition) {
         (Some(_), Precondition::MustNotExist)
@@ -140,6 +143,45 @@ pub async fn put(
         resp.headers_mut().insert(header::ETAG, v);
     }
     Ok(resp)
+}
+
+/// The resources a booking written through a bookings collection takes:
+/// None keeps what the engine decides (an update keeps its resources; a new
+/// booking on a tenant with one resource takes it). Through a resource's
+/// collection, a new booking takes that resource and an update keeps its
+/// others and adds it. A new booking in `bookings/` of a tenant with several
+/// resources cannot say which it takes: refused, naming the collections to
+/// use instead.
+fn resources_taken(
+    ctx: &Ctx<'_>,
+    resource: Option<&str>,
+    id: &str,
+    existing: Option<&crate::model::Booking>,
+) -> Result<Option<Vec<String>>, DavError> {
+    match (resource, existing) {
+        (Some(r), None) => Ok(Some(vec![r.to_owned()])),
+        (Some(_), Some(b)) if b.resources.is_empty() => Err(invalid_object(format!(
+            "booking \"{id}\" takes every resource (it was stored before the tenant declared resources): change it through bookings/ or the booking API"
+        ))),
+        (Some(r), Some(b)) if !b.resources.iter().any(|x| x == r) => {
+            let mut taken = b.resources.clone();
+            taken.push(r.to_owned());
+            Ok(Some(taken))
+        }
+        (None, None) if ctx.tenant.resources.len() > 1 => {
+            let collections: Vec<String> = ctx
+                .tenant
+                .resources
+                .iter()
+                .map(|r| format!("{}/", paths::resource_bookings(&r.id)))
+                .collect();
+            Err(invalid_object(format!(
+                "this tenant has several resources and a booking must say which it takes: save new events in a resource's bookings calendar ({}), or book through the booking API with \"resources\"",
+                collections.join(", ")
+            )))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// A booking-engine refusal as CalDAV answers it.

@@ -28,7 +28,6 @@ use bytes::Bytes;
 use super::error::DavError;
 use super::node::{self, Calendar, Ctx, Node};
 use super::xml;
-use crate::model::BOOKINGS_SOURCE;
 
 /// Collections kept at once; the least recently used one goes first.
 const MAX_COLLECTIONS: usize = 64;
@@ -142,10 +141,12 @@ impl Member {
                 .store
                 .object_text(&ctx.tenant.id, cal.id(), &self.name)?
                 .map(|t| (t.etag, t.ics)),
-            Calendar::Bookings => match node::object(ctx, cal.clone(), &self.name) {
-                Ok(node) => node.etag(ctx)?.zip(node.body(ctx)),
-                Err(_) => None,
-            },
+            Calendar::Bookings | Calendar::ResourceBookings { .. } => {
+                match node::object(ctx, cal.clone(), &self.name) {
+                    Ok(node) => node.etag(ctx)?.zip(node.body(ctx)),
+                    Err(_) => None,
+                }
+            }
         };
         let Some((_, text)) = stored.filter(|(etag, _)| *etag == self.etag) else {
             return Ok(None);
@@ -198,9 +199,9 @@ impl Drop for Listing {
 impl Listing {
     /// The member with resource name `name`, if the collection holds it.
     pub fn member(&self, cal: &Calendar, name: &str) -> Option<&Arc<Member>> {
-        let id = match cal.id() {
-            BOOKINGS_SOURCE => name.strip_suffix(".ics")?,
-            _ => name,
+        let id = match cal.is_bookings() {
+            true => name.strip_suffix(".ics")?,
+            false => name,
         };
         self.by_id.get(id)
     }
@@ -276,7 +277,7 @@ impl Listings {
             let changes = ctx
                 .app
                 .store
-                .changes_since(&ctx.tenant.id, cal.id(), cached.version)?;
+                .changes_since(&ctx.tenant.id, cal.log(), cached.version)?;
             if changes.is_empty() {
                 self.keep(key, &cached);
                 return Ok(cached);
@@ -293,7 +294,7 @@ impl Listings {
         let changes = ctx
             .app
             .store
-            .changes_since(&ctx.tenant.id, cal.id(), since)?;
+            .changes_since(&ctx.tenant.id, cal.log(), since)?;
         let listing = match cached {
             Some(unchanged) if changes.is_empty() => unchanged,
             base => Arc::new(apply(
@@ -405,9 +406,9 @@ fn apply(
 
 /// The resource name of a logged member id.
 pub fn resource_name(cal: &Calendar, id: &str) -> String {
-    match cal.id() {
-        BOOKINGS_SOURCE => format!("{id}.ics"),
-        _ => id.to_owned(),
+    match cal.is_bookings() {
+        true => format!("{id}.ics"),
+        false => id.to_owned(),
     }
 }
 

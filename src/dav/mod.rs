@@ -337,7 +337,7 @@ async fn get(ctx: &Ctx<'_>, path: &DavPath, head: bool) -> Result<Response<Body>
     };
     let len = text.len();
     let schedule_tag = match node {
-        Node::Booking(_) | Node::Object(..) => scheduling::schedule_tag_header(ctx, &text),
+        Node::Booking(..) | Node::Object(..) => scheduling::schedule_tag_header(ctx, &text),
         _ => None,
     };
     let mut resp = Response::new(if head { empty() } else { full(text) });
@@ -507,7 +507,9 @@ async fn store_object(
     outgoing: Option<&Outgoing>,
 ) -> Result<Response<Body>, DavError> {
     let source = match cal {
-        Calendar::Bookings => return bookings::put(ctx, name, text, precondition, outgoing).await,
+        Calendar::Bookings | Calendar::ResourceBookings { .. } => {
+            return bookings::put(ctx, cal.resource(), name, text, precondition, outgoing).await;
+        }
         Calendar::Source(s) => s,
     };
     let existed = ctx
@@ -582,8 +584,8 @@ async fn delete(
     let node = node::resolve(ctx, path)?;
     let app = ctx.app;
     match node {
-        Node::Booking(b) => {
-            delete_object(ctx, &Calendar::Bookings, &b.id, headers, expected).await?;
+        Node::Booking(cal, b) => {
+            delete_object(ctx, &cal, &b.id, headers, expected).await?;
         }
         Node::Object(cal @ Calendar::Source(_), o) => {
             delete_object(ctx, &cal, &o.id, headers, expected).await?;
@@ -613,9 +615,9 @@ async fn delete(
                 .await
                 .map_err(|e| calendar_error(ctx, id, e))?;
         }
-        Node::Calendar(Calendar::Bookings) => {
+        Node::Calendar(Calendar::Bookings | Calendar::ResourceBookings { .. }) => {
             return Err(node::read_only(
-                "the bookings calendar (it cannot be deleted)",
+                "a bookings calendar (it cannot be deleted)",
             ));
         }
         _ => return Err(node::read_only("this resource")),
@@ -665,7 +667,7 @@ async fn delete_object(
         let etag = plan.etag.as_deref();
         let outgoing = plan.outgoing.as_ref();
         let deleted = match cal {
-            Calendar::Bookings => app
+            Calendar::Bookings | Calendar::ResourceBookings { .. } => app
                 .bookings
                 .delete_sending(ctx.tenant, id, etag, outgoing)
                 .await
@@ -711,7 +713,12 @@ async fn mkcalendar(
             .all(|b| b.is_ascii_alphanumeric() || b"-_.@+~=".contains(&b))
         && id != BOOKINGS_SOURCE
         && id != paths::OUTBOX;
-    if node::calendar(ctx, id).is_ok() || id == BOOKINGS_SOURCE || id == paths::OUTBOX {
+    // Taken whether or not the caller sees it (another resource's calendar is
+    // 404 to a linked user, but must not be overwritten); `bookings.*` names
+    // are the resources' bookings collections.
+    let taken = ctx.app.store.source(&ctx.tenant.id, id)?.is_some()
+        || !matches!(paths::CalendarKind::of(id), paths::CalendarKind::Source(_));
+    if taken || id == paths::OUTBOX {
         return Err(DavError::condition(
             StatusCode::METHOD_NOT_ALLOWED,
             Condition::ResourceMustBeNull,
@@ -724,6 +731,8 @@ async fn mkcalendar(
         )));
     }
     let mut source = Source::new(id, id);
+    // A linked user's own calendars are their resource's: they block only it.
+    source.resource = node::linked_resource(ctx).map(str::to_owned);
     let mut saw_calendar_type = !is_mkcol;
     for (name, value) in &request.set {
         if name.is(NS_DAV, "resourcetype") {

@@ -31,33 +31,88 @@ pub struct Ctx<'a> {
     pub tenant: &'a TenantConfig,
 }
 
-/// A calendar collection: the bookings, or a source.
+/// A calendar collection: the bookings (all of them, or one resource's), or a
+/// source.
 #[derive(Debug, Clone)]
 pub enum Calendar {
     Bookings,
+    /// The bookings taking one declared resource (`bookings.{resource}`);
+    /// `id` is that segment, kept for hrefs.
+    ResourceBookings {
+        resource: String,
+        id: String,
+    },
     Source(Source),
 }
 
 impl Calendar {
+    /// The bookings collection of declared resource `resource`.
+    pub fn of_resource(resource: &str) -> Calendar {
+        Calendar::ResourceBookings {
+            resource: resource.to_owned(),
+            id: paths::resource_bookings(resource),
+        }
+    }
+
+    /// Its segment in URLs and sync tokens.
     pub fn id(&self) -> &str {
         match self {
             Calendar::Bookings => BOOKINGS_SOURCE,
+            Calendar::ResourceBookings { id, .. } => id,
             Calendar::Source(s) => &s.id,
+        }
+    }
+
+    /// The change log its members' changes are written to: every bookings
+    /// collection reads the one log of bookings (a resource's keeps the
+    /// members that take it; see [`object`]).
+    pub fn log(&self) -> &str {
+        match self {
+            Calendar::Bookings | Calendar::ResourceBookings { .. } => BOOKINGS_SOURCE,
+            Calendar::Source(s) => &s.id,
+        }
+    }
+
+    /// Whether its members are bookings (`{id}.ics`).
+    pub fn is_bookings(&self) -> bool {
+        !matches!(self, Calendar::Source(_))
+    }
+
+    /// The resource a bookings collection is of.
+    pub fn resource(&self) -> Option<&str> {
+        match self {
+            Calendar::ResourceBookings { resource, .. } => Some(resource),
+            _ => None,
         }
     }
 
     /// The years its objects may use.
     pub fn years(&self) -> Years {
         match self {
-            Calendar::Bookings => Years::BOOKINGS,
+            Calendar::Bookings | Calendar::ResourceBookings { .. } => Years::BOOKINGS,
             Calendar::Source(_) => Years::ANY,
         }
     }
 
     pub fn writable(&self) -> bool {
         match self {
-            Calendar::Bookings => true,
+            Calendar::Bookings | Calendar::ResourceBookings { .. } => true,
             Calendar::Source(s) => !s.read_only,
+        }
+    }
+
+    /// Whether a user linked to resource `linked` (None: not linked) sees
+    /// it: a linked user sees their resource's bookings and calendars and
+    /// the tenant-wide calendars, not the tenant-wide bookings (they hold
+    /// other resources' bookings) nor other resources' collections.
+    pub fn visible_to(&self, linked: Option<&str>) -> bool {
+        let Some(mine) = linked else {
+            return true;
+        };
+        match self {
+            Calendar::Bookings => false,
+            Calendar::ResourceBookings { resource, .. } => resource == mine,
+            Calendar::Source(s) => s.resource.as_deref().is_none_or(|r| r == mine),
         }
     }
 }
@@ -72,7 +127,8 @@ pub enum Node {
     Home,
     Outbox,
     Calendar(Calendar),
-    Booking(Box<Booking>),
+    /// A booking, in the bookings collection it was reached through.
+    Booking(Calendar, Box<Booking>),
     Object(Calendar, Box<CalendarObject>),
     /// An object or booking as a collection listing knows it: no body.
     Member(Calendar, Arc<Member>),
@@ -145,27 +201,47 @@ fn inbox_owner(ctx: &Ctx<'_>, user: &str) -> Result<(), DavError> {
     Ok(())
 }
 
+/// The calendar `id` of the tenant, or 404 when it does not exist or the
+/// caller may not see it ([`Calendar::visible_to`]): the same answer, so
+/// nothing about other resources leaks.
 pub fn calendar(ctx: &Ctx<'_>, id: &str) -> Result<Calendar, DavError> {
-    if id == BOOKINGS_SOURCE {
-        return Ok(Calendar::Bookings);
+    let cal = match paths::CalendarKind::of(id) {
+        paths::CalendarKind::Bookings => Calendar::Bookings,
+        paths::CalendarKind::ResourceBookings(r)
+            if ctx.tenant.resources.iter().any(|x| x.id == r) =>
+        {
+            Calendar::of_resource(r)
+        }
+        // A staff calendar made with such a name before resources existed.
+        _ => ctx
+            .app
+            .store
+            .source(&ctx.tenant.id, id)?
+            .map(Calendar::Source)
+            .ok_or_else(DavError::not_found)?,
+    };
+    if !cal.visible_to(linked_resource(ctx)) {
+        return Err(DavError::not_found());
     }
-    ctx.app
-        .store
-        .source(&ctx.tenant.id, id)?
-        .map(Calendar::Source)
-        .ok_or_else(DavError::not_found)
+    Ok(cal)
+}
+
+/// The resource the calling user is linked to, if any.
+pub fn linked_resource<'a>(ctx: &Ctx<'a>) -> Option<&'a str> {
+    ctx.tenant.user_resource(&ctx.user.username)
 }
 
 pub fn object(ctx: &Ctx<'_>, cal: Calendar, name: &str) -> Result<Node, DavError> {
     match cal {
-        Calendar::Bookings => {
+        Calendar::Bookings | Calendar::ResourceBookings { .. } => {
             let id = name.strip_suffix(".ics").ok_or_else(DavError::not_found)?;
             let booking = ctx
                 .app
                 .store
                 .booking(&ctx.tenant.id, id)?
+                .filter(|b| takes(&cal, b))
                 .ok_or_else(DavError::not_found)?;
-            Ok(Node::Booking(Box::new(booking)))
+            Ok(Node::Booking(cal, Box::new(booking)))
         }
         Calendar::Source(ref s) => {
             let object = ctx
@@ -176,6 +252,14 @@ pub fn object(ctx: &Ctx<'_>, cal: Calendar, name: &str) -> Result<Node, DavError
             Ok(Node::Object(cal, Box::new(object)))
         }
     }
+}
+
+/// Whether booking `b` is a member of bookings collection `cal`: a
+/// resource's holds the bookings naming it (tenant-wide bookings stored
+/// before resources stay in `bookings/` only).
+pub fn takes(cal: &Calendar, b: &Booking) -> bool {
+    cal.resource()
+        .is_none_or(|r| b.resources.iter().any(|x| x == r))
 }
 
 impl Node {
@@ -194,7 +278,7 @@ impl Node {
             Node::Home => paths::home_href(t),
             Node::Outbox => paths::calendar_href(t, OUTBOX),
             Node::Calendar(c) => paths::calendar_href(t, c.id()),
-            Node::Booking(b) => paths::object_href(t, BOOKINGS_SOURCE, &booking_resource(b)),
+            Node::Booking(c, b) => paths::object_href(t, c.id(), &booking_resource(b)),
             Node::Object(c, o) => paths::object_href(t, c.id(), &o.id),
             Node::Member(c, m) => paths::object_href(t, c.id(), &m.name),
         }
@@ -203,7 +287,7 @@ impl Node {
     pub fn is_collection(&self) -> bool {
         !matches!(
             self,
-            Node::Booking(_) | Node::Object(..) | Node::Member(..) | Node::InboxItem(..)
+            Node::Booking(..) | Node::Object(..) | Node::Member(..) | Node::InboxItem(..)
         )
     }
 
@@ -232,16 +316,31 @@ impl Node {
             }
             Node::Principals => visit(Node::Principal(ctx.user.username.clone())),
             Node::Home => {
-                visit(Node::Calendar(Calendar::Bookings))?;
+                let linked = linked_resource(ctx);
+                let bookings = std::iter::once(Calendar::Bookings).chain(
+                    ctx.tenant
+                        .resources
+                        .iter()
+                        .map(|r| Calendar::of_resource(&r.id)),
+                );
+                for cal in bookings.filter(|c| c.visible_to(linked)) {
+                    visit(Node::Calendar(cal))?;
+                }
                 visit(Node::Outbox)?;
                 for s in store.sources(&ctx.tenant.id)? {
-                    visit(Node::Calendar(Calendar::Source(s)))?;
+                    let cal = Calendar::Source(s);
+                    if cal.visible_to(linked) {
+                        visit(Node::Calendar(cal))?;
+                    }
                 }
                 Ok(())
             }
-            Node::Calendar(Calendar::Bookings) => {
+            Node::Calendar(c @ (Calendar::Bookings | Calendar::ResourceBookings { .. })) => {
                 for b in store.iter_bookings(&ctx.tenant.id) {
-                    visit(Node::Booking(Box::new(b?)))?;
+                    let b = b?;
+                    if takes(c, &b) {
+                        visit(Node::Booking(c.clone(), Box::new(b)))?;
+                    }
                 }
                 Ok(())
             }
@@ -270,7 +369,7 @@ impl Node {
     pub fn body_in(&self, zone: chrono_tz::Tz) -> Option<String> {
         match self {
             // The client's own text while nothing changed it since; else rendered.
-            Node::Booking(b) => Some(match (&b.calendar_text, b.calendar_text_sequence) {
+            Node::Booking(_, b) => Some(match (&b.calendar_text, b.calendar_text_sequence) {
                 (Some(text), Some(seq)) if seq == b.sequence => text.clone(),
                 _ => crate::ical::booking::render_booking(zone, b),
             }),
@@ -291,7 +390,7 @@ impl Node {
         let store = &ctx.app.store;
         Ok(match self {
             Node::Inbox(user) => Some(store.inbox_version(&ctx.tenant.id, user)?),
-            Node::Calendar(c) => Some(store.collection_version(&ctx.tenant.id, c.id())?),
+            Node::Calendar(c) => Some(store.collection_version(&ctx.tenant.id, c.log())?),
             _ => None,
         })
     }
@@ -299,7 +398,7 @@ impl Node {
     /// The ETag, a collection's from its `version` ([`Node::version`]).
     pub fn etag_at(&self, version: Option<u64>) -> Option<String> {
         match self {
-            Node::Booking(b) => Some(b.etag.clone()),
+            Node::Booking(_, b) => Some(b.etag.clone()),
             Node::Object(_, o) => Some(o.etag.clone()),
             Node::Member(_, m) => Some(m.etag.clone()),
             Node::InboxItem(_, item) => Some(item.etag.clone()),
@@ -352,7 +451,7 @@ impl Node {
                 PropName::new(NS_APPLE_ICAL, "calendar-color"),
                 PropName::new(NS_APPLE_ICAL, "calendar-order"),
             ]),
-            Node::Booking(_) | Node::Object(..) | Node::Member(..) | Node::InboxItem(..) => names
+            Node::Booking(..) | Node::Object(..) | Node::Member(..) | Node::InboxItem(..) => names
                 .extend([
                     dav("getetag"),
                     dav("getcontenttype"),

@@ -2,8 +2,11 @@
 //! a `schedule-response` holding each recipient's busy time, as Apple Calendar asks
 //! when checking availability. Recipients are users of the sender's tenant (by any
 //! of their calendar user addresses); their busy time is the tenant's (bookings
-//! and every calendar source). Anyone else is an invalid calendar user (3.7), so
-//! no other tenant's busy time ever shows.
+//! and every calendar source). A declared resource's calendar user address
+//! (`mailto:` its `email`, else `urn:x-calgate:resource:{tenant}:{id}`) gets
+//! that resource's busy time, as its `bookings.{id}/` free-busy-query does.
+//! Anyone else is an invalid calendar user (3.7), so no other tenant's busy
+//! time ever shows.
 
 use http::{HeaderValue, Response, StatusCode, header};
 
@@ -90,11 +93,19 @@ pub fn post(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, DavError> {
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<cal:schedule-response xmlns:d=\"DAV:\" xmlns:cal=\"urn:ietf:params:xml:ns:caldav\">",
     );
     for attendee in &attendees {
-        let known = super::scheduling::resolve(ctx.tenant, attendee).is_some();
+        let found = if super::scheduling::resolve(ctx.tenant, attendee).is_some() {
+            Some(None)
+        } else {
+            ctx.tenant
+                .resource_by_address(attendee)
+                .map(|r| Some(super::report::resource_busy(ctx, &r.id, window)))
+        };
         xml.push_str("<cal:response><cal:recipient><d:href>");
         xml.push_str(&escape_text(attendee));
         xml.push_str("</d:href></cal:recipient>");
-        if known {
+        if let Some(own) = found {
+            let own = own.transpose()?;
+            let blocks = own.as_ref().unwrap_or(&blocks);
             let mut w = ContentWriter::with_capacity(512 + blocks.len() * 64);
             w.begin("VCALENDAR");
             w.text("PRODID", &[], crate::ical::booking::PRODID);
@@ -105,7 +116,7 @@ pub fn post(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, DavError> {
                 organizer: organizer.as_deref(),
                 attendee: Some(attendee),
             };
-            write_vfreebusy(&mut w, window, &blocks, &header, chrono::Utc::now());
+            write_vfreebusy(&mut w, window, blocks, &header, chrono::Utc::now());
             w.end("VCALENDAR");
             xml.push_str("<cal:request-status>2.0;Success</cal:request-status><cal:calendar-data>");
             xml.push_str(&escape_text(&w.finish()));

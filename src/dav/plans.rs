@@ -41,7 +41,7 @@ impl ExpandPlans {
     /// None for other resources. Errors say why the stored text does not parse.
     pub fn plan(&self, ctx: &Ctx<'_>, node: &Node) -> Result<Option<Arc<ExpandPlan>>, String> {
         let (calendar, id, etag) = match node {
-            Node::Booking(b) => (
+            Node::Booking(_, b) => (
                 crate::model::BOOKINGS_SOURCE,
                 b.id.as_str(),
                 b.etag.as_str(),

@@ -133,7 +133,7 @@ pub fn render(env: &Env<'_>, res: &Resource<'_>, name: &PropName) -> Option<Prop
             Node::Outbox => "<d:collection/><cal:schedule-outbox/>",
             Node::Inbox(_) => "<d:collection/><cal:schedule-inbox/>",
             Node::Calendar(_) => "<d:collection/><cal:calendar/>",
-            Node::Booking(_) | Node::Object(..) | Node::Member(..) | Node::InboxItem(..) => "",
+            Node::Booking(..) | Node::Object(..) | Node::Member(..) | Node::InboxItem(..) => "",
         })),
         (NS_DAV, "current-user-principal") => Some(PropContent::hrefs(&[principal])),
         (NS_DAV, "current-user-privilege-set") => Some(PropContent::raw(privileges(node))),
@@ -148,6 +148,9 @@ pub fn render(env: &Env<'_>, res: &Resource<'_>, name: &PropName) -> Option<Prop
             Node::Calendar(Calendar::Bookings) => {
                 Some(PropContent::text(format!("{} bookings", t.name)))
             }
+            Node::Calendar(Calendar::ResourceBookings { resource, .. }) => Some(PropContent::text(
+                format!("{} bookings", resource_name(t, resource)),
+            )),
             Node::Calendar(Calendar::Source(s)) => Some(PropContent::text(s.name.clone())),
             _ => None,
         },
@@ -172,10 +175,18 @@ pub fn render(env: &Env<'_>, res: &Resource<'_>, name: &PropName) -> Option<Prop
             _ => None,
         },
         (NS_CALDAV, "schedule-tag") => match node {
-            Node::Booking(_) | Node::Object(..) => node
+            Node::Booking(..) | Node::Object(..) => node
                 .body_in(t.timezone)
                 .and_then(|text| crate::scheduling::schedule_tag(t, &text))
                 .map(PropContent::text),
+            _ => None,
+        },
+        // RFC 6638 §9.2: where a linked user's client puts new events, so
+        // they book the user's resource.
+        (NS_CALDAV, "schedule-default-calendar-URL") => match node {
+            Node::Principal(u) | Node::Inbox(u) => t.user_resource(u).map(|r| {
+                PropContent::hrefs(&[paths::calendar_href(&t.id, &paths::resource_bookings(r))])
+            }),
             _ => None,
         },
         (NS_CALDAV, "schedule-outbox-URL") if matches!(node, Node::Principal(_)) => {
@@ -214,6 +225,14 @@ pub fn render(env: &Env<'_>, res: &Resource<'_>, name: &PropName) -> Option<Prop
                 "Bookings of {}, kept in sync with the booking engine",
                 t.name
             ))),
+            Node::Calendar(Calendar::ResourceBookings { resource, .. }) => {
+                Some(PropContent::text(format!(
+                    "Bookings taking {} at {}, kept in sync with the booking engine; new events here book {}",
+                    resource_name(t, resource),
+                    t.name,
+                    resource_name(t, resource)
+                )))
+            }
             _ => None,
         },
         (NS_CALDAV, "calendar-timezone") if matches!(node, Node::Calendar(_)) => {
@@ -226,7 +245,7 @@ pub fn render(env: &Env<'_>, res: &Resource<'_>, name: &PropName) -> Option<Prop
                     .map(|c| format!("<cal:comp name=\"{c}\"/>"))
                     .collect::<String>(),
             )),
-            Node::Calendar(Calendar::Bookings) => {
+            Node::Calendar(Calendar::Bookings | Calendar::ResourceBookings { .. }) => {
                 Some(PropContent::raw("<cal:comp name=\"VEVENT\"/>"))
             }
             _ => None,
@@ -281,7 +300,7 @@ pub fn render(env: &Env<'_>, res: &Resource<'_>, name: &PropName) -> Option<Prop
                 .map(|b| PropContent::text(b.len().to_string())),
         },
         (NS_DAV, "getlastmodified") => match node {
-            Node::Booking(b) => Some(PropContent::text(crate::http::http_date(b.updated))),
+            Node::Booking(_, b) => Some(PropContent::text(crate::http::http_date(b.updated))),
             Node::Object(_, o) => Some(PropContent::text(crate::http::http_date(o.updated))),
             Node::Member(_, m) => Some(PropContent::text(m.last_modified.clone())),
             Node::InboxItem(_, item) => {
@@ -293,12 +312,20 @@ pub fn render(env: &Env<'_>, res: &Resource<'_>, name: &PropName) -> Option<Prop
     }
 }
 
+/// The declared name of resource `id` (its id when it has none).
+fn resource_name<'t>(t: &'t TenantConfig, id: &'t str) -> &'t str {
+    t.resources
+        .iter()
+        .find(|r| r.id == id)
+        .map_or(id, |r| r.name.as_str())
+}
+
 /// What the current user may do here (RFC 3744 §5.4).
 fn privileges(node: &Node) -> String {
     let privilege = |p: &str| format!("<d:privilege><d:{p}/></d:privilege>");
     let writable = match node {
         Node::Calendar(c) | Node::Object(c, _) | Node::Member(c, _) => c.writable(),
-        Node::Booking(_) | Node::Home => true,
+        Node::Booking(..) | Node::Home => true,
         Node::Outbox => {
             return privilege("read") + "<d:privilege><cal:schedule-send/></d:privilege>";
         }

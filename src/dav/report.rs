@@ -327,10 +327,10 @@ async fn sync_collection(
     if initial && !asks_for_data(&s.props) {
         return initial_sync_from_listing(ctx, path, cal, s).await;
     }
-    let current = store.collection_version(&ctx.tenant.id, cal.id())?;
+    let current = store.collection_version(&ctx.tenant.id, cal.log())?;
     let since = sync_start(ctx, cal.id(), &s.sync_token, current)?;
     let mut ordered = latest_changes(
-        store.changes_since(&ctx.tenant.id, cal.id(), since)?,
+        store.changes_since(&ctx.tenant.id, cal.log(), since)?,
         initial,
     );
     let limit = s.limit.map(|l| l as usize);
@@ -345,7 +345,7 @@ async fn sync_collection(
     };
     let request_href = path.href();
     super::stream::multistatus(ctx, move |ctx, sink| {
-        write_sync_members(ctx, &cal, &s, &ordered, sink)?;
+        write_sync_members(ctx, &cal, &s, &ordered, initial, sink)?;
         if truncated {
             sink.write(&truncation_marker(request_href))?;
         }
@@ -420,19 +420,22 @@ fn write_sync_members(
     cal: &Calendar,
     s: &xml::SyncCollection,
     ordered: &[(u64, String, bool)],
+    initial: bool,
     sink: &mut super::stream::Sink,
 ) -> Result<(), DavError> {
     for (_, id, deleted) in ordered {
-        let resource = match &cal {
-            Calendar::Bookings => format!("{id}.ics"),
-            Calendar::Source(_) => id.clone(),
-        };
+        let resource = super::listing::resource_name(cal, id);
         let href = paths::object_href(&ctx.tenant.id, cal.id(), &resource);
         let node = if *deleted {
             None
         } else {
             node::object(ctx, cal.clone(), &resource).ok()
         };
+        // A resource's collection reads the log of all bookings: an initial
+        // sync names only its members (later ones report leavers as gone).
+        if initial && node.is_none() {
+            continue;
+        }
         let response = member_response(ctx, node, &href, &s.props, s.calendar_data.as_ref())?;
         sink.write(&response)?;
     }
@@ -539,10 +542,12 @@ fn for_each_candidate(
         });
     };
     match cal {
-        Calendar::Bookings => {
+        Calendar::Bookings | Calendar::ResourceBookings { .. } => {
             for id in store.booking_ids_in(t, window)? {
-                if let Some(b) = store.booking(t, &id)? {
-                    visit(Node::Booking(Box::new(b)))?;
+                if let Some(b) = store.booking(t, &id)?
+                    && node::takes(cal, &b)
+                {
+                    visit(Node::Booking(cal.clone(), Box::new(b)))?;
                 }
             }
             Ok(())
@@ -719,14 +724,20 @@ fn free_busy_query(
             "free-busy-query needs a time-range with start and end",
         ));
     }
-    let sources = [cal.id().to_owned()];
-    let blocks = crate::freebusy::busy_blocks(
-        &ctx.app.store,
-        &ctx.tenant.id,
-        window,
-        Some(&sources),
-        false,
-    )?;
+    let blocks = match cal.resource() {
+        // The resource's busy time as bookings see it: see `resource_busy`.
+        Some(resource) => resource_busy(ctx, resource, window)?,
+        None => {
+            let sources = [cal.id().to_owned()];
+            crate::freebusy::busy_blocks(
+                &ctx.app.store,
+                &ctx.tenant.id,
+                window,
+                Some(&sources),
+                false,
+            )?
+        }
+    };
     let mut w = crate::ical::ContentWriter::with_capacity(512 + blocks.len() * 64);
     w.begin("VCALENDAR");
     w.text("PRODID", &[], crate::ical::booking::PRODID);
@@ -745,6 +756,28 @@ fn free_busy_query(
         HeaderValue::from_static("text/calendar; charset=utf-8"),
     );
     Ok(resp)
+}
+
+/// Busy time of declared resource `resource` within `window`, as the booking
+/// engine decides it: where its bookings (with tenant-wide ones) fill its
+/// capacity, and its own and the tenant-wide calendars.
+pub(super) fn resource_busy(
+    ctx: &Ctx<'_>,
+    resource: &str,
+    window: Span,
+) -> Result<Vec<crate::model::BusyBlock>, DavError> {
+    let Some(resource) = ctx
+        .tenant
+        .resources()
+        .into_iter()
+        .find(|r| r.id == resource)
+    else {
+        return Ok(Vec::new());
+    };
+    let busy = crate::freebusy::ResourceBusy::load(&ctx.app.store, ctx.tenant, window, None, None)?;
+    Ok(crate::freebusy::resource_blocks(
+        &busy, &resource, window, false,
+    ))
 }
 
 /// The properties DAV:principal-property-search can match on, with their words

@@ -59,11 +59,11 @@ pub fn scope<'a>(ctx: &Ctx<'a>) -> Scope<'a> {
 pub fn current(ctx: &Ctx<'_>, cal: &Calendar, name: &str) -> Result<Option<Current>, DavError> {
     let store = &ctx.app.store;
     Ok(match cal {
-        Calendar::Bookings => {
+        Calendar::Bookings | Calendar::ResourceBookings { .. } => {
             let id = name.strip_suffix(".ics").unwrap_or(name);
             store.booking(&ctx.tenant.id, id)?.map(|b| {
                 let etag = b.etag.clone();
-                let text = node::Node::Booking(Box::new(b))
+                let text = node::Node::Booking(cal.clone(), Box::new(b))
                     .body(ctx)
                     .unwrap_or_default();
                 Current { etag, text }

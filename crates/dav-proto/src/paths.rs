@@ -7,7 +7,8 @@
 //! /dav/principals/{user}/inbox/     the user's scheduling inbox (iTIP messages)
 //! /dav/principals/{user}/inbox/{m}  one message
 //! /dav/calendars/{tenant}/          the tenant's calendar home
-//! /dav/calendars/{tenant}/{cal}/    a calendar: `bookings`, or a source id
+//! /dav/calendars/{tenant}/{cal}/    a calendar: `bookings`, `bookings.{resource}`
+//!                                   (one resource's bookings), or a source id
 //! /dav/calendars/{tenant}/{cal}/{o} a calendar object (`*.ics`)
 //! /dav/calendars/{tenant}/outbox/   the scheduling outbox (free/busy requests)
 //! ```
@@ -19,6 +20,37 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 pub const ROOT: &str = "/dav/";
 pub const OUTBOX: &str = "outbox";
 pub const INBOX: &str = "inbox";
+/// The tenant-wide bookings collection; `bookings.{resource}` is one resource's.
+pub const BOOKINGS: &str = "bookings";
+
+/// What a calendar segment names. Source and resource ids cannot hold a `.`,
+/// so `bookings.{resource}` never collides with a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalendarKind<'a> {
+    /// `bookings`: every booking of the tenant.
+    Bookings,
+    /// `bookings.{resource}`: the bookings taking that resource.
+    ResourceBookings(&'a str),
+    /// Anything else: a source (staff calendar or imported one).
+    Source(&'a str),
+}
+
+impl<'a> CalendarKind<'a> {
+    pub fn of(segment: &'a str) -> CalendarKind<'a> {
+        if segment == BOOKINGS {
+            return CalendarKind::Bookings;
+        }
+        match segment.strip_prefix("bookings.") {
+            Some(resource) if !resource.is_empty() => CalendarKind::ResourceBookings(resource),
+            _ => CalendarKind::Source(segment),
+        }
+    }
+}
+
+/// The calendar segment of `resource`'s bookings collection.
+pub fn resource_bookings(resource: &str) -> String {
+    format!("{BOOKINGS}.{resource}")
+}
 
 /// Characters escaped in path segments we write (RFC 3986 pchar is stricter than
 /// what clients send; escaping more is always safe).
@@ -104,6 +136,14 @@ impl DavPath {
             DavPath::Outbox(t) => format!("{}{OUTBOX}/", home_href(t)),
             DavPath::Calendar(t, c) => calendar_href(t, c),
             DavPath::Object(t, c, o) => object_href(t, c, o),
+        }
+    }
+
+    /// What kind of calendar a calendar or object path is in; None for others.
+    pub fn calendar_kind(&self) -> Option<CalendarKind<'_>> {
+        match self {
+            DavPath::Calendar(_, c) | DavPath::Object(_, c, _) => Some(CalendarKind::of(c)),
+            _ => None,
         }
     }
 
@@ -232,6 +272,27 @@ mod tests {
             DavPath::parse(&["principals", "ana", "inbox", ""]).map(|p| p.href()),
             Some("/dav/principals/ana/inbox/".to_owned())
         );
+    }
+
+    #[test]
+    fn resource_bookings_collections() {
+        let p = DavPath::parse(&["calendars", "salon", "bookings.anna", "x.ics"]).unwrap();
+        assert_eq!(
+            p.calendar_kind(),
+            Some(CalendarKind::ResourceBookings("anna"))
+        );
+        assert_eq!(p.href(), "/dav/calendars/salon/bookings.anna/x.ics");
+        assert_eq!(CalendarKind::of("bookings"), CalendarKind::Bookings);
+        assert_eq!(
+            CalendarKind::of("bookings."),
+            CalendarKind::Source("bookings.")
+        );
+        assert_eq!(
+            CalendarKind::of("anna-work"),
+            CalendarKind::Source("anna-work")
+        );
+        assert_eq!(resource_bookings("anna"), "bookings.anna");
+        assert_eq!(DavPath::Home("salon".into()).calendar_kind(), None);
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub struct ProvisionedUser {
     pub username: String,
     pub password_hash: String,
     pub email: Option<String>,
+    /// The resource the user is linked to (`resource` on `[[tenant.user]]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
 }
 
 /// A booking-API key: its argon2 hash and `lookup`, a digest prefix of the

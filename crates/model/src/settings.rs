@@ -147,6 +147,37 @@ impl TenantConfig {
         }
     }
 
+    /// The calendar user address of declared resource `id` (free/busy
+    /// lookups in the scheduling outbox): `mailto:` its e-mail when it has
+    /// one, else `urn:x-calgate:resource:{tenant}:{id}`.
+    pub fn resource_address(&self, resource: &ResourceConfig) -> String {
+        match &resource.email {
+            Some(email) => format!("mailto:{email}"),
+            None => format!("urn:x-calgate:resource:{}:{}", self.id, resource.id),
+        }
+    }
+
+    /// The declared resource whose calendar user address is `address`
+    /// (`mailto:` compared without case, as e-mail addresses are).
+    pub fn resource_by_address(&self, address: &str) -> Option<&ResourceConfig> {
+        let address = address.trim();
+        self.resources.iter().find(|r| {
+            let own = self.resource_address(r);
+            match own.strip_prefix("mailto:") {
+                Some(_) => own.eq_ignore_ascii_case(address),
+                None => own == address,
+            }
+        })
+    }
+
+    /// The resource CalDAV user `username` is linked to, if any.
+    pub fn user_resource(&self, username: &str) -> Option<&str> {
+        self.users
+            .iter()
+            .find(|u| u.username == username)
+            .and_then(|u| u.resource.as_deref())
+    }
+
     /// The ids of the tenant's resources, for messages.
     pub fn resource_ids(&self) -> Vec<String> {
         self.resources().into_iter().map(|r| r.id).collect()
@@ -191,6 +222,9 @@ pub struct ResourceConfig {
     pub buffer_minutes: Option<u32>,
     /// Bookings it holds at once (≥ 1): a class with ten seats has 10.
     pub capacity: u32,
+    /// Its e-mail address: its calendar user address (`mailto:`) for
+    /// free/busy lookups; see [`TenantConfig::resource_address`].
+    pub email: Option<String>,
 }
 
 /// A resource with the tenant's defaults filled in.
@@ -252,6 +286,10 @@ pub struct UserConfig {
     /// The user's e-mail address: one of their calendar user addresses, so
     /// attendees picked from an address book reach them.
     pub email: Option<String>,
+    /// The resource the user is (a stylist logging in with their own
+    /// calendar client): their CalDAV home shows that resource's bookings and
+    /// calendars, and their new events book it. `None`: the whole tenant.
+    pub resource: Option<String>,
 }
 
 #[derive(Debug, Clone)]

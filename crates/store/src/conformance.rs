@@ -1768,6 +1768,7 @@ fn provisioned(id: &str, zone: &str) -> ProvisionedTenant {
             username: format!("{id}-user"),
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
             email: None,
+            resource: None,
         }],
         api_keys: vec![ProvisionedKey {
             name: "main".into(),

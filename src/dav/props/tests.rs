@@ -18,6 +18,7 @@ fn tenant() -> TenantConfig {
         username: name.to_owned(),
         password_hash: String::new(),
         email: email.map(str::to_owned),
+        resource: None,
     };
     TenantConfig {
         users: vec![user("ana", Some("ana@example.com")), user("bea", None)],

@@ -397,6 +397,7 @@ fn raw_tenant(record: &ProvisionedTenant) -> Result<RawTenant, (String, String)>
                 opening_hours: r.settings.opening_hours.clone(),
                 buffer_minutes: r.settings.buffer_minutes,
                 capacity: r.settings.capacity,
+                email: r.settings.email.clone(),
             })
             .collect(),
         accept_external_moves: settings.accept_external_moves,

@@ -1007,6 +1007,44 @@ async fn resources_are_provisioned_and_booked_at_once() {
     .await;
     assert_eq!(status, 404);
 
+    // A stylist's CalDAV user, linked to her resource: her client sees her
+    // bookings calendar and not Ben's.
+    let (status, body) = op(
+        s,
+        "PUT",
+        "/api/v1/tenants/bakery/users/anna",
+        Some(json!({"password": "pw-anna", "resource": "anna"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = op(
+        s,
+        "PUT",
+        "/api/v1/tenants/bakery/users/zed",
+        Some(json!({"password": "pw", "resource": "nobody"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(problem_fields(&body), ["resource"]);
+    let home = s
+        .client
+        .request(
+            Method::from_bytes(b"PROPFIND").expect("method"),
+            s.url("/dav/calendars/bakery/"),
+        )
+        .basic_auth("anna", Some("pw-anna"))
+        .header("Depth", "1")
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(home.status().as_u16(), 207);
+    let listing = home.text().await.expect("a body");
+    assert!(
+        listing.contains("/dav/calendars/bakery/bookings.anna/"),
+        "{listing}"
+    );
+    assert!(!listing.contains("bookings.ben"), "{listing}");
+
     // Durable: a restart keeps them.
     let server = server.restart().await;
     let s = &Gw::of(&server);

@@ -208,6 +208,7 @@ fn salon_with_stylists() -> TenantConfig {
             opening_hours: None,
             buffer_minutes: None,
             capacity: 1,
+            email: None,
         });
     }
     t

@@ -60,6 +60,8 @@ pub struct ResourceSettings {
     pub opening_hours: Option<BTreeMap<String, Vec<String>>>,
     pub buffer_minutes: Option<u32>,
     pub capacity: Option<i64>,
+    /// Its calendar user address for free/busy lookups (`mailto:`).
+    pub email: Option<String>,
 }
 
 /// A CalDAV user: the password only as its argon2 hash.

@@ -87,6 +87,13 @@ pub fn limit_malloc_arenas() {
     // callable at any time, and M_ARENA_MAX as safe to lower while running.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 4);
+        // A fixed mmap threshold: blocks of 8 MiB and more (argon2's 19 MiB
+        // working memory per verification) are mapped and given back on free.
+        // glibc otherwise raises the threshold after the first such free and
+        // keeps later ones in the arenas: in the scale probe (BENCHMARKS.md)
+        // 100 verifications left the RSS at 569 MiB instead of 24 MiB. Below
+        // 8 MiB (every response buffer of the CalDAV workload) nothing changes.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 << 20);
     }
 }
 

@@ -160,12 +160,18 @@ impl<P: Clone + PartialEq + Send + Sync + 'static> Verifier<P> {
         self.checks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let found = tokio::task::spawn_blocking(move || {
-            let entries = this.read_entries();
-            entries
+            // The candidates are copied out: argon2 runs without the lock, so
+            // provisioning (which takes it to write) never waits on a check.
+            let candidates: Vec<(String, P)> = this
+                .read_entries()
                 .get(&lookup)?
                 .iter()
-                .find(|e| matches(&e.hash, secret.as_bytes()))
-                .map(|e| e.principal.clone())
+                .map(|e| (e.hash.clone(), e.principal.clone()))
+                .collect();
+            candidates
+                .into_iter()
+                .find(|(hash, _)| matches(hash, secret.as_bytes()))
+                .map(|(_, principal)| principal)
         })
         .await
         .unwrap_or(None);

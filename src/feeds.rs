@@ -53,7 +53,8 @@ pub struct FeedService {
     store: Store,
     /// Source occurrences exist only inside it; it moves once a day.
     horizon: Horizon,
-    /// Config changes only take effect on restart; feeds rendered before it are stale.
+    /// Feeds rendered by an earlier process are stale (what the file or the
+    /// provisioning API changes since is in the ETag's other parts).
     started: DateTime<Utc>,
     cache: Mutex<HashMap<(String, String), Arc<FeedDocument>>>,
 }
@@ -107,9 +108,12 @@ impl FeedService {
                 h.update(collection.to_be_bytes());
             }
         }
+        // The calendar's name, not just the tenant's: a resource renamed over
+        // the provisioning API renames its feed.
+        let name = calendar_name(tenant, feed);
         for part in [
             tenant.id.as_str(),
-            tenant.name.as_str(),
+            name.as_str(),
             tenant.timezone.name(),
             feed.name.as_str(),
             feed.resource.as_deref().unwrap_or(""),

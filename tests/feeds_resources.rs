@@ -243,4 +243,40 @@ async fn a_provisioned_feed_takes_a_resource() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["feed"]["resource"], Value::Null, "{body}");
+
+    // A provisioned resource's feed is named after it, and follows a rename
+    // (the document is not served from the cache under the old name).
+    let (status, body) = op(
+        &s,
+        "PUT",
+        "/api/v1/tenants/bakery/resources/oven",
+        Some(json!({"name": "Stone oven"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = op(
+        &s,
+        "PUT",
+        "/api/v1/tenants/bakery/feeds/oven-feed",
+        Some(json!({"resource": "oven"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let url = format!(
+        "/feeds/bakery/{}.ics",
+        body["token"].as_str().expect("token")
+    );
+    let (status, _, feed) = fetch(&s, &url).await;
+    assert_eq!(status, 200, "{feed}");
+    assert!(feed.contains("X-WR-CALNAME:Bakery – Stone oven"), "{feed}");
+    let (status, body) = op(
+        &s,
+        "PUT",
+        "/api/v1/tenants/bakery/resources/oven",
+        Some(json!({"name": "Wood oven"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, _, feed) = fetch(&s, &url).await;
+    assert!(feed.contains("X-WR-CALNAME:Bakery – Wood oven"), "{feed}");
 }

@@ -1007,6 +1007,50 @@ async fn resources_are_provisioned_and_booked_at_once() {
     .await;
     assert_eq!(status, 404);
 
+    // A resource a user or a feed is linked to is in use too.
+    let (status, _) = op(s, "PUT", "/api/v1/tenants/bakery/resources/desk", None).await;
+    assert_eq!(status, 201);
+    let (status, body) = op(
+        s,
+        "PUT",
+        "/api/v1/tenants/bakery/users/clerk",
+        Some(json!({"password": "pw", "resource": "desk"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = op(s, "DELETE", "/api/v1/tenants/bakery/resources/desk", None).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("user clerk"),
+        "{body}"
+    );
+    let (status, _) = op(s, "DELETE", "/api/v1/tenants/bakery/users/clerk", None).await;
+    assert_eq!(status, 204);
+    let (status, body) = op(
+        s,
+        "PUT",
+        "/api/v1/tenants/bakery/feeds/desk",
+        Some(json!({"resource": "desk"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = op(s, "DELETE", "/api/v1/tenants/bakery/resources/desk", None).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("feed desk"),
+        "{body}"
+    );
+    let (status, _) = op(s, "DELETE", "/api/v1/tenants/bakery/feeds/desk", None).await;
+    assert_eq!(status, 204);
+    let (status, _) = op(s, "DELETE", "/api/v1/tenants/bakery/resources/desk", None).await;
+    assert_eq!(status, 204);
+
     // A stylist's CalDAV user, linked to her resource: her client sees her
     // bookings calendar and not Ben's.
     let (status, body) = op(

@@ -120,7 +120,7 @@ pub fn list(
     let takes = |c: &Conflict| match &q.resource {
         None => true,
         Some(r) => match app.store.booking(&tenant.id, &c.booking_id) {
-            Ok(Some(b)) => b.resources.is_empty() || b.resources.contains(r),
+            Ok(Some(b)) => b.takes(r),
             _ => true,
         },
     };

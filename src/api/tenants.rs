@@ -847,17 +847,33 @@ async fn delete_resource(
             sources.join(", ")
         )));
     }
-    let now = chrono::Utc::now().timestamp_millis();
-    let mut taken = 0usize;
-    for booking in app.store.iter_bookings(id) {
-        let booking = booking?;
-        if booking.status != crate::model::BookingStatus::Cancelled
-            && booking.span().end > now
-            && booking.resources.iter().any(|r| r == resource)
-        {
-            taken += 1;
-        }
+    let linked: Vec<String> = record
+        .users
+        .iter()
+        .filter(|u| u.resource.as_deref() == Some(resource))
+        .map(|u| format!("user {}", u.username))
+        .chain(
+            record
+                .feeds
+                .iter()
+                .filter(|f| f.settings.resource.as_deref() == Some(resource))
+                .map(|f| format!("feed {}", f.name)),
+        )
+        .collect();
+    if !linked.is_empty() {
+        return Err(in_use(format!("is linked to {}", linked.join(", "))));
     }
+    // Bookings still to come, from the time index (to the end of time).
+    let now = chrono::Utc::now().timestamp_millis();
+    let taken = app
+        .store
+        .bookings_in(id, crate::model::Span::new(now, i64::MAX))?
+        .iter()
+        .filter(|b| {
+            b.status != crate::model::BookingStatus::Cancelled
+                && b.resources.iter().any(|r| r == resource)
+        })
+        .count();
     if taken > 0 {
         return Err(in_use(format!(
             "is taken by {taken} booking(s) still to come"

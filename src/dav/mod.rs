@@ -461,7 +461,12 @@ async fn put(ctx: &Ctx<'_>, path: &DavPath, req: &DavRequest) -> Result<Response
             "calendar data must be UTF-8",
         )
     })?;
-    validate::object(text, ctx.tenant.timezone, cal.years())?;
+    // Parsing is CPU work a hostile object can make long: on the blocking pool,
+    // as the expansion that follows, never on the workers other tenants share.
+    let (owned, zone, years) = (text.to_owned(), ctx.tenant.timezone, cal.years());
+    tokio::task::spawn_blocking(move || validate::object(&owned, zone, years))
+        .await
+        .map_err(DavError::internal)??;
     let schedule_tag = if crate::scheduling::enabled(ctx.tenant) {
         req.headers.if_schedule_tag_match()?
     } else {

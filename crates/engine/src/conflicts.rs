@@ -209,7 +209,7 @@ impl ConflictTracker {
             .store
             .bookings_in(&tenant.id, span)?
             .into_iter()
-            .filter(|b| b.resources.is_empty() || b.resources.contains(&owner))
+            .filter(|b| b.takes(&owner))
             .map(|b| b.id)
             .collect();
         Ok(found

@@ -346,7 +346,7 @@ struct Taken {
 
 impl Taken {
     fn takes(&self, resource: &str) -> bool {
-        self.resources.is_empty() || self.resources.iter().any(|r| r == resource)
+        crate::model::takes(&self.resources, resource)
     }
 
     fn entry(&self, resource: &str) -> BusyEntry {

@@ -347,12 +347,19 @@ pub fn start_of_day(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
     }
 }
 
+/// Whether a booking naming `resources` blocks `resource`: it names it, or it
+/// names none (the implicit resource, or a tenant-wide booking stored before
+/// its tenant declared resources).
+pub fn takes(resources: &[String], resource: &str) -> bool {
+    resources.is_empty() || resources.iter().any(|r| r == resource)
+}
+
 impl Booking {
     /// Whether the booking blocks `resource`: it names it, or it names none
     /// (the implicit resource, or a tenant-wide booking stored before the
     /// tenant declared resources, which takes every one).
     pub fn takes(&self, resource: &str) -> bool {
-        self.resources.is_empty() || self.resources.iter().any(|r| r == resource)
+        takes(&self.resources, resource)
     }
 
     /// The UTC interval this booking occupies.

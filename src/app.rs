@@ -133,7 +133,7 @@ impl App {
             &config.source,
             Arc::clone(&public_url),
             config.horizon,
-        )?);
+        ));
         let export = Arc::new(crate::export::Exporter::new(
             store.clone(),
             bookings.clone(),

@@ -16,8 +16,6 @@
 //! of `gateway.toml` ([`crate::config::tenant_from_record`]); what the file
 //! declares is changed there (409). Generated secrets are shown once, in the
 //! 201, and kept only as argon2 hashes; they never reach the logs.
-//!
-//! Resources (`…/resources/{id}`) will be routed beside users, keys and feeds.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -101,16 +99,6 @@ fn managed_in_file(what: &str) -> Problem {
 
 fn no_tenant(id: &str) -> Problem {
     Problem::not_found(format!("tenant \"{id}\" does not exist"))
-}
-
-fn method_not_allowed(allow: &str) -> Problem {
-    Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
-        "Method not allowed",
-        format!("use {allow}"),
-    )
-    .with_header(http::header::ALLOW, allow)
 }
 
 fn no_content() -> Response<Body> {
@@ -307,7 +295,7 @@ fn feed_view(f: &crate::config::FeedConfig) -> FeedView {
 /// `GET /api/v1/tenants`: every tenant, the operator's only.
 pub async fn list(app: &App, req: Request<RequestBody>) -> Result<Response<Body>, Problem> {
     if req.method() != Method::GET {
-        return Err(method_not_allowed("GET"));
+        return Err(crate::http::method_not_allowed(req.method(), "GET"));
     }
     operator(app, &req).await?;
     let tenants = app
@@ -337,7 +325,10 @@ pub async fn tenant(
         }
         Method::PUT => put_tenant(app, req, id).await,
         Method::DELETE => delete_tenant(app, req, id).await,
-        _ => Err(method_not_allowed("GET, PUT, DELETE")),
+        _ => Err(crate::http::method_not_allowed(
+            req.method(),
+            "GET, PUT, DELETE",
+        )),
     }
 }
 
@@ -504,7 +495,7 @@ pub async fn user(
                 .remove(|p| p.tenant == id && p.username == username);
             Ok(no_content())
         }
-        _ => Err(method_not_allowed("PUT, DELETE")),
+        _ => Err(crate::http::method_not_allowed(req.method(), "PUT, DELETE")),
     }
 }
 
@@ -591,7 +582,7 @@ pub async fn api_key(
 ) -> Result<Response<Body>, Problem> {
     let method = req.method().clone();
     if method != Method::PUT && method != Method::DELETE {
-        return Err(method_not_allowed("PUT, DELETE"));
+        return Err(crate::http::method_not_allowed(req.method(), "PUT, DELETE"));
     }
     let record = record_for_change(app, &req, id).await?;
     let _one = app.provisioning.lock().await;
@@ -659,7 +650,7 @@ pub async fn feed(
 ) -> Result<Response<Body>, Problem> {
     let method = req.method().clone();
     if method != Method::PUT && method != Method::DELETE {
-        return Err(method_not_allowed("PUT, DELETE"));
+        return Err(crate::http::method_not_allowed(req.method(), "PUT, DELETE"));
     }
     let record = record_for_change(app, &req, id).await?;
     let settings: Option<FeedSettings> = if method == Method::PUT {
@@ -761,7 +752,10 @@ pub async fn resource(
         }
         Method::PUT => put_resource(app, req, id, resource).await,
         Method::DELETE => delete_resource(app, req, id, resource).await,
-        _ => Err(method_not_allowed("GET, PUT, DELETE")),
+        _ => Err(crate::http::method_not_allowed(
+            req.method(),
+            "GET, PUT, DELETE",
+        )),
     }
 }
 

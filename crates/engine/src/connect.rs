@@ -106,7 +106,7 @@ impl PublicUrl {
 pub struct Connections {
     store: Store,
     secrets: SecretBox,
-    /// For OAuth token requests (operator-configured endpoints, not user input).
+    /// For OAuth token requests: the registry's API client.
     http: reqwest::Client,
     providers: Arc<Providers>,
     /// The configuration file, named when an application is missing.
@@ -124,23 +124,17 @@ impl Connections {
         config_file: &std::path::Path,
         public_url: Arc<PublicUrl>,
         horizon: Horizon,
-    ) -> Result<Connections, ProviderError> {
-        crate::providers::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ProviderError::Permanent(format!("HTTP client: {e}")))?;
-        Ok(Connections {
+    ) -> Connections {
+        Connections {
             store,
             secrets,
-            http,
+            http: providers.http().clone(),
             providers,
             config_file: config_file.display().to_string(),
             public_url,
             horizon,
             pending: PendingAuthorizations::default(),
-        })
+        }
     }
 
     /// Where people's browsers reach the gateway.

@@ -117,22 +117,14 @@ pub fn busy_blocks(
         return Ok(bare_blocks(merge(&spans)));
     }
     let entries = entries(store, tenant, window, sources)?;
-    let clipped: Vec<(Span, BusyKind)> = entries
-        .iter()
-        .map(|e| {
-            let span = Span::new(e.span.start.max(window.start), e.span.end.min(window.end));
-            (span, e.kind)
-        })
-        .collect();
+    let clipped: Vec<(Span, BusyKind)> = entries.iter().map(|e| (clip(e.span), e.kind)).collect();
     let mut blocks = bare_blocks(merge(&clipped));
-    if with_contributors {
-        let blocking = entries
-            .iter()
-            .zip(&clipped)
-            .filter(|(_, (_, kind))| *kind != BusyKind::Free)
-            .map(|(e, (span, _))| (e, *span));
-        add_contributors(&mut blocks, blocking);
-    }
+    let blocking = entries
+        .iter()
+        .zip(&clipped)
+        .filter(|(_, (_, kind))| *kind != BusyKind::Free)
+        .map(|(e, (span, _))| (e, *span));
+    add_contributors(&mut blocks, blocking);
     Ok(blocks)
 }
 
@@ -307,7 +299,7 @@ pub enum ResourceMatch {
 
 /// Intervals where at least `capacity` of `inputs` overlap, merged, each
 /// with the strongest kind open there. With capacity 1 this is [`merge`].
-pub fn full_spans(inputs: &[(Span, BusyKind)], capacity: u32) -> Vec<(Span, BusyKind)> {
+fn full_spans(inputs: &[(Span, BusyKind)], capacity: u32) -> Vec<(Span, BusyKind)> {
     if capacity <= 1 {
         return merge(inputs);
     }

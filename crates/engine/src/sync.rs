@@ -60,7 +60,7 @@ pub enum SyncError {
 }
 
 /// A boxed future, for the [`ImportObserver`] trait object.
-pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+pub use crate::providers::BoxFuture;
 
 /// What [`ImportObserver::recognise`] found in a series.
 #[derive(Debug, Default)]

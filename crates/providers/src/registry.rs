@@ -125,6 +125,8 @@ pub trait Provider: Send + Sync {
 /// and Microsoft when their OAuth application is configured.
 pub struct Providers {
     by_kind: HashMap<ProviderKind, Arc<dyn Provider>>,
+    /// For the providers' APIs and OAuth token requests.
+    api: reqwest::Client,
 }
 
 impl Providers {
@@ -150,10 +152,16 @@ impl Providers {
         if let Some(app) = &apps.microsoft {
             by_kind.insert(
                 ProviderKind::Microsoft,
-                Arc::new(crate::microsoft::Microsoft::new(app.clone(), api)),
+                Arc::new(crate::microsoft::Microsoft::new(app.clone(), api.clone())),
             );
         }
-        Ok(Providers { by_kind })
+        Ok(Providers { by_kind, api })
+    }
+
+    /// The client for the providers' APIs (operator-configured endpoints, not
+    /// user input): OAuth token requests use it too.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.api
     }
 
     /// The provider of `kind`, when it is configured.

@@ -23,7 +23,7 @@
 //! source keeps a cursor into it. A pass reads entries after the cursor, takes
 //! each booking id once (the latest state wins, so an update can never overtake
 //! its create, and a delete of a never-exported booking sends nothing),
-//! reconciles up to [`GOOGLE_CONCURRENCY`] / [`GRAPH_CONCURRENCY`] bookings at a
+//! reconciles up to [`Provider::export_concurrency`] bookings at a
 //! time, then moves the cursor past the longest prefix of entries whose bookings
 //! are done. Retryable failures back the source off (Retry-After when given,
 //! else exponential with full jitter); throttling (429, Retry-After) stops the

@@ -61,17 +61,14 @@ fn connections(
     let providers = Arc::new(Providers::new(apps, &allow).expect("providers"));
     let listen: SocketAddr = "127.0.0.1:0".parse().expect("address");
     let public_url = Arc::new(PublicUrl::new(None, listen));
-    Arc::new(
-        Connections::new(
-            store.clone(),
-            secrets.clone(),
-            providers,
-            Path::new("gateway.toml"),
-            public_url,
-            horizon,
-        )
-        .expect("connections"),
-    )
+    Arc::new(Connections::new(
+        store.clone(),
+        secrets.clone(),
+        providers,
+        Path::new("gateway.toml"),
+        public_url,
+        horizon,
+    ))
 }
 
 struct Setup {

@@ -487,7 +487,7 @@ fn self_declined(event: &Value) -> bool {
         })
 }
 
-fn booking_marker(event: &Value) -> Option<&str> {
+pub(crate) fn booking_marker(event: &Value) -> Option<&str> {
     event
         .get("extendedProperties")?
         .get("private")?

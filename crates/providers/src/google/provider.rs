@@ -105,7 +105,7 @@ impl Provider for Google {
     }
 
     fn claimed_booking(&self, tenant: &str, _source: &str, item: &Value) -> Option<String> {
-        private_str(item, BOOKING_MARKER)
+        super::booking_marker(item)
             .and_then(|m| booking_of_marker(tenant, m))
             .map(str::to_owned)
     }

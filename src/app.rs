@@ -141,13 +141,16 @@ impl App {
             Arc::clone(&tenants),
             config.horizon,
         ));
-        let sync = Arc::new(crate::sync::SyncEngine::new(
-            store.clone(),
-            calendars.clone(),
-            Arc::clone(&connections),
-            Arc::clone(&export) as Arc<dyn crate::sync::ImportObserver>,
-            Arc::clone(&tenants),
-        ));
+        let sync = Arc::new(
+            crate::sync::SyncEngine::new(
+                store.clone(),
+                calendars.clone(),
+                Arc::clone(&connections),
+                Arc::clone(&export) as Arc<dyn crate::sync::ImportObserver>,
+                Arc::clone(&tenants),
+            )
+            .with_max_concurrent_runs(config.max_concurrent_syncs),
+        );
         Ok(App {
             sync,
             export,

@@ -59,6 +59,8 @@ pub struct Config {
     /// server actually listens on (see `App::public_url`).
     pub public_url: Option<String>,
     pub providers: ProvidersConfig,
+    /// Source syncs the scheduler runs at once (`[server] max_concurrent_syncs`).
+    pub max_concurrent_syncs: usize,
     /// The operator key of the provisioning API (`[admin]`); `None`: the API
     /// cannot create, change or delete tenants.
     pub admin: Option<AdminConfig>,
@@ -170,6 +172,7 @@ struct RawServer {
     #[serde(default)]
     fetch_allow: Vec<String>,
     public_url: Option<String>,
+    max_concurrent_syncs: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -434,6 +437,13 @@ impl Validator<'_> {
         if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
             return Err(self.invalid("server.max_body_bytes", "must be between 1024 and 67108864"));
         }
+        let max_concurrent_syncs = raw
+            .server
+            .max_concurrent_syncs
+            .unwrap_or(crate::sync::DEFAULT_CONCURRENT_RUNS);
+        if !(1..=1024).contains(&max_concurrent_syncs) {
+            return Err(self.invalid("server.max_concurrent_syncs", "must be between 1 and 1024"));
+        }
         let defaults = crate::calendars::Horizon::default();
         let horizon = crate::calendars::Horizon {
             past_days: raw
@@ -524,6 +534,7 @@ impl Validator<'_> {
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             max_body_bytes,
+            max_concurrent_syncs,
             horizon,
             tenants,
         })
@@ -1155,6 +1166,27 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("gateway.toml"))
+    }
+
+    #[test]
+    fn concurrent_syncs_default_and_bounds() {
+        assert_eq!(
+            parse("").unwrap().max_concurrent_syncs,
+            crate::sync::DEFAULT_CONCURRENT_RUNS
+        );
+        assert_eq!(
+            parse("[server]\nmax_concurrent_syncs = 4\n")
+                .unwrap()
+                .max_concurrent_syncs,
+            4
+        );
+        let e = parse("[server]\nmax_concurrent_syncs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("server.max_concurrent_syncs") && e.contains("between 1 and 1024"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1106,3 +1106,66 @@ async fn resources_are_provisioned_and_booked_at_once() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_acts_for_any_tenant_and_alone_reads_the_scheduler() {
+    let feed = providers::ics::IcsMock::start().await;
+    feed.set_feed("/bakery.ics", providers::ics::generated_feed(3));
+    let server = TestServer::start_with_extra(with_admin("fetch_allow = [\"127.0.0.1/32\"]")).await;
+    let s = &Gw::of(&server);
+    let bakery_key = provision_bakery(s).await;
+    // A platform connects its businesses' calendars and books for them.
+    let (status, body) = op(
+        s,
+        "POST",
+        "/api/v1/tenants/bakery/sources",
+        Some(json!({"id": "supplier", "kind": "ics", "url": feed.url("/bakery.ics")})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = op(
+        s,
+        "POST",
+        "/api/v1/tenants/bakery/bookings",
+        Some(booking_at(10)),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = op(s, "GET", "/api/v1/tenants/bakery/sources/supplier", None).await;
+    assert_eq!((status, &body["id"]), (200, &json!("supplier")), "{body}");
+
+    // The scheduler's report: the operator's only.
+    assert_eq!(
+        call(s, "GET", "/api/v1/scheduler", Some(&bakery_key), None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(call(s, "GET", "/api/v1/scheduler", None, None).await.0, 401);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let (status, report) = op(s, "GET", "/api/v1/scheduler", None).await;
+        assert_eq!(status, 200, "{report}");
+        if report["runs_started"] == 1 && report["runs_in_progress"] == 0 {
+            break report;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the source never ran: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(report["sources_scheduled"], 1, "{report}");
+    assert_eq!(report["sources_due"], 0, "{report}");
+    assert_eq!(report["runs_late_over_60s"], 0, "{report}");
+    assert!(
+        report["max_concurrent_runs"].as_u64() >= Some(1),
+        "{report}"
+    );
+
+    // Deleting the source takes it off the queue.
+    let (status, _) = op(s, "DELETE", "/api/v1/tenants/bakery/sources/supplier", None).await;
+    assert_eq!(status, 204);
+    let (_, report) = op(s, "GET", "/api/v1/scheduler", None).await;
+    assert_eq!(report["sources_scheduled"], 0, "{report}");
+}

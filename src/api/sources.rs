@@ -70,7 +70,7 @@ pub async fn collection(
             };
             app.store.put_source(&tenant.id, &source)?;
             app.store.flush().await?;
-            app.sync.wake();
+            app.sync.source_changed(&tenant.id, &source.id);
             app.export.wake();
             Ok(json_response(
                 StatusCode::CREATED,
@@ -114,7 +114,7 @@ pub async fn item(
                 app.export.quiesce(&tenant.id, id).await
             };
             app.calendars.delete_source(tenant, id).await?;
-            app.sync.wake();
+            app.sync.source_changed(&tenant.id, id);
             let mut resp = Response::new(crate::http::empty());
             *resp.status_mut() = StatusCode::NO_CONTENT;
             Ok(resp)
@@ -438,7 +438,8 @@ pub async fn oauth(
                     crate::connect::ConnectError::Provider(e) => provider_problem(e),
                 })?;
             // The source is connected: it may sync and export now.
-            app.sync.wake();
+            app.sync
+                .source_changed(&connected.tenant, &connected.source);
             app.export.wake();
             Ok(json_response(
                 StatusCode::OK,

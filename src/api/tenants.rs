@@ -48,9 +48,7 @@ const ENABLE: &str = "provisioning is not enabled: add [admin] with key_hash = \
 
 async fn caller(app: &App, req: &Request<RequestBody>) -> Result<Caller, Problem> {
     let key = bearer_token(req)?;
-    if let Some(operator) = &app.operator
-        && operator.verify(None, key).await.is_some()
-    {
+    if is_operator_key(app, key).await {
         return Ok(Caller::Operator);
     }
     match app.verify_api_key(key).await {
@@ -62,12 +60,20 @@ async fn caller(app: &App, req: &Request<RequestBody>) -> Result<Caller, Problem
     }
 }
 
+/// Whether `key` is the operator key of `[admin]`.
+pub(crate) async fn is_operator_key(app: &App, key: &str) -> bool {
+    match &app.operator {
+        Some(operator) => operator.verify(None, key).await.is_some(),
+        None => false,
+    }
+}
+
 fn forbidden(detail: impl Into<String>) -> Problem {
     Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
 }
 
 /// The operator, or a 403 saying what is needed.
-async fn operator(app: &App, req: &Request<RequestBody>) -> Result<(), Problem> {
+pub(crate) async fn operator(app: &App, req: &Request<RequestBody>) -> Result<(), Problem> {
     match caller(app, req).await? {
         Caller::Operator => Ok(()),
         Caller::Tenant(_) if app.operator.is_none() => Err(forbidden(ENABLE)),
@@ -396,6 +402,7 @@ async fn delete_tenant(
     app.tenants.remove(id);
     app.credentials().forget(id);
     // Runs under way finish (later ones see the tenant gone) before its data goes.
+    app.sync.tenant_removed(id);
     app.sync.wait_for_tenant(id).await;
     if !purge {
         for source in &sources {

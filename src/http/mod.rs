@@ -281,6 +281,7 @@ async fn route(app: &Arc<App>, req: Request<RequestBody>) -> Response<Body> {
         ["dav", rest @ ..] => dav(app, req, rest).await,
         [""] if matches!(req.method().as_str(), "PROPFIND" | "REPORT") => dav(app, req, &[]).await,
         ["api", "v1", "tenants"] => crate::api::tenants::list(app, req).await,
+        ["api", "v1", "scheduler"] => crate::api::scheduler(app, req).await,
         ["api", "v1", "tenants", tenant, rest @ ..] => {
             crate::api::route(app, req, tenant, rest).await
         }

@@ -8,7 +8,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::conflicts::ConflictTracker;
@@ -85,7 +85,37 @@ pub struct BookingEngine {
     conflicts: Arc<ConflictTracker>,
     /// Signalled after every committed booking change (the exporter waits on it;
     /// the work itself is in the change log, written with the booking).
-    changed: Arc<tokio::sync::Notify>,
+    changed: Arc<BookingChanges>,
+}
+
+/// Which tenants' bookings changed since the exporter last looked, and its
+/// wake-up: so a booking costs the exporter that tenant's sources, not a walk
+/// over every tenant.
+#[derive(Debug, Default)]
+pub struct BookingChanges {
+    tenants: Mutex<HashSet<String>>,
+    notify: tokio::sync::Notify,
+}
+
+impl BookingChanges {
+    /// A booking of `tenant` changed, durably.
+    pub fn mark(&self, tenant: &str) {
+        self.tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tenant.to_owned());
+        self.notify.notify_one();
+    }
+
+    /// The tenants marked since the last call.
+    pub fn take(&self) -> HashSet<String> {
+        std::mem::take(&mut *self.tenants.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Waits for the next [`BookingChanges::mark`] (or one made since the last wait).
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
 }
 
 impl BookingEngine {
@@ -98,8 +128,8 @@ impl BookingEngine {
         }
     }
 
-    /// Notified after every booking change is durable.
-    pub fn change_signal(&self) -> Arc<tokio::sync::Notify> {
+    /// Marked after every booking change is durable.
+    pub fn change_signal(&self) -> Arc<BookingChanges> {
         Arc::clone(&self.changed)
     }
 
@@ -211,7 +241,7 @@ impl BookingEngine {
         drop(guard);
         if matches!(outcome, WriteOutcome::Written(_)) {
             self.store.flush().await?;
-            self.changed.notify_one();
+            self.changed.mark(&tenant.id);
         }
         match outcome {
             WriteOutcome::Written(_) => Ok(Created {
@@ -293,7 +323,7 @@ impl BookingEngine {
             match outcome {
                 WriteOutcome::Written(_) => {
                     self.store.flush().await?;
-                    self.changed.notify_one();
+                    self.changed.mark(&tenant.id);
                     if moved || next.busy_kind() == BusyKind::Free {
                         let span = (next.busy_kind() != BusyKind::Free).then(|| next.span());
                         self.conflicts.booking_changed(tenant, id, span).await?;
@@ -343,7 +373,7 @@ impl BookingEngine {
             .await?
         {
             DeleteOutcome::Deleted(_) => {
-                self.changed.notify_one();
+                self.changed.mark(&tenant.id);
                 self.conflicts.booking_changed(tenant, id, None).await?;
                 Ok(())
             }

@@ -61,25 +61,46 @@ impl Tenants {
         walker: &str,
         keep: impl Fn(&Source) -> bool,
     ) -> Vec<(Arc<TenantConfig>, Source)> {
-        let mut found = Vec::new();
-        for tenant in self.all() {
-            match store.sources(&tenant.id) {
-                Ok(sources) => found.extend(
-                    sources
-                        .into_iter()
-                        .filter(|s| keep(s))
-                        .map(|s| (Arc::clone(&tenant), s)),
-                ),
-                Err(e) => tracing::warn!(error = %e, walker, "cannot list sources"),
-            }
-        }
-        found
+        sources_of(self.all(), store, walker, keep)
+    }
+
+    /// [`Tenants::sources_where`] over the tenants named in `ids` that exist.
+    pub fn sources_of<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+        store: &Store,
+        walker: &str,
+        keep: impl Fn(&Source) -> bool,
+    ) -> Vec<(Arc<TenantConfig>, Source)> {
+        let tenants = ids.into_iter().filter_map(|id| self.get(id));
+        sources_of(tenants, store, walker, keep)
     }
 
     /// The map; a panic elsewhere while it was held leaves it usable.
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<TenantConfig>>> {
         self.by_id.read().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+fn sources_of(
+    tenants: impl IntoIterator<Item = Arc<TenantConfig>>,
+    store: &Store,
+    walker: &str,
+    keep: impl Fn(&Source) -> bool,
+) -> Vec<(Arc<TenantConfig>, Source)> {
+    let mut found = Vec::new();
+    for tenant in tenants {
+        match store.sources(&tenant.id) {
+            Ok(sources) => found.extend(
+                sources
+                    .into_iter()
+                    .filter(|s| keep(s))
+                    .map(|s| (Arc::clone(&tenant), s)),
+            ),
+            Err(e) => tracing::warn!(error = %e, walker, "cannot list sources"),
+        }
+    }
+    found
 }
 
 #[cfg(test)]

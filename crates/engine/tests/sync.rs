@@ -414,3 +414,112 @@ async fn series_the_observer_recognises_are_reported_back_after_import() {
         [(SOURCE.to_owned(), "ours".to_owned(), "booking-1".to_owned())]
     );
 }
+
+/// Polls `done` every 20 ms until it holds, for at most 20 s.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// `n` feed sources of the salon, `s0`…, each importing its own feed.
+fn many_sources(f: &Fixture, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let id = format!("s{i}");
+            let path = format!("/feed{i}.ics");
+            f.mock.set_feed(&path, first_feed());
+            let mut source = feed_source(&f.mock.url(&path), Direction::Import);
+            source.id = id.clone();
+            f.e.add_source(&f.t, source);
+            id
+        })
+        .collect()
+}
+
+fn last_success(f: &Fixture, source: &str) -> bool {
+    f.e.store
+        .sync_status("salon", source)
+        .expect("status")
+        .last_success
+        .is_some()
+}
+
+#[tokio::test]
+async fn the_scheduler_runs_every_due_source_but_no_more_at_once_than_allowed() {
+    let f = fixture(Direction::Import, Recorder::default()).await;
+    f.mock.set_feed(FEED, first_feed());
+    let ids = many_sources(&f, 24);
+    // Slow answers make the runs overlap, were they allowed to.
+    f.mock.set_latency(std::time::Duration::from_millis(60));
+    let recorder = Arc::new(Recorder::default());
+    let sync = Arc::new(
+        f.e.sync(recorder as Arc<dyn ImportObserver>)
+            .with_max_concurrent_runs(3),
+    );
+    let scheduler = tokio::spawn(calgate_engine::sync::scheduler(Arc::clone(&sync)));
+    eventually("every source synced once", || {
+        ids.iter().all(|id| last_success(&f, id)) && last_success(&f, SOURCE)
+    })
+    .await;
+    assert!(
+        f.mock.max_in_flight() <= 3,
+        "{} fetches at once, 3 allowed",
+        f.mock.max_in_flight()
+    );
+    eventually("every run ended and queued again", || {
+        let r = sync.report();
+        r.runs_in_progress == 0 && r.sources_scheduled == 25
+    })
+    .await;
+    let report = sync.report();
+    assert_eq!(report.runs_started, 25);
+    assert_eq!(report.sources_due, 0, "{report:?}");
+    assert_eq!(report.runs_late_over_60s, 0);
+    assert_eq!(report.max_concurrent_runs, 3);
+    // Each was fetched once: the next runs are an interval away.
+    assert!(
+        ids.iter()
+            .all(|id| f.mock.hits(&format!("/feed{}.ics", &id[1..])) == 1)
+    );
+    scheduler.abort();
+}
+
+#[tokio::test]
+async fn a_source_added_or_removed_while_the_scheduler_sleeps_is_scheduled_or_dropped() {
+    let f = fixture(Direction::Import, Recorder::default()).await;
+    f.mock.set_feed(FEED, first_feed());
+    let recorder = Arc::new(Recorder::default());
+    let sync = Arc::new(f.e.sync(recorder as Arc<dyn ImportObserver>));
+    let scheduler = tokio::spawn(calgate_engine::sync::scheduler(Arc::clone(&sync)));
+    eventually("the first source synced", || last_success(&f, SOURCE)).await;
+    eventually("queued for its next run", || {
+        sync.report().sources_scheduled == 1
+    })
+    .await;
+
+    // Added behind the scheduler's back, then announced: no rescan needed.
+    let ids = many_sources(&f, 1);
+    sync.source_changed("salon", &ids[0]);
+    eventually("the new source synced", || last_success(&f, &ids[0])).await;
+    eventually("both queued", || sync.report().sources_scheduled == 2).await;
+
+    // Disabled: it leaves the queue.
+    let mut source =
+        f.e.store
+            .source("salon", &ids[0])
+            .expect("read")
+            .expect("exists");
+    if let Some(remote) = source.remote.as_mut() {
+        remote.enabled = false;
+    }
+    f.e.store.put_source("salon", &source).expect("stored");
+    sync.source_changed("salon", &ids[0]);
+    assert_eq!(sync.report().sources_scheduled, 1);
+
+    sync.tenant_removed("salon");
+    assert_eq!(sync.report().sources_scheduled, 0);
+    scheduler.abort();
+}

@@ -24,6 +24,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -139,6 +140,9 @@ struct Shared {
     state: Mutex<State>,
     requests: RequestLog,
     faults: FaultQueue,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 impl Shared {
@@ -174,6 +178,8 @@ impl IcsMock {
             state: Mutex::new(State::default()),
             requests: RequestLog::default(),
             faults: FaultQueue::default(),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         IcsMock {
@@ -302,6 +308,11 @@ impl IcsMock {
         self.shared.requests.all()
     }
 
+    /// The most requests this mock was answering at once (latency included).
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+
     /// Requests received for `path` (any outcome, including 304s, redirects and faults).
     pub fn hits(&self, path: &str) -> usize {
         self.shared.lock().hits.get(path).copied().unwrap_or(0)
@@ -350,10 +361,13 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     let (parts, body) = req.into_parts();
                     let body = body.collect().await.map_err(std::io::Error::other)?;
                     let req = Request::from_parts(parts, body.to_bytes());
+                    let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
                     let plan = handle(&shared, &req);
                     if !plan.delay.is_zero() {
                         tokio::time::sleep(plan.delay).await;
                     }
+                    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                     match plan.outcome {
                         Outcome::Reset => Err(std::io::Error::other("ics mock: reset connection")),
                         Outcome::Respond(resp) => Ok(resp),

@@ -187,17 +187,29 @@ pub fn is_for(tenant: &TenantConfig, source: &Source, booking: &Booking) -> bool
 
 /// The deliverer: runs every exporting source that has work and is not backing
 /// off, then sleeps until a booking changes, something pokes it, or the next
-/// retry is due.
+/// retry is due. A booking change makes it look at that tenant's sources only;
+/// the other wake-ups look at every tenant's.
 pub async fn deliverer(exporter: Arc<Exporter>) {
     let changed = exporter.bookings.change_signal();
+    let mut look_at_all = true;
+    // The earliest retry the last look at every tenant found.
+    let mut next_retry: Option<DateTime<Utc>> = None;
     loop {
         let now = Utc::now();
-        let mut next: Option<DateTime<Utc>> = None;
+        let dirty = changed.take();
+        let (sources, mut next) = if look_at_all {
+            let all = exporter
+                .tenants
+                .sources_where(&exporter.store, "exporter", exports);
+            (all, None)
+        } else {
+            let some = exporter
+                .tenants
+                .sources_of(&dirty, &exporter.store, "exporter", exports);
+            (some, next_retry.filter(|at| *at > now))
+        };
         let mut passes = JoinSet::new();
-        for (tenant, source) in exporter
-            .tenants
-            .sources_where(&exporter.store, "exporter", exports)
-        {
+        for (tenant, source) in sources {
             let state = exporter
                 .store
                 .export_state(&tenant.id, &source.id)
@@ -231,15 +243,16 @@ pub async fn deliverer(exporter: Arc<Exporter>) {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
+        next_retry = next;
         let pause = next
             .map(|n| (n - Utc::now()).to_std().unwrap_or_default())
             .unwrap_or(IDLE_LOOK)
             .clamp(Duration::from_millis(20), IDLE_LOOK);
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = changed.notified() => {}
-            _ = exporter.wake.notified() => {}
-        }
+        look_at_all = tokio::select! {
+            _ = tokio::time::sleep(pause) => true,
+            _ = changed.notified() => false,
+            _ = exporter.wake.notified() => true,
+        };
     }
 }
 

@@ -9,22 +9,30 @@
 //! refused feed address, which no retry mends: the status says
 //! `permanent_error` and the scheduler leaves the source alone until it changes.
 //!
+//! The [`scheduler`] keeps every scheduled source in an in-memory due-queue
+//! ([`schedule`]) and runs at most [`SyncEngine::max_concurrent_runs`] at once,
+//! so 20,000 sources cost a loop only the ones that are due, and a start with
+//! all of them due does not open 20,000 connections at once.
+//!
 //! What the items mean is the providers' business ([`crate::providers`]); the
 //! HTTP API over this is in the server's `api::sources`. Items that are our own
 //! exported events are reported to an [`ImportObserver`] (the exporter), which
 //! this engine knows only through that trait.
 
+pub mod schedule;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tracing::{info, warn};
 
 use crate::calendars::{CalendarError, CalendarService, Imported, PreparedImports};
 use crate::connect::Connections;
-use crate::model::{SkippedItem, Source, SyncLog};
+use crate::model::{SkippedItem, Source, SyncLog, SyncStatus};
 use crate::providers::{
     self, Cursor, FetchMode, Fetched, ItemChange, Provider, ProviderError, RenderContext,
 };
@@ -40,6 +48,12 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(30);
 /// pay the per-transaction cost rarely, small enough to keep a run's memory and
 /// its hold on the store's writers short.
 const IMPORT_BATCH: usize = 256;
+/// Scheduled runs at once, unless configured: enough to keep a 2-core node busy
+/// while each run waits tens of milliseconds on its provider.
+pub const DEFAULT_CONCURRENT_RUNS: usize = 32;
+/// How often the scheduler re-reads every source from the store, in case a
+/// change reached the store without [`SyncEngine::source_changed`].
+const RESCAN_EVERY: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -107,6 +121,15 @@ pub trait ImportObserver: Send + Sync {
 pub struct SyncEngine {
     running: Mutex<HashSet<(String, String)>>,
     wake: Notify,
+    /// Scheduled sources by due time (an index of the stored `next_run`s).
+    queue: Mutex<schedule::DueQueue>,
+    /// Set by [`SyncEngine::wake`]: the scheduler re-reads every source.
+    rescan: AtomicBool,
+    lateness: Mutex<schedule::Lateness>,
+    max_concurrent_runs: usize,
+    /// Runs due before this were due while the gateway was down: their
+    /// lateness counts from here.
+    started: DateTime<Utc>,
     store: Store,
     calendars: CalendarService,
     connections: Arc<Connections>,
@@ -161,6 +184,11 @@ impl SyncEngine {
         SyncEngine {
             running: Mutex::new(HashSet::new()),
             wake: Notify::new(),
+            queue: Mutex::default(),
+            rescan: AtomicBool::new(true),
+            lateness: Mutex::default(),
+            max_concurrent_runs: DEFAULT_CONCURRENT_RUNS,
+            started: Utc::now(),
             store,
             calendars,
             connections,
@@ -198,9 +226,146 @@ impl SyncEngine {
         }
     }
 
-    /// Makes the scheduler look again (a source was added, changed or connected).
+    /// Runs at most `n` (at least 1) scheduled syncs at once.
+    pub fn with_max_concurrent_runs(mut self, n: usize) -> Self {
+        self.max_concurrent_runs = n.max(1);
+        self
+    }
+
+    pub fn max_concurrent_runs(&self) -> usize {
+        self.max_concurrent_runs
+    }
+
+    /// Makes the scheduler re-read every source from the store. Prefer
+    /// [`SyncEngine::source_changed`] when the source is known.
     pub fn wake(&self) {
+        self.rescan.store(true, Ordering::Relaxed);
         self.wake.notify_one();
+    }
+
+    /// A source was added, changed, connected or deleted: (re)schedules it from
+    /// what the store now says.
+    pub fn source_changed(&self, tenant: &str, source: &str) {
+        let key = (tenant.to_owned(), source.to_owned());
+        let due = match (
+            self.store.source(tenant, source),
+            self.store.sync_status(tenant, source),
+        ) {
+            (Ok(Some(s)), Ok(status)) => due_at(&s, &status, Utc::now()),
+            (Ok(None), _) => None,
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(tenant, source, error = %e, "cannot read the source; the scheduler looks again");
+                return self.wake();
+            }
+        };
+        self.queue().set(key, due);
+        self.wake.notify_one();
+    }
+
+    /// The tenant is gone: its sources leave the queue.
+    pub fn tenant_removed(&self, tenant: &str) {
+        self.queue().forget_tenant(tenant);
+    }
+
+    /// How the scheduler keeps up.
+    pub fn report(&self) -> schedule::SchedulerReport {
+        let now = Utc::now();
+        let (sources_scheduled, sources_due, oldest_due_wait_ms) = {
+            let queue = self.queue();
+            let (all, due) = queue.counts(now);
+            (all, due, queue.oldest_wait_ms(now))
+        };
+        let mut report = schedule::SchedulerReport {
+            sources_scheduled,
+            sources_due,
+            runs_in_progress: self.running.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            max_concurrent_runs: self.max_concurrent_runs,
+            oldest_due_wait_ms,
+            ..Default::default()
+        };
+        self.lateness
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fill(&mut report);
+        report
+    }
+
+    /// The queue; a panic elsewhere while it was held leaves it usable.
+    fn queue(&self) -> MutexGuard<'_, schedule::DueQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Re-reads every scheduled source from the store into the queue. Sources
+    /// already queued keep their time (runs and changes keep it current), and
+    /// running ones are left to their run, which queues them when it ends.
+    fn rescan(&self) {
+        let now = Utc::now();
+        let mut found = HashMap::new();
+        for (tenant, source) in self
+            .tenants
+            .sources_where(&self.store, "scheduler", scheduled)
+        {
+            let status = match self.store.sync_status(&tenant.id, &source.id) {
+                Ok(status) => status,
+                Err(e) => {
+                    warn!(tenant = %tenant.id, source = %source.id, error = %e, "cannot read sync status");
+                    continue;
+                }
+            };
+            found.insert(
+                (tenant.id.clone(), source.id.clone()),
+                due_at(&source, &status, now),
+            );
+        }
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut queue = self.queue();
+        for stale in queue.keys_not_in(&found) {
+            queue.set(stale, None);
+        }
+        for (key, due) in found {
+            if !running.contains(&key) && (due.is_none() || !queue.contains(&key)) {
+                queue.set(key, due);
+            }
+        }
+    }
+
+    /// One scheduled run of a source the queue said was due at `due`.
+    async fn run_due(&self, key: schedule::SourceKey, due: DateTime<Utc>) {
+        let Some(tenant) = self.tenants.get(&key.0) else {
+            return;
+        };
+        // The queue is an index; the store says whether the run is still due.
+        let (source, status) = match (
+            self.store.source(&key.0, &key.1),
+            self.store.sync_status(&key.0, &key.1),
+        ) {
+            (Ok(Some(source)), Ok(status)) => (source, status),
+            (Ok(None), _) => return,
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(tenant = %key.0, source = %key.1, error = %e, "cannot read the source; retrying later");
+                let retry = Utc::now() + FIRST_BACKOFF;
+                self.queue().set(key, Some(retry));
+                return;
+            }
+        };
+        let now = Utc::now();
+        match due_at(&source, &status, now) {
+            None => return,
+            Some(at) if at > now => return self.queue().set(key, Some(at)),
+            Some(_) => {}
+        }
+        let late = (now - due.max(self.started)).num_milliseconds().max(0) as u64;
+        self.lateness
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(late);
+        // Errors are in the status and the log already; the run queues the
+        // source again, and a run already under way will when it ends.
+        let _ = self.run(&tenant, &key.1, FetchMode::Incremental).await;
     }
 
     /// Stores new settings of an external source. With `drop_cache` (it now
@@ -249,7 +414,7 @@ impl SyncEngine {
         }
         self.store.flush().await?;
         drop(slot);
-        self.wake();
+        self.source_changed(t, s);
         Ok(())
     }
 
@@ -347,6 +512,10 @@ impl SyncEngine {
         self.store
             .put_sync_status(&tenant.id, &source.id, &status)?;
         self.store.append_sync_log(&tenant.id, &source.id, &log)?;
+        self.queue().set(
+            (tenant.id.clone(), source.id.clone()),
+            due_at(&source, &status, Utc::now()),
+        );
         self.store.flush().await?;
         outcome.map(|()| log)
     }
@@ -808,41 +977,54 @@ fn scheduled(source: &Source) -> bool {
         .is_some_and(|r| r.enabled && r.direction.imports())
 }
 
-/// The scheduler: runs every due source, then sleeps until the next one is due
-/// or something changed ([`SyncEngine::wake`]).
+/// When the scheduler should run `source` next (`now` if it never ran), or
+/// `None` if it should not until something changes.
+fn due_at(source: &Source, status: &SyncStatus, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    (scheduled(source) && !status.needs_reauth && !status.permanent_error)
+        .then(|| status.next_run.unwrap_or(now))
+}
+
+/// The scheduler: starts every due source while a run slot is free, then
+/// sleeps until the next one is due, a run ends, or a source changes.
 pub async fn scheduler(engine: Arc<SyncEngine>) {
+    let slots = Arc::new(Semaphore::new(engine.max_concurrent_runs));
+    let mut last_scan: Option<std::time::Instant> = None;
     loop {
-        let now = Utc::now();
-        let mut next: Option<DateTime<Utc>> = None;
-        for (tenant, source) in engine
-            .tenants
-            .sources_where(&engine.store, "scheduler", scheduled)
+        if engine.rescan.swap(false, Ordering::Relaxed)
+            || last_scan.is_none_or(|at| at.elapsed() >= RESCAN_EVERY)
         {
-            let status = engine
-                .store
-                .sync_status(&tenant.id, &source.id)
-                .unwrap_or_default();
-            if status.needs_reauth || status.permanent_error {
-                continue;
-            }
-            let due = status.next_run.unwrap_or(now);
-            if due <= now {
-                let engine = Arc::clone(&engine);
-                tokio::spawn(async move {
-                    // Errors are in the status and the log already.
-                    let _ = engine
-                        .run(&tenant, &source.id, FetchMode::Incremental)
-                        .await;
-                    engine.wake();
-                });
-            } else {
-                next = Some(next.map_or(due, |n| n.min(due)));
-            }
+            // Every tenant's sources: store reads, off the async workers.
+            let scanning = Arc::clone(&engine);
+            let _ = tokio::task::spawn_blocking(move || scanning.rescan()).await;
+            last_scan = Some(std::time::Instant::now());
         }
-        let pause = next
-            .map(|n| (n - Utc::now()).to_std().unwrap_or_default())
-            .unwrap_or(MAX_BACKOFF)
-            .max(Duration::from_millis(50));
+        while let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
+            let Some((due, key)) = engine.queue().pop_due(Utc::now()) else {
+                break;
+            };
+            let engine = Arc::clone(&engine);
+            tokio::spawn(async move {
+                engine.run_due(key, due).await;
+                drop(slot);
+                engine.wake.notify_one();
+            });
+        }
+        let until_rescan =
+            RESCAN_EVERY.saturating_sub(last_scan.map_or(Duration::ZERO, |at| at.elapsed()));
+        // With every slot taken, the end of a run is what to wait for.
+        let pause = if slots.available_permits() == 0 {
+            until_rescan
+        } else {
+            engine
+                .queue()
+                .next_due()
+                .map(|n| (n - Utc::now()).to_std().unwrap_or_default())
+                .unwrap_or(until_rescan)
+                .clamp(
+                    Duration::from_millis(10),
+                    until_rescan.max(Duration::from_millis(10)),
+                )
+        };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = engine.wake.notified() => {}

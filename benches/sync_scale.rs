@@ -20,7 +20,8 @@
 //!
 //! `cargo bench --bench sync_scale`. Knobs (environment): `TENANTS` (10000),
 //! `RESOURCES` (5), `SOURCES` (2), `LATENCY_MS` (20), `INTERVAL_MIN` (15),
-//! `OBSERVE_MIN` (20), `BASELINE_S` (60), `BOOKINGS_PER_S` (20).
+//! `OBSERVE_MIN` (20), `BASELINE_S` (60), `BOOKINGS_PER_S` (20),
+//! `CONCURRENT_SYNCS` (the gateway's default).
 
 mod support;
 
@@ -253,6 +254,7 @@ fn latency_line(name: &str, samples: &[Duration]) -> String {
 
 #[tokio::main]
 async fn main() {
+    calgate::install_crypto_provider();
     let tenants = knob("TENANTS", 10_000) as usize;
     let resources = knob("RESOURCES", 5) as usize;
     let sources = knob("SOURCES", 2) as usize;
@@ -261,6 +263,9 @@ async fn main() {
     let observe = Duration::from_secs(knob("OBSERVE_MIN", 20) * 60);
     let baseline = Duration::from_secs(knob("BASELINE_S", 60));
     let rate = knob("BOOKINGS_PER_S", 20);
+    let concurrency = std::env::var("CONCURRENT_SYNCS")
+        .map(|n| format!("max_concurrent_syncs = {n}\n"))
+        .unwrap_or_default();
 
     let dir = std::env::temp_dir().join(format!("calgate-sync-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -268,7 +273,9 @@ async fn main() {
     let hash = calgate::auth::hash_secret(OPERATOR_KEY).expect("hash");
     std::fs::write(
         &config,
-        format!("[server]\nfetch_allow = [\"127.0.0.1/32\"]\n\n[admin]\nkey_hash = \"{hash}\"\n"),
+        format!(
+            "[server]\nfetch_allow = [\"127.0.0.1/32\"]\n{concurrency}\n[admin]\nkey_hash = \"{hash}\"\n"
+        ),
     )
     .expect("config written");
 

@@ -195,7 +195,15 @@ async fn roll_horizon(app: Arc<App>) {
             continue;
         }
         for tenant in app.tenants.all() {
-            match app.calendars.rebuild(&tenant, true, false).await {
+            // A write like any other: a tenant deleted meanwhile gets nothing
+            // written back (see `tenants`).
+            let Some(live) = app.tenants.live(&tenant.id) else {
+                continue;
+            };
+            let Ok(_writing) = live.write().await else {
+                continue;
+            };
+            match app.calendars.rebuild(&live, true, false).await {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::info!(tenant = %tenant.id, objects = n, "recurring events re-expanded")

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{SALON_KEY, TestGateway, WEBHOOK_SECRET, booking, paris_event as event};
+use common::{
+    Extra, SALON_KEY, TestGateway, WEBHOOK_SECRET, add_salon_resource_source, booking,
+    paris_event as event,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use serde_json::{Value, json};
@@ -717,4 +720,175 @@ async fn a_restart_during_a_webhook_retry_ends_it_and_delivers_after() {
     tokio::time::timeout(Duration::from_secs(20), delivered)
         .await
         .expect("delivered after the restart");
+}
+
+/// Two stylists, each with an imported calendar of their own.
+fn stylists() -> Extra {
+    Extra {
+        salon: r#"
+[[tenant.resource]]
+id = "anna"
+name = "Anna"
+kind = "staff"
+[[tenant.resource]]
+id = "ben"
+name = "Ben"
+kind = "staff"
+"#
+        .into(),
+        ..Extra::default()
+    }
+}
+
+/// PATCHes a salon booking: (status, body).
+async fn patch(s: &TestGateway, id: &str, body: Value) -> (u16, Value) {
+    let resp = s
+        .client
+        .patch(s.url(&format!("/api/v1/tenants/salon/bookings/{id}")))
+        .bearer_auth(SALON_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, body, _) = common::split(resp).await;
+    (status, body)
+}
+
+/// (source, object, start, end) of each conflict listed with `query`.
+async fn pairs(s: &TestGateway, query: &str) -> Vec<(String, String, String, String)> {
+    let (status, body, _) = s
+        .get(&format!("/api/v1/tenants/salon/conflicts?{query}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let mut found: Vec<_> = body["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                text(&c["source"]),
+                text(&c["object_id"]),
+                text(&c["start"]),
+                text(&c["end"]),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// A booking whose resources change has its conflicts looked at again, as a
+/// move in time does: the calendar of the resource it no longer takes stops
+/// conflicting with it, the calendar of the one it now takes starts to (and
+/// is announced).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_of_resources_re_evaluates_the_bookings_conflicts() {
+    let (url, mut hooks) = receiver().await;
+    let s = TestGateway::start_with_webhook_and_extra(&url, stylists()).await;
+    add_salon_resource_source(s.app(), "anna-google", Some("anna"));
+    add_salon_resource_source(s.app(), "ben-google", Some("ben"));
+    let mut body = booking("2026-12-22", "10:00", "11:00", "Colour");
+    body["resources"] = json!(["anna"]);
+    let (status, b, _) = s.create(&body).await;
+    assert_eq!(status, 201, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    // Anna goes to the dentist over the booking; Ben is at the gym at ten.
+    s.put_ics(
+        "anna-google",
+        "dentist.ics",
+        &event("d1", "20261222T103000", "20261222T113000"),
+    )
+    .await;
+    s.put_ics(
+        "ben-google",
+        "gym.ics",
+        &event("g1", "20261222T100000", "20261222T101500"),
+    )
+    .await;
+    let dentist = |at: (&str, &str)| {
+        (
+            "anna-google".to_owned(),
+            "dentist.ics".to_owned(),
+            at.0.to_owned(),
+            at.1.to_owned(),
+        )
+    };
+    let gym = (
+        "ben-google".to_owned(),
+        "gym.ics".to_owned(),
+        "2026-12-22T09:00:00Z".to_owned(),
+        "2026-12-22T09:15:00Z".to_owned(),
+    );
+    let at_half_past = ("2026-12-22T09:30:00Z", "2026-12-22T10:00:00Z");
+    assert_eq!(pairs(&s, "status=open").await, [dentist(at_half_past)]);
+
+    // To Ben: refused (he is at the gym), nothing changes.
+    let (status, refused) = patch(&s, &id, json!({"resources": ["ben"]})).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(pairs(&s, "status=open").await, [dentist(at_half_past)]);
+
+    // To Ben knowingly: the dentist is no conflict of the booking any more,
+    // the gym is one, listed under Ben, and announced.
+    let (status, moved) = patch(
+        &s,
+        &id,
+        json!({"resources": ["ben"], "allow_conflict": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(pairs(&s, "status=open").await, std::slice::from_ref(&gym));
+    assert_eq!(pairs(&s, "status=resolved").await, [dentist(at_half_past)]);
+    assert_eq!(
+        pairs(&s, "status=open&resource=ben").await,
+        std::slice::from_ref(&gym)
+    );
+    assert!(pairs(&s, "status=open&resource=anna").await.is_empty());
+    let announced = async {
+        while let Some((_, body)) = hooks.recv().await {
+            if body.contains("gym.ics") {
+                return body;
+            }
+        }
+        panic!("the receiver stopped");
+    };
+    let body = tokio::time::timeout(Duration::from_secs(20), announced)
+        .await
+        .expect("the new conflict is announced");
+    let payload: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(payload["conflicts"][0]["booking_id"], id.as_str());
+    assert_eq!(payload["conflicts"][0]["source"], "ben-google");
+
+    // Taking both: both calendars conflict (the dentist's record is open again).
+    let (status, both) = patch(
+        &s,
+        &id,
+        json!({"resources": ["anna", "ben"], "allow_conflict": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{both}");
+    assert_eq!(
+        pairs(&s, "status=open").await,
+        [dentist(at_half_past), gym.clone()]
+    );
+    assert_eq!(
+        pairs(&s, "status=all").await.len(),
+        2,
+        "one record per pair"
+    );
+
+    // Back to Anna alone, later in the morning: the gym is resolved, the
+    // dentist's overlap is what it is now.
+    let (status, back) = patch(
+        &s,
+        &id,
+        json!({"resources": ["anna"], "start": "2026-12-22T10:45:00+01:00", "end": "2026-12-22T11:45:00+01:00", "allow_conflict": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{back}");
+    assert_eq!(
+        pairs(&s, "status=open").await,
+        [dentist(("2026-12-22T09:45:00Z", "2026-12-22T10:30:00Z"))]
+    );
+    assert_eq!(pairs(&s, "status=resolved").await, [gym]);
 }

@@ -745,6 +745,264 @@ async fn deleting_a_tenant_removes_its_data_and_stops_its_syncs() {
     );
 }
 
+/// A request sent up to its body, on its own connection: the server answered
+/// `100 Continue`, which it does when a handler starts reading the body, so
+/// the tenant was looked up and the caller authenticated; the write is next.
+struct Paused {
+    stream: tokio::net::TcpStream,
+    body: Vec<u8>,
+}
+
+impl Paused {
+    async fn send(
+        s: &Gw,
+        method: &str,
+        path: &str,
+        authorization: &str,
+        content_type: &str,
+        body: &str,
+    ) -> Paused {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = s.base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {authorization}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.expect("head sent");
+        let mut answer = Vec::new();
+        let interim = async {
+            while !answer.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8];
+                if stream.read(&mut byte).await.expect("reads") == 0 {
+                    break;
+                }
+                answer.push(byte[0]);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), interim)
+            .await
+            .expect("an answer to the head");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 100"),
+            "{method} {path} was answered before its body: {answer}"
+        );
+        Paused {
+            stream,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    /// Sends the body: the final status and body text.
+    async fn finish(mut self) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.stream.write_all(&self.body).await.expect("body sent");
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            self.stream.read_to_end(&mut answer),
+        )
+        .await
+        .expect("an answer")
+        .expect("reads");
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, answer)
+    }
+}
+
+/// Writes of the bakery paused at their body, one of each kind: a booking
+/// POST over the API, a CalDAV PUT into the bookings calendar, a CalDAV PUT
+/// into the staff calendar, and a MKCALENDAR.
+async fn paused_writes(s: &Gw, key: &str) -> Vec<(&'static str, Paused)> {
+    let bearer = format!("Bearer {key}");
+    let basic = http_auth_basic::Credentials::new("baker", "pw-1").as_http_header();
+    let event = |uid: &str| {
+        format!(
+            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Test//EN\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20260101T000000Z\r\nDTSTART:20260601T130000Z\r\nDTEND:20260601T134500Z\r\nSUMMARY:Late\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+        )
+    };
+    let mkcalendar = r#"<?xml version="1.0" encoding="utf-8"?><c:mkcalendar xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:set><d:prop><d:displayname>Late</d:displayname></d:prop></d:set></c:mkcalendar>"#;
+    vec![
+        (
+            "booking POST",
+            Paused::send(
+                s,
+                "POST",
+                "/api/v1/tenants/bakery/bookings",
+                &bearer,
+                "application/json",
+                &booking_at(15).to_string(),
+            )
+            .await,
+        ),
+        (
+            "CalDAV PUT of a booking",
+            Paused::send(
+                s,
+                "PUT",
+                "/dav/calendars/bakery/bookings/late-booking.ics",
+                &basic,
+                "text/calendar",
+                &event("late-booking"),
+            )
+            .await,
+        ),
+        (
+            "CalDAV PUT into a staff calendar",
+            Paused::send(
+                s,
+                "PUT",
+                "/dav/calendars/bakery/staff/late-event.ics",
+                &basic,
+                "text/calendar",
+                &event("late-event"),
+            )
+            .await,
+        ),
+        (
+            "MKCALENDAR",
+            Paused::send(
+                s,
+                "MKCALENDAR",
+                "/dav/calendars/bakery/late/",
+                &basic,
+                "application/xml",
+                mkcalendar,
+            )
+            .await,
+        ),
+    ]
+}
+
+/// Nothing of the bakery is stored: no booking, calendar or event.
+fn bakery_is_empty(server: &TestServer) {
+    let store = &server.app().store;
+    assert_eq!(store.iter_bookings("bakery").count(), 0, "bookings");
+    assert_eq!(
+        store.sources("bakery").expect("sources"),
+        vec![],
+        "calendars"
+    );
+    for calendar in ["staff", "late"] {
+        assert_eq!(
+            store.iter_objects("bakery", calendar).count(),
+            0,
+            "events in {calendar}"
+        );
+    }
+}
+
+/// Writes that found the tenant and authenticated before its DELETE, and
+/// write after it: refused with 404, nothing stored under its id, and a
+/// tenant created again under the id starts empty (the writes that found
+/// the deleted tenant cannot land in the new one either).
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_in_flight_when_a_tenant_is_deleted_write_nothing() {
+    let server = TestServer::start_with_extra(with_admin("")).await;
+    let s = &Gw::of(&server);
+    for recreate in [false, true] {
+        let key = provision_bakery(s).await;
+        let staff = s
+            .client
+            .request(
+                Method::from_bytes(b"MKCALENDAR").expect("method"),
+                s.url("/dav/calendars/bakery/staff/"),
+            )
+            .basic_auth("baker", Some("pw-1"))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(staff.status(), 201);
+        let paused = paused_writes(s, &key).await;
+
+        let (status, body) = op(s, "DELETE", "/api/v1/tenants/bakery", None).await;
+        assert_eq!(status, 204, "{body}");
+        let key = if recreate {
+            Some(provision_bakery(s).await)
+        } else {
+            None
+        };
+        for (what, write) in paused {
+            let (status, answer) = write.finish().await;
+            assert_eq!(status, 404, "{what} after the tenant's DELETE: {answer}");
+            if what == "booking POST" {
+                assert!(
+                    answer.contains("tenant \\\"bakery\\\" does not exist"),
+                    "{answer}"
+                );
+            }
+        }
+        bakery_is_empty(&server);
+        if let Some(key) = key {
+            let (status, body) = call(
+                s,
+                "GET",
+                "/api/v1/tenants/bakery/bookings?start=2026-06-01T00:00:00Z&end=2026-06-02T00:00:00Z",
+                Some(&key),
+                None,
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["bookings"], json!([]), "{body}");
+            let (status, _) = op(s, "DELETE", "/api/v1/tenants/bakery", None).await;
+            assert_eq!(status, 204);
+        }
+    }
+}
+
+/// Writes racing a tenant's DELETE: each is either done before the data goes
+/// (and removed with it) or refused; none lands after. Several rounds, the
+/// writes started together with the DELETE.
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_racing_a_tenant_delete_leave_nothing_behind() {
+    let server = TestServer::start_with_extra(with_admin("")).await;
+    let s = &Gw::of(&server);
+    for round in 0..4 {
+        let key = provision_bakery(s).await;
+        let mut writes = tokio::task::JoinSet::new();
+        for i in 0..12u32 {
+            let (client, key) = (s.client.clone(), key.clone());
+            let url = if i % 2 == 0 {
+                s.url("/api/v1/tenants/bakery/bookings")
+            } else {
+                s.url(&format!("/dav/calendars/bakery/bookings/r{round}-{i}.ics"))
+            };
+            writes.spawn(async move {
+                let req = if i % 2 == 0 {
+                    client.post(url).bearer_auth(key).json(&json!({
+                        "start": format!("2026-06-01T{:02}:00:00Z", i),
+                        "end": format!("2026-06-01T{:02}:30:00Z", i),
+                        "title": "Race", "allow_conflict": true,
+                    }))
+                } else {
+                    client.put(url).basic_auth("baker", Some("pw-1")).header("content-type", "text/calendar").body(format!(
+                        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Test//EN\r\nBEGIN:VEVENT\r\nUID:race-{i}\r\nDTSTAMP:20260101T000000Z\r\nDTSTART:20260601T{i:02}0000Z\r\nDTEND:20260601T{i:02}3000Z\r\nSUMMARY:Race\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+                    ))
+                };
+                req.send().await.map(|r| r.status().as_u16())
+            });
+        }
+        let (status, body) = op(s, "DELETE", "/api/v1/tenants/bakery", None).await;
+        assert_eq!(status, 204, "{body}");
+        while let Some(done) = writes.join_next().await {
+            let status = done.expect("joined").expect("answered");
+            assert!(
+                [201, 401, 404].contains(&status),
+                "a racing write answered {status}"
+            );
+        }
+        bakery_is_empty(&server);
+    }
+}
+
 /// `calgate serve` on `config` (a real process): it and its base URL.
 fn spawn(config: &Path) -> (std::process::Child, String) {
     let log = std::fs::File::create(config.with_file_name("server.log")).expect("log file");

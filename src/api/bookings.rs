@@ -12,6 +12,7 @@ use crate::config::TenantConfig;
 use crate::http::{Body, Problem, RequestBody, empty, if_match, if_none_match, method_not_allowed};
 use crate::model::Booking;
 use crate::store::IdempotencyClaim;
+use crate::tenants::LiveTenant;
 
 /// Widest window a listing may ask for.
 const MAX_LIST_DAYS: i64 = 400;
@@ -21,7 +22,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 pub async fn collection(
     app: &App,
     req: Request<RequestBody>,
-    tenant: &TenantConfig,
+    tenant: &LiveTenant,
     principal: &ApiPrincipal,
 ) -> Result<Response<Body>, Problem> {
     match *req.method() {
@@ -34,7 +35,7 @@ pub async fn collection(
 pub async fn item(
     app: &App,
     req: Request<RequestBody>,
-    tenant: &TenantConfig,
+    tenant: &LiveTenant,
     id: &str,
 ) -> Result<Response<Body>, Problem> {
     match *req.method() {
@@ -64,6 +65,7 @@ pub async fn item(
             let query_allows = allow_conflict_param(req.uri().query());
             let (request, _) = read_write(app, req).await?;
             let policy = conflict_policy(query_allows || request.allow_conflict);
+            let _writing = tenant.write().await?;
             let booking = app
                 .bookings
                 .update(
@@ -80,6 +82,7 @@ pub async fn item(
         }
         Method::DELETE => {
             let expected = if_match(req.headers())?;
+            let _writing = tenant.write().await?;
             app.bookings
                 .delete(tenant, id, expected.as_deref())
                 .await
@@ -111,7 +114,7 @@ fn list(
 async fn create(
     app: &App,
     req: Request<RequestBody>,
-    tenant: &TenantConfig,
+    tenant: &LiveTenant,
     principal: &ApiPrincipal,
 ) -> Result<Response<Body>, Problem> {
     let idempotency_key = idempotency_key(req.headers())?;
@@ -124,6 +127,7 @@ async fn create(
         key,
         fingerprint: hex::encode(Sha256::digest([path.as_bytes(), b"\0", &body].concat())),
     });
+    let _writing = tenant.write().await?;
     let created = app
         .bookings
         .create(tenant, request.patch, claim, policy)

@@ -142,12 +142,13 @@ pub fn list(
 pub async fn acknowledge(
     app: &App,
     req: &Request<RequestBody>,
-    tenant: &TenantConfig,
+    tenant: &crate::tenants::LiveTenant,
     id: &str,
 ) -> Result<Response<Body>, Problem> {
     if req.method() != http::Method::POST {
         return Err(crate::http::method_not_allowed(req.method(), "POST"));
     }
+    let _writing = tenant.write().await?;
     let conflict = app
         .conflicts
         .acknowledge(tenant, id)

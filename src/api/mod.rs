@@ -2,6 +2,9 @@
 //!
 //! Authentication is `Authorization: Bearer <api key>`, scoped to one tenant:
 //! unknown tenant → 404, missing or wrong key → 401, another tenant's key → 403.
+//! A write holds the tenant's write permit ([`crate::tenants::LiveTenant::write`])
+//! from after its body is read to its answer, so a tenant deleted meanwhile is
+//! answered 404 and never written to.
 //! Handlers translate between HTTP/JSON and the [`crate::bookings`] engine; what
 //! they answer is typed in [`answers`]. [`tenants`] is the provisioning API
 //! (the operator key of `[admin]`).
@@ -40,10 +43,13 @@ pub async fn route(
         ["resources", name] => return tenants::resource(app, req, tenant_id, name).await,
         _ => {}
     }
+    // Found with its write fence: handlers that write take a permit once the
+    // body is read (see `crate::tenants`).
     let tenant = app
-        .tenant(tenant_id)
+        .tenants
+        .live(tenant_id)
         .ok_or_else(|| Problem::not_found(format!("tenant \"{tenant_id}\" does not exist")))?;
-    let tenant = &*tenant;
+    let tenant = &tenant;
     let principal = authenticate(app, &req, tenant).await?;
     match rest {
         ["bookings"] => bookings::collection(app, req, tenant, &principal).await,

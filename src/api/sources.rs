@@ -14,12 +14,13 @@ use crate::model::FieldError;
 use crate::model::Source;
 use crate::providers::{FetchMode, ProviderError, ProviderKind};
 use crate::sync::SyncError;
+use crate::tenants::LiveTenant;
 use http::{Method, Request, Response, StatusCode};
 
 pub async fn collection(
     app: &App,
     req: Request<RequestBody>,
-    tenant: &TenantConfig,
+    tenant: &LiveTenant,
 ) -> Result<Response<Body>, Problem> {
     match *req.method() {
         Method::GET => {
@@ -49,6 +50,7 @@ pub async fn collection(
                     .await
                     .map_err(|e| Problem::invalid(vec![FieldError::new("url", e.to_string())]))?;
             }
+            let _writing = tenant.write().await?;
             if app.store.source(&tenant.id, &declared.id)?.is_some() {
                 return Err(Problem::new(
                     StatusCode::CONFLICT,
@@ -84,7 +86,7 @@ pub async fn collection(
 pub async fn item(
     app: &App,
     req: Request<RequestBody>,
-    tenant: &TenantConfig,
+    tenant: &LiveTenant,
     id: &str,
     action: Option<&str>,
 ) -> Result<Response<Body>, Problem> {
@@ -102,6 +104,7 @@ pub async fn item(
             // Its cached events go; events in the external calendar stay there,
             // exported bookings included, unless ?purge=true removes those first.
             let purge = matches!(query_value(&req, "purge").as_deref(), Some("true" | "1"));
+            let _writing = tenant.write().await?;
             let _quiet = if purge {
                 let (removed, guard) = app
                     .export
@@ -122,6 +125,7 @@ pub async fn item(
         (None, Method::PATCH) => {
             let body = read_json_body(app, req).await?;
             let updated = patch_source(tenant, &source, &body)?;
+            let _writing = tenant.write().await?;
             let retarget = updated.remote.as_ref().map(|r| &r.target)
                 != source.remote.as_ref().map(|r| &r.target);
             app.sync
@@ -135,6 +139,7 @@ pub async fn item(
         }
         (Some("sync"), Method::POST) => {
             let mode = sync_mode(app, req).await?;
+            let _writing = tenant.write().await?;
             let direction = source.remote.as_ref().map(|r| r.direction);
             if direction == Some(crate::model::Direction::Export) {
                 // Nothing to import: deliver now, parked bookings included.

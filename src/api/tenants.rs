@@ -381,6 +381,10 @@ async fn delete_tenant(
         .any(|(k, v)| k == "purge_exports" && matches!(v.as_ref(), "true" | "1"));
     let _one = app.provisioning.lock().await;
     let mut record = app.store.tenant_record(id)?.ok_or_else(|| no_tenant(id))?;
+    // Writes under way finish first, later ones wait; once the tenant is
+    // removed below they are refused. Taken before the export guards: a write
+    // holding its permit may wait for those (a source's DELETE or sync).
+    let held = app.tenants.hold_writes(id).await;
     let sources = app.store.sources(id)?;
     // Exports are held still from here on; a purge first removes the events
     // (a provider failing keeps the tenant, so the DELETE can be repeated).
@@ -399,7 +403,8 @@ async fn delete_tenant(
     // Durable intent first: a crash from here on is finished at the next start.
     record.deleting = true;
     app.store.put_tenant_record(&record).await?;
-    app.tenants.remove(id);
+    // A record the directory does not serve (it failed validation) has no writes to fence.
+    let held = held.map(|held| app.tenants.remove(held));
     app.credentials().forget(id);
     // Runs under way finish (later ones see the tenant gone) before its data goes.
     app.sync.tenant_removed(id);
@@ -413,6 +418,7 @@ async fn delete_tenant(
     app.store.delete_tenant_record(id).await?;
     forget_cached(app, id);
     drop(quiet);
+    drop(held);
     tracing::info!(tenant = id, "tenant deleted with all its data");
     Ok(no_content())
 }

@@ -131,6 +131,13 @@ impl From<super::request::HeaderError> for DavError {
     }
 }
 
+/// A write of a tenant deleted since the request found it.
+impl From<crate::tenants::TenantGone> for DavError {
+    fn from(e: crate::tenants::TenantGone) -> Self {
+        DavError::new(StatusCode::NOT_FOUND, e.to_string())
+    }
+}
+
 impl From<crate::store::StoreError> for DavError {
     fn from(e: crate::store::StoreError) -> Self {
         DavError::internal(e)

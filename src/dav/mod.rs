@@ -10,7 +10,8 @@
 //!   by [`crate::scheduling`]) needs from DAV; `inbox`: the REPORTs of the
 //!   scheduling inboxes.
 //! - [`validate`]: what a calendar object must be before it is stored (RFC 4791 §4.1).
-//! - this module: authentication and the HTTP methods.
+//! - this module: authentication and the HTTP methods; the methods that write
+//!   hold the tenant's write permit ([`crate::tenants`]) while they run.
 //!
 //! Calendars are the tenant's bookings (each booking one object) and its sources
 //! (staff calendars made with MKCALENDAR; imported calendars, read-only). Objects
@@ -107,7 +108,7 @@ pub async fn serve(app: &Arc<App>, req: Request<RequestBody>, segments: &[&str])
         Ok(user) => user,
         Err(e) => return e.into_response(),
     };
-    let Some(tenant) = app.tenant(&user.tenant) else {
+    let Some(tenant) = app.tenants.live(&user.tenant) else {
         return DavError::not_found().into_response();
     };
     let ctx = Ctx {
@@ -130,6 +131,21 @@ pub async fn serve(app: &Arc<App>, req: Request<RequestBody>, segments: &[&str])
         return e.into_response();
     }
     let req = read_request(app, &parts, incoming, &path).await;
+    // A write holds the tenant's permit from its body to its answer: a tenant
+    // deleted meanwhile is not written to (404), and its deletion waits for
+    // the writes under way.
+    let writes = matches!(
+        req.method.as_str(),
+        "PUT" | "DELETE" | "PROPPATCH" | "MKCALENDAR" | "MKCOL"
+    );
+    let _writing = if writes {
+        match tenant.write().await {
+            Ok(permit) => Some(permit),
+            Err(e) => return DavError::from(e).into_response(),
+        }
+    } else {
+        None
+    };
     let result = match req.method.as_str() {
         "PROPFIND" => propfind(&ctx, &path, &req).await,
         "PROPPATCH" => proppatch(&ctx, &path, &req).await,

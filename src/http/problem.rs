@@ -178,6 +178,14 @@ impl From<crate::store::StoreError> for Problem {
     }
 }
 
+/// A write of a tenant deleted since the request found it: as if it had never
+/// been found.
+impl From<crate::tenants::TenantGone> for Problem {
+    fn from(e: crate::tenants::TenantGone) -> Problem {
+        Problem::not_found(e.to_string())
+    }
+}
+
 impl From<crate::calendars::CalendarError> for Problem {
     fn from(e: crate::calendars::CalendarError) -> Problem {
         tracing::error!(error = %e, "calendar operation failed");

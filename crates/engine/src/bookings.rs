@@ -324,9 +324,11 @@ impl BookingEngine {
                 WriteOutcome::Written(_) => {
                     self.store.flush().await?;
                     self.changed.mark(&tenant.id);
+                    // Time, resources or blocking changed: what it conflicts with may have.
                     if moved || next.busy_kind() == BusyKind::Free {
-                        let span = (next.busy_kind() != BusyKind::Free).then(|| next.span());
-                        self.conflicts.booking_changed(tenant, id, span).await?;
+                        self.conflicts
+                            .booking_changed(tenant, id, Some(&next))
+                            .await?;
                     }
                     return Ok(next);
                 }

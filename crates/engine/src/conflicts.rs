@@ -1,14 +1,18 @@
 //! Conflicts that appear after a booking was made: calendar time (an imported
 //! Google/Outlook event, a staff calendar entry) that now overlaps it.
 //!
-//! Detection runs whenever a calendar object is written or re-expanded; there is one
-//! record per (booking, object) pair however many occurrences of the object overlap
-//! the booking (it counts them and keeps the first overlapping span). A conflict is
-//! resolved when the overlap goes away (the event moves or goes, the booking moves
-//! or is cancelled). The conflicts one write finds are logged in one line and POSTed
-//! to the tenant's webhook together, [`WEBHOOK_BATCH`] per call, with an HMAC-SHA256
-//! signature, retried with backoff; undelivered ones are retried after a restart,
-//! since the conflict records (which hold the delivery state) are durable.
+//! Detection runs whenever a calendar object is written or re-expanded, and when a
+//! booking changes its time, its resources or whether it blocks (a move allowed
+//! over busy time is recorded then); there is one record per (booking, object)
+//! pair however many occurrences of the object overlap the booking (it counts them
+//! and keeps the first overlapping span). A resource's own calendar conflicts only
+//! with the bookings that take that resource (`can_conflict`). A conflict is
+//! resolved when the overlap goes away (the event moves or goes, the booking moves,
+//! stops taking the resource or is cancelled). The conflicts one write finds are
+//! logged in one line and POSTed to the tenant's webhook together,
+//! [`WEBHOOK_BATCH`] per call, with an HMAC-SHA256 signature, retried with backoff;
+//! undelivered ones are retried after a restart, since the conflict records (which
+//! hold the delivery state) are durable.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +23,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::model::{BusyKind, CalendarObject, Conflict, Span, WebhookState};
+use crate::model::{Booking, BusyKind, CalendarObject, Conflict, Span, WebhookState};
 use crate::settings::{TenantConfig, WebhookConfig};
 use crate::store::{Store, StoreError};
 
@@ -64,6 +68,43 @@ fn blocking_envelope(object: &CalendarObject) -> Option<Span> {
 fn conflict_id(tenant: &str, booking: &str, source: &str, object: &str) -> String {
     let digest = Sha256::digest(format!("{tenant}\0{booking}\0{source}\0{object}"));
     hex::encode(&digest[..12])
+}
+
+/// Whether calendar time of a source that belongs to `owner` (None: the whole
+/// tenant's) can conflict with a booking taking `resources`: a resource's
+/// calendar only with the bookings that take it (tenant-wide bookings, stored
+/// before resources, take every one), any other with every booking. On a
+/// tenant without declared resources every calendar conflicts with every
+/// booking, as the booking check sees it.
+fn can_conflict(tenant: &TenantConfig, owner: Option<&str>, resources: &[String]) -> bool {
+    match owner {
+        Some(owner) if tenant.declares_resources() => crate::model::takes(resources, owner),
+        _ => true,
+    }
+}
+
+/// A conflict found now between a booking and an object, not recorded before.
+fn new_conflict(
+    tenant: &TenantConfig,
+    booking: &str,
+    source: &str,
+    object_id: &str,
+    overlap: &Overlap,
+    now: chrono::DateTime<Utc>,
+) -> Conflict {
+    Conflict {
+        id: conflict_id(&tenant.id, booking, source, object_id),
+        booking_id: booking.to_owned(),
+        source: source.to_owned(),
+        object_id: object_id.to_owned(),
+        span: overlap.span,
+        occurrences: overlap.occurrences,
+        kind: overlap.kind,
+        detected: now,
+        acknowledged: None,
+        resolved: None,
+        webhook: WebhookState::default(),
+    }
 }
 
 /// How an object overlaps one booking.
@@ -209,7 +250,7 @@ impl ConflictTracker {
             .store
             .bookings_in(&tenant.id, span)?
             .into_iter()
-            .filter(|b| b.takes(&owner))
+            .filter(|b| can_conflict(tenant, Some(&owner), &b.resources))
             .map(|b| b.id)
             .collect();
         Ok(found
@@ -229,7 +270,7 @@ impl ConflictTracker {
         self.store
             .replace_conflicts(&tenant.id, &changes.put, &changes.remove)
             .await?;
-        self.announce(tenant, source, changes.fresh);
+        self.announce(tenant, Some(source), changes.fresh);
         Ok(())
     }
 
@@ -342,19 +383,7 @@ impl ConflictTracker {
                 }
                 // New (or back after being resolved): open.
                 (None, None) => {
-                    let c = Conflict {
-                        id,
-                        booking_id: booking.to_owned(),
-                        source: source.to_owned(),
-                        object_id: object_id.to_owned(),
-                        span: overlap.span,
-                        occurrences: overlap.occurrences,
-                        kind: overlap.kind,
-                        detected: now,
-                        acknowledged: None,
-                        resolved: None,
-                        webhook: WebhookState::default(),
-                    };
+                    let c = new_conflict(tenant, booking, source, object_id, &overlap, now);
                     changes.fresh.push(c.clone());
                     changes.put.push(c);
                 }
@@ -363,44 +392,103 @@ impl ConflictTracker {
         Ok(changes)
     }
 
-    /// Resolves a booking's open conflicts that no longer overlap it (after a move,
-    /// a cancellation or a deletion: `span` None).
+    /// Looks at a booking's conflicts again after its time, its resources or
+    /// whether it blocks changed (`booking`: as stored now; None: deleted):
+    /// open ones it no longer overlaps, or whose calendar belongs to a resource
+    /// it no longer takes, are resolved; calendar time it now overlaps is
+    /// recorded and announced, as an object's write would.
     pub async fn booking_changed(
-        &self,
+        self: &Arc<Self>,
         tenant: &TenantConfig,
         booking_id: &str,
-        span: Option<Span>,
+        booking: Option<&Booking>,
     ) -> Result<(), StoreError> {
+        let blocking = booking.filter(|b| b.busy_kind() != BusyKind::Free);
+        let current = match blocking {
+            Some(b) => self.overlaps(tenant, b)?,
+            None => BTreeMap::new(),
+        };
         let now = Utc::now();
-        let mut changed = Vec::new();
+        let mut changes = Changes::default();
+        // Pairs with an open record (per-occurrence ones included: they stay as
+        // written until the object's next write folds them).
+        let mut open = std::collections::HashSet::new();
         for mut c in self.store.conflicts(&tenant.id)? {
             if c.booking_id != booking_id || c.resolved.is_some() {
                 continue;
             }
-            let overlap = match (
-                span,
-                self.store.object(&tenant.id, &c.source, &c.object_id)?,
-            ) {
-                (Some(span), Some(object)) => Overlap::of(&object, span),
-                _ => None,
-            };
-            match overlap {
+            let pair = (c.source.clone(), c.object_id.clone());
+            match current.get(&pair) {
                 None => {
                     c.resolved = Some(now);
-                    changed.push(c);
+                    changes.put.push(c);
                 }
-                // Per-occurrence records stay as written until the object's next
-                // write folds them.
-                Some(o) if c.id == conflict_id(&tenant.id, booking_id, &c.source, &c.object_id) => {
-                    if !o.is_recorded(&c) {
+                Some(o) => {
+                    let is_pair_record =
+                        c.id == conflict_id(&tenant.id, booking_id, &c.source, &c.object_id);
+                    if is_pair_record && !o.is_recorded(&c) {
                         o.record(&mut c);
-                        changed.push(c);
+                        changes.put.push(c);
                     }
+                    open.insert(pair);
                 }
-                Some(_) => {}
             }
         }
-        self.store.put_conflicts(&tenant.id, &changed).await
+        for ((source, object_id), overlap) in &current {
+            if !open.contains(&(source.clone(), object_id.clone())) {
+                let c = new_conflict(tenant, booking_id, source, object_id, overlap, now);
+                changes.fresh.push(c.clone());
+                changes.put.push(c);
+            }
+        }
+        if changes.put.is_empty() {
+            return Ok(());
+        }
+        self.store.put_conflicts(&tenant.id, &changes.put).await?;
+        self.announce(tenant, None, changes.fresh);
+        Ok(())
+    }
+
+    /// How each calendar object that can conflict with `booking` overlaps it,
+    /// by (source, object): the busy index finds them, their occurrences say how
+    /// (as [`ConflictTracker::reconcile`] counts them from the object's side).
+    fn overlaps(
+        &self,
+        tenant: &TenantConfig,
+        booking: &Booking,
+    ) -> Result<BTreeMap<(String, String), Overlap>, StoreError> {
+        let span = booking.span();
+        let owners: std::collections::HashMap<String, Option<String>> =
+            if tenant.declares_resources() {
+                self.store
+                    .sources(&tenant.id)?
+                    .into_iter()
+                    .map(|s| (s.id, s.resource))
+                    .collect()
+            } else {
+                Default::default()
+            };
+        let wanted = |source: &str| {
+            let owner = owners.get(source).and_then(Option::as_deref);
+            can_conflict(tenant, owner, &booking.resources)
+        };
+        let pairs: std::collections::BTreeSet<(String, String)> = self
+            .store
+            .object_busy_in(&tenant.id, span, &wanted)?
+            .into_iter()
+            .map(|e| (e.source, e.object))
+            .collect();
+        let mut found = BTreeMap::new();
+        for (source, object_id) in pairs {
+            let overlap = self
+                .store
+                .object(&tenant.id, &source, &object_id)?
+                .and_then(|object| Overlap::of(&object, span));
+            if let Some(overlap) = overlap {
+                found.insert((source, object_id), overlap);
+            }
+        }
+        Ok(found)
     }
 
     /// Marks a conflict as seen by a person. Returns the updated record.
@@ -439,8 +527,14 @@ impl ConflictTracker {
         }
     }
 
-    /// One log line for the new conflicts of a write, then the webhook calls.
-    fn announce(self: &Arc<Self>, tenant: &TenantConfig, source: &str, fresh: Vec<Conflict>) {
+    /// One log line for the new conflicts of a write (of an object of `source`,
+    /// or of a booking: None), then the webhook calls.
+    fn announce(
+        self: &Arc<Self>,
+        tenant: &TenantConfig,
+        source: Option<&str>,
+        fresh: Vec<Conflict>,
+    ) {
         if fresh.is_empty() {
             return;
         }
@@ -449,7 +543,14 @@ impl ConflictTracker {
             .take(LOGGED_BOOKINGS)
             .map(|c| c.booking_id.as_str())
             .collect();
-        tracing::info!(tenant = %tenant.id, source, new = fresh.len(), ?bookings, "booking conflicts detected");
+        match source {
+            Some(source) => {
+                tracing::info!(tenant = %tenant.id, source, new = fresh.len(), ?bookings, "booking conflicts detected")
+            }
+            None => {
+                tracing::info!(tenant = %tenant.id, new = fresh.len(), ?bookings, "booking conflicts detected")
+            }
+        }
         self.send(tenant, fresh);
     }
 

@@ -22,6 +22,31 @@ pub struct ApiPrincipal {
     pub key_name: String,
 }
 
+/// Provisioning changes of a tenant happen one at a time (read its record,
+/// check, store, apply); different tenants' changes do not wait on each other,
+/// so a tenant DELETE purging exported events from a slow provider holds up
+/// only that tenant. Creating a CalDAV user also takes `user_names`, since
+/// names are unique across tenants.
+#[derive(Default)]
+pub struct ProvisioningLocks {
+    tenants: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub user_names: tokio::sync::Mutex<()>,
+}
+
+impl ProvisioningLocks {
+    /// Waits for `tenant`'s provisioning turn.
+    pub async fn tenant(&self, tenant: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = Arc::clone(
+            self.tenants
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(tenant.to_owned())
+                .or_default(),
+        );
+        lock.lock_owned().await
+    }
+}
+
 /// Which feed a feed token opens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedPrincipal {
@@ -69,8 +94,8 @@ pub struct App {
     pub public_url: Arc<PublicUrl>,
     /// The operator key, when `[admin]` is configured.
     pub operator: Option<Arc<Verifier<Operator>>>,
-    /// One provisioning change at a time (read, check, store, apply).
-    pub provisioning: tokio::sync::Mutex<()>,
+    /// One provisioning change at a time per tenant (read, check, store, apply).
+    pub provisioning: ProvisioningLocks,
     /// Provisioned tenants whose deletion a crash interrupted: finished by
     /// [`crate::start`] before serving.
     pub interrupted_deletions: Vec<String>,
@@ -167,7 +192,7 @@ impl App {
             feed_tokens,
             users,
             operator,
-            provisioning: tokio::sync::Mutex::new(()),
+            provisioning: ProvisioningLocks::default(),
             interrupted_deletions,
             store,
             config,

@@ -1039,3 +1039,112 @@ async fn graph_a_stray_insert_of_ours_is_deleted_when_imported() {
     assert_eq!(busy[0]["sources"].as_array().map(Vec::len), Some(1), "{fb}");
     assert_eq!(busy[0]["sources"][0]["source"], "bookings", "{fb}");
 }
+
+/// A provisioned tenant's DELETE with `?purge_exports=true` removes the events
+/// it exported before its data, and while it waits on a slow provider, other
+/// tenants are provisioned: it holds up only its own tenant.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_delete_purges_its_exports_without_holding_up_other_tenants() {
+    const OPERATOR_KEY: &str = "operator-key-export-0123";
+    let g = GoogleMock::start().await;
+    let setup = Setup::google(&g);
+    let hash = calgate::auth::hash_secret(OPERATOR_KEY).expect("hashing works");
+    let gw = Gw::start_with(|data| {
+        format!(
+            "{}\n[admin]\nkey_hash = \"{hash}\"\n",
+            setup.config_text(data)
+        )
+    })
+    .await;
+    let op = |method: Method, path: &str, body: Option<Value>| {
+        let mut req = gw
+            .client
+            .request(method, format!("{}/api/v1/tenants{path}", gw.base))
+            .bearer_auth(OPERATOR_KEY);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        async move {
+            let resp = req.send().await.expect("request sent");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = op(
+        Method::PUT,
+        "/bakery",
+        Some(json!({"name": "Bakery", "timezone": "Europe/Paris"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = op(
+        Method::POST,
+        "/bakery/sources",
+        Some(json!({"id": "owner", "kind": "google", "calendar": g.primary_id(), "direction": "export"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    export_support::connect_tenant_source(
+        &gw.client,
+        &gw.base,
+        Provider::Google,
+        ("bakery", OPERATOR_KEY),
+        "owner",
+    )
+    .await;
+    for day in [14, 15] {
+        let (status, body) = op(
+            Method::POST,
+            "/bakery/bookings",
+            Some(slot(day, 9, 30, "Bread class")),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    export_support::until(
+        "both bookings exported",
+        Duration::from_secs(20),
+        || async {
+            match g.live_events(&g.primary_id()).len() {
+                2 => Ok(()),
+                n => Err(format!("{n} events")),
+            }
+        },
+    )
+    .await;
+
+    // Each removal now takes 1.5 s at the provider.
+    g.clear_requests();
+    g.set_latency(Duration::from_millis(1500));
+    let deleting = tokio::spawn(op(Method::DELETE, "/bakery?purge_exports=true", None));
+    export_support::until(
+        "the purge to reach Google",
+        Duration::from_secs(20),
+        || async {
+            if g.requests().iter().any(|r| r.method == "DELETE") {
+                Ok(())
+            } else {
+                Err("no DELETE yet".into())
+            }
+        },
+    )
+    .await;
+    let (status, body) = op(
+        Method::PUT,
+        "/garden",
+        Some(json!({"name": "Garden", "timezone": "Europe/Paris"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        !deleting.is_finished(),
+        "another tenant was provisioned only after the purge ended"
+    );
+    let (status, body) = deleting.await.expect("delete ran");
+    assert_eq!(status, 204, "{body}");
+    assert!(
+        g.live_events(&g.primary_id()).is_empty(),
+        "exported events purged"
+    );
+    assert_eq!(op(Method::GET, "/bakery", None).await.0, 404);
+}

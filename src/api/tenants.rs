@@ -349,7 +349,7 @@ async fn put_tenant(
     }
     let body = read_json_body(app, req).await?;
     let settings: TenantSettings = parse_body(&body, &[("timezone", Value::from("UTC"))])?;
-    let _one = app.provisioning.lock().await;
+    let _one = app.provisioning.tenant(id).await;
     let existing = app.store.tenant_record(id)?.filter(|r| !r.deleting);
     let created = existing.is_none();
     let record = match existing {
@@ -379,7 +379,7 @@ async fn delete_tenant(
     }
     let purge = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .any(|(k, v)| k == "purge_exports" && matches!(v.as_ref(), "true" | "1"));
-    let _one = app.provisioning.lock().await;
+    let _one = app.provisioning.tenant(id).await;
     let mut record = app.store.tenant_record(id)?.ok_or_else(|| no_tenant(id))?;
     // Writes under way finish first, later ones wait; once the tenant is
     // removed below they are refused. Taken before the export guards: a write
@@ -494,7 +494,7 @@ pub async fn user(
         Method::PUT => put_user(app, req, id, username).await,
         Method::DELETE => {
             let record = record_for_change(app, &req, id).await?;
-            let _one = app.provisioning.lock().await;
+            let _one = app.provisioning.tenant(id).await;
             let mut record = fresh(app, record)?;
             let before = record.users.len();
             record.users.retain(|u| u.username != username);
@@ -528,7 +528,8 @@ async fn put_user(
         )]));
     }
     let password_hash = hash(body.password).await?;
-    let _one = app.provisioning.lock().await;
+    let _one = app.provisioning.tenant(id).await;
+    let _names = app.provisioning.user_names.lock().await;
     let mut record = fresh(app, record)?;
     // CalDAV principals are addressed by user name alone.
     let taken = app
@@ -598,7 +599,7 @@ pub async fn api_key(
         return Err(crate::http::method_not_allowed(req.method(), "PUT, DELETE"));
     }
     let record = record_for_change(app, &req, id).await?;
-    let _one = app.provisioning.lock().await;
+    let _one = app.provisioning.tenant(id).await;
     let mut record = fresh(app, record)?;
     let exists = record.api_keys.iter().any(|k| k.name == name);
     if method == Method::DELETE {
@@ -677,7 +678,7 @@ pub async fn feed(
     } else {
         None
     };
-    let _one = app.provisioning.lock().await;
+    let _one = app.provisioning.tenant(id).await;
     let mut record = fresh(app, record)?;
     let existing = record.feeds.iter().position(|f| f.name == name);
     let Some(settings) = settings else {
@@ -792,7 +793,7 @@ async fn put_resource(
         bytes::Bytes::from_static(b"{}")
     };
     let settings: ResourceSettings = parse_body(&body, &[])?;
-    let _one = app.provisioning.lock().await;
+    let _one = app.provisioning.tenant(id).await;
     let mut record = fresh(app, record)?;
     let created = match record.resources.iter_mut().find(|r| r.id == resource) {
         Some(existing) => {
@@ -828,7 +829,7 @@ async fn delete_resource(
     resource: &str,
 ) -> Result<Response<Body>, Problem> {
     let record = record_for_change(app, &req, id).await?;
-    let _one = app.provisioning.lock().await;
+    let _one = app.provisioning.tenant(id).await;
     let mut record = fresh(app, record)?;
     let Some(at) = record.resources.iter().position(|r| r.id == resource) else {
         return Err(no_resource(id, resource));

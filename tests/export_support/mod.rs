@@ -186,12 +186,23 @@ pub async fn connect_source(
     provider: Provider,
     source: &str,
 ) {
+    connect_tenant_source(client, base, provider, ("salon", SALON_KEY), source).await;
+}
+
+/// [`connect`] for `source` of a tenant, with a key it accepts.
+pub async fn connect_tenant_source(
+    client: &reqwest::Client,
+    base: &str,
+    provider: Provider,
+    (tenant, key): (&str, &str),
+    source: &str,
+) {
     let start = client
         .get(format!(
-            "{base}/oauth/{}/start?tenant=salon&source={source}",
+            "{base}/oauth/{}/start?tenant={tenant}&source={source}",
             provider.name()
         ))
-        .bearer_auth(SALON_KEY)
+        .bearer_auth(key)
         .send()
         .await
         .expect("start");

@@ -239,6 +239,7 @@ suite!(
     booking_time_queries_treat_touching_as_apart,
     booking_move_reindexes,
     booking_status_sets_busy_kind,
+    booking_index_names_the_resources_taken,
     booking_uids_are_unique_per_tenant,
     bookings_list_in_id_order,
     tenants_are_isolated,
@@ -444,6 +445,105 @@ pub async fn booking_status_sets_busy_kind<B: Backend + ?Sized>(store: &B) {
     assert_eq!(
         store.booking_ids_in(T, window(0, 24)).expect("ids"),
         ["c", "t", "x"]
+    );
+}
+
+/// The bookings' time index says what each booking takes, as last written:
+/// a replace that changes only the resources changes them there too, a move
+/// takes them along, and a booking naming none takes every resource.
+pub async fn booking_index_names_the_resources_taken<B: Backend + ?Sized>(store: &B) {
+    let taking = |id: &str, start: i64, resources: &[&str], rev: u32| {
+        let mut b = booking(T, id, start, start + 1, rev);
+        b.resources = resources.iter().map(|r| (*r).to_owned()).collect();
+        b
+    };
+    let anna = taking("b1", 10, &["anna"], 1);
+    create(store, &anna).await;
+    create(store, &taking("b2", 11, &[], 1)).await;
+    let mut cancelled = taking("b3", 12, &["ben", "room"], 1);
+    cancelled.status = BookingStatus::Cancelled;
+    create(store, &cancelled).await;
+    let index = |w: Span| -> Vec<(String, i64, BusyKind, Vec<String>)> {
+        store
+            .booking_index(T, w)
+            .expect("booking_index")
+            .into_iter()
+            .map(|b| (b.id, (b.span.start - BASE) / HOUR, b.kind, b.resources))
+            .collect()
+    };
+    let strings = |rs: &[&str]| rs.iter().map(|r| (*r).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        index(window(0, 24)),
+        [
+            ("b1".into(), 10, BusyKind::Busy, strings(&["anna"])),
+            ("b2".into(), 11, BusyKind::Busy, Vec::new()),
+            ("b3".into(), 12, BusyKind::Free, strings(&["ben", "room"])),
+        ],
+        "ordered by start, every kind, with what each takes"
+    );
+    let entries = store
+        .booking_index(T, window(0, 24))
+        .expect("booking_index");
+    assert!(entries[0].takes("anna") && !entries[0].takes("ben"));
+    assert!(
+        entries[1].takes("anna") && entries[1].takes("ben"),
+        "naming none takes all"
+    );
+    // Only the resources change: the index follows.
+    let ben = taking("b1", 10, &["ben"], 2);
+    written(
+        &store
+            .put_booking(&ben, &Precondition::EtagIs(anna.etag.clone()), None)
+            .await
+            .expect("put"),
+    );
+    assert_eq!(
+        index(window(10, 11)),
+        [("b1".into(), 10, BusyKind::Busy, strings(&["ben"]))]
+    );
+    // Moved and changed at once: found at the new time only, with the new ones.
+    let moved = taking("b1", 20, &["anna", "room"], 3);
+    written(
+        &store
+            .put_booking(&moved, &Precondition::EtagIs(ben.etag.clone()), None)
+            .await
+            .expect("put"),
+    );
+    assert!(index(window(10, 11)).is_empty());
+    assert_eq!(
+        index(window(20, 21)),
+        [("b1".into(), 20, BusyKind::Busy, strings(&["anna", "room"]))]
+    );
+    // Back to naming none: every resource again.
+    let everyone = taking("b1", 20, &[], 4);
+    written(
+        &store
+            .put_booking(&everyone, &Precondition::EtagIs(moved.etag.clone()), None)
+            .await
+            .expect("put"),
+    );
+    assert_eq!(
+        index(window(20, 21)),
+        [("b1".into(), 20, BusyKind::Busy, Vec::new())]
+    );
+    // booking_busy is the index's blocking entries.
+    let busy: Vec<String> = store
+        .booking_busy(T, window(0, 24))
+        .expect("booking_busy")
+        .into_iter()
+        .map(|e| e.object)
+        .collect();
+    assert_eq!(busy, ["b2", "b1"]);
+    store
+        .delete_booking(T, "b1", None, None)
+        .await
+        .expect("delete");
+    assert!(index(window(20, 21)).is_empty());
+    assert!(
+        store
+            .booking_index(OTHER, window(0, 24))
+            .expect("booking_index")
+            .is_empty()
     );
 }
 

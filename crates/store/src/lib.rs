@@ -6,7 +6,7 @@
 //! | tree          | key                                   | value                     |
 //! |---------------|---------------------------------------|---------------------------|
 //! | `bookings`    | tenant \0 booking id                  | booking (JSON)            |
-//! | `booking_time`| tenant \0 class start id ([`time_index`]) | end                   |
+//! | `booking_time`| tenant \0 class start id ([`time_index`]) | end, busy kind, resources ([`booking_index`]) |
 //! | `changes`     | tenant \0 collection \0 seq           | [`Change`] (JSON)         |
 //! | `meta`        | `version` \0 tenant                   | seq, modified             |
 //! | `idempotency` | tenant \0 api key \0 idempotency key  | [`IdempotencyRecord`]     |
@@ -20,7 +20,8 @@
 //! | `tenants`     | tenant id                             | provisioned tenant (see [`tenants`]) |
 //!
 //! Bookings and calendar objects are each indexed by time ([`time_index`]) with
-//! their busy kind in the index value, so free/busy never decodes a record.
+//! their busy kind in the index value (and, for bookings, the resources they
+//! take), so free/busy, slots and conflict checks never decode a record.
 //!
 //! Every write is one multi-tree transaction (record, index, change log and version
 //! move together) followed by a flush, so a write method that returns `Ok` has
@@ -54,6 +55,7 @@
 // The domain types this crate stores, under the paths its modules use.
 use calgate_model::model;
 
+mod booking_index;
 mod conflicts;
 pub mod conformance;
 mod export;
@@ -75,7 +77,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use crate::model::{Booking, BusyKind, BusySpan, CalendarObject, Conflict, Source, Span};
-pub use calgate_model::stored::BusyEntry;
+pub use calgate_model::stored::{BusyEntry, IndexedBooking};
 pub use conflicts::ConflictPage;
 pub use export::{ExportRecord, ExportState, ExternalChange, Parked};
 pub use inbox::{Delivery, INBOX_CAPACITY, InboxDelete, InboxItem, Outgoing};
@@ -333,6 +335,9 @@ fn busy_id(source: &str, object: &str, n: u32) -> Vec<u8> {
 
 /// Meta key present once the busy index files recurring occurrences in runs.
 const BUSY_RUNS_KEY: &[u8] = b"format\0busy-runs";
+/// Meta key present once every booking's time-index entry names the resources
+/// it takes ([`booking_index`]).
+const BOOKING_RESOURCES_KEY: &[u8] = b"format\0booking-resources";
 
 /// Memory sled may use for cached pages.
 const STORE_CACHE_BYTES: u64 = 32 * 1024 * 1024;
@@ -382,6 +387,7 @@ impl Store {
             tenants: db.open_tree("tenants")?,
         };
         let reindexed = store.index_busy_in_runs()?;
+        let resources_indexed = store.index_booking_resources()?;
         let delivered = store.deliver_leftovers()?;
         if delivered > 0 {
             tracing::info!(
@@ -389,7 +395,7 @@ impl Store {
                 "scheduling messages a crash held back delivered"
             );
         }
-        if reindexed || delivered > 0 {
+        if reindexed || resources_indexed || delivered > 0 {
             db.flush()?;
         }
         Ok(store)
@@ -436,6 +442,48 @@ impl Store {
         Ok(true)
     }
 
+    /// Brings a store written before the bookings' time index held their
+    /// resources to the current index, once: the entries of bookings naming
+    /// resources are rewritten from their records (the others are already
+    /// right, see [`booking_index`]). Whether anything was written.
+    fn index_booking_resources(&self) -> Result<bool, StoreError> {
+        if self.meta.get(BOOKING_RESOURCES_KEY)?.is_some() {
+            return Ok(false);
+        }
+        let mut batch = sled::Batch::default();
+        let mut pending = 0;
+        let mut rewritten = 0usize;
+        for item in self.bookings.iter() {
+            let (key, raw) = item?;
+            let booking: Booking = decode(&key, &raw)?;
+            if booking.resources.is_empty() {
+                continue;
+            }
+            let span = booking.span();
+            batch.insert(
+                time_index::entry_key(&[booking.tenant.as_bytes()], span, booking.id.as_bytes()),
+                time_index::entry_value(span, &booking_index::payload_of(&booking)),
+            );
+            pending += 1;
+            rewritten += 1;
+            // Batches of bounded size: each one holds sled's write lock.
+            if pending >= 4096 {
+                self.booking_time.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+        }
+        self.booking_time.apply_batch(batch)?;
+        if rewritten > 0 {
+            tracing::info!(
+                bookings = rewritten,
+                "the bookings' time index now names the resources each takes (once, after an upgrade)"
+            );
+        }
+        // Last, so a rewrite that stopped half-way runs again.
+        self.meta.insert(BOOKING_RESOURCES_KEY, b"1".as_slice())?;
+        Ok(true)
+    }
+
     /// Makes everything written so far durable (group-committed with other writers).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.commit.sync().await.map_err(StoreError::Durability)
@@ -456,6 +504,37 @@ impl Store {
                 out.push(decode(&key, &raw)?);
             }
         }
+        Ok(out)
+    }
+
+    /// Bookings overlapping `window` as the time index holds them (every kind),
+    /// ordered by start then id: never reads a record.
+    pub fn booking_index(
+        &self,
+        tenant: &str,
+        window: Span,
+    ) -> Result<Vec<IndexedBooking>, StoreError> {
+        let mut out = Vec::new();
+        let mut bad: Option<Vec<u8>> = None;
+        time_index::for_each(
+            &self.booking_time,
+            &[tenant.as_bytes()],
+            time_index::ALL,
+            window,
+            |span, id, payload| match booking_index::decode(id, span, payload) {
+                Some(booking) => out.push(booking),
+                None => {
+                    bad.get_or_insert_with(|| id.to_vec());
+                }
+            },
+        )?;
+        if let Some(id) = bad {
+            return Err(corrupt(
+                &join(&[tenant.as_bytes(), &id]),
+                "a booking's time-index entry does not decode",
+            ));
+        }
+        out.sort_by(|a, b| (a.span.start, &a.id).cmp(&(b.span.start, &b.id)));
         Ok(out)
     }
 
@@ -581,7 +660,7 @@ impl Store {
                 bookings.insert(key.as_slice(), record.as_slice())?;
                 time.insert(
                     time_index::entry_key(&[tenant], span, booking.id.as_bytes()),
-                    time_index::entry_value(span, kind_payload(booking.busy_kind())),
+                    time_index::entry_value(span, &booking_index::payload_of(booking)),
                 )?;
                 let version = record_change(
                     changes,
@@ -789,24 +868,6 @@ impl Store {
             ))
         });
         Ok(out)
-    }
-
-    /// Busy time from bookings overlapping `window` (cancelled bookings excluded).
-    pub fn booking_busy(&self, tenant: &str, window: Span) -> Result<Vec<BusyEntry>, StoreError> {
-        let hits = time_index::query(&self.booking_time, &[tenant.as_bytes()], window)?;
-        Ok(hits
-            .into_iter()
-            .filter_map(|h| {
-                let kind = kind_of(h.payload.first());
-                (kind != BusyKind::Free).then(|| BusyEntry {
-                    span: h.span,
-                    kind,
-                    source: crate::model::BOOKINGS_SOURCE.to_owned(),
-                    object: String::from_utf8_lossy(&h.id).into_owned(),
-                    resource: None,
-                })
-            })
-            .collect())
     }
 
     /// Occurrences of calendar objects overlapping `window`, of every kind
@@ -1486,6 +1547,79 @@ mod tests {
             .await
             .unwrap();
         assert!(store.busy.is_empty(), "no entry of the old layout left");
+    }
+
+    /// A confirmed booking on day 0 from `hour` for an hour, taking `resources`.
+    fn booking(id: &str, hour: i64, resources: &[&str]) -> Booking {
+        let at = |h: i64| {
+            DateTime::from_timestamp_millis(h * DAY / 24)
+                .expect("in range")
+                .fixed_offset()
+        };
+        Booking {
+            id: id.into(),
+            uid: format!("{id}@test"),
+            tenant: "t".into(),
+            time: crate::model::BookingTime::Timed {
+                start: at(hour),
+                end: at(hour + 1),
+            },
+            time_zone: "UTC".parse().expect("UTC is a zone"),
+            title: id.into(),
+            service: None,
+            customer: None,
+            location: None,
+            notes: None,
+            status: crate::model::BookingStatus::Confirmed,
+            metadata: serde_json::Map::new(),
+            created: Utc::now(),
+            updated: Utc::now(),
+            sequence: 0,
+            etag: format!("\"{id}\""),
+            calendar_text: None,
+            calendar_text_sequence: None,
+            resources: resources.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_indexed_resources_is_reindexed_once_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let bookings = [booking("anna", 9, &["anna"]), booking("all", 10, &[])];
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for b in &bookings {
+                store
+                    .put_booking(b, &Precondition::MustNotExist, None)
+                    .await
+                    .unwrap();
+                // The entry as the previous release wrote it: the kind alone.
+                store
+                    .booking_time
+                    .insert(
+                        time_index::entry_key(&[b"t"], b.span(), b.id.as_bytes()),
+                        time_index::entry_value(b.span(), kind_payload(b.busy_kind())),
+                    )
+                    .unwrap();
+            }
+            store.meta.remove(BOOKING_RESOURCES_KEY).unwrap();
+            let old = store.booking_index("t", Span::new(0, DAY)).unwrap();
+            assert!(old.iter().all(|b| b.resources.is_empty()), "{old:?}");
+            store.flush().await.unwrap();
+        }
+        let store = reopen(dir.path());
+        let taken: Vec<(String, Vec<String>)> = store
+            .booking_index("t", Span::new(0, DAY))
+            .unwrap()
+            .into_iter()
+            .map(|b| (b.id, b.resources))
+            .collect();
+        assert_eq!(
+            taken,
+            [("anna".into(), vec!["anna".into()]), ("all".into(), vec![])]
+        );
+        assert_eq!(store.booking_time.len(), 2, "rewritten in place");
+        assert!(store.meta.get(BOOKING_RESOURCES_KEY).unwrap().is_some());
     }
 
     #[tokio::test]

@@ -43,8 +43,8 @@ use crate::model::{
 };
 use crate::{
     BusyEntry, Change, ConflictPage, DeleteOutcome, ExportRecord, ExportState, IdempotencyClaim,
-    InboxDelete, InboxItem, MirrorWrites, ObjectOutcome, ObjectText, ObjectWrite, Outgoing,
-    Precondition, ProvisionedTenant, Store, StoreError, TenantVersion, WriteOutcome,
+    InboxDelete, InboxItem, IndexedBooking, MirrorWrites, ObjectOutcome, ObjectText, ObjectWrite,
+    Outgoing, Precondition, ProvisionedTenant, Store, StoreError, TenantVersion, WriteOutcome,
 };
 
 /// The future of an async store method (boxed, so the traits stay object-safe).
@@ -111,8 +111,21 @@ pub trait BookingStore: Durable {
     ) -> Result<Option<WriteOutcome>, StoreError>;
     /// Forgets Idempotency-Keys older than [`crate::IDEMPOTENCY_TTL_MS`]; how many.
     fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
-    /// Busy time of bookings overlapping `window` (cancelled ones excluded).
-    fn booking_busy(&self, tenant: &str, window: Span) -> Result<Vec<BusyEntry>, StoreError>;
+    /// Bookings overlapping `window` as their time index holds them: id, span,
+    /// busy kind (`Free` for cancelled ones) and the resources each takes, as
+    /// last written; ordered by start, then id. Free/busy, slots and conflict
+    /// checks run on this alone, so it must not read booking records.
+    fn booking_index(&self, tenant: &str, window: Span) -> Result<Vec<IndexedBooking>, StoreError>;
+    /// Busy time of bookings overlapping `window` (cancelled ones excluded),
+    /// ordered by start.
+    fn booking_busy(&self, tenant: &str, window: Span) -> Result<Vec<BusyEntry>, StoreError> {
+        Ok(self
+            .booking_index(tenant, window)?
+            .iter()
+            .filter(|b| b.kind != BusyKind::Free)
+            .map(|b| b.busy_entry(None))
+            .collect())
+    }
 }
 
 /// Calendar objects of a tenant's sources: records, their busy index and UIDs.
@@ -556,8 +569,8 @@ impl BookingStore for Store {
     fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         Store::purge_idempotency(self, now)
     }
-    fn booking_busy(&self, tenant: &str, window: Span) -> Result<Vec<BusyEntry>, StoreError> {
-        Store::booking_busy(self, tenant, window)
+    fn booking_index(&self, tenant: &str, window: Span) -> Result<Vec<IndexedBooking>, StoreError> {
+        Store::booking_index(self, tenant, window)
     }
 }
 

@@ -6,7 +6,10 @@
 
 mod common;
 
-use common::{Extra, Gateway, TestGateway, add_salon_resource_source, password_hash};
+use common::{
+    Extra, Gateway, TestGateway, add_salon_resource_source, create_salon_legacy_booking,
+    password_hash,
+};
 use reqwest::StatusCode;
 
 /// Anna (with an e-mail address), Ben, and a room with two places; users
@@ -451,6 +454,46 @@ async fn free_busy_per_resource() {
     );
     assert!(!ben.contains("T130000Z/"), "{ben}");
     assert!(nobody.contains("3.7;Invalid calendar user"), "{nobody}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_booking_naming_no_resource_is_in_every_resources_collection() {
+    let s = start().await;
+    // Stored before the salon declared resources: it takes every one.
+    let everyone = create_salon_legacy_booking(
+        s.app(),
+        "2027-03-01T14:00:00+01:00",
+        "2027-03-01T15:00:00+01:00",
+        "Salon closed",
+    )
+    .await;
+    let name = format!("{everyone}.ics");
+    for collection in ["bookings.anna", "bookings.ben", "bookings.room", "bookings"] {
+        let path = format!("{HOME}{collection}/");
+        let (_, listing) = dav(&s, "ana", "PROPFIND", &path, "1", "").await;
+        assert!(listing.contains(&format!("{path}{name}")), "{listing}");
+        let (status, _, text) = s
+            .send_as("ana", "GET", &format!("{path}{name}"), &[], String::new())
+            .await;
+        assert_eq!(status, 200, "{collection}");
+        assert!(text.contains("Salon closed"), "{text}");
+    }
+    // Anna's client sees it, but it is the salon's: not hers to change or
+    // cancel (it would be for every resource).
+    let anna = format!("{HOME}bookings.anna/{name}");
+    let (status, body) = put(&s, "stylist-anna", &anna, &event(&everyone, "1400", "1600")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("takes every resource"), "{body}");
+    let (status, _, body) = s
+        .send_as("stylist-anna", "DELETE", &anna, &[], String::new())
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("takes every resource"), "{body}");
+    let (status, booking, _) = s
+        .get(&format!("/api/v1/tenants/salon/bookings/{everyone}"))
+        .await;
+    assert_eq!(status, 200, "still there");
+    assert_eq!(booking["end"], "2027-03-01T15:00:00+01:00", "unchanged");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -255,11 +255,11 @@ pub fn object(ctx: &Ctx<'_>, cal: Calendar, name: &str) -> Result<Node, DavError
 }
 
 /// Whether booking `b` is a member of bookings collection `cal`: a
-/// resource's holds the bookings naming it (tenant-wide bookings stored
-/// before resources stay in `bookings/` only).
+/// resource's holds the bookings taking it ([`Booking::takes`], the rule the
+/// conflict check, free/busy and feeds use), tenant-wide ones stored before
+/// resources included.
 pub fn takes(cal: &Calendar, b: &Booking) -> bool {
-    cal.resource()
-        .is_none_or(|r| b.resources.iter().any(|x| x == r))
+    cal.resource().is_none_or(|r| b.takes(r))
 }
 
 impl Node {

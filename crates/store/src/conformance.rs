@@ -248,6 +248,7 @@ suite!(
     idempotency_purge_forgets_expired_keys,
     versions_move_with_every_logged_write,
     change_log_answers_sync_tokens,
+    each_resource_sees_the_changes_of_its_bookings,
     object_round_trip,
     object_preconditions,
     object_uids_are_unique_per_source,
@@ -814,6 +815,116 @@ pub async fn change_log_answers_sync_tokens<B: Backend + ?Sized>(store: &B) {
         2
     );
     assert_eq!(store.collection_version(T, "other").expect("cv"), 0);
+}
+
+/// Each resource sees the bookings log through what the bookings take: a
+/// change to another resource's booking is not one of its changes and does
+/// not move its version; a booking that stops taking it is gone from it, and
+/// one that starts is new; a booking naming none is every resource's. The
+/// bookings log itself (the export outbox) still holds every change.
+pub async fn each_resource_sees_the_changes_of_its_bookings<B: Backend + ?Sized>(store: &B) {
+    let taking = |id: &str, resources: &[&str], rev: u32| {
+        let mut b = booking(T, id, 10, 11, rev);
+        b.resources = resources.iter().map(|r| (*r).to_owned()).collect();
+        b
+    };
+    let seen = |resource: &str, since: u64| -> Vec<(u64, String, bool)> {
+        store
+            .resource_changes_since(T, resource, since)
+            .expect("resource_changes_since")
+            .into_iter()
+            .map(|c| (c.seq, c.id, c.deleted))
+            .collect()
+    };
+    let version = |resource: &str| store.resource_version(T, resource).expect("version");
+    assert_eq!(version("anna"), 0);
+    let a1 = taking("a1", &["anna"], 1);
+    let v_a1 = create(store, &a1).await.seq;
+    let v_b1 = create(store, &taking("b1", &["ben"], 1)).await.seq;
+    let v_all = create(store, &taking("all", &[], 1)).await.seq;
+    assert_eq!(
+        seen("anna", 0),
+        [(v_a1, "a1".into(), false), (v_all, "all".into(), false)]
+    );
+    assert_eq!(
+        seen("ben", 0),
+        [(v_b1, "b1".into(), false), (v_all, "all".into(), false)]
+    );
+    assert_eq!((version("anna"), version("ben")), (v_all, v_all));
+    assert_eq!(seen("room", 0), [(v_all, "all".into(), false)]);
+
+    // Another of Ben's: Anna sees nothing, her version stays.
+    let v_b2 = create(store, &taking("b2", &["ben"], 1)).await.seq;
+    assert!(seen("anna", v_all).is_empty());
+    assert_eq!(version("anna"), v_all);
+    assert_eq!(version("ben"), v_b2);
+
+    // a1 moves from Anna to Ben: gone from hers, new in his.
+    let moved = taking("a1", &["ben"], 2);
+    let v_move = written(
+        &store
+            .put_booking(&moved, &Precondition::EtagIs(a1.etag.clone()), None)
+            .await
+            .expect("put"),
+    )
+    .seq;
+    assert_eq!(seen("anna", v_all), [(v_move, "a1".into(), true)]);
+    assert_eq!(
+        seen("ben", v_b2),
+        [(v_move, "a1".into(), false)],
+        "new in Ben's"
+    );
+    assert_eq!((version("anna"), version("ben")), (v_move, v_move));
+    assert!(seen("room", v_all).is_empty());
+    assert_eq!(version("room"), v_all);
+
+    // The tenant-wide booking comes to name Anna: Ben and the room lose it.
+    let all = taking("all", &[], 1);
+    let v_named = written(
+        &store
+            .put_booking(
+                &taking("all", &["anna"], 2),
+                &Precondition::EtagIs(all.etag.clone()),
+                None,
+            )
+            .await
+            .expect("put"),
+    )
+    .seq;
+    assert_eq!(seen("anna", v_move), [(v_named, "all".into(), false)]);
+    assert_eq!(seen("ben", v_move), [(v_named, "all".into(), true)]);
+    assert_eq!(seen("room", v_move), [(v_named, "all".into(), true)]);
+    assert_eq!(version("room"), v_named);
+
+    // A deletion is a deletion for the resources it took only.
+    let v_gone = match store
+        .delete_booking(T, "b1", None, None)
+        .await
+        .expect("delete")
+    {
+        DeleteOutcome::Deleted(v) => v.seq,
+        other => panic!("delete: {other:?}"),
+    };
+    assert_eq!(seen("ben", v_named), [(v_gone, "b1".into(), true)]);
+    assert!(seen("anna", v_named).is_empty());
+    assert_eq!((version("anna"), version("ben")), (v_named, v_gone));
+
+    // The bookings log keeps every change, as logged, for the exporter.
+    assert_eq!(
+        log(store, BOOKINGS_COLLECTION, v_b2),
+        [
+            (v_move, "a1".into(), false),
+            (v_named, "all".into(), false),
+            (v_gone, "b1".into(), true),
+        ]
+    );
+    assert_eq!(store.resource_version(OTHER, "anna").expect("version"), 0);
+    assert!(
+        store
+            .resource_changes_since(OTHER, "anna", 0)
+            .expect("changes")
+            .is_empty()
+    );
 }
 
 /// An object reads back whole, as text, and in listings (id order).
@@ -2031,6 +2142,11 @@ pub async fn delete_tenant_data_removes_that_tenant_only<B: Backend + ?Sized>(st
     );
     assert!(store.inbox_items(T, "bea").expect("inbox").is_empty());
     assert_eq!(store.inbox_version(T, "bea").expect("inbox version"), 0);
+    assert_eq!(
+        store.resource_version(T, "anna").expect("resource version"),
+        0,
+        "a resource's version goes with the bookings log"
+    );
     assert!(store.conflicts(T).expect("conflicts").is_empty());
     assert!(
         store.version(T).expect("version").seq > version,
@@ -2038,6 +2154,12 @@ pub async fn delete_tenant_data_removes_that_tenant_only<B: Backend + ?Sized>(st
     );
 
     assert!(store.booking(OTHER, "b1").expect("booking").is_some());
+    assert!(
+        store
+            .resource_version(OTHER, "anna")
+            .expect("resource version")
+            > 0
+    );
     assert!(
         store
             .idempotency_outcome(OTHER, &claim("k1", "f1"))

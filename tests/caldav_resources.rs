@@ -6,7 +6,10 @@
 
 mod common;
 
-use common::{Extra, Gateway, TestGateway, add_salon_resource_source, password_hash};
+use common::{
+    Extra, Gateway, SALON_KEY, TestGateway, add_salon_resource_source, create_salon_legacy_booking,
+    password_hash,
+};
 use reqwest::StatusCode;
 
 /// Anna (with an e-mail address), Ben, and a room with two places; users
@@ -451,6 +454,171 @@ async fn free_busy_per_resource() {
     );
     assert!(!ben.contains("T130000Z/"), "{ben}");
     assert!(nobody.contains("3.7;Invalid calendar user"), "{nobody}");
+}
+
+/// A sync-collection REPORT of `collection` from `token` (empty: initial), as
+/// "ana" (who sees every collection): the members reported, as (resource
+/// name, present; false for a 404), and the token that closes the answer.
+async fn sync_of(s: &TestGateway, collection: &str, token: &str) -> (Vec<(String, bool)>, String) {
+    let body = format!(
+        r#"<?xml version="1.0"?><d:sync-collection xmlns:d="DAV:"><d:sync-token>{token}</d:sync-token><d:sync-level>1</d:sync-level><d:prop><d:getetag/></d:prop></d:sync-collection>"#
+    );
+    let (status, body) = dav(s, "ana", "REPORT", collection, "1", &body).await;
+    assert_eq!(status, 207, "{body}");
+    let members = body
+        .split("<d:response>")
+        .skip(1)
+        .map(|response| {
+            let href = text_of(response, "d:href");
+            let name = href.rsplit('/').next().unwrap_or_default().to_owned();
+            (name, !response.contains("<d:status>HTTP/1.1 404"))
+        })
+        .collect();
+    (members, text_of(&body, "d:sync-token"))
+}
+
+/// The text of the first `<{element}>` in `xml`.
+fn text_of(xml: &str, element: &str) -> String {
+    let open = format!("<{element}>");
+    let start = xml.find(&open).map_or(xml.len(), |at| at + open.len());
+    let rest = &xml[start..];
+    rest[..rest.find('<').unwrap_or(rest.len())].to_owned()
+}
+
+/// A collection's CTag (`CS:getctag`).
+async fn ctag(s: &TestGateway, collection: &str) -> String {
+    let ask = r#"<?xml version="1.0"?><d:propfind xmlns:d="DAV:" xmlns:cs="http://calendarserver.org/ns/"><d:prop><cs:getctag/></d:prop></d:propfind>"#;
+    let (status, body) = dav(s, "ana", "PROPFIND", collection, "0", ask).await;
+    assert_eq!(status, 207, "{body}");
+    let at = body.find("getctag>").expect("a getctag") + "getctag>".len();
+    body[at..][..body[at..].find('<').unwrap_or(0)].to_owned()
+}
+
+fn present(names: &[&str]) -> Vec<(String, bool)> {
+    names.iter().map(|n| ((*n).to_owned(), true)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn incremental_sync_of_a_resource_reports_only_its_bookings() {
+    let s = start().await;
+    let anna = "/dav/calendars/salon/bookings.anna/";
+    let ben = "/dav/calendars/salon/bookings.ben/";
+    let (status, body) = put(
+        &s,
+        "stylist-anna",
+        &format!("{anna}move-1.ics"),
+        &event("move-1", "0900", "1000"),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (found, anna_token) = sync_of(&s, anna, "").await;
+    assert_eq!(found, present(&["move-1.ics"]));
+    let (found, ben_token) = sync_of(&s, ben, "").await;
+    assert!(found.is_empty(), "{found:?}");
+    let anna_ctag = ctag(&s, anna).await;
+
+    // A booking of Ben's is no change of Anna's: nothing reported, and her
+    // token and CTag stay.
+    let (status, body) = put(
+        &s,
+        "stylist-ben",
+        &format!("{ben}ben-1.ics"),
+        &event("ben-1", "1100", "1200"),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (found, token) = sync_of(&s, anna, &anna_token).await;
+    assert!(
+        found.is_empty(),
+        "Ben's booking leaks into Anna's: {found:?}"
+    );
+    assert_eq!(token, anna_token);
+    assert_eq!(ctag(&s, anna).await, anna_ctag);
+    let (found, ben_token) = sync_of(&s, ben, &ben_token).await;
+    assert_eq!(found, present(&["ben-1.ics"]));
+
+    // Moved from Anna to Ben: gone from hers, new in his.
+    let (status, body, _) = common::split(
+        s.client
+            .patch(s.url("/api/v1/tenants/salon/bookings/move-1"))
+            .bearer_auth(SALON_KEY)
+            .json(&serde_json::json!({"resources": ["ben"]}))
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (found, anna_token) = sync_of(&s, anna, &anna_token).await;
+    assert_eq!(found, [("move-1.ics".to_owned(), false)]);
+    assert_ne!(ctag(&s, anna).await, anna_ctag, "a booking left Anna's");
+    let (found, ben_token) = sync_of(&s, ben, &ben_token).await;
+    assert_eq!(found, present(&["move-1.ics"]));
+
+    // A booking naming no resource (stored before the salon declared them)
+    // takes every one: new in both, and listed there too.
+    let everyone = create_salon_legacy_booking(
+        s.app(),
+        "2027-03-01T14:00:00+01:00",
+        "2027-03-01T15:00:00+01:00",
+        "Salon closed",
+    )
+    .await;
+    let name = format!("{everyone}.ics");
+    for (collection, token) in [(anna, &anna_token), (ben, &ben_token)] {
+        let (found, _) = sync_of(&s, collection, token).await;
+        assert_eq!(found, present(&[&name]), "{collection}");
+        let (_, listing) = dav(&s, "ana", "PROPFIND", collection, "1", "").await;
+        assert!(listing.contains(&name), "{collection}: {listing}");
+    }
+    // A full resync agrees with the incremental answers.
+    let (found, _) = sync_of(&s, anna, "").await;
+    assert_eq!(found, present(&[&name]));
+    let (mut found, _) = sync_of(&s, ben, "").await;
+    found.sort();
+    let mut expected = present(&["ben-1.ics", "move-1.ics", &name]);
+    expected.sort();
+    assert_eq!(found, expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_booking_naming_no_resource_is_in_every_resources_collection() {
+    let s = start().await;
+    // Stored before the salon declared resources: it takes every one.
+    let everyone = create_salon_legacy_booking(
+        s.app(),
+        "2027-03-01T14:00:00+01:00",
+        "2027-03-01T15:00:00+01:00",
+        "Salon closed",
+    )
+    .await;
+    let name = format!("{everyone}.ics");
+    for collection in ["bookings.anna", "bookings.ben", "bookings.room", "bookings"] {
+        let path = format!("{HOME}{collection}/");
+        let (_, listing) = dav(&s, "ana", "PROPFIND", &path, "1", "").await;
+        assert!(listing.contains(&format!("{path}{name}")), "{listing}");
+        let (status, _, text) = s
+            .send_as("ana", "GET", &format!("{path}{name}"), &[], String::new())
+            .await;
+        assert_eq!(status, 200, "{collection}");
+        assert!(text.contains("Salon closed"), "{text}");
+    }
+    // Anna's client sees it, but it is the salon's: not hers to change or
+    // cancel (it would be for every resource).
+    let anna = format!("{HOME}bookings.anna/{name}");
+    let (status, body) = put(&s, "stylist-anna", &anna, &event(&everyone, "1400", "1600")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("takes every resource"), "{body}");
+    let (status, _, body) = s
+        .send_as("stylist-anna", "DELETE", &anna, &[], String::new())
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("takes every resource"), "{body}");
+    let (status, booking, _) = s
+        .get(&format!("/api/v1/tenants/salon/bookings/{everyone}"))
+        .await;
+    assert_eq!(status, 200, "still there");
+    assert_eq!(booking["end"], "2027-03-01T15:00:00+01:00", "unchanged");
 }
 
 #[tokio::test(flavor = "multi_thread")]

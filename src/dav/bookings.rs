@@ -160,9 +160,7 @@ fn resources_taken(
 ) -> Result<Option<Vec<String>>, DavError> {
     match (resource, existing) {
         (Some(r), None) => Ok(Some(vec![r.to_owned()])),
-        (Some(_), Some(b)) if b.resources.is_empty() => Err(invalid_object(format!(
-            "booking \"{id}\" takes every resource (it was stored before the tenant declared resources): change it through bookings/ or the booking API"
-        ))),
+        (Some(_), Some(b)) if b.resources.is_empty() => Err(invalid_object(tenant_wide(id))),
         (Some(r), Some(b)) if !b.resources.iter().any(|x| x == r) => {
             let mut taken = b.resources.clone();
             taken.push(r.to_owned());
@@ -182,6 +180,16 @@ fn resources_taken(
         }
         _ => Ok(None),
     }
+}
+
+/// Why a booking naming no resource (stored before the tenant declared them)
+/// is not changed or cancelled through a resource's collection: it is in
+/// every resource's, since it takes every one, and acting there would act for
+/// all of them.
+pub(super) fn tenant_wide(id: &str) -> String {
+    format!(
+        "booking \"{id}\" takes every resource (it was stored before the tenant declared resources): change it through bookings/ or the booking API"
+    )
 }
 
 /// A booking-engine refusal as CalDAV answers it.

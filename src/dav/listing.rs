@@ -274,10 +274,7 @@ impl Listings {
     pub fn current(&self, ctx: &Ctx<'_>, cal: &Calendar) -> Result<Arc<Listing>, DavError> {
         let key = (ctx.tenant.id.clone(), cal.id().to_owned());
         if let Some(cached) = self.cached(&key) {
-            let changes = ctx
-                .app
-                .store
-                .changes_since(&ctx.tenant.id, cal.log(), cached.version)?;
+            let changes = cal.changes_since(ctx, cached.version)?;
             if changes.is_empty() {
                 self.keep(key, &cached);
                 return Ok(cached);
@@ -291,10 +288,7 @@ impl Listings {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let cached = self.cached(&key);
         let since = cached.as_ref().map_or(0, |l| l.version);
-        let changes = ctx
-            .app
-            .store
-            .changes_since(&ctx.tenant.id, cal.log(), since)?;
+        let changes = cal.changes_since(ctx, since)?;
         let listing = match cached {
             Some(unchanged) if changes.is_empty() => unchanged,
             base => Arc::new(apply(

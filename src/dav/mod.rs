@@ -606,6 +606,9 @@ async fn delete(
     let app = ctx.app;
     match node {
         Node::Booking(cal, b) => {
+            if cal.resource().is_some() && b.resources.is_empty() {
+                return Err(DavError::forbidden(bookings::tenant_wide(&b.id)));
+            }
             delete_object(ctx, &cal, &b.id, headers, expected).await?;
         }
         Node::Object(cal @ Calendar::Source(_), o) => {

@@ -22,7 +22,7 @@ use super::listing::Member;
 use crate::app::{App, UserPrincipal};
 use crate::config::{Scheduling, TenantConfig, UserConfig};
 use crate::model::{BOOKINGS_SOURCE, Booking, CalendarObject, Source};
-use crate::store::InboxItem;
+use crate::store::{BOOKINGS_COLLECTION, Change, InboxItem, StoreError};
 
 /// Who is asking, and in which tenant.
 pub struct Ctx<'a> {
@@ -63,13 +63,31 @@ impl Calendar {
         }
     }
 
-    /// The change log its members' changes are written to: every bookings
-    /// collection reads the one log of bookings (a resource's keeps the
-    /// members that take it; see [`object`]).
-    pub fn log(&self) -> &str {
+    /// Seq of the newest change to its members: its ETag, CTag and sync
+    /// token. A resource's moves only with the bookings that take it (or
+    /// took it), not with the rest of the bookings log.
+    pub fn version(&self, ctx: &Ctx<'_>) -> Result<u64, StoreError> {
+        let store = &ctx.app.store;
         match self {
-            Calendar::Bookings | Calendar::ResourceBookings { .. } => BOOKINGS_SOURCE,
-            Calendar::Source(s) => &s.id,
+            Calendar::Bookings => store.collection_version(&ctx.tenant.id, BOOKINGS_COLLECTION),
+            Calendar::ResourceBookings { resource, .. } => {
+                store.resource_version(&ctx.tenant.id, resource)
+            }
+            Calendar::Source(s) => store.collection_version(&ctx.tenant.id, &s.id),
+        }
+    }
+
+    /// Changes to its members after `since`, oldest first: a resource's are
+    /// those of the bookings that take or took it, a booking that stopped
+    /// taking it coming as a deletion (the one bookings log, filtered).
+    pub fn changes_since(&self, ctx: &Ctx<'_>, since: u64) -> Result<Vec<Change>, StoreError> {
+        let store = &ctx.app.store;
+        match self {
+            Calendar::Bookings => store.changes_since(&ctx.tenant.id, BOOKINGS_COLLECTION, since),
+            Calendar::ResourceBookings { resource, .. } => {
+                store.resource_changes_since(&ctx.tenant.id, resource, since)
+            }
+            Calendar::Source(s) => store.changes_since(&ctx.tenant.id, &s.id, since),
         }
     }
 
@@ -255,11 +273,11 @@ pub fn object(ctx: &Ctx<'_>, cal: Calendar, name: &str) -> Result<Node, DavError
 }
 
 /// Whether booking `b` is a member of bookings collection `cal`: a
-/// resource's holds the bookings naming it (tenant-wide bookings stored
-/// before resources stay in `bookings/` only).
+/// resource's holds the bookings taking it ([`Booking::takes`], the rule the
+/// conflict check, free/busy and feeds use), tenant-wide ones stored before
+/// resources included.
 pub fn takes(cal: &Calendar, b: &Booking) -> bool {
-    cal.resource()
-        .is_none_or(|r| b.resources.iter().any(|x| x == r))
+    cal.resource().is_none_or(|r| b.takes(r))
 }
 
 impl Node {
@@ -390,7 +408,7 @@ impl Node {
         let store = &ctx.app.store;
         Ok(match self {
             Node::Inbox(user) => Some(store.inbox_version(&ctx.tenant.id, user)?),
-            Node::Calendar(c) => Some(store.collection_version(&ctx.tenant.id, c.log())?),
+            Node::Calendar(c) => Some(c.version(ctx)?),
             _ => None,
         })
     }

@@ -214,48 +214,37 @@ impl ConflictTracker {
         // One index query over the object's whole extent, then matching in memory:
         // a recurring object has hundreds of occurrences.
         let bookings = match object.and_then(blocking_envelope) {
-            Some(span) => {
-                let found = self.store.booking_busy(&tenant.id, span)?;
-                self.of_owner(tenant, source, span, found)?
-            }
+            Some(span) => self.blocked_by(tenant, source, span)?,
             None => Vec::new(),
         };
         let changes = self.reconcile(tenant, source, object_id, object, &bookings)?;
         self.apply(tenant, source, changes).await
     }
 
-    /// The bookings among `found` (overlapping `span`) that a calendar of
-    /// `source` can conflict with: all of them for a tenant-wide source; for
-    /// a resource's own calendar, the bookings taking that resource and the
-    /// tenant-wide ones (stored before resources). Reads bookings only for a
-    /// resource's calendar that overlaps some.
-    fn of_owner(
+    /// The blocking bookings overlapping `span` that a calendar of `source`
+    /// can conflict with, ordered by start: all of them for a tenant-wide
+    /// source; for a resource's own calendar, the bookings taking that
+    /// resource and the tenant-wide ones (stored before resources). One read
+    /// of the bookings' time index, which says what each takes.
+    fn blocked_by(
         &self,
         tenant: &TenantConfig,
         source: &str,
         span: Span,
-        found: Vec<crate::store::BusyEntry>,
     ) -> Result<Vec<crate::store::BusyEntry>, StoreError> {
-        if found.is_empty() || !tenant.declares_resources() {
-            return Ok(found);
-        }
-        let Some(owner) = self
-            .store
-            .source(&tenant.id, source)?
-            .and_then(|s| s.resource)
-        else {
-            return Ok(found);
+        let found = self.store.booking_index(&tenant.id, span)?;
+        let owner = match found.is_empty() || !tenant.declares_resources() {
+            true => None,
+            false => self
+                .store
+                .source(&tenant.id, source)?
+                .and_then(|s| s.resource),
         };
-        let taking: std::collections::HashSet<String> = self
-            .store
-            .bookings_in(&tenant.id, span)?
-            .into_iter()
-            .filter(|b| can_conflict(tenant, Some(&owner), &b.resources))
-            .map(|b| b.id)
-            .collect();
         Ok(found
-            .into_iter()
-            .filter(|e| taking.contains(&e.object))
+            .iter()
+            .filter(|b| b.kind != BusyKind::Free)
+            .filter(|b| can_conflict(tenant, owner.as_deref(), &b.resources))
+            .map(|b| b.busy_entry(None))
             .collect())
     }
 
@@ -291,10 +280,7 @@ impl ConflictTracker {
             .filter_map(|o| blocking_envelope(o))
             .reduce(|a, b| Span::new(a.start.min(b.start), a.end.max(b.end)));
         let bookings = match envelope {
-            Some(span) => {
-                let found = self.store.booking_busy(&tenant.id, span)?;
-                self.of_owner(tenant, source, span, found)?
-            }
+            Some(span) => self.blocked_by(tenant, source, span)?,
             None => Vec::new(),
         };
         let open = self.store.objects_in_open_conflicts(&tenant.id, source)?;

@@ -2,8 +2,9 @@
 //! calendar source, merged into sorted, non-overlapping blocks.
 //!
 //! Inputs come from the store's time indexes (bookings and the busy index of
-//! calendar objects), already expanded and carrying their busy kind, so a query is a
-//! handful of ordered range scans plus a sweep — no iCalendar is parsed here.
+//! calendar objects), already expanded and carrying their busy kind (and, for
+//! bookings, the resources they take), so a query is a handful of ordered range
+//! scans plus a sweep — no iCalendar is parsed and no booking record is read here.
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Utc};
 
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use crate::ical::zones::Zone;
 use crate::model::{BOOKINGS_SOURCE, BusyKind, Span};
 use crate::settings::{OpeningHours, Resource, TenantConfig};
-use crate::store::{BusyEntry, Store, StoreError};
+use crate::store::{BusyEntry, IndexedBooking, Store, StoreError};
 
 pub use crate::model::{BusyBlock, Contributor};
 
@@ -326,37 +327,12 @@ fn full_spans(inputs: &[(Span, BusyKind)], capacity: u32) -> Vec<(Span, BusyKind
     merge(&full)
 }
 
-/// A booking as per-resource questions need it.
-#[derive(Debug, Clone)]
-struct Taken {
-    id: String,
-    span: Span,
-    kind: BusyKind,
-    /// Empty: tenant-wide (it takes every resource).
-    resources: Vec<String>,
-}
-
-impl Taken {
-    fn takes(&self, resource: &str) -> bool {
-        crate::model::takes(&self.resources, resource)
-    }
-
-    fn entry(&self, resource: &str) -> BusyEntry {
-        BusyEntry {
-            span: self.span,
-            kind: self.kind,
-            source: BOOKINGS_SOURCE.to_owned(),
-            object: self.id.clone(),
-            resource: Some(resource.to_owned()),
-        }
-    }
-}
-
 /// A tenant's busy time within a window, loaded once, asked per resource: a
 /// resource is busy where a tenant-wide source or one of its own is, and
 /// where its bookings (with the tenant-wide ones) fill its capacity.
 pub struct ResourceBusy {
-    bookings: Vec<Taken>,
+    /// Blocking bookings, from the time index (no record is read).
+    bookings: Vec<IndexedBooking>,
     objects: Vec<BusyEntry>,
     /// Source id → the resource it belongs to (`None`: the whole tenant).
     owners: HashMap<String, Option<String>>,
@@ -375,16 +351,13 @@ impl ResourceBusy {
         let wanted = |id: &str| sources.is_none_or(|s| s.iter().any(|x| x == id));
         let bookings = if wanted(BOOKINGS_SOURCE) {
             store
-                .bookings_in(&tenant.id, window)?
+                .booking_index(&tenant.id, window)?
                 .into_iter()
-                .filter(|b| b.busy_kind() != BusyKind::Free && Some(b.id.as_str()) != ignore)
-                .map(|b| Taken {
-                    span: b.span(),
-                    kind: b.busy_kind(),
-                    id: b.id,
-                    resources: b.resources,
+                .filter(|b| {
+                    b.kind != BusyKind::Free
+                        && Some(b.id.as_str()) != ignore
+                        && b.span.overlaps(&window)
                 })
-                .filter(|b| b.span.overlaps(&window))
                 .collect()
         } else {
             Vec::new()
@@ -421,7 +394,7 @@ impl ResourceBusy {
             .filter(move |e| self.blocks(&e.source, resource))
     }
 
-    fn bookings_of<'a>(&'a self, resource: &'a str) -> impl Iterator<Item = &'a Taken> {
+    fn bookings_of<'a>(&'a self, resource: &'a str) -> impl Iterator<Item = &'a IndexedBooking> {
         self.bookings.iter().filter(move |b| b.takes(resource))
     }
 
@@ -450,7 +423,7 @@ impl ResourceBusy {
                 ..e.clone()
             })
             .collect();
-        let overlapping: Vec<&Taken> = self
+        let overlapping: Vec<&IndexedBooking> = self
             .bookings_of(&resource.id)
             .filter(|b| b.span.overlaps(&span))
             .collect();
@@ -459,7 +432,7 @@ impl ResourceBusy {
             .map(|b| (intersect(b.span, span), b.kind))
             .collect();
         if !full_spans(&clipped, resource.capacity).is_empty() {
-            found.extend(overlapping.iter().map(|b| b.entry(&resource.id)));
+            found.extend(overlapping.iter().map(|b| b.busy_entry(Some(&resource.id))));
         }
         found.sort_by_key(|e| (e.span.start, e.span.end));
         found
@@ -475,7 +448,7 @@ impl ResourceBusy {
             })
             .chain(
                 self.bookings_of(&resource.id)
-                    .map(|b| b.entry(&resource.id)),
+                    .map(|b| b.busy_entry(Some(&resource.id))),
             )
             .collect()
     }

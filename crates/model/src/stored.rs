@@ -1,6 +1,6 @@
 //! Domain records the store keeps beside bookings, sources and calendar objects:
 //! how a booking stands with an exporting source, a delivered scheduling
-//! message, an entry of the busy index.
+//! message, an entry of the busy index, a booking as its time index holds it.
 //!
 //! They live here, not in `calgate-store`, because they are data the engines
 //! reason about, whatever backend holds them; the store crate re-exports them
@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{BusyKind, Span};
+use crate::model::{BOOKINGS_SOURCE, Booking, BusyKind, Span};
 
 /// How one booking stands with one exporting source.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,4 +123,44 @@ pub struct BusyEntry {
     /// The resource a per-resource check found it blocking; `None` in the
     /// tenant-wide view.
     pub resource: Option<String>,
+}
+
+/// A booking as its time index holds it: what free/busy, slots and conflict
+/// checks ask of a booking, so they never read its record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedBooking {
+    pub id: String,
+    pub span: Span,
+    /// `Free` for a cancelled booking.
+    pub kind: BusyKind,
+    /// The resources it takes; empty: every one (see [`crate::model::takes`]).
+    pub resources: Vec<String>,
+}
+
+impl IndexedBooking {
+    /// What the index holds of `booking`.
+    pub fn of(booking: &Booking) -> Self {
+        IndexedBooking {
+            id: booking.id.clone(),
+            span: booking.span(),
+            kind: booking.busy_kind(),
+            resources: booking.resources.clone(),
+        }
+    }
+
+    /// Whether it blocks `resource` (the one rule, [`crate::model::takes`]).
+    pub fn takes(&self, resource: &str) -> bool {
+        crate::model::takes(&self.resources, resource)
+    }
+
+    /// Its busy entry, naming `resource` when a per-resource check found it.
+    pub fn busy_entry(&self, resource: Option<&str>) -> BusyEntry {
+        BusyEntry {
+            span: self.span,
+            kind: self.kind,
+            source: BOOKINGS_SOURCE.to_owned(),
+            object: self.id.clone(),
+            resource: resource.map(str::to_owned),
+        }
+    }
 }

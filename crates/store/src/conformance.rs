@@ -239,6 +239,7 @@ suite!(
     booking_time_queries_treat_touching_as_apart,
     booking_move_reindexes,
     booking_status_sets_busy_kind,
+    booking_index_names_the_resources_taken,
     booking_uids_are_unique_per_tenant,
     bookings_list_in_id_order,
     tenants_are_isolated,
@@ -247,6 +248,7 @@ suite!(
     idempotency_purge_forgets_expired_keys,
     versions_move_with_every_logged_write,
     change_log_answers_sync_tokens,
+    each_resource_sees_the_changes_of_its_bookings,
     object_round_trip,
     object_preconditions,
     object_uids_are_unique_per_source,
@@ -444,6 +446,105 @@ pub async fn booking_status_sets_busy_kind<B: Backend + ?Sized>(store: &B) {
     assert_eq!(
         store.booking_ids_in(T, window(0, 24)).expect("ids"),
         ["c", "t", "x"]
+    );
+}
+
+/// The bookings' time index says what each booking takes, as last written:
+/// a replace that changes only the resources changes them there too, a move
+/// takes them along, and a booking naming none takes every resource.
+pub async fn booking_index_names_the_resources_taken<B: Backend + ?Sized>(store: &B) {
+    let taking = |id: &str, start: i64, resources: &[&str], rev: u32| {
+        let mut b = booking(T, id, start, start + 1, rev);
+        b.resources = resources.iter().map(|r| (*r).to_owned()).collect();
+        b
+    };
+    let anna = taking("b1", 10, &["anna"], 1);
+    create(store, &anna).await;
+    create(store, &taking("b2", 11, &[], 1)).await;
+    let mut cancelled = taking("b3", 12, &["ben", "room"], 1);
+    cancelled.status = BookingStatus::Cancelled;
+    create(store, &cancelled).await;
+    let index = |w: Span| -> Vec<(String, i64, BusyKind, Vec<String>)> {
+        store
+            .booking_index(T, w)
+            .expect("booking_index")
+            .into_iter()
+            .map(|b| (b.id, (b.span.start - BASE) / HOUR, b.kind, b.resources))
+            .collect()
+    };
+    let strings = |rs: &[&str]| rs.iter().map(|r| (*r).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        index(window(0, 24)),
+        [
+            ("b1".into(), 10, BusyKind::Busy, strings(&["anna"])),
+            ("b2".into(), 11, BusyKind::Busy, Vec::new()),
+            ("b3".into(), 12, BusyKind::Free, strings(&["ben", "room"])),
+        ],
+        "ordered by start, every kind, with what each takes"
+    );
+    let entries = store
+        .booking_index(T, window(0, 24))
+        .expect("booking_index");
+    assert!(entries[0].takes("anna") && !entries[0].takes("ben"));
+    assert!(
+        entries[1].takes("anna") && entries[1].takes("ben"),
+        "naming none takes all"
+    );
+    // Only the resources change: the index follows.
+    let ben = taking("b1", 10, &["ben"], 2);
+    written(
+        &store
+            .put_booking(&ben, &Precondition::EtagIs(anna.etag.clone()), None)
+            .await
+            .expect("put"),
+    );
+    assert_eq!(
+        index(window(10, 11)),
+        [("b1".into(), 10, BusyKind::Busy, strings(&["ben"]))]
+    );
+    // Moved and changed at once: found at the new time only, with the new ones.
+    let moved = taking("b1", 20, &["anna", "room"], 3);
+    written(
+        &store
+            .put_booking(&moved, &Precondition::EtagIs(ben.etag.clone()), None)
+            .await
+            .expect("put"),
+    );
+    assert!(index(window(10, 11)).is_empty());
+    assert_eq!(
+        index(window(20, 21)),
+        [("b1".into(), 20, BusyKind::Busy, strings(&["anna", "room"]))]
+    );
+    // Back to naming none: every resource again.
+    let everyone = taking("b1", 20, &[], 4);
+    written(
+        &store
+            .put_booking(&everyone, &Precondition::EtagIs(moved.etag.clone()), None)
+            .await
+            .expect("put"),
+    );
+    assert_eq!(
+        index(window(20, 21)),
+        [("b1".into(), 20, BusyKind::Busy, Vec::new())]
+    );
+    // booking_busy is the index's blocking entries.
+    let busy: Vec<String> = store
+        .booking_busy(T, window(0, 24))
+        .expect("booking_busy")
+        .into_iter()
+        .map(|e| e.object)
+        .collect();
+    assert_eq!(busy, ["b2", "b1"]);
+    store
+        .delete_booking(T, "b1", None, None)
+        .await
+        .expect("delete");
+    assert!(index(window(20, 21)).is_empty());
+    assert!(
+        store
+            .booking_index(OTHER, window(0, 24))
+            .expect("booking_index")
+            .is_empty()
     );
 }
 
@@ -714,6 +815,116 @@ pub async fn change_log_answers_sync_tokens<B: Backend + ?Sized>(store: &B) {
         2
     );
     assert_eq!(store.collection_version(T, "other").expect("cv"), 0);
+}
+
+/// Each resource sees the bookings log through what the bookings take: a
+/// change to another resource's booking is not one of its changes and does
+/// not move its version; a booking that stops taking it is gone from it, and
+/// one that starts is new; a booking naming none is every resource's. The
+/// bookings log itself (the export outbox) still holds every change.
+pub async fn each_resource_sees_the_changes_of_its_bookings<B: Backend + ?Sized>(store: &B) {
+    let taking = |id: &str, resources: &[&str], rev: u32| {
+        let mut b = booking(T, id, 10, 11, rev);
+        b.resources = resources.iter().map(|r| (*r).to_owned()).collect();
+        b
+    };
+    let seen = |resource: &str, since: u64| -> Vec<(u64, String, bool)> {
+        store
+            .resource_changes_since(T, resource, since)
+            .expect("resource_changes_since")
+            .into_iter()
+            .map(|c| (c.seq, c.id, c.deleted))
+            .collect()
+    };
+    let version = |resource: &str| store.resource_version(T, resource).expect("version");
+    assert_eq!(version("anna"), 0);
+    let a1 = taking("a1", &["anna"], 1);
+    let v_a1 = create(store, &a1).await.seq;
+    let v_b1 = create(store, &taking("b1", &["ben"], 1)).await.seq;
+    let v_all = create(store, &taking("all", &[], 1)).await.seq;
+    assert_eq!(
+        seen("anna", 0),
+        [(v_a1, "a1".into(), false), (v_all, "all".into(), false)]
+    );
+    assert_eq!(
+        seen("ben", 0),
+        [(v_b1, "b1".into(), false), (v_all, "all".into(), false)]
+    );
+    assert_eq!((version("anna"), version("ben")), (v_all, v_all));
+    assert_eq!(seen("room", 0), [(v_all, "all".into(), false)]);
+
+    // Another of Ben's: Anna sees nothing, her version stays.
+    let v_b2 = create(store, &taking("b2", &["ben"], 1)).await.seq;
+    assert!(seen("anna", v_all).is_empty());
+    assert_eq!(version("anna"), v_all);
+    assert_eq!(version("ben"), v_b2);
+
+    // a1 moves from Anna to Ben: gone from hers, new in his.
+    let moved = taking("a1", &["ben"], 2);
+    let v_move = written(
+        &store
+            .put_booking(&moved, &Precondition::EtagIs(a1.etag.clone()), None)
+            .await
+            .expect("put"),
+    )
+    .seq;
+    assert_eq!(seen("anna", v_all), [(v_move, "a1".into(), true)]);
+    assert_eq!(
+        seen("ben", v_b2),
+        [(v_move, "a1".into(), false)],
+        "new in Ben's"
+    );
+    assert_eq!((version("anna"), version("ben")), (v_move, v_move));
+    assert!(seen("room", v_all).is_empty());
+    assert_eq!(version("room"), v_all);
+
+    // The tenant-wide booking comes to name Anna: Ben and the room lose it.
+    let all = taking("all", &[], 1);
+    let v_named = written(
+        &store
+            .put_booking(
+                &taking("all", &["anna"], 2),
+                &Precondition::EtagIs(all.etag.clone()),
+                None,
+            )
+            .await
+            .expect("put"),
+    )
+    .seq;
+    assert_eq!(seen("anna", v_move), [(v_named, "all".into(), false)]);
+    assert_eq!(seen("ben", v_move), [(v_named, "all".into(), true)]);
+    assert_eq!(seen("room", v_move), [(v_named, "all".into(), true)]);
+    assert_eq!(version("room"), v_named);
+
+    // A deletion is a deletion for the resources it took only.
+    let v_gone = match store
+        .delete_booking(T, "b1", None, None)
+        .await
+        .expect("delete")
+    {
+        DeleteOutcome::Deleted(v) => v.seq,
+        other => panic!("delete: {other:?}"),
+    };
+    assert_eq!(seen("ben", v_named), [(v_gone, "b1".into(), true)]);
+    assert!(seen("anna", v_named).is_empty());
+    assert_eq!((version("anna"), version("ben")), (v_named, v_gone));
+
+    // The bookings log keeps every change, as logged, for the exporter.
+    assert_eq!(
+        log(store, BOOKINGS_COLLECTION, v_b2),
+        [
+            (v_move, "a1".into(), false),
+            (v_named, "all".into(), false),
+            (v_gone, "b1".into(), true),
+        ]
+    );
+    assert_eq!(store.resource_version(OTHER, "anna").expect("version"), 0);
+    assert!(
+        store
+            .resource_changes_since(OTHER, "anna", 0)
+            .expect("changes")
+            .is_empty()
+    );
 }
 
 /// An object reads back whole, as text, and in listings (id order).
@@ -1931,6 +2142,11 @@ pub async fn delete_tenant_data_removes_that_tenant_only<B: Backend + ?Sized>(st
     );
     assert!(store.inbox_items(T, "bea").expect("inbox").is_empty());
     assert_eq!(store.inbox_version(T, "bea").expect("inbox version"), 0);
+    assert_eq!(
+        store.resource_version(T, "anna").expect("resource version"),
+        0,
+        "a resource's version goes with the bookings log"
+    );
     assert!(store.conflicts(T).expect("conflicts").is_empty());
     assert!(
         store.version(T).expect("version").seq > version,
@@ -1938,6 +2154,12 @@ pub async fn delete_tenant_data_removes_that_tenant_only<B: Backend + ?Sized>(st
     );
 
     assert!(store.booking(OTHER, "b1").expect("booking").is_some());
+    assert!(
+        store
+            .resource_version(OTHER, "anna")
+            .expect("resource version")
+            > 0
+    );
     assert!(
         store
             .idempotency_outcome(OTHER, &claim("k1", "f1"))

@@ -138,6 +138,7 @@ fn log_change(
         seq,
         id: name.to_owned(),
         deleted,
+        resources: None,
     };
     tx.insert(change_key(tenant, user, seq), encode(&change))?;
     Ok(seq)

@@ -6,9 +6,10 @@
 //! | tree          | key                                   | value                     |
 //! |---------------|---------------------------------------|---------------------------|
 //! | `bookings`    | tenant \0 booking id                  | booking (JSON)            |
-//! | `booking_time`| tenant \0 class start id ([`time_index`]) | end                   |
+//! | `booking_time`| tenant \0 class start id ([`time_index`]) | end, busy kind, resources ([`booking_index`]) |
 //! | `changes`     | tenant \0 collection \0 seq           | [`Change`] (JSON)         |
 //! | `meta`        | `version` \0 tenant                   | seq, modified             |
+//! | `meta`        | `resource-version` \0 tenant \0 resource, `every-resource-version` \0 tenant | seq of the newest change to that resource's bookings ([`Store::resource_version`]) |
 //! | `idempotency` | tenant \0 api key \0 idempotency key  | [`IdempotencyRecord`]     |
 //! | `sources`     | tenant \0 source                      | [`Source`] (JSON)         |
 //! | `objects`     | tenant \0 source \0 object            | [`CalendarObject`] (JSON) |
@@ -20,7 +21,14 @@
 //! | `tenants`     | tenant id                             | provisioned tenant (see [`tenants`]) |
 //!
 //! Bookings and calendar objects are each indexed by time ([`time_index`]) with
-//! their busy kind in the index value, so free/busy never decodes a record.
+//! their busy kind in the index value (and, for bookings, the resources they
+//! take), so free/busy, slots and conflict checks never decode a record.
+//!
+//! A bookings change records the resources the booking took before and after
+//! ([`ResourceMove`]), so each resource's bookings collection reads the one
+//! bookings log filtered ([`Change::for_resource`]), and a version per
+//! resource moves with it, so a resource's CTag stays put while only other
+//! resources' bookings change.
 //!
 //! Every write is one multi-tree transaction (record, index, change log and version
 //! move together) followed by a flush, so a write method that returns `Ok` has
@@ -54,6 +62,7 @@
 // The domain types this crate stores, under the paths its modules use.
 use calgate_model::model;
 
+mod booking_index;
 mod conflicts;
 pub mod conformance;
 mod export;
@@ -75,7 +84,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use crate::model::{Booking, BusyKind, BusySpan, CalendarObject, Conflict, Source, Span};
-pub use calgate_model::stored::BusyEntry;
+pub use calgate_model::stored::{BusyEntry, IndexedBooking};
 pub use conflicts::ConflictPage;
 pub use export::{ExportRecord, ExportState, ExternalChange, Parked};
 pub use inbox::{Delivery, INBOX_CAPACITY, InboxDelete, InboxItem, Outgoing};
@@ -120,6 +129,68 @@ pub struct Change {
     pub seq: u64,
     pub id: String,
     pub deleted: bool,
+    /// In the bookings log: the resources the booking took before and after
+    /// the change, which say whose bookings collections it entered, changed
+    /// in or left. None in other logs and in bookings entries written before
+    /// they said (those concern every resource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceMove>,
+}
+
+/// The resources a booking took before and after one change (see
+/// [`crate::model::takes`]: an empty list takes every resource).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceMove {
+    /// None: the change created the booking.
+    pub before: Option<Vec<String>>,
+    /// None: the change deleted it.
+    pub after: Option<Vec<String>>,
+}
+
+impl ResourceMove {
+    /// Whether the booking took `resource` before, and whether it does after.
+    fn sides(&self, resource: &str) -> (bool, bool) {
+        let takes = |side: &Option<Vec<String>>| {
+            side.as_deref()
+                .is_some_and(|rs| crate::model::takes(rs, resource))
+        };
+        (takes(&self.before), takes(&self.after))
+    }
+
+    /// The resources whose bookings the change concerns, each once, and
+    /// whether it concerns every resource (a side naming none).
+    fn concerned(&self) -> (Vec<&str>, bool) {
+        let mut named: Vec<&str> = Vec::new();
+        let mut every = false;
+        for side in [&self.before, &self.after].into_iter().flatten() {
+            every |= side.is_empty();
+            for r in side {
+                if !named.contains(&r.as_str()) {
+                    named.push(r);
+                }
+            }
+        }
+        (named, every)
+    }
+}
+
+impl Change {
+    /// This change as resource `resource`'s bookings see it: None when the
+    /// booking neither took nor takes it; a deletion when it stopped taking
+    /// it. An entry that does not say what it took (written before entries
+    /// did) is kept as logged.
+    pub fn for_resource(&self, resource: &str) -> Option<Change> {
+        let Some(moved) = &self.resources else {
+            return Some(self.clone());
+        };
+        match moved.sides(resource) {
+            (false, false) => None,
+            (_, takes_now) => Some(Change {
+                deleted: !takes_now,
+                ..self.clone()
+            }),
+        }
+    }
 }
 
 /// What a write requires of the current record.
@@ -333,6 +404,26 @@ fn busy_id(source: &str, object: &str, n: u32) -> Vec<u8> {
 
 /// Meta key present once the busy index files recurring occurrences in runs.
 const BUSY_RUNS_KEY: &[u8] = b"format\0busy-runs";
+/// Meta key present once every booking's time-index entry names the resources
+/// it takes ([`booking_index`]).
+const BOOKING_RESOURCES_KEY: &[u8] = b"format\0booking-resources";
+/// Meta key present once per-resource versions are kept ([`Store::resource_version`]).
+const RESOURCE_VERSIONS_KEY: &[u8] = b"format\0resource-versions";
+
+/// Meta key of the seq of the newest change to the bookings taking `resource`
+/// (one that names it before or after); `resource` empty: the prefix of a
+/// tenant's keys.
+fn resource_version_key(tenant: &str, resource: &str) -> Vec<u8> {
+    join(&[b"resource-version", tenant.as_bytes(), resource.as_bytes()])
+}
+
+/// Meta key of the seq of the newest change to a booking naming no resource
+/// before or after (it takes every one), or of the last change of the
+/// bookings log when per-resource versions began (entries before do not say
+/// what they took, so they concern every resource).
+fn every_resource_version_key(tenant: &str) -> Vec<u8> {
+    join(&[b"every-resource-version", tenant.as_bytes()])
+}
 
 /// Memory sled may use for cached pages.
 const STORE_CACHE_BYTES: u64 = 32 * 1024 * 1024;
@@ -382,6 +473,8 @@ impl Store {
             tenants: db.open_tree("tenants")?,
         };
         let reindexed = store.index_busy_in_runs()?;
+        let resources_indexed = store.index_booking_resources()?;
+        let resource_versions = store.start_resource_versions()?;
         let delivered = store.deliver_leftovers()?;
         if delivered > 0 {
             tracing::info!(
@@ -389,7 +482,7 @@ impl Store {
                 "scheduling messages a crash held back delivered"
             );
         }
-        if reindexed || delivered > 0 {
+        if reindexed || resources_indexed || resource_versions || delivered > 0 {
             db.flush()?;
         }
         Ok(store)
@@ -436,6 +529,70 @@ impl Store {
         Ok(true)
     }
 
+    /// Brings a store written before the bookings' time index held their
+    /// resources to the current index, once: the entries of bookings naming
+    /// resources are rewritten from their records (the others are already
+    /// right, see [`booking_index`]). Whether anything was written.
+    fn index_booking_resources(&self) -> Result<bool, StoreError> {
+        if self.meta.get(BOOKING_RESOURCES_KEY)?.is_some() {
+            return Ok(false);
+        }
+        let mut batch = sled::Batch::default();
+        let mut pending = 0;
+        let mut rewritten = 0usize;
+        for item in self.bookings.iter() {
+            let (key, raw) = item?;
+            let booking: Booking = decode(&key, &raw)?;
+            if booking.resources.is_empty() {
+                continue;
+            }
+            let span = booking.span();
+            batch.insert(
+                time_index::entry_key(&[booking.tenant.as_bytes()], span, booking.id.as_bytes()),
+                time_index::entry_value(span, &booking_index::payload_of(&booking)),
+            );
+            pending += 1;
+            rewritten += 1;
+            // Batches of bounded size: each one holds sled's write lock.
+            if pending >= 4096 {
+                self.booking_time.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+        }
+        self.booking_time.apply_batch(batch)?;
+        if rewritten > 0 {
+            tracing::info!(
+                bookings = rewritten,
+                "the bookings' time index now names the resources each takes (once, after an upgrade)"
+            );
+        }
+        // Last, so a rewrite that stopped half-way runs again.
+        self.meta.insert(BOOKING_RESOURCES_KEY, b"1".as_slice())?;
+        Ok(true)
+    }
+
+    /// Starts per-resource versions on a store from before them, once: every
+    /// tenant's bookings log so far concerns every resource (its entries do
+    /// not say what they took), so each resource's version starts at its end.
+    /// Whether anything was written.
+    fn start_resource_versions(&self) -> Result<bool, StoreError> {
+        if self.meta.get(RESOURCE_VERSIONS_KEY)?.is_some() {
+            return Ok(false);
+        }
+        let versions = prefix(&[b"version"]);
+        for item in self.meta.scan_prefix(&versions).keys() {
+            let key = item?;
+            let tenant = String::from_utf8_lossy(&key[versions.len()..]).into_owned();
+            let seq = self.collection_version(&tenant, BOOKINGS_COLLECTION)?;
+            if seq > 0 {
+                self.meta
+                    .insert(every_resource_version_key(&tenant), &seq.to_be_bytes())?;
+            }
+        }
+        self.meta.insert(RESOURCE_VERSIONS_KEY, b"1".as_slice())?;
+        Ok(true)
+    }
+
     /// Makes everything written so far durable (group-committed with other writers).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.commit.sync().await.map_err(StoreError::Durability)
@@ -456,6 +613,37 @@ impl Store {
                 out.push(decode(&key, &raw)?);
             }
         }
+        Ok(out)
+    }
+
+    /// Bookings overlapping `window` as the time index holds them (every kind),
+    /// ordered by start then id: never reads a record.
+    pub fn booking_index(
+        &self,
+        tenant: &str,
+        window: Span,
+    ) -> Result<Vec<IndexedBooking>, StoreError> {
+        let mut out = Vec::new();
+        let mut bad: Option<Vec<u8>> = None;
+        time_index::for_each(
+            &self.booking_time,
+            &[tenant.as_bytes()],
+            time_index::ALL,
+            window,
+            |span, id, payload| match booking_index::decode(id, span, payload) {
+                Some(booking) => out.push(booking),
+                None => {
+                    bad.get_or_insert_with(|| id.to_vec());
+                }
+            },
+        )?;
+        if let Some(id) = bad {
+            return Err(corrupt(
+                &join(&[tenant.as_bytes(), &id]),
+                "a booking's time-index entry does not decode",
+            ));
+        }
+        out.sort_by(|a, b| (a.span.start, &a.id).cmp(&(b.span.start, &b.id)));
         Ok(out)
     }
 
@@ -487,6 +675,20 @@ impl Store {
     ) -> Result<Vec<Change>, StoreError> {
         let scope = prefix(&[tenant.as_bytes(), collection.as_bytes()]);
         changes_after(&self.changes, scope, since)
+    }
+
+    /// Seq of the newest change to the bookings that take `resource` or took
+    /// it before the change (0: none yet).
+    pub fn resource_version(&self, tenant: &str, resource: &str) -> Result<u64, StoreError> {
+        let seq = |key: Vec<u8>| -> Result<u64, StoreError> {
+            Ok(self
+                .meta
+                .get(key)?
+                .and_then(|raw| decode_u64(&raw))
+                .unwrap_or(0))
+        };
+        Ok(seq(resource_version_key(tenant, resource))?
+            .max(seq(every_resource_version_key(tenant))?))
     }
 
     /// Inserts or replaces a booking if `precondition` holds, recording the change
@@ -581,15 +783,17 @@ impl Store {
                 bookings.insert(key.as_slice(), record.as_slice())?;
                 time.insert(
                     time_index::entry_key(&[tenant], span, booking.id.as_bytes()),
-                    time_index::entry_value(span, kind_payload(booking.busy_kind())),
+                    time_index::entry_value(span, &booking_index::payload_of(booking)),
                 )?;
-                let version = record_change(
+                let version = record_booking_change(
                     changes,
                     meta,
                     &booking.tenant,
-                    BOOKINGS_COLLECTION,
                     &booking.id,
-                    false,
+                    ResourceMove {
+                        before: current.as_ref().map(|old| old.resources.clone()),
+                        after: Some(booking.resources.clone()),
+                    },
                     now,
                 )?;
                 if let (Some(claim), Some(claim_key)) = (claim, &claim_key) {
@@ -687,8 +891,17 @@ impl Store {
                     current.span(),
                     id.as_bytes(),
                 ))?;
-                let version =
-                    record_change(changes, meta, tenant, BOOKINGS_COLLECTION, id, true, now)?;
+                let version = record_booking_change(
+                    changes,
+                    meta,
+                    tenant,
+                    id,
+                    ResourceMove {
+                        before: Some(current.resources),
+                        after: None,
+                    },
+                    now,
+                )?;
                 inbox::stage(outbox, tenant, outgoing)?;
                 Ok(DeleteOutcome::Deleted(version))
             });
@@ -789,24 +1002,6 @@ impl Store {
             ))
         });
         Ok(out)
-    }
-
-    /// Busy time from bookings overlapping `window` (cancelled bookings excluded).
-    pub fn booking_busy(&self, tenant: &str, window: Span) -> Result<Vec<BusyEntry>, StoreError> {
-        let hits = time_index::query(&self.booking_time, &[tenant.as_bytes()], window)?;
-        Ok(hits
-            .into_iter()
-            .filter_map(|h| {
-                let kind = kind_of(h.payload.first());
-                (kind != BusyKind::Free).then(|| BusyEntry {
-                    span: h.span,
-                    kind,
-                    source: crate::model::BOOKINGS_SOURCE.to_owned(),
-                    object: String::from_utf8_lossy(&h.id).into_owned(),
-                    resource: None,
-                })
-            })
-            .collect())
     }
 
     /// Occurrences of calendar objects overlapping `window`, of every kind
@@ -1295,25 +1490,7 @@ fn record_changes(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let version_key = join(&[b"version", tenant.as_bytes()]);
-    let previous = meta
-        .get(&version_key)?
-        .map(|raw| decode_version(&raw))
-        .unwrap_or_default();
-    // Never move backwards, even if the clock does.
-    let modified_ms = now_ms.max(previous.modified_ms);
-    let versions: Vec<TenantVersion> = (1..=ids.len() as u64)
-        .map(|n| TenantVersion {
-            seq: previous.seq + n,
-            modified_ms,
-        })
-        .collect();
-    let last = versions[versions.len() - 1];
-    let mut raw = last.seq.to_be_bytes().to_vec();
-    raw.extend_from_slice(&encode_i64(last.modified_ms));
-    meta.insert(version_key, raw)?;
-    let mut change_key = prefix(&[tenant.as_bytes(), collection.as_bytes()]);
-    change_key.extend_from_slice(&last.seq.to_be_bytes());
+    let versions = next_versions(meta, tenant, ids.len() as u64, now_ms)?;
     let logged: Vec<Change> = ids
         .iter()
         .zip(&versions)
@@ -1321,14 +1498,89 @@ fn record_changes(
             seq: version.seq,
             id: (*id).to_owned(),
             deleted: *deleted,
+            resources: None,
         })
         .collect();
-    let entry = match logged.as_slice() {
+    append_log(changes, tenant, collection, &logged)?;
+    Ok(versions)
+}
+
+/// [`record_change`] for a booking, with the resources it took before and
+/// after (see [`Change::for_resource`]); moves the versions of the
+/// resources whose bookings that changes, in the same transaction.
+fn record_booking_change(
+    changes: &TransactionalTree,
+    meta: &TransactionalTree,
+    tenant: &str,
+    id: &str,
+    moved: ResourceMove,
+    now_ms: i64,
+) -> TxResult<TenantVersion> {
+    let version = next_versions(meta, tenant, 1, now_ms)?[0];
+    let seq = version.seq.to_be_bytes();
+    let (named, every) = moved.concerned();
+    for resource in named {
+        meta.insert(resource_version_key(tenant, resource), &seq)?;
+    }
+    if every {
+        meta.insert(every_resource_version_key(tenant), &seq)?;
+    }
+    let change = Change {
+        seq: version.seq,
+        id: id.to_owned(),
+        deleted: moved.after.is_none(),
+        resources: Some(moved),
+    };
+    append_log(changes, tenant, BOOKINGS_COLLECTION, &[change])?;
+    Ok(version)
+}
+
+/// Moves the tenant's version on by `n` changes; each one's version.
+fn next_versions(
+    meta: &TransactionalTree,
+    tenant: &str,
+    n: u64,
+    now_ms: i64,
+) -> TxResult<Vec<TenantVersion>> {
+    let version_key = join(&[b"version", tenant.as_bytes()]);
+    let previous = meta
+        .get(&version_key)?
+        .map(|raw| decode_version(&raw))
+        .unwrap_or_default();
+    // Never move backwards, even if the clock does.
+    let modified_ms = now_ms.max(previous.modified_ms);
+    let versions: Vec<TenantVersion> = (1..=n)
+        .map(|k| TenantVersion {
+            seq: previous.seq + k,
+            modified_ms,
+        })
+        .collect();
+    if let Some(last) = versions.last() {
+        let mut raw = last.seq.to_be_bytes().to_vec();
+        raw.extend_from_slice(&encode_i64(last.modified_ms));
+        meta.insert(version_key, raw)?;
+    }
+    Ok(versions)
+}
+
+/// Appends one log entry for `logged` (a batch shares one, keyed by its last seq).
+fn append_log(
+    changes: &TransactionalTree,
+    tenant: &str,
+    collection: &str,
+    logged: &[Change],
+) -> TxResult<()> {
+    let Some(last) = logged.last() else {
+        return Ok(());
+    };
+    let mut change_key = prefix(&[tenant.as_bytes(), collection.as_bytes()]);
+    change_key.extend_from_slice(&last.seq.to_be_bytes());
+    let entry = match logged {
         [one] => encode(one),
         _ => encode(&logged),
     };
     changes.insert(change_key, entry)?;
-    Ok(versions)
+    Ok(())
 }
 
 /// A change-log entry: one change, or the changes of a batch ([`record_changes`]).
@@ -1486,6 +1738,141 @@ mod tests {
             .await
             .unwrap();
         assert!(store.busy.is_empty(), "no entry of the old layout left");
+    }
+
+    /// A confirmed booking on day 0 from `hour` for an hour, taking `resources`.
+    fn booking(id: &str, hour: i64, resources: &[&str]) -> Booking {
+        let at = |h: i64| {
+            DateTime::from_timestamp_millis(h * DAY / 24)
+                .expect("in range")
+                .fixed_offset()
+        };
+        Booking {
+            id: id.into(),
+            uid: format!("{id}@test"),
+            tenant: "t".into(),
+            time: crate::model::BookingTime::Timed {
+                start: at(hour),
+                end: at(hour + 1),
+            },
+            time_zone: "UTC".parse().expect("UTC is a zone"),
+            title: id.into(),
+            service: None,
+            customer: None,
+            location: None,
+            notes: None,
+            status: crate::model::BookingStatus::Confirmed,
+            metadata: serde_json::Map::new(),
+            created: Utc::now(),
+            updated: Utc::now(),
+            sequence: 0,
+            etag: format!("\"{id}\""),
+            calendar_text: None,
+            calendar_text_sequence: None,
+            resources: resources.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_indexed_resources_is_reindexed_once_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let bookings = [booking("anna", 9, &["anna"]), booking("all", 10, &[])];
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for b in &bookings {
+                store
+                    .put_booking(b, &Precondition::MustNotExist, None)
+                    .await
+                    .unwrap();
+                // The entry as the previous release wrote it: the kind alone.
+                store
+                    .booking_time
+                    .insert(
+                        time_index::entry_key(&[b"t"], b.span(), b.id.as_bytes()),
+                        time_index::entry_value(b.span(), kind_payload(b.busy_kind())),
+                    )
+                    .unwrap();
+            }
+            store.meta.remove(BOOKING_RESOURCES_KEY).unwrap();
+            let old = store.booking_index("t", Span::new(0, DAY)).unwrap();
+            assert!(old.iter().all(|b| b.resources.is_empty()), "{old:?}");
+            store.flush().await.unwrap();
+        }
+        let store = reopen(dir.path());
+        let taken: Vec<(String, Vec<String>)> = store
+            .booking_index("t", Span::new(0, DAY))
+            .unwrap()
+            .into_iter()
+            .map(|b| (b.id, b.resources))
+            .collect();
+        assert_eq!(
+            taken,
+            [("anna".into(), vec!["anna".into()]), ("all".into(), vec![])]
+        );
+        assert_eq!(store.booking_time.len(), 2, "rewritten in place");
+        assert!(store.meta.get(BOOKING_RESOURCES_KEY).unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn resource_versions_start_at_the_end_of_an_older_bookings_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let seq = {
+            let store = Store::open(dir.path()).unwrap();
+            let written = store
+                .put_booking(
+                    &booking("a1", 9, &["anna"]),
+                    &Precondition::MustNotExist,
+                    None,
+                )
+                .await
+                .unwrap();
+            let WriteOutcome::Written(version) = written else {
+                panic!("not written: {written:?}");
+            };
+            // The log and meta as the previous release left them: entries
+            // that do not say what they took, no per-resource versions.
+            for item in store.changes.iter() {
+                let (key, raw) = item.unwrap();
+                let mut change: Change = serde_json::from_slice(&raw).unwrap();
+                change.resources = None;
+                store.changes.insert(key, encode(&change)).unwrap();
+            }
+            for key in [
+                resource_version_key("t", "anna"),
+                every_resource_version_key("t"),
+                RESOURCE_VERSIONS_KEY.to_vec(),
+            ] {
+                store.meta.remove(key).unwrap();
+            }
+            assert_eq!(store.resource_version("t", "ben").unwrap(), 0);
+            store.flush().await.unwrap();
+            version.seq
+        };
+        let store = reopen(dir.path());
+        // What came before concerns every resource: versions start there, and
+        // the old entries are every resource's, as logged.
+        assert_eq!(store.resource_version("t", "ben").unwrap(), seq);
+        let ben = ChangeLog::resource_changes_since(&store, "t", "ben", 0).unwrap();
+        assert_eq!(
+            (ben[0].seq, ben[0].id.as_str(), ben[0].deleted),
+            (seq, "a1", false)
+        );
+        // New writes say what they take.
+        store
+            .put_booking(
+                &booking("a2", 11, &["anna"]),
+                &Precondition::MustNotExist,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.resource_version("t", "ben").unwrap(), seq);
+        assert!(
+            ChangeLog::resource_changes_since(&store, "t", "ben", seq)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.resource_version("t", "anna").unwrap(), seq + 1);
     }
 
     #[tokio::test]

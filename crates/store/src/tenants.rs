@@ -17,7 +17,10 @@
 //! matches a re-created tenant's.
 
 use super::keys::{encode_i64, join, prefix};
-use super::{Store, StoreError, decode_version, encode, get_json, iter_json};
+use super::{
+    Store, StoreError, decode_version, encode, every_resource_version_key, get_json, iter_json,
+    resource_version_key,
+};
 pub use calgate_model::provisioned::ProvisionedTenant;
 
 /// Keys removed per batch when clearing a tenant (bounded memory per batch).
@@ -69,6 +72,15 @@ impl Store {
                 tree.apply_batch(batch)?;
             }
         }
+        // Per-resource versions go with the bookings log they point into.
+        for key in self
+            .meta
+            .scan_prefix(resource_version_key(tenant, ""))
+            .keys()
+        {
+            self.meta.remove(key?)?;
+        }
+        self.meta.remove(every_resource_version_key(tenant))?;
         // The version moves on, so validators of the old data (feed ETags,
         // sync tokens) never match what a re-created tenant serves.
         let key = join(&[b"version", tenant.as_bytes()]);

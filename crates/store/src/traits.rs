@@ -7,7 +7,7 @@
 //! | [`Durable`]      | making writes durable (`flush`); every writing trait requires it |
 //! | [`BookingStore`] | bookings, their time index and UIDs, Idempotency-Keys            |
 //! | [`ObjectStore`]  | calendar objects, their busy index and UIDs, free/busy reads     |
-//! | [`ChangeLog`]    | tenant versions, per-collection change logs (sync tokens)        |
+//! | [`ChangeLog`]    | tenant versions, per-collection change logs (sync tokens), each resource's view of the bookings log |
 //! | [`SourceStore`]  | sources, sync status and log, provider mirror, feed digests, tokens |
 //! | [`ExportStore`]  | export mapping, export state (cursor into the bookings log)      |
 //! | [`InboxStore`]   | scheduling inboxes and the outbox that feeds them                |
@@ -43,8 +43,8 @@ use crate::model::{
 };
 use crate::{
     BusyEntry, Change, ConflictPage, DeleteOutcome, ExportRecord, ExportState, IdempotencyClaim,
-    InboxDelete, InboxItem, MirrorWrites, ObjectOutcome, ObjectText, ObjectWrite, Outgoing,
-    Precondition, ProvisionedTenant, Store, StoreError, TenantVersion, WriteOutcome,
+    InboxDelete, InboxItem, IndexedBooking, MirrorWrites, ObjectOutcome, ObjectText, ObjectWrite,
+    Outgoing, Precondition, ProvisionedTenant, Store, StoreError, TenantVersion, WriteOutcome,
 };
 
 /// The future of an async store method (boxed, so the traits stay object-safe).
@@ -111,8 +111,21 @@ pub trait BookingStore: Durable {
     ) -> Result<Option<WriteOutcome>, StoreError>;
     /// Forgets Idempotency-Keys older than [`crate::IDEMPOTENCY_TTL_MS`]; how many.
     fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
-    /// Busy time of bookings overlapping `window` (cancelled ones excluded).
-    fn booking_busy(&self, tenant: &str, window: Span) -> Result<Vec<BusyEntry>, StoreError>;
+    /// Bookings overlapping `window` as their time index holds them: id, span,
+    /// busy kind (`Free` for cancelled ones) and the resources each takes, as
+    /// last written; ordered by start, then id. Free/busy, slots and conflict
+    /// checks run on this alone, so it must not read booking records.
+    fn booking_index(&self, tenant: &str, window: Span) -> Result<Vec<IndexedBooking>, StoreError>;
+    /// Busy time of bookings overlapping `window` (cancelled ones excluded),
+    /// ordered by start.
+    fn booking_busy(&self, tenant: &str, window: Span) -> Result<Vec<BusyEntry>, StoreError> {
+        Ok(self
+            .booking_index(tenant, window)?
+            .iter()
+            .filter(|b| b.kind != BusyKind::Free)
+            .map(|b| b.busy_entry(None))
+            .collect())
+    }
 }
 
 /// Calendar objects of a tenant's sources: records, their busy index and UIDs.
@@ -218,6 +231,28 @@ pub trait ChangeLog: Send + Sync {
     ) -> Result<Vec<Change>, StoreError>;
     /// Seq of the newest change in a collection (0: none yet).
     fn collection_version(&self, tenant: &str, collection: &str) -> Result<u64, StoreError>;
+    /// Seq of the newest change to the bookings of `resource`: those taking it
+    /// or taking it before the change ([`crate::model::takes`]: a booking
+    /// naming none takes every resource); 0: none yet. It moves with such
+    /// changes only, in the transaction that logs them, and is never below
+    /// the seq of a bookings-log entry [`Change::for_resource`] keeps for
+    /// `resource`.
+    fn resource_version(&self, tenant: &str, resource: &str) -> Result<u64, StoreError>;
+    /// The bookings log after `since` as `resource` sees it, oldest first:
+    /// changes to bookings that take or took it, a booking that stopped
+    /// taking it as a deletion ([`Change::for_resource`]).
+    fn resource_changes_since(
+        &self,
+        tenant: &str,
+        resource: &str,
+        since: u64,
+    ) -> Result<Vec<Change>, StoreError> {
+        Ok(self
+            .changes_since(tenant, crate::BOOKINGS_COLLECTION, since)?
+            .iter()
+            .filter_map(|c| c.for_resource(resource))
+            .collect())
+    }
 }
 
 /// Sources and what sync keeps per source.
@@ -556,8 +591,8 @@ impl BookingStore for Store {
     fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         Store::purge_idempotency(self, now)
     }
-    fn booking_busy(&self, tenant: &str, window: Span) -> Result<Vec<BusyEntry>, StoreError> {
-        Store::booking_busy(self, tenant, window)
+    fn booking_index(&self, tenant: &str, window: Span) -> Result<Vec<IndexedBooking>, StoreError> {
+        Store::booking_index(self, tenant, window)
     }
 }
 
@@ -687,6 +722,9 @@ impl ChangeLog for Store {
     }
     fn collection_version(&self, tenant: &str, collection: &str) -> Result<u64, StoreError> {
         Store::collection_version(self, tenant, collection)
+    }
+    fn resource_version(&self, tenant: &str, resource: &str) -> Result<u64, StoreError> {
+        Store::resource_version(self, tenant, resource)
     }
 }
 

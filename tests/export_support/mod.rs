@@ -197,6 +197,30 @@ pub async fn connect_tenant_source(
     (tenant, key): (&str, &str),
     source: &str,
 ) {
+    // A source that imports is run by the scheduler as soon as it exists
+    // (failing, unconnected): that run must be over before the connection,
+    // or it becomes a real import at an arbitrary point of the test.
+    until(
+        "the scheduler's first run of the source",
+        Duration::from_secs(20),
+        || async {
+            let shown: Value = client
+                .get(format!("{base}/api/v1/tenants/{tenant}/sources/{source}"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            if shown["direction"] == "export" || !shown["status"]["last_attempt"].is_null() {
+                Ok(())
+            } else {
+                Err(shown.to_string())
+            }
+        },
+    )
+    .await;
     let start = client
         .get(format!(
             "{base}/oauth/{}/start?tenant={tenant}&source={source}",

@@ -91,6 +91,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(64);
 /// The deliverer looks again at least this often (sources added over the API,
 /// connections finished).
 const IDLE_LOOK: Duration = Duration::from_secs(30);
+/// How long an import waits for a delivery pass of the same source before it
+/// leaves an external move to the next import (a source being removed holds
+/// the lock while it waits for the import to end).
+const MOVE_CHECK_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -1005,6 +1009,20 @@ impl Exporter {
         booking_id: &str,
     ) -> Result<(), ExportError> {
         let (t, s) = (tenant.id.as_str(), source);
+        // The export record is read, changed and written back here and by a
+        // delivery pass: without the source's lock a pass started by the
+        // move below can write back the record it read before, losing the
+        // move's report.
+        let lock = self.lock_for(t, s);
+        let Ok(_guard) = tokio::time::timeout(MOVE_CHECK_WAIT, lock.lock()).await else {
+            warn!(
+                tenant = t,
+                source = s,
+                booking = booking_id,
+                "external move check left to the next import: the source is busy"
+            );
+            return Ok(());
+        };
         let Some(object) = self.store.object(t, s, series)? else {
             return Ok(());
         };

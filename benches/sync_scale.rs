@@ -64,7 +64,17 @@ fn feed() -> Vec<u8> {
     out.into_bytes()
 }
 
-fn start_gateway(config: &std::path::Path, data: &std::path::Path) -> (Child, String) {
+/// The gateway process, killed however the bench ends (a failed assertion too).
+struct Gateway(Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_gateway(config: &std::path::Path, data: &std::path::Path) -> (Gateway, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_calgate"))
         .args(["serve", "--config"])
         .arg(config)
@@ -88,7 +98,7 @@ fn start_gateway(config: &std::path::Path, data: &std::path::Path) -> (Child, St
     };
     // Keep draining stdout so the gateway never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, base)
+    (Gateway(child), base)
 }
 
 /// (user+system CPU seconds, RSS MiB) of a process.
@@ -287,8 +297,8 @@ async fn main() {
             mock.set_feed(&format!("/t{t}/s{s}.ics"), body.clone());
         }
     }
-    let (mut gateway, base) = start_gateway(&config, &dir.join("data"));
-    let pid = gateway.id();
+    let (gateway, base) = start_gateway(&config, &dir.join("data"));
+    let pid = gateway.0.id();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()
@@ -484,7 +494,6 @@ async fn main() {
     );
     println!("progress:\n```\n{}\n```", progress.join("\n"));
 
-    let _ = gateway.kill();
-    let _ = gateway.wait();
+    drop(gateway);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -67,6 +67,10 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "cannot start the background threads for syncs and exports: {0} (check the process's thread limit, ulimit -u)"
+    )]
+    Background(std::io::Error),
 }
 
 pub use providers::install_crypto_provider;
@@ -108,6 +112,73 @@ pub struct Running {
     scheduler: JoinHandle<()>,
     roller: JoinHandle<()>,
     exporter: JoinHandle<()>,
+    background: Background,
+}
+
+/// Nice value of the background threads: the kernel gives a request thread
+/// (nice 0) about ten times their share of a busy CPU.
+const BACKGROUND_NICE: libc::c_int = 10;
+
+/// The runtime of the work no client waits on: source syncs and export
+/// delivery. Its threads (blocking pool included) run at a lower OS priority,
+/// so when 20,000 sources come due at once, booking and CalDAV requests still
+/// get the CPU first. Shut down when the gateway stops.
+struct Background(Option<tokio::runtime::Runtime>);
+
+impl Background {
+    fn start() -> std::io::Result<Background> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(
+                std::thread::available_parallelism()
+                    .map_or(1, |n| n.get())
+                    .min(4),
+            )
+            .thread_name("calgate-background")
+            .on_thread_start(lower_thread_priority)
+            .enable_all()
+            .build()?;
+        Ok(Background(Some(runtime)))
+    }
+
+    fn spawn(
+        &self,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        match &self.0 {
+            Some(runtime) => runtime.spawn(work),
+            None => tokio::spawn(work),
+        }
+    }
+
+    /// Cancels what still runs there, waiting up to 5 s for blocking work.
+    async fn stop(mut self) {
+        if let Some(runtime) = self.0.take() {
+            let _ = tokio::task::spawn_blocking(move || {
+                runtime.shutdown_timeout(Duration::from_secs(5))
+            })
+            .await;
+        }
+    }
+}
+
+impl Drop for Background {
+    /// Dropped without [`Background::stop`] (e.g. within a runtime): no waiting.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority takes plain integers; on Linux, `who = 0` with
+    // PRIO_PROCESS is the calling thread (nice is a per-thread attribute).
+    // Raising one's own nice value needs no privilege; a failure leaves the
+    // thread at normal priority, which is only slower for requests.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE);
+    }
 }
 
 /// Opens the store, binds the listener and starts serving.
@@ -141,8 +212,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     });
     let roller = tokio::spawn(roll_horizon(Arc::clone(&app)));
-    let scheduler = tokio::spawn(sync::scheduler(Arc::clone(&app.sync)));
-    let exporter = tokio::spawn(export::deliverer(Arc::clone(&app.export)));
+    let background = Background::start().map_err(StartError::Background)?;
+    let scheduler = background.spawn(sync::scheduler(Arc::clone(&app.sync)));
+    let exporter = background.spawn(export::deliverer(Arc::clone(&app.export)));
     app.conflicts.redeliver_pending(&app.config.tenants);
     Ok(Running {
         addr,
@@ -153,6 +225,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         roller,
         scheduler,
         exporter,
+        background,
     })
 }
 
@@ -172,6 +245,8 @@ impl Running {
         let _ = self.roller.await;
         let _ = self.scheduler.await;
         let _ = self.exporter.await;
+        // Runs the scheduler started are cancelled with their runtime.
+        self.background.stop().await;
         // Finished connection tasks drop their handle on the app a moment after
         // the server reports them done; wait for that, so the database (and its
         // lock) is free when stop returns and a new server can open it.

@@ -781,3 +781,75 @@ async fn client_scheduling_tenants_store_what_is_sent() {
     assert_eq!(tim.get("/dav/principals/tim/inbox/").await.status, 404);
     assert_eq!(sol.send("DELETE", &url, &[], "").await.status, 204);
 }
+
+/// A provisioned user deleted and created again under the same name starts
+/// with an empty inbox: the scheduling messages of the one deleted go too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_users_inbox_goes_with_them() {
+    const OPERATOR_KEY: &str = "operator-key-scheduling-01";
+    let hash = calgate::auth::hash_secret(OPERATOR_KEY).expect("hashing works");
+    let s = TestGateway::start_with_extra(Extra {
+        server: format!("\n[admin]\nkey_hash = \"{hash}\"\n"),
+        ..Extra::default()
+    })
+    .await;
+    let provision = |path: String, body: serde_json::Value| {
+        let req = s
+            .client
+            .request(
+                reqwest::Method::PUT,
+                format!("/api/v1/tenants/clinic{path}"),
+            )
+            .bearer_auth(OPERATOR_KEY)
+            .json(&body);
+        async move {
+            let resp = req.send().await.expect("request sent");
+            assert!(resp.status().is_success(), "PUT {path}: {}", resp.status());
+        }
+    };
+    provision(
+        String::new(),
+        serde_json::json!({"timezone": "Europe/Paris"}),
+    )
+    .await;
+    for (name, email) in [
+        ("dora", "dora@clinic.example"),
+        ("eli", "eli@clinic.example"),
+    ] {
+        provision(
+            format!("/users/{name}"),
+            serde_json::json!({"password": "secret", "email": email}),
+        )
+        .await;
+    }
+    let dora = User {
+        s: &s,
+        name: "dora",
+    };
+    let eli = User { s: &s, name: "eli" };
+    dora.make_calendar("/dav/calendars/clinic/rounds/").await;
+    let invite = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Test//EN\r\nBEGIN:VEVENT\r\nUID:rounds-1\r\nDTSTAMP:20261101T000000Z\r\nDTSTART:20261222T090000Z\r\nDTEND:20261222T100000Z\r\nSUMMARY:Ward rounds\r\nORGANIZER:mailto:dora@clinic.example\r\nATTENDEE;PARTSTAT=ACCEPTED:mailto:dora@clinic.example\r\nATTENDEE;PARTSTAT=NEEDS-ACTION;RSVP=TRUE:mailto:eli@clinic.example\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    let put = dora
+        .put("/dav/calendars/clinic/rounds/rounds-1.ics", invite, &[])
+        .await;
+    assert_eq!(put.status, 201, "{}", put.body);
+    assert_eq!(eli.inbox().await.len(), 1, "the invitation arrived");
+
+    let gone = s
+        .client
+        .request(reqwest::Method::DELETE, "/api/v1/tenants/clinic/users/eli")
+        .bearer_auth(OPERATOR_KEY)
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(gone.status(), 204);
+    provision(
+        "/users/eli".to_owned(),
+        serde_json::json!({"password": "secret", "email": "eli@clinic.example"}),
+    )
+    .await;
+    assert!(
+        eli.inbox().await.is_empty(),
+        "the new eli reads nothing of the old one's"
+    );
+}

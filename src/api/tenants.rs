@@ -506,6 +506,9 @@ pub async fn user(
             store_and_apply(app, &record).await?;
             app.users
                 .remove(|p| p.tenant == id && p.username == username);
+            // Their scheduling messages go with them: a user created again
+            // under the name must not read them.
+            app.store.clear_inbox(id, username).await?;
             Ok(no_content())
         }
         _ => Err(crate::http::method_not_allowed(req.method(), "PUT, DELETE")),

@@ -271,6 +271,7 @@ suite!(
     inbox_delivery_list_delete,
     inbox_delivery_happens_once,
     inbox_keeps_its_capacity,
+    clearing_an_inbox_logs_each_removal,
     refused_writes_send_nothing,
     conflicts_round_trip,
     conflict_pages_see_every_record_once,
@@ -1758,6 +1759,41 @@ pub async fn inbox_delivery_list_delete<B: Backend + ?Sized>(store: &B) {
     assert_eq!(store.inbox_version(T, "bea").expect("version"), 3);
     assert_eq!(store.inbox_version(T, "ana").expect("version"), 1);
     assert_eq!(store.inbox_version(T, "cy").expect("version"), 0);
+}
+
+/// Clearing a user's inbox (the user was deleted) removes every message of
+/// that user only, each logged as removed after the inbox's newest change.
+pub async fn clearing_an_inbox_logs_each_removal<B: Backend + ?Sized>(store: &B) {
+    let outgoing = Outgoing::new(vec![invite("bea", 1), invite("ana", 2), invite("bea", 3)])
+        .expect("something to send");
+    written(
+        &store
+            .commit_booking(
+                &booking(T, "b1", 10, 11, 1),
+                &Precondition::MustNotExist,
+                None,
+                Some(&outgoing),
+            )
+            .expect("commit"),
+    );
+    store.deliver(T, &outgoing).await.expect("deliver");
+    let before = store.inbox_version(T, "bea").expect("version");
+    assert_eq!(store.clear_inbox(T, "bea").await.expect("clear"), 2);
+    assert!(store.inbox_items(T, "bea").expect("items").is_empty());
+    let removed: Vec<bool> = store
+        .inbox_changes_since(T, "bea", before)
+        .expect("changes")
+        .into_iter()
+        .map(|c| c.deleted)
+        .collect();
+    assert_eq!(removed, [true, true]);
+    assert_eq!(
+        store.inbox_items(T, "ana").expect("items").len(),
+        1,
+        "another user's stays"
+    );
+    assert_eq!(store.clear_inbox(T, "bea").await.expect("again"), 0);
+    assert_eq!(store.clear_inbox(T, "nobody").await.expect("none"), 0);
 }
 
 /// Delivering an entry twice adds nothing the second time.

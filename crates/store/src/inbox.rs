@@ -288,6 +288,31 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Empties a user's inbox (the user is deleted): every message goes, each
+    /// logged as removed, so a client syncing with an old token sees them go
+    /// and a user created again under the name starts empty. Durable when it
+    /// returns; the number of messages removed.
+    pub async fn clear_inbox(&self, tenant: &str, user: &str) -> Result<usize, StoreError> {
+        let names: Vec<String> = self
+            .inbox_items(tenant, user)?
+            .into_iter()
+            .map(|item| item.name)
+            .collect();
+        if names.is_empty() {
+            return Ok(0);
+        }
+        let result = self.inbox.transaction(|tx| {
+            for name in &names {
+                tx.remove(item_key(tenant, user, name))?;
+                log_change(tx, tenant, user, name, true)?;
+            }
+            Ok(())
+        });
+        settled(result)?;
+        self.flush().await?;
+        Ok(names.len())
+    }
+
     /// [`Store::delete_inbox_item`] without waiting for durability.
     fn remove_inbox_item(
         &self,

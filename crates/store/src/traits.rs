@@ -424,6 +424,9 @@ pub trait InboxStore: Durable {
         name: &'a str,
         etag: Option<&'a str>,
     ) -> StoreFuture<'a, InboxDelete>;
+    /// Removes every message of a user's inbox, each logged as a removal (the
+    /// user was deleted); durable when it returns. The number removed.
+    fn clear_inbox<'a>(&'a self, tenant: &'a str, user: &'a str) -> StoreFuture<'a, usize>;
 }
 
 /// Conflict records (a booking overlapped by calendar time that came later).
@@ -928,6 +931,9 @@ impl InboxStore for Store {
         etag: Option<&'a str>,
     ) -> StoreFuture<'a, InboxDelete> {
         Box::pin(Store::delete_inbox_item(self, tenant, user, name, etag))
+    }
+    fn clear_inbox<'a>(&'a self, tenant: &'a str, user: &'a str) -> StoreFuture<'a, usize> {
+        Box::pin(Store::clear_inbox(self, tenant, user))
     }
 }
 

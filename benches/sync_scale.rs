@@ -16,7 +16,10 @@
 //! sync load (and in the first two minutes, when every source is due at once);
 //! the scheduler's lateness (`runs_late_over_60s`, p99, max); fetches per feed
 //! (with 20 minutes observed and a 15-minute interval ±10 %, every feed should
-//! have been fetched exactly twice); the gateway's CPU time and RSS.
+//! have been fetched exactly twice); the gateway's CPU time and RSS; then,
+//! with the sync load over, slots and CalDAV discovery latency, and a restart
+//! after `kill -9` with all that data (time to listen, idle RSS, and the
+//! scheduler's queue after it).
 //!
 //! `cargo bench --bench sync_scale`. Knobs (environment): `TENANTS` (10000),
 //! `RESOURCES` (5), `SOURCES` (2), `LATENCY_MS` (20), `INTERVAL_MIN` (15),
@@ -125,30 +128,50 @@ fn process_usage(pid: u32) -> (f64, f64) {
     (cpu, rss)
 }
 
-/// Sends `requests` with [`CLIENTS`] at once; answers the elapsed time and
-/// the failures (status, body) seen.
+/// Sends `requests` with [`CLIENTS`] at once, as the operator; answers the
+/// elapsed time and the failures (status, body) seen.
 async fn send_all(
     client: &reqwest::Client,
     requests: Vec<(reqwest::Method, String, Option<Value>)>,
 ) -> (Duration, Vec<(u16, String)>) {
     let started = Instant::now();
+    let builders = requests
+        .into_iter()
+        .map(|(method, url, body)| {
+            let req = client.request(method, url).bearer_auth(OPERATOR_KEY);
+            match body {
+                Some(body) => req.json(&body),
+                None => req,
+            }
+        })
+        .collect();
+    let (_, failed) = timed(builders, CLIENTS).await;
+    (started.elapsed(), failed)
+}
+
+/// Sends `requests`, `at_once` at a time; answers each success's latency and
+/// the failures (status, body).
+async fn timed(
+    requests: Vec<reqwest::RequestBuilder>,
+    at_once: usize,
+) -> (Vec<Duration>, Vec<(u16, String)>) {
     let queue = Arc::new(std::sync::Mutex::new(requests));
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..CLIENTS {
-        let (client, queue) = (client.clone(), Arc::clone(&queue));
+    for _ in 0..at_once {
+        let queue = Arc::clone(&queue);
         workers.spawn(async move {
-            let mut failed = Vec::new();
+            let (mut took, mut failed) = (Vec::new(), Vec::new());
             loop {
                 let next = queue.lock().expect("queue").pop();
-                let Some((method, url, body)) = next else {
-                    return failed;
+                let Some(req) = next else {
+                    return (took, failed);
                 };
-                let mut req = client.request(method, url).bearer_auth(OPERATOR_KEY);
-                if let Some(body) = body {
-                    req = req.json(&body);
-                }
+                let sent = Instant::now();
                 match req.send().await {
-                    Ok(resp) if resp.status().is_success() => {}
+                    Ok(resp) if resp.status().is_success() => {
+                        let _ = resp.bytes().await;
+                        took.push(sent.elapsed());
+                    }
                     Ok(resp) => failed.push((
                         resp.status().as_u16(),
                         resp.text().await.unwrap_or_default(),
@@ -158,11 +181,13 @@ async fn send_all(
             }
         });
     }
-    let mut failed = Vec::new();
+    let (mut took, mut failed) = (Vec::new(), Vec::new());
     while let Some(done) = workers.join_next().await {
-        failed.extend(done.expect("worker"));
+        let (t, f) = done.expect("worker");
+        took.extend(t);
+        failed.extend(f);
     }
-    (started.elapsed(), failed)
+    (took, failed)
 }
 
 /// Books at `per_second` until `stop`, spreading bookings over tenants,
@@ -444,6 +469,76 @@ async fn main() {
                 .or_default() += 1;
         }
     }
+    // Reads on the tenants as they now are (5 resources, 2 imported calendars).
+    let week = Utc::now().date_naive() + TimeDelta::days(1);
+    let slots_of = |t: usize| {
+        client
+            .get(format!(
+                "{base}/api/v1/tenants/t{t}/slots?start={week}T00:00:00Z&end={}T00:00:00Z&duration=30&resources=r0,r1,r2,r3,r4",
+                week + TimeDelta::days(7)
+            ))
+            .bearer_auth(OPERATOR_KEY)
+    };
+    let (slots, slots_failed) =
+        timed((0..500).map(|i| slots_of(i * tenants / 500)).collect(), 8).await;
+    assert!(
+        slots_failed.is_empty(),
+        "slots: {:?}",
+        &slots_failed[..slots_failed.len().min(3)]
+    );
+    const USERS: usize = 20;
+    let (_, failed) = send_all(
+        &client,
+        (0..USERS)
+            .map(|i| {
+                (
+                    reqwest::Method::PUT,
+                    format!("{base}/api/v1/tenants/t{i}/users/u{i}"),
+                    Some(json!({"password": "pw", "resource": "r0"})),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    assert!(
+        failed.is_empty(),
+        "users: {:?}",
+        &failed[..failed.len().min(3)]
+    );
+    let propfind = reqwest::Method::from_bytes(b"PROPFIND").expect("method");
+    let discover = |i: usize| {
+        client
+            .request(propfind.clone(), format!("{base}/dav/principals/u{i}/"))
+            .basic_auth(format!("u{i}"), Some("pw"))
+            .header("Depth", "0")
+    };
+    // The first use of each password is an argon2 check; then it is memoised.
+    let _ = timed((0..USERS).map(discover).collect(), 4).await;
+    let (dav, dav_failed) = timed((0..10 * USERS).map(|i| discover(i % USERS)).collect(), 8).await;
+    assert!(
+        dav_failed.is_empty(),
+        "PROPFIND: {:?}",
+        &dav_failed[..dav_failed.len().min(3)]
+    );
+
+    // kill -9 and start again with all that data: how fast, how big, and
+    // whether the scheduler finds every source again.
+    drop(gateway);
+    let restarted = Instant::now();
+    let (gateway, base) = start_gateway(&config, &dir.join("data"));
+    let start_up = restarted.elapsed();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (_, idle_rss) = process_usage(gateway.0.id());
+    let after_restart: Value = client
+        .get(format!("{base}/api/v1/scheduler"))
+        .bearer_auth(OPERATOR_KEY)
+        .send()
+        .await
+        .expect("scheduler report")
+        .json()
+        .await
+        .expect("JSON");
+
     let first_two: Vec<Duration> = load_samples
         .iter()
         .filter(|(_, at)| *at < 120.0)
@@ -482,6 +577,19 @@ async fn main() {
         base_failed.len(),
         load_failed.len(),
         &load_failed[..load_failed.len().min(3)]
+    );
+    println!("| read, under no load | n | p50 | p99 | max |\n|---|---|---|---|---|");
+    println!(
+        "{}",
+        latency_line("slots, 5 resources, 2 imported calendars, 1 week", &slots)
+    );
+    println!(
+        "{}",
+        latency_line("CalDAV PROPFIND of a principal (Depth 0)", &dav)
+    );
+    println!(
+        "\nrestart after kill -9 with all the data: listening after {} ms; RSS after 10 s idle {idle_rss:.0} MiB; scheduler then: {after_restart}\n",
+        start_up.as_millis()
     );
     println!("scheduler report at the end: {report}\n");
     println!("fetches per feed (count: feeds): {fetches:?}\n");

@@ -128,6 +128,16 @@ fn process_usage(pid: u32) -> (f64, f64) {
     (cpu, rss)
 }
 
+/// Stops the bench, showing the first failures, if any request of a step failed.
+fn expect_no_failures(step: &str, failed: &[(u16, String)]) {
+    assert!(
+        failed.is_empty(),
+        "{step}: {} failed, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+}
+
 /// Sends `requests` with [`CLIENTS`] at once, as the operator; answers the
 /// elapsed time and the failures (status, body) seen.
 async fn send_all(
@@ -344,11 +354,7 @@ async fn main() {
             .collect(),
     )
     .await;
-    assert!(
-        failed.is_empty(),
-        "tenants: {:?}",
-        &failed[..failed.len().min(3)]
-    );
+    expect_no_failures("tenants", &failed);
     let tenant_rate = tenants as f64 / took.as_secs_f64();
     let (took, failed) = send_all(
         &client,
@@ -364,11 +370,7 @@ async fn main() {
             .collect(),
     )
     .await;
-    assert!(
-        failed.is_empty(),
-        "resources: {:?}",
-        &failed[..failed.len().min(3)]
-    );
+    expect_no_failures("resources", &failed);
     let resource_rate = (tenants * resources) as f64 / took.as_secs_f64();
     eprintln!(
         "provisioned {tenants} tenants ({tenant_rate:.0}/s) and {} resources ({resource_rate:.0}/s)",
@@ -418,11 +420,7 @@ async fn main() {
             .collect(),
     )
     .await;
-    assert!(
-        failed.is_empty(),
-        "sources: {:?}",
-        &failed[..failed.len().min(3)]
-    );
+    expect_no_failures("sources", &failed);
     let source_rate = (tenants * sources) as f64 / took.as_secs_f64();
     eprintln!("created {} sources ({source_rate:.0}/s)", tenants * sources);
 
@@ -481,11 +479,7 @@ async fn main() {
     };
     let (slots, slots_failed) =
         timed((0..500).map(|i| slots_of(i * tenants / 500)).collect(), 8).await;
-    assert!(
-        slots_failed.is_empty(),
-        "slots: {:?}",
-        &slots_failed[..slots_failed.len().min(3)]
-    );
+    expect_no_failures("slots", &slots_failed);
     const USERS: usize = 20;
     let (_, failed) = send_all(
         &client,
@@ -500,11 +494,7 @@ async fn main() {
             .collect(),
     )
     .await;
-    assert!(
-        failed.is_empty(),
-        "users: {:?}",
-        &failed[..failed.len().min(3)]
-    );
+    expect_no_failures("users", &failed);
     let propfind = reqwest::Method::from_bytes(b"PROPFIND").expect("method");
     let discover = |i: usize| {
         client
@@ -515,11 +505,7 @@ async fn main() {
     // The first use of each password is an argon2 check; then it is memoised.
     let _ = timed((0..USERS).map(discover).collect(), 4).await;
     let (dav, dav_failed) = timed((0..10 * USERS).map(|i| discover(i % USERS)).collect(), 8).await;
-    assert!(
-        dav_failed.is_empty(),
-        "PROPFIND: {:?}",
-        &dav_failed[..dav_failed.len().min(3)]
-    );
+    expect_no_failures("PROPFIND", &dav_failed);
 
     // kill -9 and start again with all that data: how fast, how big, and
     // whether the scheduler finds every source again.

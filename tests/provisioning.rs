@@ -120,6 +120,15 @@ async fn provision_bakery(s: &Gw) -> String {
     body["key"].as_str().expect("the key, once").to_owned()
 }
 
+/// The feed host serving `/bakery.ics` with `events` events, and a gateway
+/// with the operator key that may fetch from it.
+async fn bakery_feed_and_gateway(events: usize) -> (providers::ics::IcsMock, TestServer) {
+    let feed = providers::ics::IcsMock::start().await;
+    feed.set_feed("/bakery.ics", providers::ics::generated_feed(events));
+    let server = TestServer::start_with_extra(with_admin("fetch_allow = [\"127.0.0.1/32\"]")).await;
+    (feed, server)
+}
+
 fn booking_at(hour: u32) -> Value {
     json!({
         "start": format!("2026-06-01T{hour:02}:00:00+02:00"),
@@ -614,9 +623,7 @@ async fn without_admin_provisioning_says_how_to_enable_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_tenant_removes_its_data_and_stops_its_syncs() {
-    let feed = providers::ics::IcsMock::start().await;
-    feed.set_feed("/bakery.ics", providers::ics::generated_feed(5));
-    let server = TestServer::start_with_extra(with_admin("fetch_allow = [\"127.0.0.1/32\"]")).await;
+    let (feed, server) = bakery_feed_and_gateway(5).await;
     let s = &Gw::of(&server);
     let key = provision_bakery(s).await;
     let (status, body) = call(
@@ -1367,9 +1374,7 @@ async fn resources_are_provisioned_and_booked_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_acts_for_any_tenant_and_alone_reads_the_scheduler() {
-    let feed = providers::ics::IcsMock::start().await;
-    feed.set_feed("/bakery.ics", providers::ics::generated_feed(3));
-    let server = TestServer::start_with_extra(with_admin("fetch_allow = [\"127.0.0.1/32\"]")).await;
+    let (feed, server) = bakery_feed_and_gateway(3).await;
     let s = &Gw::of(&server);
     let bakery_key = provision_bakery(s).await;
     // A platform connects its businesses' calendars and books for them.

@@ -158,6 +158,7 @@ impl App {
             &config.source,
             Arc::clone(&public_url),
             config.horizon,
+            Arc::clone(&tenants),
         ));
         let export = Arc::new(crate::export::Exporter::new(
             store.clone(),

@@ -1040,50 +1040,105 @@ async fn graph_a_stray_insert_of_ours_is_deleted_when_imported() {
     assert_eq!(busy[0]["sources"][0]["source"], "bookings", "{fb}");
 }
 
-/// A provisioned tenant's DELETE with `?purge_exports=true` removes the events
-/// it exported before its data, and while it waits on a slow provider, other
-/// tenants are provisioned: it holds up only its own tenant.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_tenant_delete_purges_its_exports_without_holding_up_other_tenants() {
-    const OPERATOR_KEY: &str = "operator-key-export-0123";
-    let g = GoogleMock::start().await;
-    let setup = Setup::google(&g);
+const OPERATOR_KEY: &str = "operator-key-export-0123";
+
+/// A gateway as `setup` declares the salon, with the operator key as well.
+async fn with_operator(setup: &Setup) -> Gw {
     let hash = calgate::auth::hash_secret(OPERATOR_KEY).expect("hashing works");
-    let gw = Gw::start_with(|data| {
+    Gw::start_with(|data| {
         format!(
             "{}\n[admin]\nkey_hash = \"{hash}\"\n",
             setup.config_text(data)
         )
     })
-    .await;
-    let op = |method: Method, path: &str, body: Option<Value>| {
-        let mut req = gw
-            .client
-            .request(method, format!("{}/api/v1/tenants{path}", gw.base))
-            .bearer_auth(OPERATOR_KEY);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        async move {
-            let resp = req.send().await.expect("request sent");
-            let status = resp.status().as_u16();
-            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
-    let (status, body) = op(
+    .await
+}
+
+/// `/api/v1/tenants{path}` with the operator key: (status, JSON or null).
+async fn as_operator(gw: &Gw, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = gw
+        .client
+        .request(method, format!("{}/api/v1/tenants{path}", gw.base))
+        .bearer_auth(OPERATOR_KEY);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("request sent");
+    let status = resp.status().as_u16();
+    (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+}
+
+/// Provisions tenant `bakery` with an unconnected Google source `owner`
+/// exporting to the mock's primary calendar.
+async fn bakery_exporting_to(g: &GoogleMock, gw: &Gw) {
+    let (status, body) = as_operator(
+        gw,
         Method::PUT,
         "/bakery",
         Some(json!({"name": "Bakery", "timezone": "Europe/Paris"})),
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    let (status, body) = op(
+    let (status, body) = as_operator(
+        gw,
         Method::POST,
         "/bakery/sources",
         Some(json!({"id": "owner", "kind": "google", "calendar": g.primary_id(), "direction": "export"})),
     )
     .await;
     assert_eq!(status, 201, "{body}");
+}
+
+/// A person connecting a calendar spends a while at the provider; a tenant
+/// deleted meanwhile gets nothing written back when they return.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_finished_after_its_tenant_was_deleted_stores_nothing() {
+    let g = GoogleMock::start().await;
+    let gw = with_operator(&Setup::google(&g)).await;
+    bakery_exporting_to(&g, &gw).await;
+    let callback = export_support::authorize(
+        &gw.client,
+        &gw.base,
+        Provider::Google,
+        ("bakery", OPERATOR_KEY),
+        "owner",
+    )
+    .await;
+    assert_eq!(
+        as_operator(&gw, Method::DELETE, "/bakery", None).await.0,
+        204
+    );
+    let back = gw.client.get(callback).send().await.expect("callback");
+    assert_eq!(back.status(), 404);
+    let text = back.text().await.unwrap_or_default();
+    assert!(text.contains("tenant \\\"bakery\\\" was deleted"), "{text}");
+    let store = &gw.app().store;
+    assert_eq!(
+        store.secret("bakery", "owner").expect("read"),
+        None,
+        "no tokens"
+    );
+    assert!(
+        !store
+            .sync_status("bakery", "owner")
+            .expect("read")
+            .connected
+    );
+    // The same id created again starts unconnected.
+    bakery_exporting_to(&g, &gw).await;
+    let (status, shown) = as_operator(&gw, Method::GET, "/bakery/sources/owner", None).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["status"]["connected"], false, "{shown}");
+}
+
+/// A provisioned tenant's DELETE with `?purge_exports=true` removes the events
+/// it exported before its data, and while it waits on a slow provider, other
+/// tenants are provisioned: it holds up only its own tenant.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_delete_purges_its_exports_without_holding_up_other_tenants() {
+    let g = GoogleMock::start().await;
+    let gw = with_operator(&Setup::google(&g)).await;
+    bakery_exporting_to(&g, &gw).await;
     export_support::connect_tenant_source(
         &gw.client,
         &gw.base,
@@ -1093,7 +1148,8 @@ async fn a_tenant_delete_purges_its_exports_without_holding_up_other_tenants() {
     )
     .await;
     for day in [14, 15] {
-        let (status, body) = op(
+        let (status, body) = as_operator(
+            &gw,
             Method::POST,
             "/bakery/bookings",
             Some(slot(day, 9, 30, "Bread class")),
@@ -1116,7 +1172,15 @@ async fn a_tenant_delete_purges_its_exports_without_holding_up_other_tenants() {
     // Each removal now takes 1.5 s at the provider.
     g.clear_requests();
     g.set_latency(Duration::from_millis(1500));
-    let deleting = tokio::spawn(op(Method::DELETE, "/bakery?purge_exports=true", None));
+    let deleting = tokio::spawn(
+        gw.client
+            .delete(format!(
+                "{}/api/v1/tenants/bakery?purge_exports=true",
+                gw.base
+            ))
+            .bearer_auth(OPERATOR_KEY)
+            .send(),
+    );
     export_support::until(
         "the purge to reach Google",
         Duration::from_secs(20),
@@ -1129,7 +1193,8 @@ async fn a_tenant_delete_purges_its_exports_without_holding_up_other_tenants() {
         },
     )
     .await;
-    let (status, body) = op(
+    let (status, body) = as_operator(
+        &gw,
         Method::PUT,
         "/garden",
         Some(json!({"name": "Garden", "timezone": "Europe/Paris"})),
@@ -1140,11 +1205,11 @@ async fn a_tenant_delete_purges_its_exports_without_holding_up_other_tenants() {
         !deleting.is_finished(),
         "another tenant was provisioned only after the purge ended"
     );
-    let (status, body) = deleting.await.expect("delete ran");
-    assert_eq!(status, 204, "{body}");
+    let deleted = deleting.await.expect("delete ran").expect("answered");
+    assert_eq!(deleted.status(), 204);
     assert!(
         g.live_events(&g.primary_id()).is_empty(),
         "exported events purged"
     );
-    assert_eq!(op(Method::GET, "/bakery", None).await.0, 404);
+    assert_eq!(as_operator(&gw, Method::GET, "/bakery", None).await.0, 404);
 }

@@ -440,6 +440,7 @@ pub async fn oauth(
                     crate::connect::ConnectError::UnknownState => {
                         Problem::bad_request(e.to_string())
                     }
+                    crate::connect::ConnectError::Gone(_) => Problem::not_found(e.to_string()),
                     crate::connect::ConnectError::Provider(e) => provider_problem(e),
                 })?;
             // The source is connected: it may sync and export now.

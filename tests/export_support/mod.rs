@@ -221,6 +221,22 @@ pub async fn connect_tenant_source(
         },
     )
     .await;
+    let callback = authorize(client, base, provider, (tenant, key), source).await;
+    let done = client.get(callback).send().await.expect("callback");
+    let status = done.status();
+    let text = done.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "{text}");
+}
+
+/// The first half of a connection: start at the gateway and "consent" at the
+/// mock; answers the gateway's callback URL the browser would be sent to.
+pub async fn authorize(
+    client: &reqwest::Client,
+    base: &str,
+    provider: Provider,
+    (tenant, key): (&str, &str),
+    source: &str,
+) -> String {
     let start = client
         .get(format!(
             "{base}/oauth/{}/start?tenant={tenant}&source={source}",
@@ -237,15 +253,11 @@ pub async fn connect_tenant_source(
     let back = location(&consent);
     let back = reqwest::Url::parse(&back).expect("callback URL");
     assert!(back.as_str().starts_with(PUBLIC_URL), "{back}");
-    let callback = format!(
+    format!(
         "{base}{}?{}",
         back.path(),
         back.query().expect("code and state")
-    );
-    let done = client.get(callback).send().await.expect("callback");
-    let status = done.status();
-    let text = done.text().await.unwrap_or_default();
-    assert_eq!(status, 200, "{text}");
+    )
 }
 
 fn location(resp: &reqwest::Response) -> String {

@@ -59,6 +59,10 @@ pub enum ConnectError {
     /// to another provider: a bad (replayed or forged) request, not a provider fault.
     #[error("this authorization is unknown, used or expired; start the connection again")]
     UnknownState,
+    /// The tenant or the source was deleted while the person was at the
+    /// provider: nothing of the connection was stored.
+    #[error("{0} was deleted while it was being connected; nothing was stored")]
+    Gone(String),
     #[error(transparent)]
     Provider(#[from] ProviderError),
 }
@@ -114,6 +118,8 @@ pub struct Connections {
     public_url: Arc<PublicUrl>,
     horizon: Horizon,
     pending: PendingAuthorizations,
+    /// The callback writes only for a tenant still live, under its write fence.
+    tenants: Arc<crate::tenants::Tenants>,
 }
 
 impl Connections {
@@ -124,8 +130,10 @@ impl Connections {
         config_file: &std::path::Path,
         public_url: Arc<PublicUrl>,
         horizon: Horizon,
+        tenants: Arc<crate::tenants::Tenants>,
     ) -> Connections {
         Connections {
+            tenants,
             store,
             secrets,
             http: providers.http().clone(),
@@ -213,6 +221,19 @@ impl Connections {
         };
         let e = self.endpoints(kind)?;
         let mut tokens = oauth::exchange_code(&e, &self.http, code, &pending.pkce_verifier).await?;
+        // The person may have spent minutes at the provider: the tenant or
+        // the source may be gone, and nothing of theirs may be written back.
+        let gone_tenant = || ConnectError::Gone(format!("tenant \"{}\"", pending.tenant));
+        let live = self.tenants.live(&pending.tenant).ok_or_else(gone_tenant)?;
+        let _writing = live.write().await.map_err(|_| gone_tenant())?;
+        if self
+            .store
+            .source(&pending.tenant, &pending.source)
+            .map_err(internal)?
+            .is_none()
+        {
+            return Err(ConnectError::Gone(format!("source \"{}\"", pending.source)));
+        }
         if tokens.refresh_token.is_none() {
             // A reconnection may bring no new refresh token (Google only issues
             // one on consent): keep the one we have rather than lose offline access.

@@ -56,6 +56,7 @@ fn connections(
     apps: &ProvidersConfig,
     horizon: Horizon,
     allow: &[&str],
+    tenants: &Arc<Tenants>,
 ) -> Arc<Connections> {
     let allow: Vec<String> = allow.iter().map(|a| (*a).to_owned()).collect();
     let providers = Arc::new(Providers::new(apps, &allow).expect("providers"));
@@ -68,6 +69,7 @@ fn connections(
         Path::new("gateway.toml"),
         public_url,
         horizon,
+        Arc::clone(tenants),
     ))
 }
 
@@ -106,7 +108,7 @@ impl Engines {
         let bookings = BookingEngine::new(store.clone(), Arc::clone(&conflicts));
         let calendars = CalendarService::new(store.clone(), *horizon, Arc::clone(&conflicts));
         let tenants = Arc::new(Tenants::new([tenant.clone()]));
-        let connections = connections(&store, &secrets, providers, *horizon, LOOPBACK);
+        let connections = connections(&store, &secrets, providers, *horizon, LOOPBACK, &tenants);
         let export = Arc::new(Exporter::new(
             store.clone(),
             bookings.clone(),
@@ -150,7 +152,14 @@ impl Engines {
         let Setup {
             horizon, providers, ..
         } = &self.setup;
-        let connections = connections(&self.store, &self.secrets, providers, *horizon, allow);
+        let connections = connections(
+            &self.store,
+            &self.secrets,
+            providers,
+            *horizon,
+            allow,
+            &self.tenants,
+        );
         self.sync_with(observer, connections)
     }
 

@@ -210,29 +210,14 @@ impl App {
         self.config.tenant(id).is_some()
     }
 
-    /// Whose booking-API key this is: a generated key is found by its lookup
-    /// (one argon2 check), a key of the file among the file's.
+    /// Whose booking-API key this is (see [`crate::auth::Verifier::verify_bearer`]).
     pub async fn verify_api_key(&self, key: &str) -> Option<ApiPrincipal> {
-        match self
-            .api_keys
-            .verify(Some(&crate::auth::lookup_of(key)), key)
-            .await
-        {
-            Some(found) => Some(found),
-            None => self.api_keys.verify(None, key).await,
-        }
+        self.api_keys.verify_bearer(key).await
     }
 
     /// Which feed a feed token opens (as [`App::verify_api_key`]).
     pub async fn verify_feed_token(&self, token: &str) -> Option<FeedPrincipal> {
-        match self
-            .feed_tokens
-            .verify(Some(&crate::auth::lookup_of(token)), token)
-            .await
-        {
-            Some(found) => Some(found),
-            None => self.feed_tokens.verify(None, token).await,
-        }
+        self.feed_tokens.verify_bearer(token).await
     }
 
     /// The verifiers, to add or remove a tenant's secrets.

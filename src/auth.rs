@@ -187,6 +187,16 @@ impl<P: Clone + PartialEq + Send + Sync + 'static> Verifier<P> {
         found
     }
 
+    /// The owner of a bearer-style secret (an API key, a feed token): a
+    /// generated one is found by its lookup (one argon2 check), one of the
+    /// file among the file's.
+    pub async fn verify_bearer(self: &Arc<Self>, secret: &str) -> Option<P> {
+        match self.verify(Some(&lookup_of(secret)), secret).await {
+            Some(found) => Some(found),
+            None => self.verify(None, secret).await,
+        }
+    }
+
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, Memo<P>> {
         // A poisoned memo is still a valid memo: every value in it was fully written.
         self.cache.lock().unwrap_or_else(|p| p.into_inner())

@@ -79,7 +79,8 @@ pub use calgate_model::settings::{
     SourceConfig, TenantConfig, UserConfig, WebhookConfig,
 };
 
-const WEEKDAYS: [&str; 7] = [
+/// The days of `opening_hours`, in the order `OpeningHours::days` keeps them.
+pub(crate) const WEEKDAYS: [&str; 7] = [
     "monday",
     "tuesday",
     "wednesday",

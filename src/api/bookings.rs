@@ -169,12 +169,7 @@ async fn read_write(
     let body = super::read_json_body(app, req).await?;
     match json::parse_write(&body) {
         Ok(request) => Ok((request, body)),
-        Err(ParseError::Syntax(msg)) => Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed-json",
-            "Malformed JSON",
-            msg,
-        )),
+        Err(ParseError::Syntax(msg)) => Err(Problem::malformed_json(msg)),
         Err(ParseError::Fields(fields)) => Err(Problem::invalid(fields)),
     }
 }

@@ -119,14 +119,8 @@ pub async fn availability(
     }
     let filter = resource_filter(req.uri().query().unwrap_or(""), tenant)?;
     let body = read_json_body(app, req).await?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed-json",
-            "Malformed JSON",
-            e.to_string(),
-        )
-    })?;
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| Problem::malformed_json(e.to_string()))?;
     let (slots, sources) = parse_availability(&value).map_err(Problem::invalid)?;
     let sources = checked_sources(app, tenant, sources)?;
     let mut results = Vec::with_capacity(slots.len());

@@ -219,17 +219,9 @@ fn managed_by(app: &App, id: &str) -> &'static str {
 }
 
 fn tenant_view(app: &App, t: &TenantConfig) -> TenantView {
-    const DAYS: [&str; 7] = [
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
-    ];
     let opening_hours = t.opening_hours.as_ref().map(|hours| {
-        DAYS.iter()
+        crate::config::WEEKDAYS
+            .iter()
             .zip(&hours.days)
             .filter(|(_, periods)| !periods.is_empty())
             .map(|(day, periods)| {
@@ -920,14 +912,8 @@ async fn hash(secret: String) -> Result<String, Problem> {
 /// `required` ones, unknown ones, values of the wrong type. `required` pairs
 /// each required field with a valid value, used to try the fields one at a time.
 fn parse_body<T: DeserializeOwned>(body: &[u8], required: &[(&str, Value)]) -> Result<T, Problem> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed-json",
-            "Malformed JSON",
-            e.to_string(),
-        )
-    })?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| Problem::malformed_json(e.to_string()))?;
     let Value::Object(fields) = value else {
         return Err(Problem::invalid(vec![FieldError::new(
             "body",

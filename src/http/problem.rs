@@ -113,6 +113,16 @@ impl Problem {
         Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
     }
 
+    /// A body that is not JSON at all (400), saying where the parser stopped.
+    pub fn malformed_json(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "Malformed JSON",
+            detail,
+        )
+    }
+
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Problem::new(
             StatusCode::BAD_REQUEST,

@@ -181,6 +181,15 @@ fn lower_thread_priority() {
     }
 }
 
+/// What an opened [`App`] does before it serves, whether behind a listener or
+/// in process: finishes the tenant deletions a crash interrupted, and sends
+/// again the conflict webhooks a restart interrupted.
+pub async fn prepare(app: &App) -> Result<(), StoreError> {
+    api::tenants::finish_interrupted_deletions(app).await?;
+    app.conflicts.redeliver_pending(&app.config.tenants);
+    Ok(())
+}
+
 /// Opens the store, binds the listener and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -194,7 +203,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
     })?;
     let app = Arc::new(App::open(config)?);
-    api::tenants::finish_interrupted_deletions(&app).await?;
+    prepare(&app).await?;
     let (shutdown, signal) = oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(Arc::clone(&app), listener, async {
         let _ = signal.await;
@@ -215,7 +224,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let background = Background::start().map_err(StartError::Background)?;
     let scheduler = background.spawn(sync::scheduler(Arc::clone(&app.sync)));
     let exporter = background.spawn(export::deliverer(Arc::clone(&app.export)));
-    app.conflicts.redeliver_pending(&app.config.tenants);
     Ok(Running {
         addr,
         app,
@@ -234,8 +242,6 @@ impl Running {
     pub async fn stop(self) -> Result<(), StoreError> {
         let _ = self.shutdown.send(());
         let _ = self.server.await;
-        // A webhook delivery may be waiting minutes for its next attempt.
-        self.app.conflicts.stop_deliveries();
         self.sweeper.abort();
         self.roller.abort();
         self.scheduler.abort();
@@ -247,15 +253,23 @@ impl Running {
         let _ = self.exporter.await;
         // Runs the scheduler started are cancelled with their runtime.
         self.background.stop().await;
-        // Finished connection tasks drop their handle on the app a moment after
-        // the server reports them done; wait for that, so the database (and its
-        // lock) is free when stop returns and a new server can open it.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while Arc::strong_count(&self.app) > 1 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        self.app.store.flush().await
+        release(self.app).await
     }
+}
+
+/// The end of a gateway's life, behind a listener or in process: webhook
+/// deliveries stop, the handles still held on the app (a finished
+/// connection's task drops its own a moment after the server reports it
+/// done) are waited for up to 5 s, and the store is flushed, so the database
+/// and its lock are free when this returns and a new App can open it.
+pub async fn release(app: Arc<App>) -> Result<(), StoreError> {
+    // A webhook delivery may be waiting minutes for its next attempt.
+    app.conflicts.stop_deliveries();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&app) > 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    app.store.flush().await
 }
 
 /// Keeps infinite and long rules materialised as time moves: whenever the horizon

@@ -322,7 +322,7 @@ impl TestGateway {
         extra: Extra,
     ) -> TestGateway {
         let app = Arc::new(open_when_released(dir.path(), webhook, &extra).await);
-        app.conflicts.redeliver_pending(&app.config.tenants);
+        calgate::prepare(&app).await.expect("the gateway prepares");
         TestGateway {
             base: BASE.to_owned(),
             client: InProcessClient::new(app),
@@ -347,15 +347,9 @@ impl TestGateway {
         let TestGateway {
             client, dir, extra, ..
         } = self;
-        let app = client.app;
-        app.conflicts.stop_deliveries();
-        // Requests still running (an owned `create` future, say) hold the app.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Arc::strong_count(&app) > 1 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        app.store.flush().await.expect("clean stop");
-        drop(app);
+        // Requests still running (an owned `create` future, say) hold the app
+        // a moment longer: release waits for them.
+        calgate::release(client.app).await.expect("clean stop");
         Self::start_full(dir, webhook, extra).await
     }
 
